@@ -1,0 +1,150 @@
+"""The one settings object: every location and backend driftloop uses.
+
+Values come from ``DRIFTLOOP_*`` environment variables (or a ``.env`` file); nothing is read
+at import time. Call :func:`load_settings` at the edge of the program (CLI, flow entry) and pass
+the object, or the values it holds, down to the tasks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "DRIFTLOOP_"
+
+# The zones of the data lake, as sub-folders (or sub-prefixes) of the data root.
+ZONES = ("landing", "validated", "quarantine", "ledger", "features", "predictions", "reports")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _normalise_uri(value: str, *, name: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    if value.startswith("s3://"):
+        bucket = value[len("s3://") :].split("/", 1)[0]
+        if not bucket:
+            raise ValueError(f"{name}={value!r} names no bucket (expected s3://bucket/prefix)")
+        return value.rstrip("/")
+    if "://" in value and not value.startswith("file://"):
+        scheme = value.split("://", 1)[0]
+        raise ValueError(f"{name}={value!r}: scheme {scheme!r} is not supported (use file:// or s3://)")
+    path = value[len("file://") :] if value.startswith("file://") else value
+    return "file://" + str(Path(path).expanduser().resolve())
+
+
+class Settings(BaseSettings):
+    """Every path and backend driftloop touches. Frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    data_root: str = Field(
+        default=f"file://{PROJECT_ROOT / 'data'}",
+        description="Root of the data lake: file:///abs/path or s3://bucket/prefix. "
+        "Holds the zones landing/, validated/, quarantine/, ledger/, ...",
+    )
+    usecase: Path = Field(
+        default=PROJECT_ROOT / "usecases" / "telco_churn.yaml",
+        description="The use-case definition (datasets, schema, expectations).",
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DRIFTLOOP_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3-compatible endpoint (e.g. a local S3 server); AWS's own when unset.",
+    )
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("DRIFTLOOP_AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+    max_file_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=2 * 1024**3,
+        description="Landed objects larger than this are rejected whole instead of read.",
+    )
+
+    @field_validator("data_root")
+    @classmethod
+    def _check_data_root(cls, value: str) -> str:
+        return _normalise_uri(value, name="DRIFTLOOP_DATA_ROOT")
+
+    @field_validator("usecase")
+    @classmethod
+    def _check_usecase(cls, value: Path) -> Path:
+        path = value if value.is_absolute() else (PROJECT_ROOT / value)
+        if not path.is_file():
+            raise ValueError(f"DRIFTLOOP_USECASE={value}: no such file")
+        return path.resolve()
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"AWS endpoint {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    def zone(self, name: str) -> str:
+        """URI of one zone of the lake, e.g. ``zone("landing")``."""
+        if name not in ZONES:
+            raise KeyError(f"unknown zone {name!r}; zones are {', '.join(ZONES)}")
+        return f"{self.data_root}/{name}"
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= {"DRIFTLOOP_REQUIRE_SERVICES"}  # read by the test-suite, not the program
+    problems = []
+    for key in sorted(environ):
+        if key.startswith(ENV_PREFIX) and key not in known:
+            hint = difflib.get_close_matches(key, sorted(known), n=1)
+            suffix = f" (did you mean {hint[0]}?)" if hint else ""
+            problems.append(f"{key} is not a driftloop setting{suffix}")
+    return problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and ``.env``) plus explicit overrides.
+
+    Raises :class:`SettingsError` with one line per bad or unknown ``DRIFTLOOP_*`` variable.
+    """
+    problems = _unknown_variables(os.environ)
+    if problems:
+        raise SettingsError("invalid driftloop settings:\n  " + "\n  ".join(problems))
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = ENV_PREFIX + loc.upper() if loc in Settings.model_fields else loc
+            lines.append(f"{var}: {err['msg']}")
+        raise SettingsError("invalid driftloop settings:\n  " + "\n  ".join(lines)) from None
+
+
+def quiet_telemetry(environ: dict[str, str] | None = None) -> None:
+    """Turn off every usage-reporting channel of the libraries we drive (no network wanted)."""
+    env = os.environ if environ is None else environ
+    for key, value in {
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
+        env.setdefault(key, value)

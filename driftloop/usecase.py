@@ -1,0 +1,100 @@
+"""A use case: the datasets that land, their schema, and the suites that guard them.
+
+Loaded from a YAML file (``usecases/<name>.yaml``); everything downstream takes the parsed
+:class:`UseCase`, so a new dataset is added by writing definitions, not by editing flows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ColumnType = Literal["string", "int", "float", "date", "datetime", "bool"]
+
+
+class UseCaseError(ValueError):
+    """The use-case file or one of its suites is malformed."""
+
+
+class DatasetSpec(BaseModel):
+    """One kind of landed file: where it lands, its columns, and its two suites."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    description: str = ""
+    landing_prefix: str = Field(description="Sub-prefix of landing/ where files of this dataset arrive.")
+    key: list[str] = Field(min_length=1, description="Columns that identify a row.")
+    partition_by: str = Field(description="Date column used to partition validated/.")
+    columns: dict[str, ColumnType] = Field(min_length=1)
+    batch_suite: Path
+    row_suite: Path
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DatasetSpec:
+        missing = [c for c in [*self.key, self.partition_by] if c not in self.columns]
+        if missing:
+            raise ValueError(f"key/partition columns {missing} are not in columns")
+        if self.columns[self.partition_by] not in ("date", "datetime"):
+            raise ValueError(f"partition_by column {self.partition_by!r} must be a date")
+        if not self.landing_prefix.endswith("/"):
+            raise ValueError(f"landing_prefix {self.landing_prefix!r} must end with '/'")
+        return self
+
+
+class UseCase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    entity: str
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    root: Path = Field(default=Path("."), exclude=True)
+
+    def dataset_for_key(self, landing_key: str) -> DatasetSpec | None:
+        """The dataset a landing key (relative to landing/) belongs to, or None."""
+        for spec in self.datasets.values():
+            if landing_key.startswith(spec.landing_prefix):
+                return spec
+        return None
+
+    def suite(self, path: Path) -> dict[str, Any]:
+        """The expectation-suite JSON at ``path`` (relative to the project root)."""
+        full = path if path.is_absolute() else self.root / path
+        try:
+            data: dict[str, Any] = json.loads(full.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UseCaseError(f"expectation suite {full} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise UseCaseError(f"expectation suite {full} is not valid JSON: {exc}") from None
+        if not isinstance(data.get("expectations"), list) or "name" not in data:
+            raise UseCaseError(f"expectation suite {full} needs 'name' and 'expectations'")
+        return data
+
+
+def load_usecase(path: Path, project_root: Path | None = None) -> UseCase:
+    """Parse a use-case YAML file; errors name the file and the offending field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UseCaseError(f"use case file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UseCaseError(f"use case file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UseCaseError(f"use case file {path} must hold a mapping")
+    for name, spec in (raw.get("datasets") or {}).items():
+        if isinstance(spec, dict):
+            spec.setdefault("name", name)
+    root = project_root or path.resolve().parent.parent
+    try:
+        usecase = UseCase(**raw, root=root)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise UseCaseError(f"use case file {path} is invalid:\n  " + "\n  ".join(lines)) from None
+    for spec in usecase.datasets.values():  # fail early on a broken suite, not mid-run
+        usecase.suite(spec.batch_suite)
+        usecase.suite(spec.row_suite)
+    return usecase

@@ -1,0 +1,66 @@
+"""Ingest + validate: landed objects → validated/ and quarantine/, exactly once per content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftloop.settings import load_settings
+from driftloop.usecase import load_usecase
+from tasks import ingest as stage
+from tasks.storage import Lake
+
+
+class IngestParams(BaseModel):
+    """What to ingest. The defaults ingest everything that landed and is not yet in the ledger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] | None = Field(
+        default=None,
+        description="Only these landing keys (relative to landing/, e.g. 'usage/2026-01-05.csv'). "
+        "Empty: every pending object.",
+    )
+
+
+open_ledger = task(stage.Ledger, name="open-ledger", cache_policy=NO_CACHE, retries=2)
+find_pending = task(stage.find_pending, name="find-pending", cache_policy=NO_CACHE, retries=2)
+ingest_object = task(
+    stage.ingest_object,
+    name="ingest-object",
+    cache_policy=NO_CACHE,
+    retries=1,
+    task_run_name="ingest {obj.key}",
+)
+write_index = task(stage.write_index_report, name="write-index", cache_policy=NO_CACHE)
+
+
+@flow(name="ingest", description="Validate newly landed objects and split rows into validated/quarantine.")
+def ingest_flow(params: IngestParams | None = None) -> dict[str, Any]:
+    params = params or IngestParams()
+    settings = load_settings()
+    lake = Lake.from_settings(settings)
+    usecase = load_usecase(settings.usecase)
+
+    ledger = open_ledger(lake.ledger)
+    pending = find_pending(lake.landing, ledger, keys=params.keys)
+    outcomes = [
+        ingest_object(lake, ledger, usecase, obj, max_bytes=settings.max_file_bytes)
+        for obj in pending
+    ]
+    outcomes = [o for o in outcomes if o is not None]
+    if outcomes:
+        write_index(lake, ledger)
+        create_table_artifact(
+            key="ingest-summary",
+            table=stage.summary_rows(outcomes),
+            description=f"Ingest run: {stage.totals(outcomes)}",
+        )
+    for outcome in outcomes:
+        emit_event(**stage.event_for(outcome, lake.landing.uri))
+    return {"totals": stage.totals(outcomes), "objects": stage.summary_rows(outcomes)}

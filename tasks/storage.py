@@ -1,0 +1,346 @@
+"""One small interface over the lake: ``file://`` folders and ``s3://`` buckets.
+
+Keys are ``/``-separated paths relative to the storage's root. Writes are atomic: a reader sees
+either the old object or the new one, never a partial file (temp file + rename locally, a single
+PUT on S3). No other module talks to boto3 or the filesystem for lake data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from driftloop.settings import Settings
+
+_TMP_MARK = ".tmp-"
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing tells about one object without reading it."""
+
+    key: str
+    size: int
+    etag: str  # S3 ETag, or size+mtime fingerprint locally: cheap, changes when content changes
+    modified: datetime
+
+
+class Storage(Protocol):
+    uri: str
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]: ...
+    def info(self, key: str) -> ObjectInfo: ...
+    def exists(self, key: str) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> ObjectInfo: ...
+    def delete(self, key: str) -> None: ...
+    def child(self, prefix: str) -> Storage: ...
+
+
+def _clean_key(key: str) -> str:
+    key = key.strip("/")
+    if not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
+class LocalStorage:
+    """A folder on disk."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.uri = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
+        if not base.exists():
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(".") or _TMP_MARK in name:
+                    continue
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                out.append(self.info(rel))
+        return sorted(out, key=lambda o: o.key)
+
+    def info(self, key: str) -> ObjectInfo:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            raise StorageError(f"{self.uri}/{key} does not exist") from None
+        return ObjectInfo(
+            key=_clean_key(key),
+            size=st.st_size,
+            etag=f"{st.st_size:x}-{st.st_mtime_ns:x}",
+            modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        )
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.uri}/{key} does not exist") from None
+
+    def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.info(key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def child(self, prefix: str) -> LocalStorage:
+        return LocalStorage(self.root / _clean_key(prefix))
+
+    def local_path(self, key: str) -> Path:
+        """Filesystem path of a key (for tools that need a path, e.g. DuckDB)."""
+        return self._path(key)
+
+
+class S3Storage:
+    """A bucket and prefix on S3 or an S3-compatible endpoint, through boto3."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        if client is None:
+            import boto3
+
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region
+            )
+        self._s3 = client
+
+    def _full(self, key: str) -> str:
+        key = _clean_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def _wrap(self, exc: Exception, key: str) -> StorageError:
+        return StorageError(f"{self.uri}/{key}: {exc}")
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = "/".join(p for p in (self.prefix, prefix.strip("/")) if p)
+        base = f"{base}/" if base else ""
+        out = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    rel = self._rel(obj["Key"])
+                    if rel.rsplit("/", 1)[-1].startswith("."):
+                        continue
+                    out.append(
+                        ObjectInfo(
+                            key=rel,
+                            size=int(obj["Size"]),
+                            etag=str(obj["ETag"]).strip('"'),
+                            modified=obj["LastModified"],
+                        )
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, prefix) from exc
+        return sorted(out, key=lambda o: o.key)
+
+    def info(self, key: str) -> ObjectInfo:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"{self.uri}/{key} does not exist") from None
+            raise self._wrap(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._wrap(exc, key) from exc
+        return ObjectInfo(
+            key=_clean_key(key),
+            size=int(head["ContentLength"]),
+            etag=str(head["ETag"]).strip('"'),
+            modified=head["LastModified"],
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.info(key)
+        except StorageError as exc:
+            if "does not exist" in str(exc):
+                return False
+            raise
+        return True
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=self._full(key))[
+                "Body"
+            ].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise StorageError(f"{self.uri}/{key} does not exist") from None
+            raise self._wrap(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._wrap(exc, key) from exc
+        return body
+
+    def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self._s3.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, key) from exc
+        return ObjectInfo(
+            key=_clean_key(key),
+            size=len(data),
+            etag=str(resp.get("ETag", "")).strip('"'),
+            modified=datetime.now(tz=UTC),
+        )
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._wrap(exc, key) from exc
+
+    def child(self, prefix: str) -> S3Storage:
+        sub = "/".join(p for p in (self.prefix, _clean_key(prefix)) if p)
+        return S3Storage(
+            self.bucket, sub, endpoint_url=self.endpoint_url, region=self.region, client=self._s3
+        )
+
+
+def open_storage(uri: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Storage:
+    """A storage for ``file:///abs/path`` or ``s3://bucket/prefix``."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise StorageError(f"{uri}: no bucket")
+        return S3Storage(bucket, prefix, endpoint_url=endpoint_url, region=region)
+    if uri.startswith("file://"):
+        return LocalStorage(uri[len("file://") :])
+    raise StorageError(f"{uri}: unsupported scheme (use file:// or s3://)")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The zones of the data lake, each as a :class:`Storage`."""
+
+    root: Storage
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        return cls(
+            open_storage(
+                settings.data_root,
+                endpoint_url=settings.aws_endpoint_url,
+                region=settings.aws_region,
+            )
+        )
+
+    def zone(self, name: str) -> Storage:
+        return self.root.child(name)
+
+    @property
+    def landing(self) -> Storage:
+        return self.zone("landing")
+
+    @property
+    def validated(self) -> Storage:
+        return self.zone("validated")
+
+    @property
+    def quarantine(self) -> Storage:
+        return self.zone("quarantine")
+
+    @property
+    def ledger(self) -> Storage:
+        return self.zone("ledger")
+
+    @property
+    def reports(self) -> Storage:
+        return self.zone("reports")
+
+
+# ---- content helpers shared by every stage --------------------------------------------------
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_json(storage: Storage, key: str, obj: Any) -> ObjectInfo:
+    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+    return storage.write_bytes(key, data)
+
+
+def read_json(storage: Storage, key: str) -> Any:
+    return json.loads(storage.read_bytes(key))
+
+
+def write_parquet(storage: Storage, key: str, df: pd.DataFrame) -> ObjectInfo:
+    """Write a frame as Parquet, atomically, with deterministic bytes for the same frame."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return storage.write_bytes(key, buf.getvalue())
+
+
+def read_parquet(storage: Storage, key: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.read_bytes(key))).to_pandas()

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from driftloop.settings import PROJECT_ROOT, Settings, SettingsError, load_settings, quiet_telemetry
+
+
+def test_defaults_parse() -> None:
+    s = load_settings()
+    assert s.data_root == f"file://{PROJECT_ROOT / 'data'}"
+    assert s.zone("landing") == f"{s.data_root}/landing"
+    assert s.usecase.is_file()
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.data_root = "file:///elsewhere"  # type: ignore[misc]
+
+
+def test_relative_path_becomes_absolute_file_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", "lake")
+    assert load_settings().data_root == f"file://{tmp_path / 'lake'}"
+
+
+def test_s3_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", "s3://bucket/some/prefix/")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    s = load_settings()
+    assert s.data_root == "s3://bucket/some/prefix"
+    assert s.aws_endpoint_url == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("DRIFTLOOP_DATA_ROOT", "gs://bucket", "DRIFTLOOP_DATA_ROOT.*not supported"),
+        ("DRIFTLOOP_DATA_ROOT", "s3://", "DRIFTLOOP_DATA_ROOT.*no bucket"),
+        ("DRIFTLOOP_MAX_FILE_BYTES", "-5", "DRIFTLOOP_MAX_FILE_BYTES"),
+        ("DRIFTLOOP_USECASE", "/nope.yaml", "DRIFTLOOP_USECASE.*no such file"),
+        ("DRIFTLOOP_AWS_ENDPOINT_URL", "localhost:9000", "must start with http"),
+        ("DRIFTLOOP_DATA_ROT", "/tmp/x", "DRIFTLOOP_DATA_ROT is not a driftloop setting.*DRIFTLOOP_DATA_ROOT"),
+    ],
+)
+def test_bad_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_unknown_field_is_refused() -> None:
+    with pytest.raises(Exception, match="Extra inputs are not permitted"):
+        Settings(data_rooot="x")  # type: ignore[call-arg]
+
+
+def test_quiet_telemetry_sets_but_never_overrides() -> None:
+    env = {"DO_NOT_TRACK": "false"}
+    quiet_telemetry(env)
+    assert env["DO_NOT_TRACK"] == "false"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["GX_ANALYTICS_ENABLED"] == "false"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert os.environ.get("GX_ANALYTICS_ENABLED") == "false"  # set for the test session too

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftloop.settings import PROJECT_ROOT
+from driftloop.usecase import UseCaseError, load_usecase
+
+SHIPPED = sorted((PROJECT_ROOT / "usecases").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_usecase_parses(path: Path) -> None:
+    uc = load_usecase(path)
+    assert uc.datasets
+    for spec in uc.datasets.values():
+        assert spec.name
+        suite = uc.suite(spec.row_suite)
+        assert suite["expectations"]
+
+
+def test_dataset_for_key() -> None:
+    uc = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+    assert uc.dataset_for_key("usage/2026-01-01.csv").name == "usage"  # type: ignore[union-attr]
+    assert uc.dataset_for_key("labels/2026-01-01.csv").name == "labels"  # type: ignore[union-attr]
+    assert uc.dataset_for_key("other/x.csv") is None
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "usecases").mkdir(exist_ok=True)
+    p = tmp_path / "usecases" / "bad.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_bad_usecase_names_the_field(tmp_path: Path) -> None:
+    p = _write(tmp_path, "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
+               "    partition_by: day\n    columns: {id: string}\n    batch_suite: a.json\n    row_suite: b.json\n")
+    with pytest.raises(UseCaseError, match="datasets.d.*not in columns"):
+        load_usecase(p)
+
+
+def test_missing_suite_is_reported(tmp_path: Path) -> None:
+    p = _write(tmp_path, "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
+               "    partition_by: day\n    columns: {id: string, day: date}\n    batch_suite: a.json\n"
+               "    row_suite: b.json\n")
+    with pytest.raises(UseCaseError, match="a.json does not exist"):
+        load_usecase(p)
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    p = _write(tmp_path, "name: x\nentity: id\ncolour: red\ndatasets: {}\n")
+    with pytest.raises(UseCaseError, match="colour"):
+        load_usecase(p)
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    with pytest.raises(UseCaseError, match="not valid YAML"):
+        load_usecase(_write(tmp_path, "name: [unclosed"))

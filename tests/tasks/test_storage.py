@@ -1,0 +1,124 @@
+"""The storage interface, the same tests on a folder and on a real S3 endpoint."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from tasks.storage import (
+    Lake,
+    LocalStorage,
+    StorageError,
+    open_storage,
+    read_json,
+    read_parquet,
+    sha256_hex,
+    write_json,
+    write_parquet,
+)
+
+
+def test_write_read_list_delete(lake: Lake) -> None:
+    st = lake.landing
+    assert st.list() == []
+    info = st.write_bytes("usage/2026-01-01.csv", b"a,b\n1,2\n")
+    st.write_bytes("labels/2026-01-01.csv", b"x\n")
+    assert info.size == 8 and info.key == "usage/2026-01-01.csv"
+    assert [o.key for o in st.list()] == ["labels/2026-01-01.csv", "usage/2026-01-01.csv"]
+    assert [o.key for o in st.list("usage")] == ["usage/2026-01-01.csv"]
+    assert st.read_bytes("usage/2026-01-01.csv") == b"a,b\n1,2\n"
+    assert st.exists("usage/2026-01-01.csv") and not st.exists("usage/nope.csv")
+    st.delete("usage/2026-01-01.csv")
+    assert not st.exists("usage/2026-01-01.csv")
+    st.delete("usage/2026-01-01.csv")  # deleting twice is fine
+
+
+def test_etag_changes_with_content(lake: Lake) -> None:
+    st = lake.landing
+    first = st.write_bytes("k.csv", b"one")
+    listed = st.list()[0]
+    assert listed.etag == st.info("k.csv").etag
+    second = st.write_bytes("k.csv", b"two!")
+    assert st.info("k.csv").etag != first.etag
+    assert second.size == 4
+
+
+def test_missing_object_is_a_clear_error(lake: Lake) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        lake.landing.read_bytes("nope.csv")
+    with pytest.raises(StorageError, match="does not exist"):
+        lake.landing.info("nope.csv")
+
+
+@pytest.mark.parametrize("key", ["", "/", "a/../b", "a//b", "./x"])
+def test_bad_keys_are_refused(lake: Lake, key: str) -> None:
+    with pytest.raises(StorageError, match="invalid object key"):
+        lake.landing.write_bytes(key, b"x")
+
+
+def test_zones_are_disjoint(lake: Lake) -> None:
+    lake.landing.write_bytes("a.csv", b"1")
+    lake.validated.write_bytes("a.csv", b"2")
+    assert lake.landing.read_bytes("a.csv") == b"1"
+    assert lake.zone("validated").read_bytes("a.csv") == b"2"
+    assert lake.landing.uri.endswith("/landing") and lake.validated.uri.endswith("/validated")
+
+
+def test_json_and_parquet_roundtrip(lake: Lake) -> None:
+    write_json(lake.reports, "x/summary.json", {"a": 1, "b": [1, 2]})
+    assert read_json(lake.reports, "x/summary.json") == {"a": 1, "b": [1, 2]}
+    df = pd.DataFrame({"id": ["a", "b"], "v": [1.5, None], "d": pd.to_datetime(["2026-01-01"] * 2)})
+    write_parquet(lake.validated, "t/part.parquet", df)
+    pd.testing.assert_frame_equal(read_parquet(lake.validated, "t/part.parquet"), df)
+
+
+def test_parquet_bytes_are_deterministic(lake: Lake) -> None:
+    df = pd.DataFrame({"id": ["a", "b"], "v": [1, 2]})
+    write_parquet(lake.validated, "a.parquet", df)
+    write_parquet(lake.validated, "b.parquet", df)
+    assert sha256_hex(lake.validated.read_bytes("a.parquet")) == sha256_hex(
+        lake.validated.read_bytes("b.parquet")
+    )
+
+
+def test_local_write_is_atomic_under_concurrent_readers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    st = LocalStorage(tmp_path)
+    a, b = b"a" * 2_000_000, b"b" * 3_000_000
+    st.write_bytes("obj", a)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(len(st.read_bytes("obj")))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(30):
+        st.write_bytes("obj", a if i % 2 else b)
+    stop.set()
+    t.join()
+    assert seen <= {len(a), len(b)}, "a reader saw a partially written object"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_listing_skips_hidden_and_temp_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".obj.tmp-123").write_bytes(b"x")
+    (tmp_path / "real.csv").write_bytes(b"x")
+    assert [o.key for o in LocalStorage(tmp_path).list()] == ["real.csv"]
+
+
+def test_open_storage_schemes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(open_storage(f"file://{tmp_path}"), LocalStorage)
+    with pytest.raises(StorageError, match="unsupported scheme"):
+        open_storage("gs://bucket/x")
+    with pytest.raises(StorageError, match="no bucket"):
+        open_storage("s3:///x")
+
+
+def test_s3_errors_name_the_uri(s3_endpoint: str) -> None:
+    st = open_storage("s3://no-such-bucket-driftloop/x", endpoint_url=s3_endpoint)
+    with pytest.raises(StorageError, match="s3://no-such-bucket-driftloop/x"):
+        st.list()

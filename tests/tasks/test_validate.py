@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop.settings import PROJECT_ROOT
+from driftloop.usecase import load_usecase
+from tasks.validate import (
+    cast_column,
+    cast_frame,
+    check_batch,
+    default_validator,
+    exact_duplicates,
+    rule_name,
+    split_rows,
+    to_storage_types,
+)
+from tests.helpers import usage_rows
+
+USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+USAGE = USECASE.datasets["usage"]
+
+
+def test_rule_name() -> None:
+    assert rule_name({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}) == (
+        "expect_column_values_to_not_be_null(x)"
+    )
+    assert rule_name(
+        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "b"]}}
+    ) == "expect_compound_columns_to_be_unique(a,b)"
+
+
+def test_cast_column_numbers_and_dates() -> None:
+    s = pd.Series(["1", " 2.5", "abc", None, "12,5"])
+    out = cast_column(s, "float")
+    assert out.tolist()[:2] == [1.0, 2.5] and out.isna().tolist() == [False, False, True, True, True]
+    ints = cast_column(pd.Series(["3", "3.5", "4.0"]), "int")
+    assert ints.isna().tolist() == [False, True, False]
+    dates = cast_column(pd.Series(["2026-01-02", "yesterday", None]), "date")
+    assert dates.iloc[0] == pd.Timestamp("2026-01-02") and dates.iloc[1:].isna().all()
+    native = cast_column(pd.Series(pd.to_datetime(["2026-01-02 13:00"])), "date")
+    assert native.iloc[0] == pd.Timestamp("2026-01-02")
+    assert cast_column(pd.Series([1, 2]), "float").dtype == np.float64
+
+
+def test_cast_frame_reports_wrong_types_only_for_non_null_values() -> None:
+    raw = usage_rows(3).astype(str)
+    raw.loc[1, "minutes"] = "n/a"
+    raw.loc[2, "minutes"] = None
+    typed, reasons = cast_frame(raw, USAGE.columns)
+    assert reasons == {1: ["wrong_type(minutes)"]}
+    assert typed["minutes"].isna().tolist() == [False, True, True]
+
+
+def test_exact_duplicates_keep_first() -> None:
+    raw = pd.concat([usage_rows(3), usage_rows(3).iloc[[1]]], ignore_index=True)
+    assert exact_duplicates(raw) == {3: ["duplicate_row"]}
+
+
+def test_batch_suite_accepts_clean_and_rejects_structural_problems() -> None:
+    v = default_validator()
+    suite = USECASE.suite(USAGE.batch_suite)
+    assert check_batch(v, usage_rows(20), suite) == []
+    missing = check_batch(v, usage_rows(20).drop(columns=["region"]), suite)
+    assert any("expect_table_columns_to_match_set" in f for f in missing)
+    extra = check_batch(v, usage_rows(20).assign(surprise=1), suite)
+    assert any("expect_table_columns_to_match_set" in f for f in extra)
+    nulls = usage_rows(20)
+    nulls.loc[:5, "plan"] = None  # 30 % nulls > the 10 % the batch suite tolerates
+    assert any("not_be_null(plan)" in f for f in check_batch(v, nulls, suite))
+    assert any("row_count" in f for f in check_batch(v, usage_rows(0), suite))
+
+
+def test_row_split_names_every_broken_rule() -> None:
+    v = default_validator()
+    raw = usage_rows(6).astype(str)
+    raw.loc[0, "plan"] = "platinum_x"
+    raw.loc[1, "minutes"] = "-3"
+    raw.loc[2, "customer_id"] = None
+    raw.loc[3, "region"] = "atlantis"
+    raw.loc[3, "tenure_months"] = "9999"
+    typed, prior = cast_frame(raw, USAGE.columns)
+    split = split_rows(v, typed, USECASE.suite(USAGE.row_suite), prior)
+    assert split.valid_index.tolist() == [4, 5]
+    assert split.reasons == {
+        0: ["expect_column_values_to_be_in_set(plan)"],
+        1: ["expect_column_values_to_be_between(minutes)"],
+        2: ["expect_column_values_to_not_be_null(customer_id)"],
+        3: [
+            "expect_column_values_to_be_in_set(region)",
+            "expect_column_values_to_be_between(tenure_months)",
+        ],
+    }
+
+
+def test_conflicting_duplicates_are_all_quarantined() -> None:
+    v = default_validator()
+    raw = usage_rows(3).astype(str)
+    conflict = raw.iloc[[0]].copy()
+    conflict["minutes"] = "99.0"
+    raw = pd.concat([raw, conflict], ignore_index=True)
+    typed, prior = cast_frame(raw, USAGE.columns)
+    prior.update(exact_duplicates(raw))
+    split = split_rows(v, typed, USECASE.suite(USAGE.row_suite), prior)
+    assert sorted(split.reasons) == [0, 3]
+    assert all("unique(customer_id,date)" in r[0] for r in split.reasons.values())
+
+
+def test_prior_reasons_are_not_judged_twice() -> None:
+    v = default_validator()
+    raw = usage_rows(3).astype(str)
+    raw.loc[0, "minutes"] = "abc"
+    typed, prior = cast_frame(raw, USAGE.columns)
+    split = split_rows(v, typed, USECASE.suite(USAGE.row_suite), prior)
+    assert split.reasons == {0: ["wrong_type(minutes)"]}
+
+
+def test_storage_types() -> None:
+    typed, _ = cast_frame(usage_rows(2).astype(str), USAGE.columns)
+    out = to_storage_types(typed, USAGE.columns)
+    assert str(out["tenure_months"].dtype) == "Int64"
+    assert str(out["customer_id"].dtype) == "string"
+    assert out["date"].dtype == "datetime64[ns]"
+
+
+@pytest.mark.parametrize("bad", ["", "not-a-type"])
+def test_unknown_column_type(bad: str) -> None:
+    with pytest.raises(ValueError, match="unknown column type"):
+        cast_column(pd.Series(["x"]), bad)  # type: ignore[arg-type]
