@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain.")
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain."
+)
 console = Console()
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from driftloop.settings import SettingsError, load_settings, quiet_telemetry
 
     quiet_telemetry()
@@ -37,17 +42,23 @@ def simulate(
     days: Annotated[int, typer.Option(min=1, help="Number of days to simulate.")] = 30,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
     customers: Annotated[int, typer.Option(min=10, help="Size of the customer base.")] = 2000,
-    drift_day: Annotated[int | None, typer.Option(help="Day (0-based) of the reality change.")] = None,
-    defect_rate: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of rows with defects.")] = 0.0,
+    drift_day: Annotated[
+        int | None, typer.Option(help="Day (0-based) of the reality change.")
+    ] = None,
+    defect_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of rows with defects.")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed → same files).")] = 7,
     label_delay: Annotated[int, typer.Option(min=1, help="Days until a churn becomes known.")] = 14,
-    truth: Annotated[Path | None, typer.Option(help="Write the injected defects as JSONL here.")] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="Write the injected defects as JSONL here.")
+    ] = None,
 ) -> None:
     """Write a simulated telco's daily files into $DRIFTLOOP_DATA_ROOT/landing/."""
     from rich.progress import Progress
+
     from tasks.simulate import simulate as run_simulation
     from tasks.simulate import write_truth
-
     from tasks.storage import Lake
 
     settings = _settings()
@@ -56,9 +67,15 @@ def simulate(
         bar = progress.add_task("simulating", total=days)
         try:
             result = run_simulation(
-                lake.landing, days=days, start=_parse_date(start), customers=customers,
-                drift_day=drift_day, defect_rate=defect_rate, seed=seed,
-                label_delay_days=label_delay, progress=lambda n: progress.advance(bar, n),
+                lake.landing,
+                days=days,
+                start=_parse_date(start),
+                customers=customers,
+                drift_day=drift_day,
+                defect_rate=defect_rate,
+                seed=seed,
+                label_delay_days=label_delay,
+                progress=lambda n: progress.update(bar, completed=n),
             )
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -73,30 +90,39 @@ def simulate(
 
 @app.command()
 def ingest(
-    key: Annotated[list[str] | None, typer.Option(help="Only this landing key (repeatable).")] = None,
+    key: Annotated[
+        list[str] | None, typer.Option(help="Only this landing key (repeatable).")
+    ] = None,
 ) -> None:
     """Validate newly landed objects: accepted rows to validated/, the rest to quarantine/."""
     settings = _settings()
     from flows.ingest import IngestParams, ingest_flow
 
-    summary = ingest_flow(IngestParams(keys=key or None))
+    summary = ingest_flow(IngestParams(objects=key or None))
     print_ingest_summary(summary)
     console.print(f"reports: {settings.zone('reports')}/validation/index.html")
 
 
-def print_ingest_summary(summary: dict) -> None:  # type: ignore[type-arg]
+def print_ingest_summary(summary: dict[str, Any]) -> None:
     rows = summary["objects"]
     if not rows:
         console.print("nothing new landed: the ledger already holds every object")
         return
     table = Table(title="ingest")
-    for col in ("object", "status", "rows", "validated", "quarantined", "reason"):
-        table.add_column(col, justify="right" if col in ("rows", "validated", "quarantined") else "left")
+    table.add_column("object", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for col in ("rows", "validated", "quarantined"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
     colour = {"validated": "green", "partial": "yellow", "rejected": "red"}
     for r in rows:
         table.add_row(
-            r["object"], f"[{colour[r['status']]}]{r['status']}[/]", str(r["rows"]),
-            str(r["validated"]), str(r["quarantined"]), r["reason"][:70],
+            r["object"],
+            f"[{colour[r['status']]}]{r['status']}[/]",
+            str(r["rows"]),
+            str(r["validated"]),
+            str(r["quarantined"]),
+            r["reason"][:200],
         )
     console.print(table)
     t = summary["totals"]

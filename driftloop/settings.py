@@ -38,7 +38,9 @@ def _normalise_uri(value: str, *, name: str) -> str:
         return value.rstrip("/")
     if "://" in value and not value.startswith("file://"):
         scheme = value.split("://", 1)[0]
-        raise ValueError(f"{name}={value!r}: scheme {scheme!r} is not supported (use file:// or s3://)")
+        raise ValueError(
+            f"{name}={value!r}: scheme {scheme!r} is not supported (use file:// or s3://)"
+        )
     path = value[len("file://") :] if value.startswith("file://") else value
     return "file://" + str(Path(path).expanduser().resolve())
 

@@ -27,7 +27,9 @@ class DatasetSpec(BaseModel):
 
     name: str = ""
     description: str = ""
-    landing_prefix: str = Field(description="Sub-prefix of landing/ where files of this dataset arrive.")
+    landing_prefix: str = Field(
+        description="Sub-prefix of landing/ where files of this dataset arrive."
+    )
     key: list[str] = Field(min_length=1, description="Columns that identify a row.")
     partition_by: str = Field(description="Date column used to partition validated/.")
     columns: dict[str, ColumnType] = Field(min_length=1)

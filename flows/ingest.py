@@ -21,26 +21,25 @@ class IngestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keys: list[str] | None = Field(
+    objects: list[str] | None = Field(
         default=None,
         description="Only these landing keys (relative to landing/, e.g. 'usage/2026-01-05.csv'). "
         "Empty: every pending object.",
     )
 
 
-open_ledger = task(stage.Ledger, name="open-ledger", cache_policy=NO_CACHE, retries=2)
-find_pending = task(stage.find_pending, name="find-pending", cache_policy=NO_CACHE, retries=2)
+open_ledger = task(name="open-ledger", cache_policy=NO_CACHE, retries=2)(stage.open_ledger)
+find_pending = task(name="find-pending", cache_policy=NO_CACHE, retries=2)(stage.find_pending)
 ingest_object = task(
-    stage.ingest_object,
-    name="ingest-object",
-    cache_policy=NO_CACHE,
-    retries=1,
-    task_run_name="ingest {obj.key}",
+    name="ingest-object", cache_policy=NO_CACHE, retries=1, task_run_name="ingest {obj.key}"
+)(stage.ingest_object)
+write_index = task(name="write-index", cache_policy=NO_CACHE)(stage.write_index_report)
+
+
+@flow(
+    name="ingest",
+    description="Validate newly landed objects and split rows into validated/quarantine.",
 )
-write_index = task(stage.write_index_report, name="write-index", cache_policy=NO_CACHE)
-
-
-@flow(name="ingest", description="Validate newly landed objects and split rows into validated/quarantine.")
 def ingest_flow(params: IngestParams | None = None) -> dict[str, Any]:
     params = params or IngestParams()
     settings = load_settings()
@@ -48,12 +47,12 @@ def ingest_flow(params: IngestParams | None = None) -> dict[str, Any]:
     usecase = load_usecase(settings.usecase)
 
     ledger = open_ledger(lake.ledger)
-    pending = find_pending(lake.landing, ledger, keys=params.keys)
-    outcomes = [
+    pending = find_pending(lake.landing, ledger, keys=params.objects)
+    results = [
         ingest_object(lake, ledger, usecase, obj, max_bytes=settings.max_file_bytes)
         for obj in pending
     ]
-    outcomes = [o for o in outcomes if o is not None]
+    outcomes = [o for o in results if o is not None]  # None: same content seen under a new etag
     if outcomes:
         write_index(lake, ledger)
         create_table_artifact(

@@ -119,11 +119,18 @@ class Ledger:
         return [r for key in sorted(self._contents) for r in self.records(key)]
 
 
+def open_ledger(storage: Storage) -> Ledger:
+    """Read the ledger's index (one listing)."""
+    return Ledger(storage)
+
+
 def _safe_name(etag: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in etag) or "none"
 
 
-def find_pending(landing: Storage, ledger: Ledger, keys: list[str] | None = None) -> list[ObjectInfo]:
+def find_pending(
+    landing: Storage, ledger: Ledger, keys: list[str] | None = None
+) -> list[ObjectInfo]:
     """Landed objects whose (key, etag) the ledger has not seen, oldest key first."""
     objects = landing.list()
     if keys is not None:
@@ -153,9 +160,7 @@ def parse_object(key: str, data: bytes) -> pd.DataFrame:
         if not text.strip():
             raise RejectedFile("empty file (only whitespace)")
         try:
-            return pd.read_csv(
-                io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""]
-            )
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
             raise RejectedFile(f"unreadable CSV: {str(exc).strip()}") from None
     if lower.endswith(".parquet"):
@@ -196,7 +201,7 @@ def validate_object(
     valid = to_storage_types(typed.loc[split.valid_index], spec.columns)
     bad_idx = sorted(split.reasons)
     quarantined = raw.loc[bad_idx].copy()
-    quarantined.insert(len(quarantined.columns), "_row", pd.array(bad_idx, dtype="int64"))
+    quarantined["_row"] = pd.Series(bad_idx, index=quarantined.index, dtype="int64")
     quarantined["_reason"] = ["; ".join(split.reasons[i]) for i in bad_idx]
     quarantined["_source_object"] = key
     return raw, valid, quarantined.reset_index(drop=True), split.reasons
@@ -224,9 +229,14 @@ def ingest_object(
         return None
     previous = ledger.latest(obj.key)
     outcome = IngestOutcome(
-        key=obj.key, sha256=sha, etag=obj.etag, size=obj.size,
-        dataset=spec.name if spec else None, status="rejected",
+        key=obj.key,
+        sha256=sha,
+        etag=obj.etag,
+        size=obj.size,
+        dataset=spec.name if spec else None,
+        status="rejected",
     )
+    sample: pd.DataFrame | None = None  # quarantined rows, shown in the report
     try:
         if spec is None:
             raise RejectedFile("no dataset of the use case claims this landing key")
@@ -237,8 +247,8 @@ def ingest_object(
     except RejectedFile as exc:
         outcome.reasons = [str(exc)]
         outcome.outputs = _write_rejected(lake, obj.key, data, outcome)
-        quarantined = None
     else:
+        sample = quarantined
         outcome.rows_total = len(raw)
         outcome.rows_valid = len(valid)
         outcome.rows_quarantined = len(quarantined)
@@ -248,7 +258,7 @@ def ingest_object(
     outcome.processed_at = datetime.now(tz=UTC).isoformat()
     if previous is not None:
         _retire_outputs(lake, stale=set(previous.get("outputs", [])) - set(outcome.outputs))
-    write_object_report(lake, outcome, quarantined)
+    write_object_report(lake, outcome, sample)
     ledger.record(outcome)
     return outcome
 
@@ -257,7 +267,9 @@ def report_key(landing_key: str, suffix: str) -> str:
     return f"validation/{landing_key}.{suffix}"
 
 
-def write_object_report(lake: Lake, outcome: IngestOutcome, quarantined: pd.DataFrame | None) -> None:
+def write_object_report(
+    lake: Lake, outcome: IngestOutcome, quarantined: pd.DataFrame | None
+) -> None:
     """Validation summary (JSON) and readable report (HTML) for one object version."""
     from tasks.report import validation_page
 
@@ -370,10 +382,19 @@ def summary_rows(outcomes: list[IngestOutcome]) -> list[dict[str, Any]]:
             "rows": o.rows_total,
             "validated": o.rows_valid,
             "quarantined": o.rows_quarantined,
-            "reason": "; ".join(o.reasons)[:160] or ", ".join(o.reason_counts)[:160],
+            "reason": "; ".join(o.reasons)[:160]
+            or ", ".join(f"{short_rule(r)} x{n}" for r, n in o.reason_counts.items()),
         }
         for o in outcomes
     ]
+
+
+def short_rule(rule: str) -> str:
+    """``expect_column_values_to_be_between(minutes)`` → ``be_between(minutes)``."""
+    for prefix in ("expect_column_values_to_", "expect_column_pair_values_", "expect_"):
+        if rule.startswith(prefix):
+            return rule[len(prefix) :]
+    return rule
 
 
 def totals(outcomes: list[IngestOutcome]) -> dict[str, int]:

@@ -49,12 +49,18 @@ def badge(status: str) -> str:
 
 def cards(items: Sequence[tuple[str, Any]]) -> str:
     inner = "".join(
-        f'<div class="card"><b>{html.escape(str(v))}</b>{html.escape(label)}</div>' for label, v in items
+        f'<div class="card"><b>{html.escape(str(v))}</b>{html.escape(label)}</div>'
+        for label, v in items
     )
     return f'<div class="cards">{inner}</div>'
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, *, raw_html: Sequence[str] = ()) -> str:
+def table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    raw_html: Sequence[str] = (),
+) -> str:
     """An HTML table; cells are escaped except in ``raw_html`` columns."""
     if not rows:
         return "<p><em>none</em></p>"
@@ -106,7 +112,10 @@ def validation_page(record: dict[str, Any], quarantine_sample: pd.DataFrame | No
         ),
     ]
     if record["reasons"]:
-        parts += ["<h2>Why the file was rejected</h2>", table([{"reason": r} for r in record["reasons"]])]
+        parts += [
+            "<h2>Why the file was rejected</h2>",
+            table([{"reason": r} for r in record["reasons"]]),
+        ]
     if record["reason_counts"]:
         parts += [
             "<h2>Rules broken (rows)</h2>",
@@ -123,7 +132,11 @@ def validation_index_page(records: Sequence[dict[str, Any]], link_for: dict[str,
     rows = []
     for r in sorted(records, key=lambda r: r["processed_at"], reverse=True):
         link = link_for.get(r["key"])
-        key_html = f'<a href="{html.escape(link)}">{html.escape(r["key"])}</a>' if link else html.escape(r["key"])
+        key_html = (
+            f'<a href="{html.escape(link)}">{html.escape(r["key"])}</a>'
+            if link
+            else html.escape(r["key"])
+        )
         rows.append(
             {
                 "object": key_html,

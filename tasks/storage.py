@@ -261,7 +261,9 @@ class S3Storage:
         )
 
 
-def open_storage(uri: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Storage:
+def open_storage(
+    uri: str, *, endpoint_url: str | None = None, region: str = "us-east-1"
+) -> Storage:
     """A storage for ``file:///abs/path`` or ``s3://bucket/prefix``."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")

@@ -82,7 +82,9 @@ def cast_column(values: pd.Series, kind: ColumnType) -> pd.Series:
         if pd.api.types.is_datetime64_any_dtype(values):
             ts = pd.to_datetime(values)
         else:
-            ts = pd.to_datetime(values.astype("string").str.strip(), errors="coerce", format="ISO8601")
+            ts = pd.to_datetime(
+                values.astype("string").str.strip(), errors="coerce", format="ISO8601"
+            )
         if getattr(ts.dt, "tz", None) is not None:
             ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
         ts = ts.astype("datetime64[ns]")
@@ -147,7 +149,9 @@ class Validator:
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
         self._lock = threading.Lock()
 
-    def run(self, frame: pd.DataFrame, suite: dict[str, Any], *, complete: bool) -> list[ExpectationOutcome]:
+    def run(
+        self, frame: pd.DataFrame, suite: dict[str, Any], *, complete: bool
+    ) -> list[ExpectationOutcome]:
         """Validate ``frame`` against a suite given as JSON; one outcome per expectation."""
         gx_suite = self._gx.ExpectationSuite(
             name=suite["name"], expectations=[dict(e) for e in suite["expectations"]]
@@ -164,6 +168,7 @@ class Validator:
         outcomes = []
         for res in result.results:
             cfg = res.expectation_config
+            assert cfg is not None, "GX returned a result without its expectation"
             rule = rule_name({"type": cfg.type, "kwargs": cfg.kwargs})
             info = res.exception_info or {}
             error = str(info.get("exception_message") or "") if info.get("raised_exception") else ""
@@ -176,7 +181,9 @@ class Validator:
                     rule=rule,
                     success=bool(res.success),
                     unexpected_count=int(details.get("unexpected_count") or 0),
-                    unexpected_index=tuple(int(i) for i in details.get("unexpected_index_list") or ()),
+                    unexpected_index=tuple(
+                        int(i) for i in details.get("unexpected_index_list") or ()
+                    ),
                     observed="" if observed is None else str(observed)[:300],
                     error=error,
                 )

@@ -53,7 +53,9 @@ def s3_bucket(s3_endpoint: str) -> Iterator[str]:
 
 
 @pytest.fixture(params=["file", "s3"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
     """Settings whose data root is a fresh folder, or a fresh bucket on the local S3 server."""
     if request.param == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
@@ -83,3 +85,9 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# Prefect's own fixtures for capturing emitted events.
+from prefect.testing.fixtures import asserting_events_worker, reset_worker_events  # noqa: E402
+
+__all__ = ["asserting_events_worker", "reset_worker_events"]

@@ -8,8 +8,19 @@ import pandas as pd
 
 PLANS = ["basic", "standard", "premium", "unlimited"]
 USAGE_COLUMNS = [
-    "customer_id", "date", "plan", "contract", "tenure_months", "region", "payment_method",
-    "monthly_charge", "minutes", "data_gb", "dropped_calls", "support_tickets", "bill_amount",
+    "customer_id",
+    "date",
+    "plan",
+    "contract",
+    "tenure_months",
+    "region",
+    "payment_method",
+    "monthly_charge",
+    "minutes",
+    "data_gb",
+    "dropped_calls",
+    "support_tickets",
+    "bill_amount",
 ]
 
 

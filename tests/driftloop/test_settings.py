@@ -21,7 +21,9 @@ def test_settings_are_frozen() -> None:
         s.data_root = "file:///elsewhere"  # type: ignore[misc]
 
 
-def test_relative_path_becomes_absolute_file_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_relative_path_becomes_absolute_file_uri(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", "lake")
     assert load_settings().data_root == f"file://{tmp_path / 'lake'}"
@@ -43,7 +45,11 @@ def test_s3_root(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DRIFTLOOP_MAX_FILE_BYTES", "-5", "DRIFTLOOP_MAX_FILE_BYTES"),
         ("DRIFTLOOP_USECASE", "/nope.yaml", "DRIFTLOOP_USECASE.*no such file"),
         ("DRIFTLOOP_AWS_ENDPOINT_URL", "localhost:9000", "must start with http"),
-        ("DRIFTLOOP_DATA_ROT", "/tmp/x", "DRIFTLOOP_DATA_ROT is not a driftloop setting.*DRIFTLOOP_DATA_ROOT"),
+        (
+            "DRIFTLOOP_DATA_ROT",
+            "/tmp/x",
+            "DRIFTLOOP_DATA_ROT is not a driftloop setting.*DRIFTLOOP_DATA_ROOT",
+        ),
     ],
 )
 def test_bad_setting_names_the_variable(

@@ -35,16 +35,22 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_bad_usecase_names_the_field(tmp_path: Path) -> None:
-    p = _write(tmp_path, "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
-               "    partition_by: day\n    columns: {id: string}\n    batch_suite: a.json\n    row_suite: b.json\n")
+    p = _write(
+        tmp_path,
+        "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
+        "    partition_by: day\n    columns: {id: string}\n    batch_suite: a.json\n    row_suite: b.json\n",
+    )
     with pytest.raises(UseCaseError, match="datasets.d.*not in columns"):
         load_usecase(p)
 
 
 def test_missing_suite_is_reported(tmp_path: Path) -> None:
-    p = _write(tmp_path, "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
-               "    partition_by: day\n    columns: {id: string, day: date}\n    batch_suite: a.json\n"
-               "    row_suite: b.json\n")
+    p = _write(
+        tmp_path,
+        "name: x\nentity: id\ndatasets:\n  d:\n    landing_prefix: d/\n    key: [id]\n"
+        "    partition_by: day\n    columns: {id: string, day: date}\n    batch_suite: a.json\n"
+        "    row_suite: b.json\n",
+    )
     with pytest.raises(UseCaseError, match="a.json does not exist"):
         load_usecase(p)
 

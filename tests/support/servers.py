@@ -57,15 +57,16 @@ def moto_s3_server(log_dir: Path) -> Iterator[str]:
     """A moto S3 server on 127.0.0.1:<free port>; yields its endpoint URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
-    log = open(log_dir / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{endpoint}/moto-api/", proc=proc)
-        yield endpoint
-    finally:
-        stop(proc)
-        log.close()
+    with open(log_dir / "moto.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_http(f"{endpoint}/moto-api/", proc=proc)
+            yield endpoint
+        finally:
+            stop(proc)

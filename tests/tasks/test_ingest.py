@@ -28,8 +28,10 @@ MAX = 10_000_000
 
 def ingest_all(lake: Lake, **kw):  # type: ignore[no-untyped-def]
     ledger = Ledger(lake.ledger)
-    outcomes = [ingest_object(lake, ledger, USECASE, o, max_bytes=kw.get("max_bytes", MAX))
-                for o in find_pending(lake.landing, ledger)]
+    outcomes = [
+        ingest_object(lake, ledger, USECASE, o, max_bytes=kw.get("max_bytes", MAX))
+        for o in find_pending(lake.landing, ledger)
+    ]
     return [o for o in outcomes if o is not None]
 
 
@@ -75,7 +77,12 @@ def test_output_name() -> None:
 def test_clean_file_is_validated_and_partitioned(lake: Lake) -> None:
     lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(10)))
     [out] = ingest_all(lake)
-    assert (out.status, out.rows_total, out.rows_valid, out.rows_quarantined) == ("validated", 10, 10, 0)
+    assert (out.status, out.rows_total, out.rows_valid, out.rows_quarantined) == (
+        "validated",
+        10,
+        10,
+        0,
+    )
     assert out.partitions == ["2026-01-01"]
     df = read_parquet(lake.validated, "usage/date=2026-01-01/2026-01-01.csv.parquet")
     assert len(df) == 10 and str(df["tenure_months"].dtype) == "Int64"
@@ -93,7 +100,10 @@ def test_bad_rows_go_to_quarantine_with_reasons(lake: Lake) -> None:
     assert (out.status, out.rows_valid, out.rows_quarantined) == ("partial", 8, 2)
     q = read_parquet(lake.quarantine, "rows/usage/2026-01-01.csv.parquet")
     assert q["_row"].tolist() == [3, 7]
-    assert q["_reason"].tolist() == ["expect_column_values_to_be_in_set(plan)", "wrong_type(minutes)"]
+    assert q["_reason"].tolist() == [
+        "expect_column_values_to_be_in_set(plan)",
+        "wrong_type(minutes)",
+    ]
     assert set(q["_source_object"]) == {"usage/2026-01-01.csv"}
     assert q.loc[1, "minutes"] == "n/a", "quarantine keeps the value as delivered"
     valid = read_parquet(lake.validated, "usage/date=2026-01-01/2026-01-01.csv.parquet")
@@ -117,24 +127,32 @@ def test_unknown_dataset_and_oversized_files_are_rejected(lake: Lake) -> None:
     outs = {o.key: o for o in ingest_all(lake, max_bytes=1000)}
     assert "no dataset" in outs["stray/notes.csv"].reasons[0]
     assert "too large" in outs["usage/2026-01-01.csv"].reasons[0]
-    assert not lake.quarantine.exists("files/usage/2026-01-01.csv"), "oversized files are not copied"
+    assert not lake.quarantine.exists("files/usage/2026-01-01.csv"), (
+        "oversized files are not copied"
+    )
 
 
 def test_same_content_again_is_a_noop(lake: Lake) -> None:
     lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(10)))
     assert len(ingest_all(lake)) == 1
-    before = {o.key: o.etag for o in lake.root.list() if not o.key.startswith(("ledger/", "landing/"))}
+    before = {
+        o.key: o.etag for o in lake.root.list() if not o.key.startswith(("ledger/", "landing/"))
+    }
     assert ingest_all(lake) == []
     # re-delivery of identical bytes (new mtime / etag) is recognised by content
     lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(10)))
     assert ingest_all(lake) == []
-    after = {o.key: o.etag for o in lake.root.list() if not o.key.startswith(("ledger/", "landing/"))}
+    after = {
+        o.key: o.etag for o in lake.root.list() if not o.key.startswith(("ledger/", "landing/"))
+    }
     assert after == before
     assert find_pending(lake.landing, Ledger(lake.ledger)) == []
 
 
 def test_changed_content_is_a_new_version_that_replaces_outputs(lake: Lake) -> None:
-    two_days = pd.concat([usage_rows(4, "2026-01-01"), usage_rows(4, "2026-01-02")], ignore_index=True)
+    two_days = pd.concat(
+        [usage_rows(4, "2026-01-01"), usage_rows(4, "2026-01-02")], ignore_index=True
+    )
     lake.landing.write_bytes("usage/batch.csv", to_csv(two_days))
     [first] = ingest_all(lake)
     assert first.partitions == ["2026-01-01", "2026-01-02"]
@@ -151,12 +169,20 @@ def test_changed_content_is_a_new_version_that_replaces_outputs(lake: Lake) -> N
 def test_crash_before_ledger_record_is_retried_with_identical_outputs(lake: Lake) -> None:
     lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(10)))
     [out] = ingest_all(lake)
-    snapshot = {o.key: lake.root.read_bytes(o.key) for o in lake.root.list() if o.key.startswith("validated/")}
+    snapshot = {
+        o.key: lake.root.read_bytes(o.key)
+        for o in lake.root.list()
+        if o.key.startswith("validated/")
+    }
     for info in lake.ledger.list():  # simulate a run that died after writing outputs
         lake.ledger.delete(info.key)
     [again] = ingest_all(lake)
     assert again.sha256 == out.sha256
-    assert {o.key: lake.root.read_bytes(o.key) for o in lake.root.list() if o.key.startswith("validated/")} == snapshot
+    assert {
+        o.key: lake.root.read_bytes(o.key)
+        for o in lake.root.list()
+        if o.key.startswith("validated/")
+    } == snapshot
 
 
 def test_parquet_with_wrong_typed_column(lake: Lake) -> None:
@@ -195,16 +221,39 @@ def test_index_report_links_every_object(lake: Lake) -> None:
 def test_event_and_summary_shapes() -> None:
     from tasks.ingest import IngestOutcome
 
-    ok = IngestOutcome(key="usage/a.csv", sha256="s", etag="e", size=1, dataset="usage",
-                       status="partial", rows_total=3, rows_valid=2, rows_quarantined=1,
-                       partitions=["2026-01-01"])
-    bad = IngestOutcome(key="usage/b.csv", sha256="t", etag="e", size=0, dataset="usage",
-                        status="rejected", reasons=["empty file (0 bytes)"])
+    ok = IngestOutcome(
+        key="usage/a.csv",
+        sha256="s",
+        etag="e",
+        size=1,
+        dataset="usage",
+        status="partial",
+        rows_total=3,
+        rows_valid=2,
+        rows_quarantined=1,
+        partitions=["2026-01-01"],
+    )
+    bad = IngestOutcome(
+        key="usage/b.csv",
+        sha256="t",
+        etag="e",
+        size=0,
+        dataset="usage",
+        status="rejected",
+        reasons=["empty file (0 bytes)"],
+    )
     ev = event_for(ok, "file:///lake/landing")
     assert ev["event"] == VALIDATED_EVENT
-    assert ev["resource"]["prefect.resource.id"] == "driftloop.object.file:///lake/landing/usage/a.csv"
+    assert (
+        ev["resource"]["prefect.resource.id"] == "driftloop.object.file:///lake/landing/usage/a.csv"
+    )
     assert ev["payload"]["partitions"] == ["2026-01-01"]
     assert event_for(bad, "x")["event"] == REJECTED_EVENT
-    assert totals([ok, bad]) == {"objects": 2, "accepted": 1, "rejected": 1,
-                                 "rows_validated": 2, "rows_quarantined": 1}
+    assert totals([ok, bad]) == {
+        "objects": 2,
+        "accepted": 1,
+        "rejected": 1,
+        "rows_validated": 2,
+        "rows_quarantined": 1,
+    }
     assert summary_rows([bad])[0]["reason"] == "empty file (0 bytes)"

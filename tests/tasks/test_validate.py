@@ -23,18 +23,27 @@ USAGE = USECASE.datasets["usage"]
 
 
 def test_rule_name() -> None:
-    assert rule_name({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}) == (
-        "expect_column_values_to_not_be_null(x)"
-    )
     assert rule_name(
-        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "b"]}}
-    ) == "expect_compound_columns_to_be_unique(a,b)"
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}
+    ) == ("expect_column_values_to_not_be_null(x)")
+    assert (
+        rule_name(
+            {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "b"]}}
+        )
+        == "expect_compound_columns_to_be_unique(a,b)"
+    )
 
 
 def test_cast_column_numbers_and_dates() -> None:
     s = pd.Series(["1", " 2.5", "abc", None, "12,5"])
     out = cast_column(s, "float")
-    assert out.tolist()[:2] == [1.0, 2.5] and out.isna().tolist() == [False, False, True, True, True]
+    assert out.tolist()[:2] == [1.0, 2.5] and out.isna().tolist() == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
     ints = cast_column(pd.Series(["3", "3.5", "4.0"]), "int")
     assert ints.isna().tolist() == [False, True, False]
     dates = cast_column(pd.Series(["2026-01-02", "yesterday", None]), "date")

@@ -1,0 +1,177 @@
+"""P1: one 1M-row day through ingest + validate, against a plain pyarrow/pandas floor.
+
+The floor does the same work by hand: read the file, cast to the schema, find wrong types and
+exact duplicates, apply the same null / range / category / pattern / uniqueness rules, and write
+the valid rows and the quarantined rows as Parquet. driftloop additionally runs the GX batch suite,
+keeps the ledger, and writes the JSON and HTML reports.
+
+    .venv/bin/python bench/ingest_validate.py [--rows 1000000] [--format csv|parquet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from driftloop.settings import PROJECT_ROOT, quiet_telemetry
+from driftloop.usecase import load_usecase
+
+
+def floor(
+    data: bytes, fmt: str, columns: dict[str, str], rules: list[dict], out: Path
+) -> tuple[int, int]:
+    """Hand-written validation with pandas/pyarrow; returns (valid, quarantined)."""
+    if fmt == "csv":
+        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    else:
+        raw = pq.read_table(io.BytesIO(data)).to_pandas()
+    bad = np.zeros(len(raw), dtype=bool)
+    typed = {}
+    for name, kind in columns.items():
+        col = raw[name]
+        if kind in ("int", "float"):
+            num = (
+                pd.to_numeric(col, errors="coerce")
+                if col.dtype == object
+                else col.astype("float64")
+            )
+            bad |= (col.notna() & num.isna()).to_numpy()
+            typed[name] = num
+        elif kind == "date":
+            ts = pd.to_datetime(col, errors="coerce")
+            bad |= (col.notna() & ts.isna()).to_numpy()
+            typed[name] = ts
+        else:
+            typed[name] = col
+    frame = pd.DataFrame(typed)
+    bad |= raw.duplicated(keep="first").to_numpy()
+    for rule in rules:
+        kw = rule["kwargs"]
+        t = rule["type"]
+        if t == "expect_column_values_to_not_be_null":
+            bad |= frame[kw["column"]].isna().to_numpy()
+        elif t == "expect_column_values_to_be_between":
+            v = frame[kw["column"]]
+            bad |= ((v < kw["min_value"]) | (v > kw["max_value"])).to_numpy()
+        elif t == "expect_column_values_to_be_in_set":
+            v = frame[kw["column"]]
+            bad |= (v.notna() & ~v.isin(kw["value_set"])).to_numpy()
+        elif t == "expect_column_values_to_match_regex":
+            v = frame[kw["column"]]
+            bad |= (v.notna() & ~v.astype(str).str.match(re.compile(kw["regex"]))).to_numpy()
+        elif t == "expect_compound_columns_to_be_unique":
+            bad |= frame.duplicated(kw["column_list"], keep=False).to_numpy() & ~bad
+    valid = frame[~bad]
+    quarantined = raw[bad]
+    pq.write_table(
+        pa.Table.from_pandas(valid, preserve_index=False), out / "valid.parquet", compression="zstd"
+    )
+    pq.write_table(
+        pa.Table.from_pandas(quarantined.astype(str), preserve_index=False),
+        out / "q.parquet",
+        compression="zstd",
+    )
+    return len(valid), len(quarantined)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    args = parser.parse_args()
+    quiet_telemetry()
+
+    from tasks.ingest import Ledger, find_pending, ingest_object
+    from tasks.simulate import simulate
+    from tasks.storage import Lake, LocalStorage
+    from tasks.validate import default_validator
+
+    usecase = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+    spec = usecase.datasets["usage"]
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = Lake(LocalStorage(Path(tmp) / "gen"))
+        t0 = time.perf_counter()
+        simulate(gen.landing, days=1, customers=args.rows, defect_rate=0.01, seed=3)
+        t_sim = time.perf_counter() - t0
+        [landed] = gen.landing.list("usage")
+        frame = (
+            pd.read_csv(
+                io.BytesIO(gen.landing.read_bytes(landed.key)),
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+            )
+            if landed.key.endswith(".csv")
+            else pq.read_table(io.BytesIO(gen.landing.read_bytes(landed.key))).to_pandas()
+        )
+        if args.format == "csv":
+            data = frame.to_csv(index=False).encode()
+        else:
+            buf = io.BytesIO()
+            pq.write_table(
+                pa.Table.from_pandas(
+                    frame.astype(str).where(frame.notna(), None), preserve_index=False
+                ),
+                buf,
+            )
+            data = buf.getvalue()
+        key = f"usage/2026-01-01.{args.format}"
+
+        lake = Lake(LocalStorage(Path(tmp) / "lake"))
+        lake.landing.write_bytes(key, data)
+        default_validator()  # GX import + context: a one-off per worker process, timed apart
+        t0 = time.perf_counter()
+        ledger = Ledger(lake.ledger)
+        [obj] = find_pending(lake.landing, ledger)
+        outcome = ingest_object(lake, ledger, usecase, obj, max_bytes=10**10)
+        t_ours = time.perf_counter() - t0
+        assert outcome is not None
+
+        out = Path(tmp) / "floor"
+        out.mkdir()
+        t0 = time.perf_counter()
+        valid, quarantined = floor(
+            data,
+            args.format,
+            dict(spec.columns),
+            usecase.suite(spec.row_suite)["expectations"],
+            out,
+        )
+        t_floor = time.perf_counter() - t0
+
+    result = {
+        "rows": len(frame),
+        "format": args.format,
+        "simulate_s": round(t_sim, 2),
+        "driftloop_s": round(t_ours, 2),
+        "floor_s": round(t_floor, 2),
+        "ratio": round(t_ours / t_floor, 2),
+        "driftloop_valid": outcome.rows_valid,
+        "driftloop_quarantined": outcome.rows_quarantined,
+        "floor_valid": valid,
+        "floor_quarantined": quarantined,
+    }
+    print(
+        f"ingest+validate {result['rows']:,} rows ({args.format}): driftloop {t_ours:.2f}s, "
+        f"pandas/pyarrow floor {t_floor:.2f}s, ratio {t_ours / t_floor:.2f}x"
+    )
+    print(json.dumps(result))
+    if (outcome.rows_valid, outcome.rows_quarantined) != (valid, quarantined):
+        print("warning: driftloop and the floor disagree on the split", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
