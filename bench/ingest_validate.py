@@ -58,6 +58,7 @@ def floor(
             typed[name] = col
     frame = pd.DataFrame(typed)
     bad |= raw.duplicated(keep="first").to_numpy()
+    unique_rules = []
     for rule in rules:
         kw = rule["kwargs"]
         t = rule["type"]
@@ -73,7 +74,11 @@ def floor(
             v = frame[kw["column"]]
             bad |= (v.notna() & ~v.astype(str).str.match(re.compile(kw["regex"]))).to_numpy()
         elif t == "expect_compound_columns_to_be_unique":
-            bad |= frame.duplicated(kw["column_list"], keep=False).to_numpy() & ~bad
+            unique_rules.append(kw["column_list"])
+    for cols in unique_rules:  # judged among the rows still standing, like driftloop
+        standing = ~bad
+        dup = frame.loc[standing].duplicated(cols, keep=False).to_numpy()
+        bad[np.flatnonzero(standing)[dup]] = True
     valid = frame[~bad]
     quarantined = raw[bad]
     pq.write_table(

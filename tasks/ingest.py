@@ -195,7 +195,7 @@ def validate_object(
     if failures:
         raise RejectedFile("; ".join(failures))
     typed, reasons = cast_frame(raw, spec.columns)
-    for idx, why in exact_duplicates(raw).items():
+    for idx, why in exact_duplicates(raw, spec.key).items():
         reasons.setdefault(idx, []).extend(why)
     split = split_rows(validator, typed, usecase.suite(spec.row_suite), reasons)
     valid = to_storage_types(typed.loc[split.valid_index], spec.columns)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, select_autoescape
+from markupsafe import Markup
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:72rem;
@@ -23,6 +24,7 @@ th{background:#f0f4f8}tr:nth-child(even) td{background:#fafbfc}
 .rejected{background:#ffe3e3;color:#610404}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d9e2ec;border-radius:.5rem;
 padding:.6rem 1rem;min-width:9rem}.card b{display:block;font-size:1.4rem}
+.scroll{overflow-x:auto}
 code{background:#f0f4f8;padding:0 .25rem;border-radius:.2rem}
 """
 
@@ -39,8 +41,10 @@ _env = Environment(autoescape=select_autoescape(default=True, default_for_string
 
 
 def page(title: str, body: str, subtitle: str = "") -> str:
-    """Wrap trusted body HTML in the shared, offline-safe page layout."""
-    return _env.from_string(_PAGE).render(title=title, subtitle=subtitle, body=body, css=_CSS)
+    """Wrap trusted body and subtitle HTML in the shared, offline-safe page layout."""
+    return _env.from_string(_PAGE).render(
+        title=title, subtitle=Markup(subtitle), body=body, css=_CSS
+    )
 
 
 def badge(status: str) -> str:
@@ -75,7 +79,10 @@ def table(
             text = str(v) if c in raw_html else html.escape("" if v is None else str(v))
             cells.append(f'<td class="num">{text}</td>' if num else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def frame_table(df: pd.DataFrame, limit: int = 25) -> str:
@@ -144,7 +151,8 @@ def validation_index_page(records: Sequence[dict[str, Any]], link_for: dict[str,
                 "rows": r["rows_total"],
                 "validated": r["rows_valid"],
                 "quarantined": r["rows_quarantined"],
-                "reasons": "; ".join(r["reasons"])[:200],
+                "reasons": "; ".join(r["reasons"])[:240]
+                or ", ".join(f"{k}: {v} rows" for k, v in r["reason_counts"].items())[:240],
                 "processed": r["processed_at"][:19],
             }
         )

@@ -58,7 +58,7 @@ def rule_name(expectation: dict[str, Any]) -> str:
         if key in kwargs:
             cols.append(str(kwargs[key]))
     cols.extend(str(c) for c in kwargs.get("column_list", []))
-    return f"{expectation['type']}({','.join(cols)})"
+    return f"{expectation['type']}({','.join(cols)})" if cols else str(expectation["type"])
 
 
 # ---- casting ----------------------------------------------------------------------------------
@@ -72,9 +72,8 @@ def cast_column(values: pd.Series, kind: ColumnType) -> pd.Series:
     if kind in ("int", "float"):
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             num = values.astype("float64")
-        else:
-            text = values.astype("string").str.strip()
-            num = pd.to_numeric(text, errors="coerce").astype("float64")
+        else:  # to_numeric trims surrounding blanks itself; anything else non-numeric → NaN
+            num = pd.to_numeric(values.astype("object"), errors="coerce").astype("float64")
         if kind == "int":
             num = num.where(np.isclose(num, np.round(num)) | num.isna(), np.nan)
         return num
@@ -82,9 +81,7 @@ def cast_column(values: pd.Series, kind: ColumnType) -> pd.Series:
         if pd.api.types.is_datetime64_any_dtype(values):
             ts = pd.to_datetime(values)
         else:
-            ts = pd.to_datetime(
-                values.astype("string").str.strip(), errors="coerce", format="ISO8601"
-            )
+            ts = pd.to_datetime(values.astype("object"), errors="coerce", format="ISO8601")
         if getattr(ts.dt, "tz", None) is not None:
             ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
         ts = ts.astype("datetime64[ns]")
@@ -112,10 +109,15 @@ def cast_frame(
     return typed, reasons
 
 
-def exact_duplicates(raw: pd.DataFrame) -> dict[int, list[str]]:
-    """Rows that repeat an earlier row exactly: the first copy stays, the rest are reasons."""
-    dup = raw.astype("string").duplicated(keep="first")
-    return {int(i): [DUPLICATE_ROW] for i in raw.index[dup.to_numpy()]}
+def exact_duplicates(raw: pd.DataFrame, key: list[str]) -> dict[int, list[str]]:
+    """Rows that repeat an earlier row exactly: the first copy stays, the rest are reasons.
+
+    An exact copy also repeats the key, so only rows with a repeated key are compared whole.
+    """
+    same_key = raw.duplicated(key, keep=False).to_numpy()
+    candidates = raw.loc[same_key].astype("string")
+    dup = candidates.duplicated(keep="first").to_numpy()
+    return {int(i): [DUPLICATE_ROW] for i in candidates.index[dup]}
 
 
 def to_storage_types(typed: pd.DataFrame, columns: dict[str, ColumnType]) -> pd.DataFrame:
@@ -174,6 +176,13 @@ class Validator:
             error = str(info.get("exception_message") or "") if info.get("raised_exception") else ""
             details = res.result or {}
             observed = details.get("observed_value")
+            mismatched = (details.get("details") or {}).get("mismatched")
+            if isinstance(mismatched, dict):  # column-set rules: say which columns, not all
+                observed = ", ".join(
+                    f"{what} columns {sorted(cols)}"
+                    for what, cols in sorted(mismatched.items())
+                    if cols
+                )
             if observed is None and details.get("unexpected_percent") is not None:
                 observed = f"{details.get('unexpected_count', 0)} unexpected ({details['unexpected_percent']:.2f}%)"
             outcomes.append(

@@ -64,7 +64,12 @@ def test_cast_frame_reports_wrong_types_only_for_non_null_values() -> None:
 
 def test_exact_duplicates_keep_first() -> None:
     raw = pd.concat([usage_rows(3), usage_rows(3).iloc[[1]]], ignore_index=True)
-    assert exact_duplicates(raw) == {3: ["duplicate_row"]}
+    assert exact_duplicates(raw, USAGE.key) == {3: ["duplicate_row"]}
+    near = raw.copy()
+    near.loc[3, "minutes"] = 99.0  # same key, different values: not an exact copy
+    assert exact_duplicates(near, USAGE.key) == {}
+    nulls = pd.concat([raw, raw.iloc[[0]].assign(customer_id=None)] * 2, ignore_index=True)
+    assert 9 in exact_duplicates(nulls, USAGE.key), "copies with a null key are still copies"
 
 
 def test_batch_suite_accepts_clean_and_rejects_structural_problems() -> None:
@@ -72,9 +77,13 @@ def test_batch_suite_accepts_clean_and_rejects_structural_problems() -> None:
     suite = USECASE.suite(USAGE.batch_suite)
     assert check_batch(v, usage_rows(20), suite) == []
     missing = check_batch(v, usage_rows(20).drop(columns=["region"]), suite)
-    assert any("expect_table_columns_to_match_set" in f for f in missing)
+    assert missing == [
+        "expect_table_columns_to_match_set: failed (observed missing columns ['region'])"
+    ]
     extra = check_batch(v, usage_rows(20).assign(surprise=1), suite)
-    assert any("expect_table_columns_to_match_set" in f for f in extra)
+    assert extra == [
+        "expect_table_columns_to_match_set: failed (observed unexpected columns ['surprise'])"
+    ]
     nulls = usage_rows(20)
     nulls.loc[:5, "plan"] = None  # 30 % nulls > the 10 % the batch suite tolerates
     assert any("not_be_null(plan)" in f for f in check_batch(v, nulls, suite))
@@ -110,7 +119,7 @@ def test_conflicting_duplicates_are_all_quarantined() -> None:
     conflict["minutes"] = "99.0"
     raw = pd.concat([raw, conflict], ignore_index=True)
     typed, prior = cast_frame(raw, USAGE.columns)
-    prior.update(exact_duplicates(raw))
+    prior.update(exact_duplicates(raw, USAGE.key))
     split = split_rows(v, typed, USECASE.suite(USAGE.row_suite), prior)
     assert sorted(split.reasons) == [0, 3]
     assert all("unique(customer_id,date)" in r[0] for r in split.reasons.values())
