@@ -11,7 +11,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +79,32 @@ class Settings(BaseSettings):
         default=2 * 1024**3,
         description="Landed objects larger than this are rejected whole instead of read.",
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Local state (Feast registry, SQLite stores, locks). Default: <data root>/_state "
+        "for a local lake, .driftloop/state in the project for an S3 lake.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI. Default: sqlite:///<state_dir>/mlflow.db",
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Where MLflow stores model artifacts. Default: <state_dir>/mlartifacts",
+    )
+    feature_repo: Path = Field(
+        default=PROJECT_ROOT / "feature_repo", description="The Feast feature repository."
+    )
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Feast online store backend."
+    )
+    redis_url: str = Field(
+        default="127.0.0.1:6379,db=0",
+        description="Feast Redis connection string (host:port[,db=N][,password=...]).",
+    )
+    feast_project: str = Field(
+        default="driftloop", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name."
+    )
 
     @field_validator("data_root")
     @classmethod
@@ -101,6 +127,33 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"AWS endpoint {value!r} must start with http:// or https://")
         return value.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        return self.data_root.startswith("file://")
+
+    @property
+    def local_root(self) -> Path:
+        """The lake's folder (only for a file:// data root)."""
+        if not self.is_local:
+            raise ValueError(f"DRIFTLOOP_DATA_ROOT={self.data_root} is not a local folder")
+        return Path(self.data_root[len("file://") :])
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir.expanduser().resolve()
+        return (
+            self.local_root / "_state" if self.is_local else PROJECT_ROOT / ".driftloop" / "state"
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.state_path / "mlartifacts")
 
     def zone(self, name: str) -> str:
         """URI of one zone of the lake, e.g. ``zone("landing")``."""

@@ -48,13 +48,68 @@ class DatasetSpec(BaseModel):
         return self
 
 
+class TargetSpec(BaseModel):
+    """What is predicted and when it becomes known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    labels_dataset: str
+    event_column: str
+    horizon_days: int = Field(ge=1)
+    label_delay_days: int = Field(ge=0)
+
+
+class FeatureSpec(BaseModel):
+    """How validated rows become feature rows, and the feature service models read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_dataset: str
+    builder: str = Field(pattern=r"^[\w.]+:\w+$", description="module:function")
+    lookback_days: int = Field(ge=1)
+    feature_service: str
+
+
+class ModelSpec(BaseModel):
+    """The registered model and its promotion policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registered_name: str
+    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    holdout_days: int = Field(default=7, ge=1)
+    validation_days: int = Field(default=7, ge=1)
+    snapshot_every_days: int = Field(default=1, ge=1)
+    promotion_margin: float = 0.0
+    floor: float = Field(default=0.65, ge=0, le=1)
+    bootstrap_samples: int = Field(default=400, ge=50)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    calibration_tolerance: float = Field(default=0.03, ge=0)
+
+
 class UseCase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     entity: str
     datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    target: TargetSpec | None = None
+    features: FeatureSpec | None = None
+    model: ModelSpec | None = None
     root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> UseCase:
+        if self.target and self.target.labels_dataset not in self.datasets:
+            raise ValueError(
+                f"target.labels_dataset {self.target.labels_dataset!r} is not a dataset"
+            )
+        if self.features and self.features.source_dataset not in self.datasets:
+            raise ValueError(
+                f"features.source_dataset {self.features.source_dataset!r} is not a dataset"
+            )
+        return self
 
     def dataset_for_key(self, landing_key: str) -> DatasetSpec | None:
         """The dataset a landing key (relative to landing/) belongs to, or None."""
