@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain."
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _settings() -> Settings:
@@ -103,12 +104,94 @@ def ingest(
     console.print(f"reports: {settings.zone('reports')}/validation/index.html")
 
 
-def print_ingest_summary(summary: dict[str, Any]) -> None:
+@app.command()
+def features(
+    day: Annotated[
+        list[str] | None, typer.Option("--date", help="Only this day (repeatable).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when inputs are unchanged.")] = False,
+) -> None:
+    """Build features for newly validated days, apply the Feast repo, materialise online."""
+    _settings()
+    from flows.features import FeaturesParams, features_flow
+
+    dates = [_parse_date(d) for d in day] if day else None
+    summary = features_flow(FeaturesParams(dates=dates, force=force))
+    console.print(summary["totals"])
+
+
+@app.command()
+def train(
+    as_of: Annotated[
+        str | None, typer.Option(help="Train with what was known on this day.")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Train a challenger and run the promotion gate."""
+    _settings()
+    from flows.train import TrainParams, train_flow
+    from tasks.training import NotEnoughData
+
+    try:
+        out = train_flow(TrainParams(as_of=_parse_date(as_of) if as_of else None, seed=seed))
+    except NotEnoughData as exc:
+        console.print(f"[yellow]not enough data to train yet: {exc}[/yellow]")
+        raise typer.Exit(3) from None
+    print_training_summary(out)
+
+
+@app.command()
+def promote(
+    rollback: Annotated[
+        bool, typer.Option(help="Move champion back to the previous champion.")
+    ] = False,
+) -> None:
+    """Champion management (``--rollback``)."""
+    settings = _settings()
+    from driftloop.usecase import load_usecase
+    from tasks import registry
+
+    if not rollback:
+        raise typer.BadParameter(
+            "nothing to do: pass --rollback (promotion runs in `driftloop train`)"
+        )
+    spec = load_usecase(settings.usecase).model
+    assert spec is not None
+    lock = registry.promotion_lock_path(settings.state_path, spec.registered_name)
+    try:
+        restored = registry.rollback(
+            registry.client_for(settings.tracking_uri), spec.registered_name, lock_path=lock
+        )
+    except registry.RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"champion of {spec.registered_name} is now v{restored}")
+
+
+def print_training_summary(out: dict[str, Any]) -> None:
+    table = Table(title=f"challenger v{out['version']} (as of {out['as_of']})")
+    for col in ("split", "rows", "positives", "roc_auc", "pr_auc", "brier", "ece"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, m in out["metrics"].items():
+        table.add_row(
+            split,
+            str(m["n"]),
+            str(m["positives"]),
+            *(f"{m[k]:.4f}" for k in ("roc_auc", "pr_auc", "brier", "ece")),
+        )
+    console.print(table)
+    verdict = "[green]promoted[/green]" if out["promoted"] else "[yellow]not promoted[/yellow]"
+    console.print(f"gate: {verdict} — {out['decision']['reason']}")
+
+
+def print_ingest_summary(summary: dict[str, Any], *, only_problems: bool = False) -> None:
     rows = summary["objects"]
-    if not rows:
+    if only_problems:
+        rows = [r for r in rows if r["status"] == "rejected"]
+    if not summary["objects"]:
         console.print("nothing new landed: the ledger already holds every object")
         return
-    table = Table(title="ingest")
+    table = Table(title="rejected files" if only_problems else "ingest")
     table.add_column("object", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for col in ("rows", "validated", "quarantined"):

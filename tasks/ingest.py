@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -405,3 +405,48 @@ def totals(outcomes: list[IngestOutcome]) -> dict[str, int]:
         "rows_validated": sum(o.rows_valid for o in outcomes),
         "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
     }
+
+
+# ---- reading validated/ -------------------------------------------------------------------------
+
+
+def validated_partitions(lake: Lake, spec: DatasetSpec) -> dict[date, list[ObjectInfo]]:
+    """The validated files of a dataset by partition day (one listing)."""
+    marker = f"{spec.partition_by}="
+    out: dict[date, list[ObjectInfo]] = {}
+    for info in lake.validated.list(spec.name):
+        parts = info.key.split("/")
+        if len(parts) != 3 or not parts[1].startswith(marker) or not parts[2].endswith(".parquet"):
+            continue
+        try:
+            day = date.fromisoformat(parts[1][len(marker) :])
+        except ValueError:
+            continue  # not a partition folder of ours
+        out.setdefault(day, []).append(info)
+    return dict(sorted(out.items()))
+
+
+def read_validated(
+    lake: Lake,
+    spec: DatasetSpec,
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    columns: list[str] | None = None,
+    partitions: dict[date, list[ObjectInfo]] | None = None,
+) -> pd.DataFrame:
+    """Validated rows of a dataset whose partition day is in ``[first, last]`` (typed)."""
+    import pyarrow.parquet as pq
+
+    parts = validated_partitions(lake, spec) if partitions is None else partitions
+    frames = [
+        pq.read_table(io.BytesIO(lake.validated.read_bytes(o.key)), columns=columns).to_pandas()
+        for day, objs in parts.items()
+        if (first is None or day >= first) and (last is None or day <= last)
+        for o in objs
+    ]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        cols = columns or list(spec.columns)
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+    return pd.concat(frames, ignore_index=True)

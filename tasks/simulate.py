@@ -34,7 +34,7 @@ Churn hazard
 
 Reality change (``drift_day``)
     A competitor cuts prices. From that day on (:data:`POST_DRIFT`) the monthly-charge coefficient
-    triples, month-to-month and one-year contracts churn more, paying by card becomes the risky
+    rises from 0.6 to 1.05, month-to-month and one-year contracts churn more, paying by card becomes the risky
     payment method while electronic checks matter less, heavy users (rather than light users) leave,
     and customers on the new cheaper plan ``flex5g`` are less likely to go. Usage shifts too: daily
     data volume rises by 40 % and voice minutes drop by 20 %; about 30 % of new customers and a
@@ -144,15 +144,15 @@ class HazardModel:
 
 
 PRE_DRIFT = HazardModel(
-    intercept=-6.22,
-    contract=(1.0, 0.35, 0.0),
-    payment=(0.0, -0.1, 0.55, 0.2),
+    intercept=-6.65,
+    contract=(1.6, 0.6, 0.0),
+    payment=(0.0, -0.1, 0.8, 0.3),
     plan=(0.0, 0.0, 0.0, 0.0, 0.0),
-    tenure=-0.3,
-    charge=0.35,
-    dropped=0.8,
-    tickets=4.0,
-    usage=-0.5,
+    tenure=-0.45,
+    charge=0.6,
+    dropped=0.9,
+    tickets=5.0,
+    usage=-0.8,
 )
 POST_DRIFT = HazardModel(
     intercept=-6.65,

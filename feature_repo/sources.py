@@ -1,0 +1,27 @@
+"""Where the feature rows live: the daily feature table in the lake's features/ zone.
+
+The one place of the Feast repository that reads the driftloop settings (from the DRIFTLOOP_*
+environment, when Feast imports this module): the offline store (DuckDB) needs an absolute
+path, and the lake's location is a setting.
+"""
+
+from feast import FileSource
+from feast.data_format import ParquetFormat
+
+from driftloop.settings import load_settings
+from tasks.features import FEATURE_TABLE, feature_source_path
+
+_settings = load_settings()
+# Feast creates its registry and SQLite files but not their parent folders: make sure the state
+# directory exists when the feast CLI loads this repository (it imports it before opening them).
+_settings.state_path.mkdir(parents=True, exist_ok=True)
+
+customer_daily = FileSource(
+    name=FEATURE_TABLE,
+    path=feature_source_path(_settings),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    s3_endpoint_override=_settings.aws_endpoint_url,
+    description="One row per customer and day with usage "
+    "(features/customer_daily/date=YYYY-MM-DD/*.parquet); event_timestamp is the end of the day.",
+)

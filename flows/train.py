@@ -1,0 +1,91 @@
+"""Train + promote: a challenger from the point-in-time training set, judged by the gate."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftloop.settings import load_settings
+from driftloop.usecase import load_usecase
+from tasks import features, training
+from tasks.storage import Lake
+
+
+class TrainParams(BaseModel):
+    """Train a challenger and let the gate decide. The defaults train on everything known now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: date | None = Field(
+        default=None,
+        description="Train with what was known on this day (YYYY-MM-DD). Empty: the newest "
+        "validated day.",
+    )
+    reason: Literal["manual", "schedule", "new-labels", "drift"] = Field(
+        default="manual", description="Why this training run was started (recorded on the run)."
+    )
+    seed: int = Field(default=0, ge=0, description="Random seed of the model fit.")
+
+
+feature_store = task(name="feature-store", cache_policy=NO_CACHE)(features.feature_store)
+build_training_set = task(name="training-set", cache_policy=NO_CACHE, retries=1)(
+    training.build_training_set
+)
+train_challenger = task(name="train-challenger", cache_policy=NO_CACHE)(training.train_challenger)
+judge = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(training.judge)
+
+
+@flow(
+    name="train",
+    description="Train a challenger on point-in-time features; promote it only "
+    "when it beats the champion on the same holdout.",
+)
+def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
+    params = params or TrainParams()
+    settings = load_settings()
+    usecase = load_usecase(settings.usecase)
+    lake = Lake.from_settings(settings)
+    assert usecase.model is not None, "the use case defines no model"
+    name = usecase.model.registered_name
+
+    store = feature_store(settings)
+    data = build_training_set(lake, usecase, store, as_of=params.as_of)
+    result = train_challenger(settings, usecase, data, lake, seed=params.seed)
+    decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
+
+    create_table_artifact(
+        key="training-metrics",
+        table=[
+            {
+                "split": s,
+                **{k: m[k] for k in ("n", "positives", "roc_auc", "pr_auc", "brier", "ece")},
+            }
+            for s, m in result.metrics.items()
+        ],
+        description=f"{name} v{result.version} trained as of {data.as_of} ({params.reason})",
+    )
+    create_markdown_artifact(
+        key="promotion-decision",
+        markdown=f"**{name} v{result.version}: {'promoted' if decision.promote else 'rejected'}**"
+        f"\n\n{decision.reason}\n\nReport: `{settings.zone('reports')}/{report_key}`",
+    )
+    emit_event(
+        **training.decision_event(name, result.version, decision, previous, settings.tracking_uri)
+    )
+    return {
+        "version": result.version,
+        "as_of": str(data.as_of),
+        "reason": params.reason,
+        "promoted": decision.promote,
+        "decision": decision.to_dict(),
+        "previous_champion": previous,
+        "metrics": result.metrics,
+        "rows": result.rows,
+        "reports": {"training": result.report_key, "promotion": report_key},
+    }

@@ -1,0 +1,691 @@
+"""Features: validated rows → daily feature rows in the lake → Feast (offline + online).
+
+Three parts:
+
+* :func:`telco_daily_features` — the pure feature function of the telco use case: one row per
+  customer and day with usage, the customer's profile as of that day and rolling aggregates
+  over calendar windows ending that day.
+* :func:`build_features` — incremental build of the feature table in the ``features`` zone,
+  one Parquet file per day at ``features/customer_daily/date=YYYY-MM-DD/part-00000.parquet``.
+  A manifest (``features/_manifests/customer_daily.json``) maps every built day to a
+  fingerprint of its inputs (keys and etags of the validated partitions in the day's lookback
+  window); only days whose fingerprint changed are rebuilt, so a re-run on unchanged input
+  writes nothing.
+* The Feast side: :func:`feature_store` builds the store from the driftloop settings (the same
+  configuration as ``feature_repo/feature_store.yaml``), :func:`apply_repo` registers the
+  definitions of ``feature_repo/`` as ``feast apply`` does, :func:`materialize` loads the online
+  store and :func:`online_features` reads it.
+
+Timestamps: a day's features are known once the day is over, so the row of day ``d`` carries
+``event_timestamp = features_asof = d + 1 day, 00:00 UTC``. A point-in-time lookup at a snapshot
+taken at midnight of day ``s`` therefore sees the features of day ``s - 1`` at the latest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.ingest import read_validated, validated_partitions
+from tasks.storage import Lake, ObjectInfo, read_json, write_json, write_parquet
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from driftloop.settings import Settings
+    from driftloop.usecase import FeatureSpec, UseCase
+
+FEATURE_TABLE = "customer_daily"
+MANIFEST_KEY = f"_manifests/{FEATURE_TABLE}.json"
+PART_NAME = "part-00000.parquet"
+MANIFEST_VERSION = 1
+MATERIALIZED_EVENT = "driftloop.features.materialized"
+
+PROFILE_COLUMNS = (
+    "plan",
+    "contract",
+    "tenure_months",
+    "region",
+    "payment_method",
+    "monthly_charge",
+)
+AGGREGATE_COLUMNS = (
+    "minutes_mean_7d",
+    "minutes_mean_30d",
+    "data_gb_mean_7d",
+    "data_gb_mean_30d",
+    "minutes_trend",
+    "data_gb_trend",
+    "dropped_calls_sum_7d",
+    "dropped_call_rate_7d",
+    "support_tickets_sum_30d",
+    "bill_mean_7d",
+    "bill_change_7d_30d",
+    "active_days_30d",
+)
+FEATURE_COLUMNS = (
+    "customer_id",
+    "date",
+    "event_timestamp",
+    "features_asof",
+    *PROFILE_COLUMNS,
+    *AGGREGATE_COLUMNS,
+)
+LOOKBACK_DAYS = 30  # the longest window of telco_daily_features
+MAX_RUN_DAYS = 60  # feature days computed per builder call (bounds memory)
+
+
+class FeatureBuildError(RuntimeError):
+    """The feature build cannot proceed; the message says why."""
+
+
+class FeatureRepoError(RuntimeError):
+    """The Feast repository does not match the driftloop settings."""
+
+
+# ---- the pure feature function ------------------------------------------------------------------
+
+
+def telco_daily_features(usage: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """Daily features of every customer with usage on a day in ``[start, end]``.
+
+    ``usage`` holds validated usage rows (one per customer and day) and must cover
+    ``[start - 29 days, end]`` for the 30-day windows to be complete; rows outside that range
+    are ignored. Returns one row per (customer_id, date) with ``date`` in ``[start, end]`` and a
+    usage row that day, sorted by customer_id and date, with the columns
+    :data:`FEATURE_COLUMNS`:
+
+    * ``event_timestamp`` and ``features_asof``: ``date + 1 day`` at 00:00 UTC.
+    * the profile (plan, contract, tenure_months, region, payment_method, monthly_charge) of the
+      day's own row;
+    * aggregates over calendar windows ending on (and including) the day: the 7-day window is
+      ``[date - 6, date]``, the 30-day window ``[date - 29, date]``. A day without a usage row is
+      *absent*, not zero: means are taken over the days with usage in the window, sums add up
+      the days with usage, ``active_days_30d`` counts them. Ratios (``*_trend``,
+      ``bill_change_7d_30d``: 7-day mean / 30-day mean; ``dropped_call_rate_7d``: dropped calls
+      per 100 minutes over 7 days) are NaN where the denominator is 0.
+
+    Only rows dated on or before a feature date enter its features. Duplicate
+    (customer_id, date) rows keep the last one in input order. Pure and deterministic: each
+    window is summed in a fixed order, so a day's values do not depend on ``start``/``end``.
+    """
+    start, end = _as_date(start), _as_date(end)
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    if usage.empty:
+        return _empty_features(usage)
+    base = LOOKBACK_DAYS - 1  # grid column of `start`
+    first = start - timedelta(days=base)
+    n_out = (end - start).days + 1
+    n_days = n_out + base
+
+    # day of every row on a grid starting at `first`; rows outside the grid are ignored
+    stamps = pd.to_datetime(usage["date"])
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert(UTC).dt.tz_localize(None)
+    offsets = stamps.to_numpy(dtype="datetime64[ns]") - np.datetime64(first, "ns")
+    day_all = offsets // np.timedelta64(1, "D")
+    pos = np.flatnonzero((day_all >= 0) & (day_all < n_days))
+    codes, ids = pd.factorize(usage["customer_id"].to_numpy(dtype=object)[pos], sort=True)
+    day = day_all[pos].astype(np.int64)
+
+    # duplicate (customer, day) rows: the last one in input order wins
+    key = codes.astype(np.int64) * n_days + day
+    _, last_rev = np.unique(key[::-1], return_index=True)
+    keep = np.sort(len(key) - 1 - last_rev)
+    pos, codes, day = pos[keep], codes[keep], day[keep]
+
+    # only customers with a row in [start, end] get output rows
+    wanted = np.zeros(len(ids), dtype=bool)
+    wanted[codes[day >= base]] = True
+    if not wanted.any():
+        return _empty_features(usage)
+    remap = np.cumsum(wanted) - 1
+    rows_kept = wanted[codes]
+    pos, cust, day = pos[rows_kept], remap[codes[rows_kept]], day[rows_kept]
+    ids = np.asarray(ids, dtype=object)[wanted]
+    shape = (len(ids), n_days)
+
+    row_of = np.full(shape, -1, dtype=np.int64)
+    row_of[cust, day] = pos
+
+    def grid(column: str) -> tuple[np.ndarray, np.ndarray]:
+        values = pd.to_numeric(usage[column], errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan
+        )[pos]
+        present = ~np.isnan(values)
+        val = np.zeros(shape)
+        cnt = np.zeros(shape)
+        val[cust[present], day[present]] = values[present]
+        cnt[cust[present], day[present]] = 1.0
+        return val, cnt
+
+    def window(g: np.ndarray, width: int) -> np.ndarray:
+        """Sum over the ``width`` days ending on each output day (fixed summation order)."""
+        total = g[:, base : base + n_out].copy()
+        for lag in range(1, width):
+            total += g[:, base - lag : base - lag + n_out]
+        return total
+
+    def ratio(num: np.ndarray, den: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = scale * num / den
+        return np.where((den == 0) | ~np.isfinite(out), np.nan, out)
+
+    minutes, minutes_n = grid("minutes")
+    data_gb, data_gb_n = grid("data_gb")
+    dropped, _ = grid("dropped_calls")
+    tickets, _ = grid("support_tickets")
+    bill, bill_n = grid("bill_amount")
+    active = (row_of >= 0).astype(np.float64)
+
+    minutes_sum_7 = window(minutes, 7)
+    minutes_mean_7 = ratio(minutes_sum_7, window(minutes_n, 7))
+    minutes_mean_30 = ratio(window(minutes, 30), window(minutes_n, 30))
+    data_mean_7 = ratio(window(data_gb, 7), window(data_gb_n, 7))
+    data_mean_30 = ratio(window(data_gb, 30), window(data_gb_n, 30))
+    bill_mean_7 = ratio(window(bill, 7), window(bill_n, 7))
+    bill_mean_30 = ratio(window(bill, 30), window(bill_n, 30))
+    dropped_7 = window(dropped, 7)
+
+    out_rows = row_of[:, base:]
+    c_idx, d_idx = np.nonzero(out_rows >= 0)  # row-major: sorted by customer, then day
+    src = out_rows[c_idx, d_idx]
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return a[c_idx, d_idx]
+
+    out_day = pd.Timestamp(start) + pd.to_timedelta(d_idx, unit="D")
+    asof = (out_day + pd.Timedelta(days=1)).tz_localize(UTC)
+    result = pd.DataFrame(
+        {
+            "customer_id": ids[c_idx],
+            "date": out_day.astype("datetime64[ns]"),
+            "event_timestamp": asof,
+            "features_asof": asof,
+        }
+    )
+    for col in PROFILE_COLUMNS:
+        result[col] = usage[col].iloc[src].to_numpy()
+    result["tenure_months"] = result["tenure_months"].astype("Int64")
+    result["monthly_charge"] = result["monthly_charge"].astype("float64")
+    result["minutes_mean_7d"] = pick(minutes_mean_7)
+    result["minutes_mean_30d"] = pick(minutes_mean_30)
+    result["data_gb_mean_7d"] = pick(data_mean_7)
+    result["data_gb_mean_30d"] = pick(data_mean_30)
+    result["minutes_trend"] = pick(ratio(minutes_mean_7, minutes_mean_30))
+    result["data_gb_trend"] = pick(ratio(data_mean_7, data_mean_30))
+    result["dropped_calls_sum_7d"] = pick(dropped_7).round().astype("int64")
+    result["dropped_call_rate_7d"] = pick(ratio(dropped_7, minutes_sum_7, 100.0))
+    result["support_tickets_sum_30d"] = pick(window(tickets, 30)).round().astype("int64")
+    result["bill_mean_7d"] = pick(bill_mean_7)
+    result["bill_change_7d_30d"] = pick(ratio(bill_mean_7, bill_mean_30))
+    result["active_days_30d"] = pick(window(active, 30)).round().astype("int64")
+    return result
+
+
+def _empty_features(usage: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "customer_id": pd.Series(dtype="object"),
+            "date": pd.Series(dtype="datetime64[ns]"),
+            "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+            "features_asof": pd.Series(dtype="datetime64[ns, UTC]"),
+        }
+    )
+    for col in PROFILE_COLUMNS:
+        out[col] = pd.Series(dtype=usage[col].dtype if col in usage else "object")
+    out["tenure_months"] = out["tenure_months"].astype("Int64")
+    out["monthly_charge"] = out["monthly_charge"].astype("float64")
+    for col in AGGREGATE_COLUMNS:
+        integer = col.endswith(("sum_7d", "sum_30d")) or col == "active_days_30d"
+        out[col] = pd.Series(dtype="int64" if integer else "float64")
+    return out
+
+
+def _as_date(value: date | datetime | str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def load_builder(dotted: str) -> Callable[[pd.DataFrame, date, date], pd.DataFrame]:
+    """Resolve ``"package.module:function"`` to the function."""
+    module_name, sep, attr = dotted.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"feature builder {dotted!r} must look like 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"feature builder {dotted!r}: cannot import {module_name}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"feature builder {dotted!r}: {module_name} has no function {attr!r}")
+    return fn
+
+
+# ---- incremental build --------------------------------------------------------------------------
+
+
+def feature_key(day: date) -> str:
+    """Key (in the features zone) of one day's feature file."""
+    return f"{FEATURE_TABLE}/date={day.isoformat()}/{PART_NAME}"
+
+
+def read_manifest(lake: Lake) -> dict[str, Any]:
+    """The build manifest (empty when nothing was built yet)."""
+    features = lake.zone("features")
+    if not features.exists(MANIFEST_KEY):
+        return {"version": MANIFEST_VERSION, "dates": {}}
+    manifest: dict[str, Any] = read_json(features, MANIFEST_KEY)
+    return manifest
+
+
+def rows_built(lake: Lake, dates: list[date]) -> int:
+    """Feature rows of the given days, according to the manifest."""
+    entries = read_manifest(lake).get("dates", {})
+    return sum(int(entries.get(d.isoformat(), {}).get("rows", 0)) for d in dates)
+
+
+def latest_feature_timestamp(lake: Lake) -> datetime | None:
+    """``event_timestamp`` of the newest built day with rows (None when there is none)."""
+    entries = read_manifest(lake).get("dates", {})
+    days = [date.fromisoformat(d) for d, e in entries.items() if int(e.get("rows", 0)) > 0]
+    if not days:
+        return None
+    return datetime.combine(max(days) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def build_features(
+    lake: Lake, usecase: UseCase, *, dates: list[date] | None = None, force: bool = False
+) -> list[date]:
+    """(Re)build the feature files of the days whose inputs changed; returns those days.
+
+    ``dates=None`` considers every day with a validated partition of the source dataset (and
+    removes the files of days whose partitions are gone); explicit ``dates`` limit the build
+    to those days. ``force`` rebuilds them even when their fingerprint is unchanged. The
+    manifest is written last, so a build that dies half-way is redone by the next run.
+    """
+    spec = _feature_spec(usecase)
+    dataset = usecase.datasets[spec.source_dataset]
+    features = lake.zone("features")
+    partitions = validated_partitions(lake, dataset)
+    manifest = read_manifest(lake)
+    header = _manifest_header(spec)
+    entries: dict[str, dict[str, Any]] = dict(manifest.get("dates", {}))
+    if {k: manifest.get(k) for k in header} != header:
+        entries = {}  # another builder or window: every day is stale
+
+    wanted = sorted(partitions) if dates is None else sorted({_as_date(d) for d in dates})
+    prints = {d: _fingerprint(partitions, d, spec.lookback_days, header) for d in wanted}
+    todo = [
+        d for d in wanted if force or entries.get(d.isoformat(), {}).get("fingerprint") != prints[d]
+    ]
+
+    gone: list[str] = []
+    if dates is None:
+        gone = sorted(k for k in entries if date.fromisoformat(k) not in partitions)
+        for key in gone:
+            features.delete(feature_key(date.fromisoformat(key)))
+            del entries[key]
+
+    builder = load_builder(spec.builder)
+    for run in _clusters(todo, spec.lookback_days):
+        window_start = run[0] - timedelta(days=spec.lookback_days - 1)
+        usage = read_validated(
+            lake, dataset, first=window_start, last=run[-1], partitions=partitions
+        )
+        built = builder(usage, run[0], run[-1]) if not usage.empty else usage.iloc[0:0]
+        by_day = _split_by_day(built)
+        for day in run:
+            rows = by_day.get(day)
+            if rows is None or rows.empty:
+                features.delete(feature_key(day))
+                count = 0
+            else:
+                _write_feature_file(lake, day, rows)
+                count = len(rows)
+            entries[day.isoformat()] = {"fingerprint": prints[day], "rows": count}
+
+    if todo or gone:
+        write_json(features, MANIFEST_KEY, {**header, "dates": dict(sorted(entries.items()))})
+    return todo
+
+
+def _feature_spec(usecase: UseCase) -> FeatureSpec:
+    if usecase.features is None:
+        raise FeatureBuildError(f"use case {usecase.name!r} defines no features")
+    return usecase.features
+
+
+def _manifest_header(spec: FeatureSpec) -> dict[str, Any]:
+    return {
+        "version": MANIFEST_VERSION,
+        "source_dataset": spec.source_dataset,
+        "builder": spec.builder,
+        "lookback_days": spec.lookback_days,
+    }
+
+
+def _fingerprint(
+    partitions: dict[date, list[ObjectInfo]], day: date, lookback: int, header: dict[str, Any]
+) -> str:
+    first = day - timedelta(days=lookback - 1)
+    inputs = [[o.key, o.etag] for d, objs in partitions.items() if first <= d <= day for o in objs]
+    blob = json.dumps({"header": header, "day": day.isoformat(), "inputs": inputs})
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _clusters(days: list[date], lookback: int) -> list[list[date]]:
+    """Split sorted days into runs whose windows overlap (one builder call per run), each at
+    most :data:`MAX_RUN_DAYS` long so that memory stays bounded on a long history."""
+    runs: list[list[date]] = []
+    for day in days:
+        if (
+            runs
+            and (day - runs[-1][-1]).days <= lookback
+            and (day - runs[-1][0]).days < MAX_RUN_DAYS
+        ):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def _split_by_day(built: pd.DataFrame) -> dict[date, pd.DataFrame]:
+    if built.empty:
+        return {}
+    days = pd.to_datetime(built["date"]).dt.date
+    return {day: rows for day, rows in built.groupby(days, sort=True)}
+
+
+def _write_feature_file(lake: Lake, day: date, rows: pd.DataFrame) -> None:
+    """One day's rows, with Parquet types the DuckDB offline store reads natively."""
+    out = rows.reset_index(drop=True).copy()
+    out["date"] = pd.to_datetime(out["date"]).dt.date  # date32, like the hive partition value
+    for col in ("event_timestamp", "features_asof"):  # DuckDB reads timestamp[us, UTC] natively
+        out[col] = pd.to_datetime(out[col], utc=True).astype("datetime64[us, UTC]")
+    write_parquet(lake.zone("features"), feature_key(day), out)
+
+
+# ---- Feast --------------------------------------------------------------------------------------
+
+
+def feature_source_path(settings: Settings) -> str:
+    """Absolute location of the feature table for the offline store (a glob over all days)."""
+    pattern = f"{FEATURE_TABLE}/date=*/*.parquet"
+    if settings.is_local:
+        return str(settings.local_root / "features" / pattern)
+    return f"{settings.zone('features')}/{pattern}"
+
+
+def repo_config_dict(settings: Settings) -> dict[str, Any]:
+    """The Feast repo configuration for these settings (what feature_store.yaml holds)."""
+    state = settings.state_path
+    online: dict[str, Any]
+    if settings.online_store == "redis":
+        online = {"type": "redis", "connection_string": settings.redis_url}
+    else:
+        online = {"type": "sqlite", "path": str(state / "feast_online.db")}
+    return {
+        "project": settings.feast_project,
+        "provider": "local",
+        "registry": {
+            "registry_type": "file",
+            "path": str(state / "feast_registry.db"),
+            "cache_ttl_seconds": 60,
+        },
+        "offline_store": {"type": "duckdb"},
+        "online_store": online,
+        "entity_key_serialization_version": 3,
+    }
+
+
+def render_feature_store_yaml(settings: Settings) -> str:
+    """``feature_store.yaml`` for these settings, with absolute paths (for ``feast -f``)."""
+    import yaml
+
+    head = "# Rendered by driftloop from its settings; use with: feast -f <this file> ...\n"
+    return head + yaml.safe_dump(repo_config_dict(settings), sort_keys=False)
+
+
+def write_feature_store_yaml(settings: Settings) -> Path:
+    """Write ``<state>/feature_store.yaml`` for the feast CLI (``feast -f <it> plan``)."""
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    path = settings.state_path / "feature_store.yaml"
+    path.write_text(render_feature_store_yaml(settings), encoding="utf-8")
+    return path
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    """A Feast store configured from the settings (online: SQLite by default, or Redis)."""
+    from feast import FeatureStore, RepoConfig
+
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(repo_path=settings.feature_repo, **repo_config_dict(settings))
+    return FeatureStore(config=config)
+
+
+@dataclass(frozen=True)
+class RepoObjects:
+    """The Feast objects defined by the modules of a feature repository."""
+
+    entities: list[Any]
+    data_sources: list[Any]
+    feature_views: list[Any]
+    feature_services: list[Any]
+
+    def all(self) -> list[Any]:
+        return [*self.entities, *self.data_sources, *self.feature_views, *self.feature_services]
+
+
+@contextmanager
+def _repo_modules(repo: Path) -> Iterator[list[str]]:
+    """The repo's modules, importable fresh (as the feast CLI imports them); cleaned up after.
+
+    The same files as ``feast apply`` (every ``.py`` below the repo, minus ``.feastignore``),
+    imported as top-level modules with the repo on ``sys.path``, without writing bytecode into
+    the repo. Modules of an earlier import are set aside so that settings are read anew.
+    """
+    from feast.repo_operations import get_repo_files
+
+    repo = repo.resolve()
+    names = [".".join(p.relative_to(repo).with_suffix("").parts) for p in get_repo_files(repo)]
+    tops = {n.split(".", 1)[0] for n in names}
+
+    def ours(module: str) -> bool:
+        return module.split(".", 1)[0] in tops
+
+    saved = {n: m for n, m in sys.modules.items() if ours(n)}
+    for n in saved:
+        del sys.modules[n]
+    bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(repo))
+    try:
+        yield names
+    finally:
+        sys.path.remove(str(repo))
+        sys.dont_write_bytecode = bytecode
+        for n in [n for n in sys.modules if ours(n)]:
+            del sys.modules[n]
+        sys.modules.update(saved)
+
+
+def load_repo_objects(repo: Path) -> RepoObjects:
+    """Import every module of the feature repository and collect its Feast objects."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    kinds: dict[type, list[Any]] = {Entity: [], DataSource: [], FeatureView: [], FeatureService: []}
+    with _repo_modules(repo) as names:
+        for name in names:
+            module = importlib.import_module(name)
+            for attr in dir(module):
+                obj = getattr(module, attr)
+                for kind, found in kinds.items():
+                    if isinstance(obj, kind) and not any(obj is o for o in found):
+                        found.append(obj)
+    return RepoObjects(
+        entities=kinds[Entity],
+        data_sources=kinds[DataSource],
+        feature_views=kinds[FeatureView],
+        feature_services=kinds[FeatureService],
+    )
+
+
+def apply_repo(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
+    """Register the objects of ``feature_repo/`` (what ``feast apply`` does), return the store.
+
+    Objects registered earlier but no longer defined are removed, and the online store's
+    tables are created or dropped accordingly. Also writes ``<state>/feature_store.yaml`` so
+    the feast CLI can be pointed at the same store.
+    """
+    from feast.repo_contents import RepoContents
+    from feast.repo_operations import extract_objects_for_apply_delete
+
+    store = store or feature_store(settings)
+    objects = load_repo_objects(settings.feature_repo)
+    expected = feature_source_path(settings)
+    for source in objects.data_sources:
+        if getattr(source, "path", expected) != expected:
+            raise FeatureRepoError(
+                f"feature source {source.name!r} reads {source.path}, but these settings put "
+                f"the feature table at {expected}; feature_repo/sources.py takes its paths "
+                "from the DRIFTLOOP_* environment, so build the settings from the same one"
+            )
+    repo = RepoContents(
+        projects=[],
+        data_sources=objects.data_sources,
+        entities=objects.entities,
+        feature_views=objects.feature_views,
+        feature_services=objects.feature_services,
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
+    )
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(
+        settings.feast_project, store.registry, repo
+    )
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    write_feature_store_yaml(settings)
+    return store
+
+
+def materialize(
+    store: FeatureStore, end: datetime, *, since: datetime | None = None
+) -> dict[str, tuple[datetime, datetime]]:
+    """Load the online store with the latest feature rows up to ``end``, incrementally.
+
+    Each feature view continues from where its last materialisation ended; a view never
+    materialised starts at ``end - ttl`` (Feast's own first incremental run starts at
+    *now* - ttl, which skips historical data). ``since`` reaches back further, e.g. after
+    days were rebuilt. Returns the interval loaded per view (views already up to date are
+    left out).
+    """
+    end = _utc(end)
+    done: dict[str, tuple[datetime, datetime]] = {}
+    for view in store.list_feature_views():
+        previous = view.most_recent_end_time
+        if previous is not None:
+            start = _utc(previous)
+        elif view.ttl and view.ttl > timedelta(0):
+            start = end - view.ttl
+        else:
+            start = datetime(1970, 1, 1, tzinfo=UTC)
+        if since is not None:
+            start = min(start, _utc(since))
+        if start >= end:
+            continue
+        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        done[view.name] = (start, end)
+    return done
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def service_features(store: FeatureStore, service: str) -> list[str]:
+    """The feature names a feature service serves, in its order."""
+    fs = store.get_feature_service(service)
+    return [f.name for p in fs.feature_view_projections for f in p.features]
+
+
+def online_features(store: FeatureStore, customer_ids: list[str], service: str) -> pd.DataFrame:
+    """The online feature vectors of these customers through a feature service.
+
+    One row per requested id, in order: ``customer_id`` then the service's features (nulls for
+    an id the online store does not know).
+    """
+    fs = store.get_feature_service(service)
+    rows = [{"customer_id": str(c)} for c in customer_ids]
+    df: pd.DataFrame = store.get_online_features(features=fs, entity_rows=rows).to_df()
+    return df[["customer_id", *service_features(store, service)]]
+
+
+# ---- what the flow publishes --------------------------------------------------------------------
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC at the start of ``day``."""
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+def flow_summary(
+    lake: Lake,
+    built: list[date],
+    loaded: dict[str, tuple[datetime, datetime]],
+    *,
+    project: str,
+) -> dict[str, Any]:
+    """What a features run did: days built, rows, online-store intervals, and a table."""
+    entries = read_manifest(lake).get("dates", {})
+    days: list[dict[str, Any]] = [
+        {"day": d.isoformat(), "rows": int(entries.get(d.isoformat(), {}).get("rows", 0))}
+        for d in built
+    ]
+    latest = latest_feature_timestamp(lake)
+    materialized = {v: [s.isoformat(), e.isoformat()] for v, (s, e) in sorted(loaded.items())}
+    table = days or [{"view": v, "from": s, "to": e} for v, (s, e) in materialized.items()]
+    rows = sum(int(d["rows"]) for d in days)
+    return {
+        "project": project,
+        "dates_built": [d.isoformat() for d in built],
+        "rows": rows,
+        "materialized": materialized,
+        "latest_feature_timestamp": latest.isoformat() if latest else None,
+        "totals": {"days_built": len(built), "rows": rows, "views_materialized": len(loaded)},
+        "table": table,
+    }
+
+
+def materialized_event(summary: dict[str, Any], *, project: str) -> dict[str, Any]:
+    """The Prefect event (name, resource, payload) announcing fresh features."""
+    return {
+        "event": MATERIALIZED_EVENT,
+        "resource": {
+            "prefect.resource.id": f"driftloop.features.{project}",
+            "prefect.resource.name": project,
+        },
+        "payload": {
+            "dates": summary["dates_built"],
+            "rows": summary["rows"],
+            "materialized": summary["materialized"],
+            "latest_feature_timestamp": summary["latest_feature_timestamp"],
+        },
+    }

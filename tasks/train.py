@@ -1,0 +1,582 @@
+"""Training: the model pipeline, its evaluation, the drift reference and the training report.
+
+The model is a scikit-learn pipeline — one-hot encoded categoricals (unseen categories score as
+"none of the known ones") and numeric features passed through with their NaNs — feeding a
+histogram gradient-boosted tree classifier. Class imbalance is handled with balanced class
+weights, on the training rows *and* on the validation rows that drive early stopping (scikit-learn
+applies ``class_weight`` only to the training rows, so the validation weights are passed
+explicitly). Balanced weights inflate the predicted probabilities, so the fitted pipeline is then
+frozen and wrapped in a sigmoid (Platt) calibration fitted on the validation split: a monotone
+map, so the ranking (ROC AUC) is unchanged while the probabilities become usable.
+
+Everything here is plain, typed functions of DataFrames; nothing talks to MLflow or Prefect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils.class_weight import compute_sample_weight
+
+from tasks import report
+
+#: The fitted model type: a calibrated, frozen preprocessing + boosting pipeline.
+Model: TypeAlias = CalibratedClassifierCV
+
+CALIBRATION_BINS = 10
+PROFILE_BINS = 10
+MAX_PROFILE_CATEGORIES = 50
+OTHER_CATEGORY = "__other__"
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Which columns the model reads, and which one it predicts."""
+
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    label: str
+
+    def __post_init__(self) -> None:
+        features = self.categorical + self.numeric
+        if not features:
+            raise ValueError("a feature schema needs at least one feature")
+        if len(set(features)) != len(features):
+            raise ValueError(f"feature names repeat: {features}")
+        if self.label in features:
+            raise ValueError(f"the label {self.label!r} is also listed as a feature")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.categorical + self.numeric
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+
+def model_input(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """The model's input columns in canonical types: categoricals as ``object`` strings (missing
+    as NaN), numerics as ``float64`` (missing as NaN). Scoring should pass frames through this
+    too, so that a missing category means the same thing at training and at scoring time."""
+    missing = [c for c in schema.features if c not in frame.columns]
+    if missing:
+        raise KeyError(f"feature columns missing from the frame: {missing}")
+    out: dict[str, pd.Series] = {}
+    for col in schema.categorical:
+        values = frame[col]
+        missing_mask = values.isna().to_numpy()
+        text = values.astype("object")
+        if pd.api.types.infer_dtype(text, skipna=True) not in ("string", "empty"):
+            text = text.astype(str)
+        arr = text.to_numpy(dtype=object, copy=True)
+        arr[missing_mask] = np.nan
+        out[col] = pd.Series(arr, index=frame.index, dtype="object")
+    for col in schema.numeric:
+        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """The 0/1 label column as an int array (raises on missing or non-binary labels)."""
+    if schema.label not in frame.columns:
+        raise KeyError(f"label column {schema.label!r} is missing from the frame")
+    y = frame[schema.label]
+    if y.isna().any():
+        raise ValueError(f"label column {schema.label!r} has {int(y.isna().sum())} missing values")
+    arr = y.to_numpy().astype("int64")
+    if not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"label column {schema.label!r} must hold only 0 and 1")
+    return arr
+
+
+# ---- the model ------------------------------------------------------------------------------------
+
+
+def build_pipeline(
+    schema: FeatureSchema,
+    *,
+    seed: int,
+    max_iter: int = 500,
+    learning_rate: float = 0.05,
+    max_leaf_nodes: int = 8,
+    l2_regularization: float = 5.0,
+    n_iter_no_change: int = 20,
+) -> Pipeline:
+    """The unfitted preprocessing + classifier pipeline (see :func:`fit` for how it is trained)."""
+    prep = ColumnTransformer(
+        [
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64),
+                list(schema.categorical),
+            ),
+            ("num", "passthrough", list(schema.numeric)),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    clf = HistGradientBoostingClassifier(
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        max_leaf_nodes=max_leaf_nodes,
+        l2_regularization=l2_regularization,
+        class_weight="balanced",
+        early_stopping=True,
+        scoring="loss",
+        n_iter_no_change=n_iter_no_change,
+        random_state=seed,
+    )
+    return Pipeline([("prep", prep), ("clf", clf)])
+
+
+def _check_both_classes(y: np.ndarray, split: str) -> None:
+    if len(y) == 0 or y.min() == y.max():
+        raise ValueError(
+            f"the {split} split needs both classes to train on; it has {len(y)} rows and "
+            f"{int(y.sum())} positives"
+        )
+
+
+def fit(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    seed: int,
+    **params: Any,
+) -> Model:
+    """Train on ``train``, early-stop and calibrate on ``validation``; return the calibrated model.
+
+    ``params`` go to :func:`build_pipeline` (``max_iter``, ``learning_rate``, ...).
+    """
+    y_train = labels(train, schema)
+    y_val = labels(validation, schema)
+    _check_both_classes(y_train, "training")
+    _check_both_classes(y_val, "validation")
+    x_train = model_input(train, schema)
+    x_val = model_input(validation, schema)
+
+    pipeline = build_pipeline(schema, seed=seed, **params)
+    prep: ColumnTransformer = pipeline.named_steps["prep"]
+    clf: HistGradientBoostingClassifier = pipeline.named_steps["clf"]
+    train_matrix = prep.fit_transform(x_train)
+    val_matrix = prep.transform(x_val)
+    # class_weight is applied to the training rows only: weight the validation rows the same
+    # way, or early stopping watches a different loss than the one being minimised.
+    clf.fit(
+        train_matrix,
+        y_train,
+        X_val=val_matrix,
+        y_val=y_val,
+        sample_weight_val=compute_sample_weight("balanced", y_val),
+    )
+    calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
+    calibrated.fit(x_val, y_val)
+    return calibrated
+
+
+def predict_scores(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """P(label = 1) for every row of ``frame``."""
+    proba = model.predict_proba(model_input(frame, schema))
+    return np.asarray(proba[:, 1], dtype=np.float64)
+
+
+def boosting_iterations(model: Model) -> int:
+    """How many boosting iterations early stopping kept."""
+    pipeline: Pipeline = model.estimator.estimator  # CalibratedClassifierCV -> Frozen -> Pipeline
+    return int(pipeline.named_steps["clf"].n_iter_)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+
+def _quantile_bins(scores: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index per score for (up to) ``bins`` equal-count bins; ties share a bin."""
+    inner = np.unique(np.quantile(scores, np.linspace(0, 1, bins + 1)[1:-1]))
+    return np.searchsorted(inner, scores, side="left")
+
+
+def calibration_table(
+    y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """Reliability data on quantile bins: count, mean predicted and observed positive rate."""
+    y = np.asarray(y, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return []
+    idx = _quantile_bins(scores, bins)
+    rows = []
+    for b in np.unique(idx):
+        mask = idx == b
+        rows.append(
+            {
+                "bin": int(b),
+                "count": int(mask.sum()),
+                "score_min": float(scores[mask].min()),
+                "score_max": float(scores[mask].max()),
+                "mean_predicted": float(scores[mask].mean()),
+                "fraction_positive": float(y[mask].mean()),
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(
+    y: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """ECE on quantile bins: the count-weighted mean |mean predicted - observed rate|."""
+    table_rows = calibration_table(y, scores, bins)
+    total = sum(r["count"] for r in table_rows)
+    if total == 0:
+        return math.nan
+    return float(
+        sum(r["count"] * abs(r["mean_predicted"] - r["fraction_positive"]) for r in table_rows)
+        / total
+    )
+
+
+def score_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """The metrics of :func:`evaluate` for given labels and scores. Ranking metrics are NaN when
+    only one class is present."""
+    y = np.asarray(y, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    both = len(y) > 0 and y.min() != y.max()
+    clipped = np.clip(scores, 1e-15, 1 - 1e-15)
+    return {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "roc_auc": float(roc_auc_score(y, scores)) if both else math.nan,
+        "pr_auc": float(average_precision_score(y, scores)) if both else math.nan,
+        "log_loss": float(log_loss(y, clipped, labels=[0, 1])) if len(y) else math.nan,
+        "brier": float(brier_score_loss(y, scores, pos_label=1)) if len(y) else math.nan,
+        "ece": expected_calibration_error(y, scores),
+        "calibration_curve": calibration_table(y, scores),
+    }
+
+
+def evaluate(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, Any]:
+    """roc_auc, pr_auc, log_loss, brier, ece (10 quantile bins), n, positives and
+    ``calibration_curve`` (one dict per bin) of ``model`` on ``frame``."""
+    return score_metrics(labels(frame, schema), predict_scores(model, frame, schema))
+
+
+def flat_metrics(metrics_by_split: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{"holdout_roc_auc": ..., ...}``: the finite scalar metrics of every split, for logging."""
+    out: dict[str, float] = {}
+    for split, metrics in metrics_by_split.items():
+        for key, value in metrics.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and math.isfinite(float(value)):
+                out[f"{split}_{key}"] = float(value)
+    return out
+
+
+# ---- drift reference ----------------------------------------------------------------------------
+
+
+def bin_proportions(values: np.ndarray | pd.Series, edges: Sequence[float]) -> list[float]:
+    """Share of the non-missing ``values`` in each bin ``edges[i] < x <= edges[i + 1]``.
+
+    The same rule the reference profile was built with; all zeros when there are no values.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    edge_arr = np.asarray(edges, dtype=np.float64)
+    nbins = len(edge_arr) - 1
+    if len(arr) == 0:
+        return [0.0] * nbins
+    idx = np.clip(np.searchsorted(edge_arr, arr, side="left") - 1, 0, nbins - 1)
+    counts = np.bincount(idx, minlength=nbins)
+    return [float(c) for c in counts / len(arr)]
+
+
+def numeric_profile(values: np.ndarray | pd.Series, bins: int = PROFILE_BINS) -> dict[str, Any]:
+    """Quantile bin edges (outer edges -inf/+inf, repeated quantiles merged) and proportions,
+    count, mean, std and null share of one numeric column."""
+    arr = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=np.float64)
+    present = arr[~np.isnan(arr)]
+    count = len(arr)
+    if len(present):
+        inner = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+        edges = [-math.inf, *(float(e) for e in inner), math.inf]
+        mean = float(present.mean())
+        std = float(present.std(ddof=1)) if len(present) > 1 else 0.0
+    else:
+        edges, mean, std = [-math.inf, math.inf], None, None
+    return {
+        "count": count,
+        "null_share": float(1 - len(present) / count) if count else 0.0,
+        "mean": mean,
+        "std": std,
+        "edges": edges,
+        "proportions": bin_proportions(present, edges),
+    }
+
+
+def categorical_profile(
+    values: pd.Series, max_categories: int = MAX_PROFILE_CATEGORIES
+) -> dict[str, Any]:
+    """Category proportions (of the non-missing values; rare tail folded into ``__other__``),
+    count and null share of one categorical column."""
+    series = pd.Series(values)
+    count = len(series)
+    present = series.dropna().astype(str)
+    shares = present.value_counts(normalize=True, sort=True)
+    props = {str(k): float(v) for k, v in shares.iloc[:max_categories].items()}
+    if len(shares) > max_categories:
+        props[OTHER_CATEGORY] = float(shares.iloc[max_categories:].sum())
+    return {
+        "count": count,
+        "null_share": float(1 - len(present) / count) if count else 0.0,
+        "n_categories": len(shares),
+        "proportions": props,
+    }
+
+
+def reference_profile(
+    frame: pd.DataFrame, schema: FeatureSchema, predictions: np.ndarray | pd.Series
+) -> dict[str, Any]:
+    """The training window's distributions that drift checks compare against.
+
+    ``numeric[f]`` / ``prediction``: ``edges`` (quantile bin edges of the training data, outer
+    edges -inf/+inf; bins are ``edges[i] < x <= edges[i + 1]``, see :func:`bin_proportions`),
+    ``proportions``, ``count``, ``mean``, ``std``, ``null_share``. ``categorical[f]``:
+    ``proportions`` per category, ``count``, ``null_share``. JSON-serialisable (the infinite
+    edges are written as ``-Infinity``/``Infinity``, which Python's json reads back).
+    """
+    if len(predictions) != len(frame):
+        raise ValueError(f"{len(predictions)} predictions for {len(frame)} rows")
+    x = model_input(frame, schema)
+    profile: dict[str, Any] = {
+        "version": 1,
+        "rows": len(frame),
+        "bins": PROFILE_BINS,
+        "binning": "edges[i] < x <= edges[i+1]; missing values excluded (see null_share)",
+        "numeric": {c: numeric_profile(x[c]) for c in schema.numeric},
+        "categorical": {c: categorical_profile(x[c]) for c in schema.categorical},
+        "prediction": numeric_profile(np.asarray(predictions, dtype=np.float64)),
+    }
+    if schema.label in frame.columns:
+        profile["label_rate"] = float(labels(frame, schema).mean()) if len(frame) else None
+    if "event_timestamp" in frame.columns and len(frame):
+        ts = pd.to_datetime(frame["event_timestamp"], utc=True)
+        profile["window"] = {"start": ts.min().isoformat(), "end": ts.max().isoformat()}
+    return profile
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of the frame's content: independent of row order, column order and index.
+
+    Each row is hashed (pandas' stable 64-bit row hash over the columns in name order); the row
+    hashes are sorted — the same as hashing the rows sorted by key and time, and well defined
+    even when keys repeat — and digested together with the column names.
+    """
+    cols = sorted(str(c) for c in frame.columns)
+    ordered = frame.rename(columns=str)[cols]
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"columns": cols, "rows": len(ordered)}).encode())
+    if len(ordered):
+        rows = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
+        digest.update(np.sort(rows).tobytes())
+    return digest.hexdigest()
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def png_data_uri(figure: Any) -> str:
+    """A matplotlib Figure as a base64 PNG data URI (rendered with Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def img(data_uri: str, alt: str) -> str:
+    return f'<img src="{data_uri}" alt="{html.escape(alt)}" style="max-width:100%">'
+
+
+def _figure(width: float = 5.5, height: float = 4.2) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Any:
+    """ROC curves, one per named (labels, scores) pair."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, (y, scores) in curves.items():
+        if len(y) and np.min(y) != np.max(y):
+            fpr, tpr, _ = roc_curve(y, scores)
+            ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, scores):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curve")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def calibration_figure(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Any:
+    """Reliability diagram from :func:`calibration_table` rows, one line per name."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    top = 0.0
+    for name, rows in curves.items():
+        if rows:
+            pred = [r["mean_predicted"] for r in rows]
+            obs = [r["fraction_positive"] for r in rows]
+            top = max(top, *pred, *obs)
+            ax.plot(pred, obs, marker="o", label=name)
+    top = min(1.0, top * 1.05) or 1.0
+    ax.plot([0, top], [0, top], linestyle="--", color="grey", linewidth=1)
+    ax.set_xlabel("mean predicted probability (quantile bins)")
+    ax.set_ylabel("observed positive rate")
+    ax.set_title("Calibration")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def feature_importance(
+    model: Any,
+    holdout: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    n_repeats: int = 3,
+    max_rows: int = 5000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Permutation importance (drop in ROC AUC) of each input column on (a sample of) the
+    holdout, sorted by importance."""
+    sample = holdout.sample(max_rows, random_state=seed) if len(holdout) > max_rows else holdout
+    y = labels(sample, schema)
+    if len(y) == 0 or y.min() == y.max():
+        return pd.DataFrame(columns=["feature", "importance", "std"])
+    result = permutation_importance(
+        model,
+        model_input(sample, schema),
+        y,
+        scoring="roc_auc",
+        n_repeats=n_repeats,
+        random_state=seed,
+    )
+    out = pd.DataFrame(
+        {
+            "feature": list(schema.features),
+            "importance": result.importances_mean,
+            "std": result.importances_std,
+        }
+    )
+    return out.sort_values("importance", ascending=False, ignore_index=True)
+
+
+def importance_figure(importance: pd.DataFrame) -> Any:
+    fig = _figure(6.5, max(2.5, 0.3 * len(importance) + 1))
+    ax = fig.add_subplot()
+    shown = importance.iloc[::-1]
+    ax.barh(shown["feature"], shown["importance"], xerr=shown["std"], color="#486581")
+    ax.set_xlabel("drop in ROC AUC when the column is shuffled")
+    ax.set_title("Permutation importance (holdout)")
+    return fig
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else round(value, 4)
+    return value
+
+
+def training_report(
+    metrics_by_split: Mapping[str, Mapping[str, Any]],
+    model: Any,
+    holdout: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    title: str = "Training report",
+    details: Mapping[str, Any] | None = None,
+) -> str:
+    """Offline HTML: metric tables, ROC and calibration curves and permutation importance on the
+    holdout (plots embedded as PNG data URIs). ``details`` adds a key/value table (data window,
+    hash, version, ...)."""
+    scalar_keys = ["n", "positives", "roc_auc", "pr_auc", "log_loss", "brier", "ece"]
+    rows = [
+        {"split": split, **{k: _fmt(m.get(k)) for k in scalar_keys}}
+        for split, m in metrics_by_split.items()
+    ]
+    y_hold = labels(holdout, schema)
+    scores_hold = predict_scores(model, holdout, schema)
+    hold = score_metrics(y_hold, scores_hold)
+    importance = feature_importance(model, holdout, schema)
+
+    parts = [
+        report.cards(
+            [
+                ("holdout ROC AUC", _fmt(hold["roc_auc"])),
+                ("holdout PR AUC", _fmt(hold["pr_auc"])),
+                ("holdout ECE", _fmt(hold["ece"])),
+                ("holdout rows", hold["n"]),
+                ("holdout positives", hold["positives"]),
+            ]
+        ),
+        "<h2>Metrics by split</h2>",
+        report.table(rows, ["split", *scalar_keys]),
+    ]
+    if details:
+        parts += [
+            "<h2>Details</h2>",
+            report.table([{"field": k, "value": str(v)} for k, v in details.items()]),
+        ]
+    curves = {
+        s: m["calibration_curve"] for s, m in metrics_by_split.items() if m.get("calibration_curve")
+    }
+    curves.setdefault("holdout", hold["calibration_curve"])
+    parts += [
+        "<h2>ROC curve (holdout)</h2>",
+        img(png_data_uri(roc_figure({"holdout": (y_hold, scores_hold)})), "ROC curve"),
+        "<h2>Calibration</h2>",
+        img(png_data_uri(calibration_figure(curves)), "calibration curve"),
+        report.table(
+            [{k: _fmt(v) for k, v in r.items()} for r in hold["calibration_curve"]],
+        ),
+        "<h2>Feature importance</h2>",
+    ]
+    if len(importance):
+        parts += [
+            img(png_data_uri(importance_figure(importance)), "permutation importance"),
+            report.table(
+                [
+                    {"feature": r.feature, "importance": _fmt(r.importance), "std": _fmt(r.std)}
+                    for r in importance.itertuples()
+                ]
+            ),
+        ]
+    else:
+        parts.append("<p><em>the holdout has a single class; importance is undefined</em></p>")
+    return report.page(title, "".join(parts), html.escape(f"label: {schema.label}"))

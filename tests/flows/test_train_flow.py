@@ -1,0 +1,112 @@
+"""Ingest → features → train → gate, through the real flows, Feast repo and MLflow store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from flows.features import features_flow
+from flows.ingest import ingest_flow
+from flows.train import TrainParams, train_flow
+from tasks import registry
+from tasks.simulate import simulate
+from tasks.storage import Lake
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _usecase_with(tmp: Path, **model: object) -> Path:
+    """The shipped use case with absolute suite paths and some model policy overridden."""
+    raw = yaml.safe_load((PROJECT_ROOT / "usecases" / "telco_churn.yaml").read_text())
+    for spec in raw["datasets"].values():
+        spec["batch_suite"] = str(PROJECT_ROOT / spec["batch_suite"])
+        spec["row_suite"] = str(PROJECT_ROOT / spec["row_suite"])
+    raw["model"].update(model)
+    path = tmp / "usecase.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    tmp = tmp_path_factory.mktemp("train-world")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
+    mp.setenv("DRIFTLOOP_USECASE", str(_usecase_with(tmp, floor=0.5, bootstrap_samples=100)))
+    settings = load_settings()
+    simulate(
+        Lake.from_settings(settings).landing,
+        days=34,
+        start=date(2026, 1, 1),
+        customers=800,
+        label_delay_days=7,
+        seed=5,
+    )
+    ingest_flow()
+    features_flow()
+    yield settings
+    mp.undo()
+
+
+def test_first_model_is_judged_by_the_floor_and_becomes_champion(world: Settings) -> None:
+    out = train_flow(TrainParams(seed=1))
+    assert out["version"] == "1"
+    assert out["decision"]["compared_with"] is None
+    assert out["promoted"], out["decision"]["reason"]
+    name = "telco_churn"
+    assert registry.champion_version(world.tracking_uri, name) == "1"
+    tags = registry.client_for(world.tracking_uri).get_model_version(name, "1").tags
+    assert tags["driftloop.decision"] == "promoted"
+    assert tags["driftloop.feature_service"] == "churn_v1"
+    assert int(tags["driftloop.rows_holdout"]) == out["rows"]["holdout"] > 0
+    lake = Lake.from_settings(world)
+    for key in out["reports"].values():
+        page = lake.reports.read_bytes(key).decode()
+        assert "<img" in page and "data:image/png;base64," in page
+    # the reference distributions the drift checks need are stored with the model
+    reference = registry.load_reference(world.tracking_uri, name, "1")
+    assert {"numeric", "categorical", "prediction"} <= set(reference)
+    assert "minutes_mean_7d" in reference["numeric"] and "plan" in reference["categorical"]
+
+
+def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
+    out = train_flow(TrainParams(seed=2, reason="new-labels"))
+    assert out["version"] == "2"
+    assert out["decision"]["compared_with"] == "1"
+    assert out["decision"]["delta_ci"] is not None
+    tags = registry.client_for(world.tracking_uri).get_model_version("telco_churn", "2").tags
+    assert tags["driftloop.compared_with"] == "1"
+    expected = "2" if out["promoted"] else "1"
+    assert registry.champion_version(world.tracking_uri, "telco_churn") == expected
+
+
+def test_rollback_from_the_command_line(world: Settings) -> None:
+    from driftloop.cli import app
+
+    history = registry.champion_history(world.tracking_uri, "telco_churn")
+    result = CliRunner().invoke(app, ["promote", "--rollback"])
+    if len(history) < 2:  # the second model was not promoted: nothing to go back to
+        assert result.exit_code == 2
+        assert "telco_churn" in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert registry.champion_version(world.tracking_uri, "telco_churn") == history[-2]
+
+
+def test_training_without_enough_labels_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.training import NotEnoughData
+
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
+    settings = load_settings()
+    simulate(Lake.from_settings(settings).landing, days=5, customers=50, seed=1)
+    ingest_flow()
+    with pytest.raises(NotEnoughData):
+        train_flow()

@@ -1,0 +1,527 @@
+"""Feature math, the incremental build, and the Feast repository (CLI, SQLite, Redis)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.usecase import load_usecase
+from tasks.features import (
+    AGGREGATE_COLUMNS,
+    FEATURE_COLUMNS,
+    MANIFEST_KEY,
+    apply_repo,
+    build_features,
+    feature_key,
+    feature_source_path,
+    feature_store,
+    latest_feature_timestamp,
+    load_builder,
+    load_repo_objects,
+    materialize,
+    online_features,
+    read_manifest,
+    repo_config_dict,
+    telco_daily_features,
+    write_feature_store_yaml,
+)
+from tasks.ingest import Ledger, find_pending, ingest_object
+from tasks.simulate import simulate
+from tasks.storage import Lake, read_parquet, write_parquet
+from tests.support import services
+from tests.support.servers import free_port
+from tests.support.services import require_redis
+
+USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+SIM_START = date(2026, 1, 1)
+SIM_DAYS = 36
+FEAST = Path(sys.executable).with_name("feast")
+
+
+def day(n: int, month: int = 1) -> date:
+    return date(2026, month, n)
+
+
+def usage(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """Validated-typed usage rows; unspecified columns get plain defaults."""
+    defaults: dict[str, object] = {
+        "plan": "basic",
+        "contract": "month_to_month",
+        "tenure_months": 12,
+        "region": "north",
+        "payment_method": "card",
+        "monthly_charge": 30.0,
+        "minutes": 10.0,
+        "data_gb": 1.0,
+        "dropped_calls": 0,
+        "support_tickets": 0,
+        "bill_amount": 1.0,
+    }
+    df = pd.DataFrame([{**defaults, **r} for r in rows])
+    df["date"] = pd.to_datetime(df["date"])
+    for col in ("customer_id", "plan", "contract", "region", "payment_method"):
+        df[col] = df[col].astype("string")
+    for col in ("tenure_months", "dropped_calls", "support_tickets"):
+        df[col] = df[col].astype("Int64")
+    for col in ("monthly_charge", "minutes", "data_gb", "bill_amount"):
+        df[col] = df[col].astype("float64")
+    return df
+
+
+# ---- the feature function -----------------------------------------------------------------------
+
+
+def _hand_built() -> pd.DataFrame:
+    a_days = [1, 2, 3, 5, 6, 7, 9, 10]  # no usage on Jan 4 and Jan 8
+    rows: list[dict[str, object]] = [
+        # Dec 11 is one day before the 30-day window of Jan 10: never counted
+        {"customer_id": "A", "date": date(2025, 12, 11), "minutes": 9999.0, "bill_amount": 99.0},
+        # after the feature day: must never be used
+        {"customer_id": "A", "date": day(11), "minutes": 5000.0, "dropped_calls": 50},
+        # only in the lookback window: no output row
+        {"customer_id": "C", "date": day(3), "minutes": 7.0},
+        # active on Jan 10 only, with zero minutes: ratios over a zero are NaN
+        {"customer_id": "B", "date": day(10), "minutes": 0.0, "data_gb": 0.0, "plan": "premium"},
+    ]
+    for d in a_days:
+        rows.append(
+            {
+                "customer_id": "A",
+                "date": day(d),
+                "minutes": 10.0 * d,
+                "data_gb": 3.0 if d == 10 else 1.0,
+                "dropped_calls": {9: 2, 10: 1}.get(d, 0),
+                "support_tickets": 1 if d in (2, 10) else 0,
+                "bill_amount": 5.0 if d == 10 else 2.0,
+                "plan": "premium" if d >= 9 else "basic",
+                "tenure_months": 12 if d < 9 else 13,
+            }
+        )
+    return usage(rows)
+
+
+def test_feature_math_on_hand_built_rows() -> None:
+    out = telco_daily_features(_hand_built(), day(10), day(10))
+    assert list(out.columns) == list(FEATURE_COLUMNS)
+    assert out["customer_id"].tolist() == ["A", "B"]
+    a = out.iloc[0]
+    # 7-day window Jan 4..10: usage on 5, 6, 7, 9, 10; 30-day window Dec 12..Jan 10: all 8 days
+    assert a["minutes_mean_7d"] == pytest.approx((50 + 60 + 70 + 90 + 100) / 5)
+    assert a["minutes_mean_30d"] == pytest.approx(430 / 8)
+    assert a["minutes_trend"] == pytest.approx(74 / 53.75)
+    assert a["data_gb_mean_7d"] == pytest.approx(7 / 5)
+    assert a["data_gb_mean_30d"] == pytest.approx(10 / 8)
+    assert a["data_gb_trend"] == pytest.approx(1.4 / 1.25)
+    assert a["dropped_calls_sum_7d"] == 3
+    assert a["dropped_call_rate_7d"] == pytest.approx(100 * 3 / 370)
+    assert a["support_tickets_sum_30d"] == 2
+    assert a["bill_mean_7d"] == pytest.approx(13 / 5)
+    assert a["bill_change_7d_30d"] == pytest.approx(2.6 / (19 / 8))
+    assert a["active_days_30d"] == 8
+    assert (a["plan"], a["tenure_months"]) == ("premium", 13)  # the profile as of that day
+    b = out.iloc[1]
+    assert b["minutes_mean_7d"] == 0 and b["active_days_30d"] == 1 and b["plan"] == "premium"
+    assert math.isnan(b["minutes_trend"]) and math.isnan(b["dropped_call_rate_7d"])
+    assert math.isnan(b["data_gb_trend"])
+
+
+def test_feature_rows_are_known_at_the_end_of_their_day() -> None:
+    out = telco_daily_features(_hand_built(), day(1), day(10))
+    assert sorted(set(out["date"].dt.day)) == [1, 2, 3, 5, 6, 7, 9, 10]  # no row without usage
+    assert str(out["event_timestamp"].dtype) == "datetime64[ns, UTC]"
+    expected = (out["date"] + pd.Timedelta(days=1)).dt.tz_localize("UTC")
+    assert (out["event_timestamp"] == expected).all()
+    assert (out["features_asof"] == out["event_timestamp"]).all()
+    a7 = out[(out["customer_id"] == "A") & (out["date"] == pd.Timestamp(day(7)))].iloc[0]
+    assert a7["plan"] == "basic" and a7["minutes_mean_7d"] == pytest.approx(40.0)
+
+
+def test_a_feature_day_never_sees_later_rows_and_ignores_the_range() -> None:
+    """Each day's row equals the one computed from the rows up to that day only."""
+    rng = np.random.default_rng(5)
+    rows = [
+        {
+            "customer_id": f"C{c}",
+            "date": day(1) + timedelta(days=int(d)),
+            "minutes": float(rng.gamma(2, 10)),
+            "data_gb": float(rng.gamma(2, 0.5)),
+            "dropped_calls": int(rng.poisson(1)),
+            "support_tickets": int(rng.poisson(0.2)),
+            "bill_amount": float(rng.gamma(2, 1)),
+            "plan": ["basic", "premium"][int(rng.integers(2))],
+        }
+        for c in range(6)
+        for d in range(50)
+        if rng.random() < 0.7
+    ]
+    full = usage(rows)
+    start, end = day(1) + timedelta(days=29), day(1) + timedelta(days=49)
+    everything = telco_daily_features(full, start, end)
+    for offset in (0, 7, 20):
+        d = start + timedelta(days=offset)
+        alone = telco_daily_features(full[full["date"] <= pd.Timestamp(d)], d, d)
+        part = everything[everything["date"] == pd.Timestamp(d)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone, part)
+
+
+def test_feature_function_matches_a_direct_computation() -> None:
+    rng = np.random.default_rng(11)
+    rows = [
+        {
+            "customer_id": f"K{c}",
+            "date": day(1) + timedelta(days=int(d)),
+            "minutes": float(rng.gamma(2, 10)),
+            "data_gb": float(rng.gamma(2, 0.5)),
+            "dropped_calls": int(rng.poisson(1)),
+            "support_tickets": int(rng.poisson(0.3)),
+            "bill_amount": float(rng.gamma(2, 1)),
+        }
+        for c in range(4)
+        for d in range(45)
+        if rng.random() < 0.6
+    ]
+    df = usage(rows)
+    start = day(1) + timedelta(days=30)
+    out = telco_daily_features(df, start, start + timedelta(days=14))
+    for _, row in out.sample(15, random_state=1).iterrows():
+        mine = df[df["customer_id"] == row["customer_id"]]
+        w7 = mine[
+            (mine["date"] > row["date"] - pd.Timedelta(days=7)) & (mine["date"] <= row["date"])
+        ]
+        w30 = mine[
+            (mine["date"] > row["date"] - pd.Timedelta(days=30)) & (mine["date"] <= row["date"])
+        ]
+        assert row["minutes_mean_7d"] == pytest.approx(w7["minutes"].mean())
+        assert row["data_gb_mean_30d"] == pytest.approx(w30["data_gb"].mean())
+        assert row["bill_change_7d_30d"] == pytest.approx(
+            w7["bill_amount"].mean() / w30["bill_amount"].mean()
+        )
+        assert row["dropped_call_rate_7d"] == pytest.approx(
+            100 * w7["dropped_calls"].sum() / w7["minutes"].sum()
+        )
+        assert row["support_tickets_sum_30d"] == w30["support_tickets"].sum()
+        assert row["active_days_30d"] == len(w30)
+
+
+def test_duplicate_rows_keep_the_last_and_empty_input_gives_typed_empty_frame() -> None:
+    df = usage(
+        [
+            {"customer_id": "A", "date": day(5), "minutes": 1.0},
+            {"customer_id": "A", "date": day(5), "minutes": 3.0},
+        ]
+    )
+    out = telco_daily_features(df, day(5), day(5))
+    assert len(out) == 1 and out.loc[0, "minutes_mean_7d"] == 3.0
+    empty = telco_daily_features(df.iloc[0:0], day(5), day(6))
+    assert list(empty.columns) == list(FEATURE_COLUMNS) and empty.empty
+    assert str(empty["event_timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert all(c in empty for c in AGGREGATE_COLUMNS)
+    with pytest.raises(ValueError, match="before start"):
+        telco_daily_features(df, day(6), day(5))
+
+
+def test_feature_function_is_vectorised() -> None:
+    rng = np.random.default_rng(0)
+    n_c, n_d = 2_000, 80
+    cid = np.repeat(np.arange(n_c), n_d)
+    d = np.tile(np.arange(n_d), n_c)
+    n = len(cid)
+    df = pd.DataFrame(
+        {
+            "customer_id": [f"C{c:07d}" for c in cid],
+            "date": pd.Timestamp(day(1)) + pd.to_timedelta(d, unit="D"),
+            "plan": "basic",
+            "contract": "one_year",
+            "tenure_months": pd.array(np.full(n, 3), dtype="Int64"),
+            "region": "north",
+            "payment_method": "card",
+            "monthly_charge": 30.0,
+            "minutes": rng.gamma(2, 10, n),
+            "data_gb": rng.gamma(2, 0.5, n),
+            "dropped_calls": pd.array(rng.poisson(0.3, n), dtype="Int64"),
+            "support_tickets": pd.array(rng.poisson(0.05, n), dtype="Int64"),
+            "bill_amount": rng.gamma(2, 1, n),
+        }
+    )
+    t0 = time.perf_counter()
+    out = telco_daily_features(df, day(30), day(1) + timedelta(days=n_d - 1))
+    elapsed = time.perf_counter() - t0
+    assert len(out) == n_c * (n_d - 29)
+    assert elapsed < 5, f"{len(out)} feature rows took {elapsed:.1f}s"
+
+
+def test_load_builder() -> None:
+    assert load_builder("tasks.features:telco_daily_features") is telco_daily_features
+    with pytest.raises(ValueError, match="module:function"):
+        load_builder("tasks.features")
+    with pytest.raises(ValueError, match="cannot import"):
+        load_builder("tasks.nope:fn")
+    with pytest.raises(ValueError, match="has no function"):
+        load_builder("tasks.features:nope")
+
+
+# ---- incremental build on simulated, validated data ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validated_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake with SIM_DAYS days of simulated usage for 300 customers, ingested (once)."""
+    root = tmp_path_factory.mktemp("simulated") / "lake"
+    lake = Lake.from_settings(load_settings(data_root=str(root)))
+    simulate(lake.landing, days=SIM_DAYS, customers=300, label_delay_days=7, seed=3)
+    ledger = Ledger(lake.ledger)
+    for obj in find_pending(lake.landing, ledger):
+        if obj.key.startswith("usage/"):
+            ingest_object(lake, ledger, USECASE, obj, max_bytes=50_000_000)
+    return root
+
+
+@pytest.fixture
+def sim_settings(validated_lake: Path, local_settings: Settings) -> Iterator[Settings]:
+    """Fresh settings (temp data root) whose validated/ zone is a copy of the simulated one."""
+    src = Lake.from_settings(load_settings(data_root=str(validated_lake))).validated
+    dst = Lake.from_settings(local_settings).validated
+    for info in src.list():
+        dst.write_bytes(info.key, src.read_bytes(info.key))
+    yield local_settings
+
+
+def _features_state(lake: Lake) -> dict[str, str]:
+    return {o.key: o.etag for o in lake.zone("features").list()}
+
+
+def test_build_is_incremental(sim_settings: Settings) -> None:
+    lake = Lake.from_settings(sim_settings)
+    all_days = [SIM_START + timedelta(days=i) for i in range(SIM_DAYS)]
+
+    assert build_features(lake, USECASE) == all_days
+    manifest = read_manifest(lake)
+    assert sorted(manifest["dates"]) == [d.isoformat() for d in all_days]
+    first = read_parquet(lake.zone("features"), feature_key(all_days[0]))
+    assert len(first) == manifest["dates"][all_days[0].isoformat()]["rows"] > 250
+
+    # the same input again: nothing is rebuilt and nothing at all is written
+    before = _features_state(lake)
+    time.sleep(0.01)
+    assert build_features(lake, USECASE) == []
+    assert _features_state(lake) == before
+
+    # one validated partition changes: exactly the days whose 30-day window holds it rebuild
+    changed = SIM_START + timedelta(days=3)
+    [part] = [o for o in lake.validated.list(f"usage/date={changed.isoformat()}/")]
+    rows = read_parquet(lake.validated, part.key)
+    rows["minutes"] = rows["minutes"] * 2
+    write_parquet(lake.validated, part.key, rows)
+    rebuilt = build_features(lake, USECASE)
+    assert rebuilt == [changed + timedelta(days=i) for i in range(30)]
+    after = _features_state(lake)
+    for d in all_days:
+        same = before[feature_key(d)] == after[feature_key(d)]
+        assert same == (d not in rebuilt), d
+    assert after[MANIFEST_KEY] != before[MANIFEST_KEY]
+
+    # a partition disappears: its day's file goes, its window's days rebuild
+    gone = all_days[-1]
+    for info in lake.validated.list(f"usage/date={gone.isoformat()}/"):
+        lake.validated.delete(info.key)
+    assert build_features(lake, USECASE) == []
+    assert not lake.zone("features").exists(feature_key(gone))
+    assert gone.isoformat() not in read_manifest(lake)["dates"]
+
+    # explicit days with force: rebuilt even though unchanged, and written identically
+    again = build_features(lake, USECASE, dates=[all_days[0]], force=True)
+    assert again == [all_days[0]]
+    assert read_parquet(lake.zone("features"), feature_key(all_days[0])).equals(first)
+
+
+def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> None:
+    lake = Lake.from_settings(sim_settings)
+    build_features(lake, USECASE)
+    store = apply_repo(sim_settings)
+    end = latest_feature_timestamp(lake)
+    assert end == datetime(2026, 2, 6, tzinfo=UTC)  # day 36 = Feb 5, known at Feb 6
+
+    t0 = time.perf_counter()
+    loaded = materialize(store, end)
+    elapsed = time.perf_counter() - t0
+    assert set(loaded) == {"customer_profile", "usage_aggregates"}
+    assert elapsed < 30
+    assert materialize(store, end) == {}  # already up to date
+
+    _assert_online_matches_offline(store, lake, end)
+
+
+def _assert_online_matches_offline(store: object, lake: Lake, end: datetime) -> None:
+    from tasks.training_set import training_frame
+
+    last_day = read_parquet(lake.zone("features"), feature_key(end.date() - timedelta(days=1)))
+    ids = [*sorted(last_day["customer_id"])[:25], "nobody"]
+    online = online_features(store, ids, "churn_v1")  # type: ignore[arg-type]
+    entities = pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)})
+    offline = training_frame(store, entities, "churn_v1")  # type: ignore[arg-type]
+    assert list(online["customer_id"]) == ids
+    columns = [c for c in offline.columns if c not in ("customer_id", "event_timestamp")]
+    assert list(online.columns) == ["customer_id", *columns]
+    for col in columns:
+        a, b = online[col], offline[col]
+        if col == "features_asof":
+            assert (pd.to_datetime(a[:-1], utc=True) == end).all()
+            assert (pd.to_datetime(b[:-1], utc=True) == end).all()
+        elif a.dtype.kind == "f" or b.dtype.kind == "f":
+            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-12, err_msg=col)
+        else:
+            assert a.tolist()[:-1] == b.tolist()[:-1], col
+    assert online.iloc[-1].drop("customer_id").isna().all()  # unknown customer: all null
+
+
+@pytest.mark.services
+def test_feature_store_offline_equals_online_redis(
+    sim_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = require_redis()
+    project = f"dltest_{uuid.uuid4().hex[:10]}"  # Feast prefixes every Redis key with it
+    monkeypatch.setenv("DRIFTLOOP_ONLINE_STORE", "redis")
+    monkeypatch.setenv("DRIFTLOOP_REDIS_URL", f"{address},db=0")
+    monkeypatch.setenv("DRIFTLOOP_FEAST_PROJECT", project)
+    settings = load_settings()
+    lake = Lake.from_settings(settings)
+    build_features(lake, USECASE)
+    store = apply_repo(settings)
+    assert store.config.online_store.type == "redis"
+    try:
+        end = latest_feature_timestamp(lake)
+        assert end is not None
+        materialize(store, end)
+        _assert_online_matches_offline(store, lake, end)
+    finally:
+        store.teardown()
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+    assert not [k for k in client.scan_iter(count=1000) if project.encode() in k]
+
+
+def test_services_helper_skips_unless_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()  # nothing listens there
+    monkeypatch.delenv("DRIFTLOOP_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not answering"):
+        services.require_redis(port=port)
+    monkeypatch.setenv("DRIFTLOOP_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="DRIFTLOOP_REQUIRE_SERVICES=1"):
+        services.require_redis(port=port)
+
+
+# ---- the Feast repository -----------------------------------------------------------------------
+
+
+def test_repo_defines_the_objects() -> None:
+    objects = load_repo_objects(PROJECT_ROOT / "feature_repo")
+    assert [e.name for e in objects.entities] == ["customer"]
+    assert objects.entities[0].join_key == "customer_id"
+    assert sorted(v.name for v in objects.feature_views) == ["customer_profile", "usage_aggregates"]
+    [service] = objects.feature_services
+    assert USECASE.features is not None
+    assert service.name == USECASE.features.feature_service == "churn_v1"
+    names = {f.name for p in service.feature_view_projections for f in p.features}
+    assert {"features_asof", "plan", "minutes_trend", "active_days_30d"} <= names
+    assert all(v.ttl == timedelta(days=35) for v in objects.feature_views)
+    assert "sources" not in sys.modules and "views" not in sys.modules  # imported fresh each time
+
+
+def test_feature_store_config_follows_settings(local_settings: Settings) -> None:
+    store = feature_store(local_settings)
+    state = local_settings.state_path
+    assert store.config.registry.path == str(state / "feast_registry.db")
+    assert store.config.online_store.type == "sqlite"
+    assert store.config.online_store.path == str(state / "feast_online.db")
+    assert store.config.offline_store.type == "duckdb"
+    path = feature_source_path(local_settings)
+    assert path == str(local_settings.local_root / "features/customer_daily/date=*/*.parquet")
+    redis = repo_config_dict(load_settings(online_store="redis", redis_url="10.0.0.1:6380,db=3"))
+    assert redis["online_store"] == {"type": "redis", "connection_string": "10.0.0.1:6380,db=3"}
+
+
+def test_shipped_yaml_matches_the_default_settings() -> None:
+    """feature_repo/feature_store.yaml is what driftloop configures for the default settings."""
+    from feast.repo_config import load_repo_config
+
+    repo = PROJECT_ROOT / "feature_repo"
+    shipped = load_repo_config(repo, repo / "feature_store.yaml")
+    default = repo_config_dict(load_settings())
+    state = load_settings().state_path
+    assert shipped.project == default["project"]
+    assert (repo / shipped.registry.path).resolve() == state / "feast_registry.db"
+    assert (repo / shipped.online_store.path).resolve() == state / "feast_online.db"
+    assert shipped.online_store.type == "sqlite" and shipped.offline_store.type == "duckdb"
+    assert shipped.entity_key_serialization_version == default["entity_key_serialization_version"]
+
+
+def _feast(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(FEAST), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_feast_cli_plan_and_apply(tmp_path: Path) -> None:
+    """`feast plan` / `feast apply` from feature_repo/ against a temporary lake and state:
+    with the file driftloop renders from the settings (-f), and with the shipped YAML."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
+    env["DRIFTLOOP_DATA_ROOT"] = str(tmp_path / "lake")
+    env["DRIFTLOOP_STATE_DIR"] = str(tmp_path / "state")
+    settings = load_settings(data_root=str(tmp_path / "lake"), state_dir=tmp_path / "state")
+    rendered = write_feature_store_yaml(settings)
+
+    # the shipped YAML in a copy of the project layout: <copy>/feature_repo + <copy>/data
+    copy = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "feature_repo", copy / "feature_repo")
+    shipped_env = {k: v for k, v in env.items() if not k.startswith("DRIFTLOOP_")}
+    shipped_env["DRIFTLOOP_DATA_ROOT"] = str(copy / "data")
+
+    repo = PROJECT_ROOT / "feature_repo"
+    procs = [
+        _feast(["-f", str(rendered), "plan"], repo, env),
+        _feast(["apply"], copy / "feature_repo", shipped_env),
+    ]
+    plan_out, shipped_out = (_finish(p) for p in procs)
+    assert "customer_profile" in plan_out and "usage_aggregates" in plan_out
+    assert "churn_v1" in shipped_out
+    assert (copy / "data" / "_state" / "feast_registry.db").is_file()
+    assert feature_store(settings).list_feature_views() == []  # plan registers nothing
+
+    apply_out = _finish(_feast(["-f", str(rendered), "apply"], repo, env))
+    assert "churn_v1" in apply_out
+    registered = feature_store(settings)
+    assert sorted(v.name for v in registered.list_feature_views()) == [
+        "customer_profile",
+        "usage_aggregates",
+    ]
+    assert [s.name for s in registered.list_feature_services()] == ["churn_v1"]
+    source = registered.get_data_source("customer_daily")
+    assert getattr(source, "path", None) == feature_source_path(settings)
+    assert not list(repo.glob("data")), "the CLI must not write into feature_repo/"

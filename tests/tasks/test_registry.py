@@ -1,0 +1,552 @@
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from driftloop.settings import PROJECT_ROOT
+from driftloop.usecase import load_usecase
+from tasks.registry import (
+    CHALLENGER,
+    CHAMPION,
+    STALE,
+    CandidateInfo,
+    RegistryError,
+    _Ranked,
+    _resample_counts,
+    _weighted_metric,
+    champion_history,
+    champion_version,
+    client_for,
+    decide,
+    decision_report,
+    gate,
+    load_alias,
+    load_reference,
+    load_version,
+    log_challenger,
+    metric_value,
+    promote,
+    rollback,
+    sanity_checks,
+    version_for_alias,
+    version_inputs,
+)
+from tasks.train import (
+    data_fingerprint,
+    evaluate,
+    fit,
+    flat_metrics,
+    model_input,
+    predict_scores,
+    reference_profile,
+)
+from tests.tasks.test_train import SCHEMA, make_frame
+
+POLICY = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml").model
+assert POLICY is not None
+ALL_OK = {"signature_compatible": True, "same_feature_service": True, "probabilities_valid": True}
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    uri: str
+    artifact_root: str
+    lock_path: Path
+
+    def name(self) -> str:
+        """A registered-model name of its own for each test."""
+        return f"churn_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    root = tmp_path_factory.mktemp("mlflow")
+    return Store(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"), root / "promote.lock")
+
+
+@pytest.fixture(scope="module")
+def frames() -> dict[str, pd.DataFrame]:
+    return {
+        "old_train": make_frame(4000, 11),
+        "old_validation": make_frame(1200, 12),
+        "new_train": make_frame(4000, 21, changed=True, start="2026-03-01"),
+        "new_validation": make_frame(1200, 22, changed=True, start="2026-03-29"),
+        "new_holdout": make_frame(3000, 23, changed=True, start="2026-04-26"),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """A model of the old reality and one retrained after reality changed."""
+    return {
+        "old": fit(frames["old_train"], frames["old_validation"], SCHEMA, seed=0),
+        "new": fit(frames["new_train"], frames["new_validation"], SCHEMA, seed=0),
+    }
+
+
+def register(store: Store, name: str, model: Any, train: pd.DataFrame, **overrides: Any) -> str:
+    scores = predict_scores(model, train, SCHEMA)
+    kwargs: dict[str, Any] = {
+        "tracking_uri": store.uri,
+        "artifact_root": store.artifact_root,
+        "experiment": "churn-tests",
+        "registered_name": name,
+        "metrics": flat_metrics({"train": evaluate(model, train, SCHEMA)}),
+        "params": {"seed": 0, "learning_rate": 0.1},
+        "tags": {"driftloop.trigger": "test"},
+        "reference": reference_profile(train, SCHEMA, scores),
+        "report_html": "<!doctype html><p>report</p>",
+        "input_example": model_input(train.head(5), SCHEMA),
+        "feature_service": "churn_v1",
+        "data_window": (train["event_timestamp"].min(), train["event_timestamp"].max()),
+        "row_counts": {"train": len(train), "validation": 1200, "holdout": 3000},
+        "data_hash": data_fingerprint(train),
+        "git_sha": "0123abc",
+    }
+    kwargs.update(overrides)
+    return log_challenger(model, **kwargs)
+
+
+# ---- logging and loading ------------------------------------------------------------------------
+
+
+def test_log_challenger_round_trips(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    train = frames["new_train"]
+    start = time.perf_counter()
+    version = register(store, name, models["new"], train)
+    elapsed = time.perf_counter() - start
+    assert version == "1"
+    assert version_for_alias(store.uri, name, CHALLENGER) == "1"
+    assert champion_version(store.uri, name) is None
+
+    loaded_version, loaded = load_alias(store.uri, name, CHALLENGER)
+    assert loaded_version == "1"
+    holdout = frames["new_holdout"]
+    original = models["new"].predict_proba(model_input(holdout, SCHEMA))
+    assert np.array_equal(loaded.predict_proba(model_input(holdout, SCHEMA)), original)
+
+    # a category never seen in training still scores after the round trip
+    odd = holdout.head(3).copy()
+    odd["plan"] = "galaxy_5g"
+    assert np.isfinite(predict_scores(loaded, odd, SCHEMA)).all()
+
+    client = client_for(store.uri)
+    mv = client.get_model_version(name, version)
+    assert mv.tags["driftloop.feature_service"] == "churn_v1"
+    assert mv.tags["driftloop.data_hash"] == data_fingerprint(train)
+    assert mv.tags["driftloop.rows_train"] == "4000"
+    assert mv.tags["driftloop.git_sha"] == "0123abc"
+    assert mv.tags["driftloop.data_window_start"].startswith("2026-03-01")
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["learning_rate"] == "0.1"
+    assert run.data.metrics["train_roc_auc"] > 0.7
+    assert run.data.tags["driftloop.trigger"] == "test"
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
+    assert {"reference.json", "training_report.html"} <= artifacts
+
+    reference = load_reference(store.uri, name, version)
+    assert reference["numeric"]["tenure_months"]["edges"][0] == float("-inf")
+    assert reference["prediction"]["count"] == len(train)
+
+    inputs = version_inputs(store.uri, name, version)
+    assert inputs["plan"] == "string" and inputs["tenure_months"] == "double"
+    assert list(inputs) == list(SCHEMA.features)
+    assert elapsed < 15
+
+
+def test_unknown_model_has_no_champion(store: Store) -> None:
+    assert champion_version(store.uri, "never_registered") is None
+    assert champion_history(store.uri, "never_registered") == []
+    with pytest.raises(RegistryError, match="no 'champion'"):
+        load_alias(store.uri, "never_registered", CHAMPION)
+
+
+# ---- the gate (pure) ----------------------------------------------------------------------------
+
+
+def scored(n: int, seed: int, strength: float, prevalence: float = 0.2) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < prevalence).astype(np.int64)
+    y[:2] = [0, 1]
+    noise = rng.normal(0, 1, n)
+    champion = 1 / (1 + np.exp(-(strength * y + noise - 1.5)))
+    better = 1 / (1 + np.exp(-(2.5 * strength * y + 0.6 * noise - 1.5)))
+    return y, champion, better
+
+
+def gate_kwargs(**overrides: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "margin": 0.0,
+        "floor": 0.65,
+        "metric": "roc_auc",
+        "samples": 200,
+        "confidence": 0.95,
+        "calibration_tolerance": 1.0,
+        "seed": 0,
+        "sanity": ALL_OK,
+        "champion_version": "1",
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+@st.composite
+def worse_challengers(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Champion scores and a challenger that only ever hurts: positives pushed down, negatives
+    pushed up (so no pair of rows is ranked better, on any resample)."""
+    n = draw(st.integers(20, 400))
+    seed = draw(st.integers(0, 2**32 - 1))
+    strength = draw(st.floats(0.0, 3.0))
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < draw(st.floats(0.05, 0.6))).astype(np.int64)
+    y[:2] = [0, 1]
+    champion = 1 / (1 + np.exp(-(strength * y + rng.normal(0, 1, n))))
+    if draw(st.booleans()):
+        champion = np.round(champion, 2)  # ties
+    hurt = rng.random(n) < draw(st.floats(0.0, 1.0))
+    size = np.abs(rng.normal(0, draw(st.floats(0.0, 0.5)), n))
+    direction = np.where(y == 1, -1.0, 1.0)
+    challenger = np.clip(champion + hurt * size * direction, 0.0, 1.0)
+    return y, champion, challenger
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    worse_challengers(),
+    st.floats(0.0, 0.05),
+    st.floats(0.6, 0.99),
+    st.integers(0, 1000),
+)
+def test_a_worse_challenger_is_never_promoted(
+    case: tuple[np.ndarray, np.ndarray, np.ndarray], margin: float, confidence: float, seed: int
+) -> None:
+    y, champion, challenger = case
+    decision = decide(
+        champion,
+        challenger,
+        y,
+        **gate_kwargs(margin=margin, confidence=confidence, seed=seed, samples=100),
+    )
+    assert decision.promote is False
+    assert decision.delta_ci is None or decision.delta_ci[1] <= 1e-12
+
+
+def test_a_clearly_better_challenger_is_promoted() -> None:
+    y, champion, better = scored(3000, 1, 1.0)
+    decision = decide(champion, better, y, **gate_kwargs(samples=400))
+    assert decision.promote, decision.reason
+    assert decision.delta_ci is not None and decision.delta_ci[0] > 0
+    assert decision.samples == 400 and decision.compared_with == "1"
+    assert decision.challenger_value == pytest.approx(roc_auc_score(y, better))
+    assert decision.champion_value == pytest.approx(roc_auc_score(y, champion))
+    # the same comparison on PR AUC
+    pr = decide(champion, better, y, **gate_kwargs(metric="pr_auc"))
+    assert pr.promote and pr.challenger_value == pytest.approx(average_precision_score(y, better))
+    # a margin larger than the improvement holds it back
+    assert not decide(champion, better, y, **gate_kwargs(margin=0.5)).promote
+
+
+def test_identical_scores_are_not_an_improvement() -> None:
+    y, champion, _ = scored(2000, 2, 1.0)
+    decision = decide(champion, champion.copy(), y, **gate_kwargs())
+    assert not decision.promote and decision.delta_ci == (0.0, 0.0)
+
+
+def test_the_floor_decides_without_a_champion() -> None:
+    y, _, better = scored(2000, 3, 1.0)
+    auc = roc_auc_score(y, better)
+    ok = decide(None, better, y, **gate_kwargs(floor=auc - 0.01, champion_version=None))
+    assert ok.promote and ok.delta_ci is None and ok.champion_value is None
+    assert "floor" in ok.reason
+    low = decide(None, better, y, **gate_kwargs(floor=auc + 0.01, champion_version=None))
+    assert not low.promote and "below the floor" in low.reason
+    broken_champion = np.full_like(better, np.nan)
+    fallback = decide(broken_champion, better, y, **gate_kwargs(floor=auc - 0.01))
+    assert fallback.promote and "unusable" in fallback.reason
+    assert fallback.sanity["champion_scores_valid"] is False
+
+
+def test_calibration_and_sanity_can_veto_a_better_challenger() -> None:
+    y, champion, better = scored(3000, 4, 1.0)
+    squashed = better**0.1  # same ranking (so the same AUC), probabilities far too high
+    worse_calibrated = decide(champion, squashed, y, **gate_kwargs(calibration_tolerance=0.03))
+    assert worse_calibrated.delta_ci is not None and worse_calibrated.delta_ci[0] > 0
+    assert not worse_calibrated.promote and "calibration" in worse_calibrated.reason
+    assert worse_calibrated.challenger_ece > worse_calibrated.champion_ece  # type: ignore[operator]
+
+    failed = decide(
+        champion, better, y, **gate_kwargs(sanity={**ALL_OK, "same_feature_service": False})
+    )
+    assert not failed.promote and "same_feature_service" in failed.reason
+    nan_scores = better.copy()
+    nan_scores[5] = np.nan
+    broken = decide(champion, nan_scores, y, **gate_kwargs())
+    assert not broken.promote and not broken.sanity["challenger_scores_valid"]
+    single = decide(champion, better, np.zeros_like(y), **gate_kwargs())
+    assert not single.promote and "single class" in single.reason
+
+
+def test_sanity_checks() -> None:
+    inputs = {"plan": "string", "tenure_months": "double"}
+    champion = CandidateInfo("1", inputs, "churn_v1", np.array([0.1, 0.2]))
+    good = CandidateInfo("2", dict(inputs), "churn_v1", np.array([0.3, 0.9]))
+    assert all(sanity_checks(champion, good).values())
+    assert all(sanity_checks(None, good, expected_feature_service="churn_v1").values())
+    assert not sanity_checks(None, good, expected_feature_service="churn_v2")[
+        "same_feature_service"
+    ]
+    retyped = replace(good, inputs={"plan": "string", "tenure_months": "long"})
+    assert not sanity_checks(champion, retyped)["signature_compatible"]
+    renamed = replace(good, inputs={"plan": "string", "tenure": "double"})
+    assert not sanity_checks(champion, renamed)["signature_compatible"]
+    assert not sanity_checks(champion, replace(good, feature_service="churn_v2"))[
+        "same_feature_service"
+    ]
+    for bad in (np.array([0.2, np.nan]), np.array([0.2, 1.2]), np.array([])):
+        assert not sanity_checks(champion, replace(good, scores=bad))["probabilities_valid"]
+
+
+def test_bootstrap_metrics_match_sklearn_and_are_fast() -> None:
+    y, champion, better = scored(10_000, 5, 1.0)
+    ties = np.round(champion, 2)
+    assert metric_value(y, ties, "roc_auc") == pytest.approx(roc_auc_score(y, ties), abs=1e-12)
+    assert metric_value(y, ties, "pr_auc") == pytest.approx(
+        average_precision_score(y, ties), abs=1e-12
+    )
+    counts = _resample_counts(np.random.default_rng(0), len(y), 3)
+    auc, _ = _weighted_metric(_Ranked.of(y, ties), counts, "roc_auc")
+    ap, _ = _weighted_metric(_Ranked.of(y, ties), counts, "pr_auc")
+    for i in range(3):  # a weighted resample == the expanded resample
+        rows = np.repeat(np.arange(len(y)), counts[i].astype(int))
+        assert auc[i] == pytest.approx(roc_auc_score(y[rows], ties[rows]), abs=1e-12)
+        assert ap[i] == pytest.approx(average_precision_score(y[rows], ties[rows]), abs=1e-12)
+    start = time.perf_counter()
+    decision = decide(champion, better, y, **gate_kwargs(samples=400))
+    assert time.perf_counter() - start < 3.0  # about 0.3 s here
+    assert decision.samples == 400
+
+
+def test_decision_report_is_offline_html() -> None:
+    y, champion, better = scored(1000, 6, 1.0)
+    decision = decide(champion, better, y, **gate_kwargs())
+    page = decision_report(
+        decision, name="churn", version="2", y=y, champion_scores=champion, challenger_scores=better
+    )
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "churn v2" in page and decision.metric in page
+    bare = decision_report(decision, name="churn", version="2")
+    assert "data:image" not in bare and "signature_compatible" in bare
+
+
+# ---- promotion against the registry -------------------------------------------------------------
+
+
+def test_gate_promotes_on_the_floor_then_a_retrained_model_then_rolls_back(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    client = client_for(store.uri)
+    holdout = frames["new_holdout"]
+
+    v1 = register(store, name, models["old"], frames["old_train"])
+    first, before = gate(
+        client, name, v1, frames["old_validation"], SCHEMA, POLICY, lock_path=store.lock_path
+    )
+    assert first.promote and before is None and "no champion" in first.reason
+    assert champion_version(client, name) == v1
+    assert version_for_alias(client, name, CHALLENGER) is None  # promoted: no longer challenger
+
+    # reality changed: the retrained model beats the old one on a recent holdout
+    v2 = register(store, name, models["new"], frames["new_train"])
+    decision, before = gate(
+        client, name, v2, holdout, SCHEMA, POLICY, lock_path=store.lock_path, seed=1
+    )
+    assert decision.promote, decision.reason
+    assert before == v1 and champion_version(client, name) == v2
+    tags = client.get_model_version(name, v2).tags
+    assert tags["driftloop.decision"] == "promoted"
+    assert tags["driftloop.compared_with"] == v1
+    assert json.loads(tags["driftloop.auc_delta_ci"])[0] > 0
+    assert json.loads(tags["driftloop.sanity"]) == {
+        **ALL_OK,
+        "challenger_scores_valid": True,
+        "champion_scores_valid": True,
+    }
+    assert tags["driftloop.decided_at"].startswith("20")
+    assert champion_history(client, name) == [v1, v2]
+
+    # the old model comes back as a challenger: worse on the same holdout, rejected
+    v3 = register(store, name, models["old"], frames["old_train"])
+    rejected, before = gate(client, name, v3, holdout, SCHEMA, POLICY, lock_path=store.lock_path)
+    assert not rejected.promote and before == v2
+    assert champion_version(client, name) == v2
+    assert version_for_alias(client, name, CHALLENGER) == v3
+    assert client.get_model_version(name, v3).tags["driftloop.decision"] == "rejected"
+
+    # rollback restores the previous champion, and then there is nothing older
+    assert rollback(client, name, lock_path=store.lock_path) == v1
+    assert champion_version(client, name) == v1
+    assert champion_history(client, name) == [v1]
+    assert client.get_model_version(name, v2).tags["driftloop.rolled_back_to"] == v1
+    assert client.get_model_version(name, v1).tags["driftloop.restored_from"] == v2
+    _, model = load_alias(client, name, CHAMPION)
+    assert np.array_equal(
+        predict_scores(model, holdout, SCHEMA), predict_scores(models["old"], holdout, SCHEMA)
+    )
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback(client, name, lock_path=store.lock_path)
+
+
+def test_gate_rejects_a_model_on_another_feature_service(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    client = client_for(store.uri)
+    v1 = register(store, name, models["old"], frames["old_train"])
+    gate(client, name, v1, frames["old_validation"], SCHEMA, POLICY, lock_path=store.lock_path)
+    assert champion_version(client, name) == v1
+    v2 = register(store, name, models["new"], frames["new_train"], feature_service="churn_v2")
+    decision, _ = gate(
+        client, name, v2, frames["new_holdout"], SCHEMA, POLICY, lock_path=store.lock_path
+    )
+    assert decision.delta_ci is not None and decision.delta_ci[0] > 0  # better, but...
+    assert not decision.promote and "same_feature_service" in decision.reason
+    assert champion_version(client, name) == v1
+
+
+def test_rollback_without_champion_is_an_error(store: Store) -> None:
+    with pytest.raises(RegistryError, match="no champion"):
+        rollback(client_for(store.uri), store.name(), lock_path=store.lock_path)
+
+
+def test_a_stale_decision_is_refused(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    client = client_for(store.uri)
+    versions = [register(store, name, models["new"], frames["new_train"]) for _ in range(3)]
+    y, champion, better = scored(500, 7, 1.0)
+    floor = decide(None, better, y, **gate_kwargs(champion_version=None, floor=0.5))
+    assert promote(client, name, versions[0], floor, lock_path=store.lock_path) is None
+    won = decide(champion, better, y, **gate_kwargs(champion_version=versions[0]))
+    assert promote(client, name, versions[1], won, lock_path=store.lock_path) == versions[0]
+    # decided against versions[0], but versions[1] is champion by now
+    late = replace(won, compared_with=versions[0])
+    assert promote(client, name, versions[2], late, lock_path=store.lock_path) == STALE
+    assert "driftloop.decision" not in client.get_model_version(name, versions[2]).tags
+    assert champion_version(client, name) == versions[1]
+
+
+# ---- two promotions racing ----------------------------------------------------------------------
+
+
+def _race_scores() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    y, v1, v2 = scored(3000, 8, 0.6)
+    _, _, v3 = scored(3000, 8, 1.2)  # same rows, an even better model
+    return y, {"1": v1, "2": v2, "3": v3}
+
+
+def _race_worker(
+    uri: str, name: str, version: str, lock_path: str, barrier: Any, results: Any
+) -> None:
+    y, scores = _race_scores()
+    client = client_for(uri)
+    log: list[dict[str, Any]] = []
+    for attempt in range(5):
+        current = champion_version(client, name)
+        decision = decide(
+            scores[current] if current else None,
+            scores[version],
+            y,
+            **gate_kwargs(champion_version=current, samples=200),
+        )
+        if attempt == 0:
+            barrier.wait(timeout=60)  # both have decided against the same champion
+        result = promote(client, name, version, decision, lock_path=lock_path)
+        log.append({"compared_with": current, "promote": decision.promote, "result": result})
+        if result != STALE:
+            break
+    results.put((version, log))
+
+
+def test_racing_promotions_leave_one_consistent_champion(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    client = client_for(store.uri)
+    for _ in range(3):
+        register(store, name, models["new"], frames["new_train"])
+    y, scores = _race_scores()
+    seed_decision = decide(None, scores["1"], y, **gate_kwargs(champion_version=None, floor=0.5))
+    assert promote(client, name, "1", seed_decision, lock_path=store.lock_path) is None
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_race_worker,
+            args=(store.uri, name, version, str(store.lock_path), barrier, results),
+        )
+        for version in ("2", "3")
+    ]
+    for w in workers:
+        w.start()
+    logs = dict(results.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+
+    # both decided against v1; exactly one of them won that comparison
+    assert [logs[v][0]["compared_with"] for v in ("2", "3")] == ["1", "1"]
+    first_try = [logs[v][0]["result"] for v in ("2", "3")]
+    assert sorted(first_try, key=str) == ["1", STALE]
+    loser = "2" if first_try[0] == STALE else "3"
+    assert len(logs[loser]) == 2 and logs[loser][1]["compared_with"] != "1"
+
+    champion = champion_version(client, name)
+    history = champion_history(client, name)
+    assert champion == "3"  # v3 wins either way: first, or by beating v2 afterwards
+    assert history[0] == "1" and history[-1] == champion and len(set(history)) == len(history)
+    for previous, current in itertools.pairwise(history):
+        tags = client.get_model_version(name, current).tags
+        assert tags["driftloop.decision"] == "promoted"
+        assert tags["driftloop.compared_with"] == previous
+    assert client.get_model_version(name, champion).tags["driftloop.compared_with"] == history[-2]
+    if loser == "2":  # v3 got in first; v2 was then measured against v3 and rejected
+        tags = client.get_model_version(name, "2").tags
+        assert tags["driftloop.decision"] == "rejected" and tags["driftloop.compared_with"] == "3"
+
+
+def test_load_version_of_an_old_version(
+    store: Store, models: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> None:
+    name = store.name()
+    v1 = register(store, name, models["old"], frames["old_train"])
+    register(store, name, models["new"], frames["new_train"])
+    loaded = load_version(store.uri, name, v1)
+    holdout = frames["new_holdout"]
+    assert np.array_equal(
+        predict_scores(loaded, holdout, SCHEMA), predict_scores(models["old"], holdout, SCHEMA)
+    )

@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from tasks.train import (
+    FeatureSchema,
+    bin_proportions,
+    boosting_iterations,
+    calibration_table,
+    data_fingerprint,
+    evaluate,
+    expected_calibration_error,
+    fit,
+    flat_metrics,
+    model_input,
+    numeric_profile,
+    predict_scores,
+    reference_profile,
+    training_report,
+)
+
+CATEGORIES = {
+    "plan": ["basic", "standard", "premium", "unlimited"],
+    "contract": ["month_to_month", "one_year", "two_year"],
+    "region": ["north", "south", "east", "west"],
+    "payment_method": ["card", "bank_transfer", "electronic", "mailed_check"],
+}
+NUMERIC = (
+    "tenure_months",
+    "monthly_charge",
+    "minutes_mean_7d",
+    "minutes_mean_30d",
+    "data_gb_mean_7d",
+    "data_gb_mean_30d",
+    "minutes_trend",
+    "data_gb_trend",
+    "dropped_calls_sum_7d",
+    "dropped_call_rate_7d",
+    "support_tickets_sum_30d",
+    "bill_mean_7d",
+    "bill_change_7d_30d",
+    "active_days_30d",
+)
+SCHEMA = FeatureSchema(categorical=tuple(CATEGORIES), numeric=NUMERIC, label="churned")
+
+
+def make_frame(
+    n: int, seed: int, *, changed: bool = False, start: str = "2026-01-01", days: int = 28
+) -> pd.DataFrame:
+    """Synthetic feature rows with a known churn signal.
+
+    Before the change churn rises with month-to-month contracts, support tickets, dropped calls,
+    falling usage and short tenure; after it (``changed``) premium-plan customers with high
+    charges churn and tickets/usage trends act the other way round.
+    """
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({k: rng.choice(v, n) for k, v in CATEGORIES.items()})
+    tenure = rng.integers(0, 72, n).astype(float)
+    charge = rng.normal(55, 20, n)
+    m30 = rng.gamma(2, 15, n)
+    m7 = m30 * rng.lognormal(0, 0.3, n)
+    g30 = rng.gamma(2, 0.6, n)
+    g7 = g30 * rng.lognormal(0, 0.3, n)
+    drops = rng.poisson(1.0, n).astype(float)
+    tickets = rng.poisson(0.6, n).astype(float)
+    bill7 = charge / 30 + rng.normal(0, 0.3, n)
+    numeric = {
+        "tenure_months": tenure,
+        "monthly_charge": charge,
+        "minutes_mean_7d": m7,
+        "minutes_mean_30d": m30,
+        "data_gb_mean_7d": g7,
+        "data_gb_mean_30d": g30,
+        "minutes_trend": m7 - m30,
+        "data_gb_trend": g7 - g30,
+        "dropped_calls_sum_7d": drops,
+        "dropped_call_rate_7d": drops / (1 + m7),
+        "support_tickets_sum_30d": tickets,
+        "bill_mean_7d": bill7,
+        "bill_change_7d_30d": bill7 - charge / 30,
+        "active_days_30d": rng.binomial(30, 0.85, n).astype(float),
+    }
+    for k, v in numeric.items():
+        df[k] = v
+    if changed:
+        z = (
+            -2.6
+            + 2.0 * (df["plan"] == "premium")
+            + 0.05 * (charge - 55)
+            - 0.9 * tickets
+            + 0.04 * (m7 - m30)
+        )
+    else:
+        contract = df["contract"].map({"month_to_month": 1.2, "one_year": 0.0, "two_year": -1.2})
+        z = (
+            -2.2
+            + contract
+            - 0.5 * np.log1p(tenure)
+            + 0.9 * tickets
+            + 0.4 * drops
+            - 0.04 * (m7 - m30)
+            + 0.02 * (charge - 55)
+        )
+    y = (rng.random(n) < 1 / (1 + np.exp(-z.to_numpy()))).astype("int64")
+    for col in ("minutes_trend", "data_gb_trend", "dropped_call_rate_7d"):
+        df.loc[rng.random(n) < 0.05, col] = np.nan
+    stamps = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(rng.integers(0, days, n), unit="D")
+    df.insert(0, "customer_id", [f"C{seed:03d}{i:07d}" for i in range(n)])
+    df.insert(1, "event_timestamp", stamps)
+    df["features_asof"] = stamps - pd.Timedelta(hours=1)
+    df["churned"] = y
+    return df
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, pd.DataFrame]:
+    return {
+        "train": make_frame(5000, 1),
+        "validation": make_frame(1500, 2),
+        "holdout": make_frame(2500, 3),
+    }
+
+
+@pytest.fixture(scope="module")
+def model(splits: dict[str, pd.DataFrame]) -> object:
+    return fit(splits["train"], splits["validation"], SCHEMA, seed=0)
+
+
+def test_schema_rejects_overlaps() -> None:
+    with pytest.raises(ValueError, match="label"):
+        FeatureSchema(categorical=("a",), numeric=("y",), label="y")
+    with pytest.raises(ValueError, match="repeat"):
+        FeatureSchema(categorical=("a",), numeric=("a",), label="y")
+
+
+def test_fit_learns_the_signal_and_is_calibrated(
+    model: object, splits: dict[str, pd.DataFrame]
+) -> None:
+    metrics = evaluate(model, splits["holdout"], SCHEMA)
+    assert metrics["roc_auc"] > 0.74  # the true hazard scores about 0.83
+    assert 0 < metrics["pr_auc"] < 1
+    assert metrics["n"] == 2500
+    assert metrics["positives"] == int(splits["holdout"]["churned"].sum())
+    # balanced class weights inflate the raw scores; calibration brings them back
+    scores = predict_scores(model, splits["holdout"], SCHEMA)
+    assert abs(scores.mean() - splits["holdout"]["churned"].mean()) < 0.03
+    assert metrics["ece"] < 0.05
+    assert metrics["brier"] < splits["holdout"]["churned"].mean()  # beats predicting 0
+    assert boosting_iterations(model) < 500  # early stopping kicked in
+    curve = metrics["calibration_curve"]
+    assert len(curve) == 10 and sum(r["count"] for r in curve) == 2500
+
+
+def test_evaluate_agrees_with_sklearn(model: object, splits: dict[str, pd.DataFrame]) -> None:
+    holdout = splits["holdout"]
+    scores = predict_scores(model, holdout, SCHEMA)
+    metrics = evaluate(model, holdout, SCHEMA)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(holdout["churned"], scores))
+    assert metrics["pr_auc"] == pytest.approx(average_precision_score(holdout["churned"], scores))
+    flat = flat_metrics({"holdout": metrics})
+    assert flat["holdout_roc_auc"] == metrics["roc_auc"]
+    assert "holdout_calibration_curve" not in flat
+
+
+def test_single_class_metrics_are_nan_and_training_refuses(
+    model: object, splits: dict[str, pd.DataFrame]
+) -> None:
+    negatives = splits["holdout"][splits["holdout"]["churned"] == 0]
+    metrics = evaluate(model, negatives, SCHEMA)
+    assert math.isnan(metrics["roc_auc"]) and metrics["positives"] == 0
+    assert "holdout_roc_auc" not in flat_metrics({"holdout": metrics})
+    with pytest.raises(ValueError, match="both classes"):
+        fit(negatives, splits["validation"], SCHEMA, seed=0)
+
+
+def test_unseen_categories_and_missing_values_score(
+    model: object, splits: dict[str, pd.DataFrame]
+) -> None:
+    rows = splits["holdout"].head(6).copy()
+    rows["plan"] = ["galaxy_5g", None, np.nan, "basic", "premium", "unlimited"]
+    rows["region"] = pd.Series(["atlantis", None, "north", "south", "east", "west"], dtype="string")
+    rows["contract"] = rows["contract"].astype("category")
+    rows["tenure_months"] = np.nan
+    scores = predict_scores(model, rows, SCHEMA)
+    assert scores.shape == (6,)
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    # extra columns, another column order, and the raw model call work too
+    direct = model.predict_proba(model_input(rows, SCHEMA)[list(SCHEMA.features)[::-1]])  # type: ignore[attr-defined]
+    assert np.allclose(direct[:, 1], scores)
+
+
+def test_model_input_canonical_types() -> None:
+    frame = pd.DataFrame(
+        {
+            "c": pd.Series(["a", None, "b"], dtype="string"),
+            "k": pd.Series([1, 2, None], dtype="Int64"),
+            "x": ["1.5", None, "oops"],
+            "extra": [1, 2, 3],
+        }
+    )
+    out = model_input(frame, FeatureSchema(categorical=("c", "k"), numeric=("x",), label="y"))
+    assert list(out.columns) == ["c", "k", "x"]
+    assert out["c"].dtype == object and out["c"].iloc[0] == "a" and pd.isna(out["c"].iloc[1])
+    assert out["k"].tolist()[:2] == ["1", "2"] and pd.isna(out["k"].iloc[2])
+    assert out["x"].dtype == np.float64 and out["x"].iloc[0] == 1.5 and out["x"].isna().sum() == 2
+    with pytest.raises(KeyError, match="missing"):
+        model_input(frame, FeatureSchema(categorical=("nope",), numeric=(), label="y"))
+
+
+def test_ece_and_calibration_table() -> None:
+    y = np.array([0, 0, 1, 1] * 25)
+    perfect = np.where(y == 1, 1.0, 0.0)
+    assert expected_calibration_error(y, perfect) == 0.0
+    constant = np.full(100, 0.9)
+    # every score ties, so a single bin: |0.9 - 0.5|
+    assert expected_calibration_error(y, constant) == pytest.approx(0.4)
+    rows = calibration_table(y, np.linspace(0, 1, 100))
+    assert len(rows) == 10 and all(r["count"] == 10 for r in rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0, 1), min_size=1, max_size=200),
+    st.integers(0, 2**32 - 1),
+)
+def test_ece_is_bounded(scores: list[float], seed: int) -> None:
+    y = np.random.default_rng(seed).integers(0, 2, len(scores))
+    ece = expected_calibration_error(y, np.array(scores))
+    assert 0.0 <= ece <= 1.0
+
+
+def test_reference_profile(model: object, splits: dict[str, pd.DataFrame]) -> None:
+    train = splits["train"]
+    scores = predict_scores(model, train, SCHEMA)
+    profile = reference_profile(train, SCHEMA, scores)
+    again = json.loads(json.dumps(profile))
+    assert again == profile
+    assert set(profile["numeric"]) == set(NUMERIC)
+    assert set(profile["categorical"]) == set(CATEGORIES)
+    tenure = profile["numeric"]["tenure_months"]
+    assert tenure["edges"][0] == -math.inf and tenure["edges"][-1] == math.inf
+    assert len(tenure["edges"]) == 11 and len(tenure["proportions"]) == 10
+    assert sum(tenure["proportions"]) == pytest.approx(1.0)
+    assert tenure["count"] == len(train) and tenure["null_share"] == 0.0
+    assert tenure["mean"] == pytest.approx(train["tenure_months"].mean())
+    assert tenure["std"] == pytest.approx(train["tenure_months"].std())
+    # the profile's binning rule reproduces its own proportions
+    assert bin_proportions(train["tenure_months"], tenure["edges"]) == tenure["proportions"]
+    trend = profile["numeric"]["minutes_trend"]
+    assert trend["null_share"] == pytest.approx(train["minutes_trend"].isna().mean())
+    plan = profile["categorical"]["plan"]
+    assert set(plan["proportions"]) == set(CATEGORIES["plan"])
+    assert sum(plan["proportions"].values()) == pytest.approx(1.0)
+    pred = profile["prediction"]
+    assert pred["mean"] == pytest.approx(scores.mean())
+    assert bin_proportions(scores, pred["edges"]) == pred["proportions"]
+    assert profile["label_rate"] == pytest.approx(train["churned"].mean())
+    assert profile["window"]["start"].startswith("2026-01-01")
+
+
+def test_numeric_profile_with_ties_and_no_values() -> None:
+    values = np.r_[np.zeros(800), np.arange(1, 201)]
+    prof = numeric_profile(values)
+    assert prof["edges"][:2] == [-math.inf, 0.0]  # repeated quantiles merged
+    assert prof["proportions"][0] == pytest.approx(0.8)  # bins are (lo, hi]: zeros in bin 0
+    assert sum(prof["proportions"]) == pytest.approx(1.0)
+    empty = numeric_profile(np.full(5, np.nan))
+    assert empty == {
+        "count": 5,
+        "null_share": 1.0,
+        "mean": None,
+        "std": None,
+        "edges": [-math.inf, math.inf],
+        "proportions": [0.0],
+    }
+
+
+def test_data_fingerprint_is_order_independent_and_content_sensitive(
+    splits: dict[str, pd.DataFrame],
+) -> None:
+    frame = splits["train"]
+    digest = data_fingerprint(frame)
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    shuffled = frame.sample(frac=1.0, random_state=7)[list(frame.columns)[::-1]]
+    assert data_fingerprint(shuffled) == digest
+    assert data_fingerprint(shuffled.reset_index(drop=True)) == digest
+    changed = frame.copy()
+    changed.loc[changed.index[10], "monthly_charge"] += 0.01
+    assert data_fingerprint(changed) != digest
+    assert data_fingerprint(frame.iloc[:-1]) != digest
+    assert data_fingerprint(frame.rename(columns={"plan": "tariff"})) != digest
+
+
+def test_training_report_is_offline_html(model: object, splits: dict[str, pd.DataFrame]) -> None:
+    metrics = {name: evaluate(model, frame, SCHEMA) for name, frame in splits.items()}
+    page = training_report(
+        metrics, model, splits["holdout"], SCHEMA, details={"data hash": "abc123"}
+    )
+    assert page.startswith("<!doctype html>")
+    assert page.count('src="data:image/png;base64,') == 3  # ROC, calibration, importance
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "support_tickets_sum_30d" in page and "abc123" in page
