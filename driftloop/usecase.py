@@ -88,6 +88,34 @@ class ModelSpec(BaseModel):
     calibration_tolerance: float = Field(default=0.03, ge=0)
 
 
+class DriftSpec(BaseModel):
+    """How drift checks judge a window (see tasks/drift_stats.py for the method)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_days: int = Field(default=1, ge=1, description="Feature days per check window.")
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="False-alarm rate of one check.")
+    psi_min: float = Field(default=0.1, ge=0, description="Smallest PSI that counts as drift.")
+    min_drifted_features: int = Field(default=2, ge=1)
+
+
+class RetrainSpec(BaseModel):
+    """When new training runs are started (the closed loop's policy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_drift: bool = True
+    new_labelled_days: int = Field(
+        default=7, ge=1, description="Retrain after this many newly labelled snapshot days."
+    )
+    min_post_change_days: int = Field(
+        default=10,
+        ge=1,
+        description="After drift, wait until this many labelled snapshot days exist after the "
+        "change, then train on data since the change only.",
+    )
+
+
 class UseCase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,6 +125,8 @@ class UseCase(BaseModel):
     target: TargetSpec | None = None
     features: FeatureSpec | None = None
     model: ModelSpec | None = None
+    drift: DriftSpec = DriftSpec()
+    retrain: RetrainSpec = RetrainSpec()
     root: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -48,14 +48,21 @@ class DriftScore:
     null_share_current: float = 0.0
 
 
-def bin_shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Share of non-null ``values`` in each bin ``[edges[i], edges[i+1])``; last bin closed."""
-    v = np.asarray(values, dtype="float64")
-    v = v[~np.isnan(v)]
-    inner = np.asarray(edges, dtype="float64")[1:-1]
-    counts = np.bincount(np.searchsorted(inner, v, side="right"), minlength=len(edges) - 1)
-    total = counts.sum()
-    return counts / total if total else np.zeros(len(edges) - 1)
+def bin_proportions(values: np.ndarray | Sequence[float], edges: Sequence[float]) -> list[float]:
+    """Share of the non-missing ``values`` in each bin ``edges[i] < x <= edges[i + 1]``.
+
+    The rule reference profiles are built with (``tasks.train.reference_profile``); all zeros
+    when there are no values.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    edge_arr = np.asarray(edges, dtype=np.float64)
+    nbins = len(edge_arr) - 1
+    if len(arr) == 0:
+        return [0.0] * nbins
+    idx = np.clip(np.searchsorted(edge_arr, arr, side="left") - 1, 0, nbins - 1)
+    counts = np.bincount(idx, minlength=nbins)
+    return [float(c) for c in counts / len(arr)]
 
 
 def category_shares(
@@ -106,7 +113,7 @@ def numeric_drift(
     cur = np.asarray(current, dtype="float64")
     nulls = float(np.isnan(cur).mean()) if len(cur) else 0.0
     valid = cur[~np.isnan(cur)]
-    shares = bin_shares(valid, edges)
+    shares = np.asarray(bin_proportions(valid, edges))
     value = psi(np.asarray(reference_shares), shares) if len(valid) else float("nan")
     limit = psi_threshold(n_reference, len(valid), len(edges) - 1, alpha, psi_min)
     ks = p = None

@@ -40,14 +40,13 @@ import numpy as np
 import pandas as pd
 
 from tasks import report
+from tasks.report import img, png_data_uri
 from tasks.train import (
     FeatureSchema,
     calibration_figure,
     calibration_table,
     expected_calibration_error,
-    img,
     labels,
-    png_data_uri,
     predict_scores,
     roc_figure,
 )

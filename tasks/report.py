@@ -164,3 +164,30 @@ def validation_index_page(records: Sequence[dict[str, Any]], link_for: dict[str,
     ]
     body = cards(totals) + "<h2>Landed objects</h2>" + table(rows, raw_html=("object", "status"))
     return page("Validation — all landed objects", body)
+
+
+# ---- plots (matplotlib's Agg canvas, embedded as PNG data URIs) ---------------------------------
+
+
+def figure(width: float = 5.5, height: float = 4.2) -> Any:
+    """A matplotlib Figure that does not touch pyplot's global state."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def png_data_uri(fig: Any) -> str:
+    """A matplotlib Figure as a base64 PNG data URI (rendered with Agg, no pyplot state)."""
+    import base64
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def img(data_uri: str, alt: str) -> str:
+    return f'<img src="{data_uri}" alt="{html.escape(alt)}" style="max-width:100%">'

@@ -14,10 +14,8 @@ Everything here is plain, typed functions of DataFrames; nothing talks to MLflow
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -43,6 +41,8 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.class_weight import compute_sample_weight
 
 from tasks import report
+from tasks.drift_stats import bin_proportions
+from tasks.report import figure, img, png_data_uri
 
 #: The fitted model type: a calibrated, frozen preprocessing + boosting pipeline.
 Model: TypeAlias = CalibratedClassifierCV
@@ -298,22 +298,6 @@ def flat_metrics(metrics_by_split: Mapping[str, Mapping[str, Any]]) -> dict[str,
 # ---- drift reference ----------------------------------------------------------------------------
 
 
-def bin_proportions(values: np.ndarray | pd.Series, edges: Sequence[float]) -> list[float]:
-    """Share of the non-missing ``values`` in each bin ``edges[i] < x <= edges[i + 1]``.
-
-    The same rule the reference profile was built with; all zeros when there are no values.
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[~np.isnan(arr)]
-    edge_arr = np.asarray(edges, dtype=np.float64)
-    nbins = len(edge_arr) - 1
-    if len(arr) == 0:
-        return [0.0] * nbins
-    idx = np.clip(np.searchsorted(edge_arr, arr, side="left") - 1, 0, nbins - 1)
-    counts = np.bincount(idx, minlength=nbins)
-    return [float(c) for c in counts / len(arr)]
-
-
 def numeric_profile(values: np.ndarray | pd.Series, bins: int = PROFILE_BINS) -> dict[str, Any]:
     """Quantile bin edges (outer edges -inf/+inf, repeated quantiles merged) and proportions,
     count, mean, std and null share of one numeric column."""
@@ -408,29 +392,9 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
 # ---- report -------------------------------------------------------------------------------------
 
 
-def png_data_uri(figure: Any) -> str:
-    """A matplotlib Figure as a base64 PNG data URI (rendered with Agg, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def img(data_uri: str, alt: str) -> str:
-    return f'<img src="{data_uri}" alt="{html.escape(alt)}" style="max-width:100%">'
-
-
-def _figure(width: float = 5.5, height: float = 4.2) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height))
-
-
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Any:
     """ROC curves, one per named (labels, scores) pair."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     for name, (y, scores) in curves.items():
         if len(y) and np.min(y) != np.max(y):
@@ -446,7 +410,7 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Any:
 
 def calibration_figure(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Any:
     """Reliability diagram from :func:`calibration_table` rows, one line per name."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     top = 0.0
     for name, rows in curves.items():
@@ -498,7 +462,7 @@ def feature_importance(
 
 
 def importance_figure(importance: pd.DataFrame) -> Any:
-    fig = _figure(6.5, max(2.5, 0.3 * len(importance) + 1))
+    fig = figure(6.5, max(2.5, 0.3 * len(importance) + 1))
     ax = fig.add_subplot()
     shown = importance.iloc[::-1]
     ax.barh(shown["feature"], shown["importance"], xerr=shown["std"], color="#486581")

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from tasks.drift_stats import (
-    bin_shares,
+    bin_proportions,
     categorical_drift,
     category_shares,
     numeric_drift,
@@ -26,10 +26,11 @@ def test_psi_is_finite_with_empty_bins() -> None:
     assert math.isfinite(psi(np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5])))
 
 
-def test_bin_shares_edges_and_nulls() -> None:
-    edges = [-np.inf, 0.0, 1.0, np.inf]
-    shares = bin_shares(np.array([-1.0, 0.0, 0.5, 1.0, 5.0, np.nan]), edges)
-    assert shares.tolist() == [0.2, 0.4, 0.4]
+def test_bin_proportions_edges_and_nulls() -> None:
+    edges = [-np.inf, 0.0, 1.0, np.inf]  # bins are (a, b]: 0 falls in the first, 1 in the second
+    shares = bin_proportions(np.array([-1.0, 0.0, 0.5, 1.0, 5.0, np.nan]), edges)
+    assert shares == [0.4, 0.4, 0.2]
+    assert bin_proportions(np.array([np.nan]), edges) == [0.0, 0.0, 0.0]
 
 
 def test_category_shares_appends_new_categories() -> None:
@@ -58,7 +59,7 @@ def test_chi_square_p_value_agrees_with_scipy() -> None:
 def _reference(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[float], np.ndarray]:
     sample = rng.normal(size=n)
     edges = [-np.inf, *np.quantile(sample, np.linspace(0.1, 0.9, 9)).tolist(), np.inf]
-    return sample, edges, bin_shares(sample, edges)
+    return sample, edges, np.asarray(bin_proportions(sample, edges))
 
 
 def test_false_alarm_rate_on_no_drift_windows_is_within_alpha() -> None:

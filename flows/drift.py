@@ -1,0 +1,73 @@
+"""Drift: compare the latest window of features and predictions with the champion's training
+reference; on drift, emit driftloop.drift.detected (which starts retraining)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftloop.settings import load_settings
+from driftloop.usecase import load_usecase
+from tasks import drift, training
+from tasks.storage import Lake, write_json
+
+
+class DriftParams(BaseModel):
+    """Which window to check. The default checks the newest day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: date | None = Field(
+        default=None, description="Last day of the window (YYYY-MM-DD). Empty: the newest day."
+    )
+
+
+run_check = task(name="drift-check", cache_policy=NO_CACHE, retries=1)(drift.run_check)
+
+
+@flow(name="drift", description="Data, prediction and performance drift of the champion.")
+def drift_flow(params: DriftParams | None = None) -> dict[str, Any]:
+    params = params or DriftParams()
+    settings = load_settings()
+    usecase = load_usecase(settings.usecase)
+    lake = Lake.from_settings(settings)
+    day = params.day or training.latest_day(lake, usecase)
+    checked = run_check(settings, usecase, lake, day) if day else None
+    if checked is None:
+        return {"day": str(day) if day else None, "detected": False, "reason": "no champion yet"}
+    result, html = checked
+
+    key = f"drift/{result.model}-{day}.html"
+    lake.reports.write_bytes(key, html.encode("utf-8"))
+    write_json(lake.reports, f"drift/{result.model}-{day}.json", result.to_dict())
+    create_table_artifact(
+        key="drift-scores",
+        table=[
+            {
+                "feature": s.feature,
+                "psi": round(s.psi, 4),
+                "threshold": round(s.threshold, 4),
+                "drifted": s.drifted,
+            }
+            for s in sorted(result.scores, key=lambda s: -s.psi)
+        ],
+        description=f"drift check of {result.model} v{result.model_version}, window {result.window}",
+    )
+    create_markdown_artifact(
+        key="drift-summary",
+        markdown=f"**{'Drift detected' if result.detected else 'No drift'}** for {result.model} "
+        f"v{result.model_version} in {' → '.join(result.window)}; drifted: "
+        f"{', '.join(result.drifted) or 'none'}",
+    )
+    report_uri = f"{settings.zone('reports')}/{key}"
+    if report_uri.startswith(("http://", "https://")):
+        create_link_artifact(key="drift-report", link=report_uri)
+    if result.detected:
+        emit_event(**drift.detected_event(result))
+    return result.to_dict() | {"day": str(day), "report": key}

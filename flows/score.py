@@ -1,0 +1,77 @@
+"""Score: the champion scores the customers active on a day (point-in-time Feast features)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftloop.settings import load_settings
+from driftloop.usecase import load_usecase
+from tasks import features, score, training
+from tasks.storage import Lake
+
+
+class ScoreParams(BaseModel):
+    """Which day to score. The default scores the newest validated day with the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: date | None = Field(default=None, description="Day to score (YYYY-MM-DD). Empty: newest.")
+    shadow_versions: list[str] = Field(
+        default_factory=list,
+        description="Also score with these registered versions, written as shadow predictions.",
+    )
+
+
+feature_store = task(name="feature-store", cache_policy=NO_CACHE)(features.feature_store)
+score_day = task(name="score-day", cache_policy=NO_CACHE, retries=1)(score.score_day)
+
+
+@flow(name="score", description="Batch-score active customers with the champion model.")
+def score_flow(params: ScoreParams | None = None) -> dict[str, Any]:
+    params = params or ScoreParams()
+    settings = load_settings()
+    usecase = load_usecase(settings.usecase)
+    lake = Lake.from_settings(settings)
+    assert usecase.model is not None, "the use case defines no model"
+    name = usecase.model.registered_name
+    day = params.day or training.latest_day(lake, usecase)
+    if day is None:
+        return {"day": None, "scored": 0, "reason": "nothing validated yet"}
+
+    store = feature_store(settings)
+    champion = score_day(settings, usecase, lake, store, day)
+    if champion is None:
+        return {"day": str(day), "scored": 0, "reason": "no champion yet"}
+    scores, key = champion
+    for version in params.shadow_versions:
+        score_day(settings, usecase, lake, store, day, version=version, role=f"shadow-v{version}")
+
+    create_table_artifact(
+        key="predictions-summary",
+        table=[
+            {
+                "day": str(day),
+                "rows": len(scores),
+                "model_version": scores["model_version"].iloc[0] if len(scores) else None,
+                "mean_probability": float(scores["churn_probability"].mean())
+                if len(scores)
+                else None,
+                "key": key,
+            }
+        ],
+        description=f"{name}: predictions for {day}",
+    )
+    emit_event(**score.written_event(name, day, "champion", scores, key))
+    return {
+        "day": str(day),
+        "scored": len(scores),
+        "key": key,
+        "model_version": str(scores["model_version"].iloc[0]) if len(scores) else None,
+    }

@@ -1,0 +1,178 @@
+"""Batch scoring: the customers active on a day, scored by a registered model on their
+point-in-time features (Feast offline store), written to ``predictions/``.
+
+Layout: ``predictions/<model>/date=YYYY-MM-DD/<role>.parquet`` where ``role`` is ``champion`` (the
+model behind the alias when the day was scored) or ``shadow-v<N>`` (a model scored alongside for
+comparison). Columns: customer_id, event_timestamp (the scoring instant: the day after, 00:00
+UTC), churn_probability, model_version, features_asof. Scoring the same day again rewrites the
+same file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from tasks.ingest import read_validated
+from tasks.storage import read_parquet, write_parquet
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from driftloop.usecase import UseCase
+    from tasks.storage import Lake
+    from tasks.train import FeatureSchema
+
+WRITTEN_EVENT = "driftloop.predictions.written"
+
+
+def scoring_instant(day: date) -> datetime:
+    """A day's usage is complete at the next midnight: that is when its customers are scored."""
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def active_customers(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
+    """``customer_id`` of everyone with validated usage on ``day`` (sorted, unique)."""
+    assert usecase.features is not None
+    spec = usecase.datasets[usecase.features.source_dataset]
+    rows = read_validated(lake, spec, first=day, last=day, columns=[usecase.entity])
+    ids = sorted(set(rows[usecase.entity].astype(str)))
+    return pd.DataFrame({"customer_id": ids})
+
+
+def score_customers(
+    store: FeatureStore,
+    model: Any,
+    schema: FeatureSchema,
+    service: str,
+    customers: pd.DataFrame,
+    at: datetime,
+    *,
+    version: str,
+) -> pd.DataFrame:
+    """Score ``customers`` with ``model`` on their features as known at ``at``."""
+    from tasks.train import predict_scores
+    from tasks.training_set import training_frame
+
+    entities = pd.DataFrame(
+        {"customer_id": customers["customer_id"].astype(str), "event_timestamp": pd.Timestamp(at)}
+    )
+    if entities.empty:
+        return pd.DataFrame(
+            columns=[
+                "customer_id",
+                "event_timestamp",
+                "churn_probability",
+                "model_version",
+                "features_asof",
+            ]
+        )
+    frame = training_frame(store, entities, service)
+    out = frame[["customer_id", "event_timestamp"]].copy()
+    out["churn_probability"] = predict_scores(model, frame, schema)
+    out["model_version"] = str(version)
+    out["features_asof"] = frame["features_asof"]
+    return out.reset_index(drop=True)
+
+
+def prediction_key(model_name: str, day: date, role: str) -> str:
+    return f"{model_name}/date={day.isoformat()}/{role}.parquet"
+
+
+def write_predictions(
+    lake: Lake, model_name: str, day: date, role: str, scores: pd.DataFrame
+) -> str:
+    key = prediction_key(model_name, day, role)
+    write_parquet(lake.zone("predictions"), key, scores)
+    return f"predictions/{key}"
+
+
+def read_predictions(
+    lake: Lake,
+    model_name: str,
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    role: str = "champion",
+) -> pd.DataFrame:
+    """Predictions of one role for scoring days in ``[first, last]``, with a ``day`` column."""
+    zone = lake.zone("predictions")
+    frames = []
+    for info in zone.list(model_name):
+        parts = info.key.split("/")
+        if len(parts) != 3 or parts[2] != f"{role}.parquet" or not parts[1].startswith("date="):
+            continue
+        day = date.fromisoformat(parts[1][len("date=") :])
+        if (first is None or day >= first) and (last is None or day <= last):
+            frames.append(read_parquet(zone, info.key).assign(day=pd.Timestamp(day)))
+    if not frames:
+        return pd.DataFrame(
+            columns=[
+                "customer_id",
+                "event_timestamp",
+                "churn_probability",
+                "model_version",
+                "features_asof",
+                "day",
+            ]
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def written_event(
+    model_name: str, day: date, role: str, scores: pd.DataFrame, key: str
+) -> dict[str, Any]:
+    return {
+        "event": WRITTEN_EVENT,
+        "resource": {
+            "prefect.resource.id": f"driftloop.predictions.{model_name}.{day.isoformat()}.{role}",
+            "driftloop.model": model_name,
+        },
+        "payload": {
+            "day": day.isoformat(),
+            "role": role,
+            "rows": len(scores),
+            "model_versions": sorted(set(scores["model_version"].astype(str))),
+            "key": key,
+            "mean_probability": float(scores["churn_probability"].mean()) if len(scores) else None,
+        },
+    }
+
+
+def score_day(
+    settings: Any,
+    usecase: UseCase,
+    lake: Lake,
+    store: FeatureStore,
+    day: date,
+    *,
+    version: str | None = None,
+    role: str = "champion",
+) -> tuple[pd.DataFrame, str] | None:
+    """Score the customers active on ``day`` with the champion (or ``version``) and write them.
+
+    Returns (scores, key), or None when there is no champion yet.
+    """
+    from tasks import registry
+    from tasks.training import feature_schema
+
+    assert usecase.model is not None and usecase.features is not None and usecase.target is not None
+    name = usecase.model.registered_name
+    if version is None:
+        version = registry.champion_version(settings.tracking_uri, name)
+        if version is None:
+            return None
+    model = registry.load_version(settings.tracking_uri, name, version)
+    schema = feature_schema(store, usecase.features.feature_service, usecase.target.name)
+    scores = score_customers(
+        store,
+        model,
+        schema,
+        usecase.features.feature_service,
+        active_customers(lake, usecase, day),
+        scoring_instant(day),
+        version=version,
+    )
+    return scores, write_predictions(lake, name, day, role, scores)
