@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-DEMO_DAYS ?= 40
+DEMO_DAYS ?= 60
 DEMO_CUSTOMERS ?= 2000
 
 .PHONY: install demo test lint bench clean

@@ -1,15 +1,22 @@
-"""``make demo``: run what driftloop has, end to end, on a fresh simulated telco.
+"""``make demo``: the closed loop, day by day, on a simulated telco whose reality changes.
 
-Uses its own lake (``data/demo`` unless ``DRIFTLOOP_DATA_ROOT`` is set) so a demo never mixes
-with real data; the local demo lake is recreated on every run.
+Each simulated day, that day's files land and the real flows run: ingest → features → (train +
+gate when the retraining policy says so) → score → drift. A drift check that finds drift emits
+``driftloop.drift.detected``; the loop reads that event back from the Prefect API (an in-process
+subscription to the same events the deployment triggers use) and it is what starts retraining,
+once enough labels after the change have arrived. The demo prints one line per day and writes
+``reports/index.html`` and ``reports/demo-summary.json``.
+
+Uses its own lake (``data/demo`` unless ``DRIFTLOOP_DATA_ROOT`` is set), recreated on every run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from datetime import date
+import time
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +24,7 @@ import typer
 from driftloop.settings import PROJECT_ROOT
 
 DEMO_ROOT = PROJECT_ROOT / "data" / "demo"
+START = date(2026, 1, 1)
 
 
 def compare_with_truth(
@@ -33,8 +41,33 @@ def compare_with_truth(
     return {"injected": len(truth), "caught": caught, "missed": missed}
 
 
-def run(days: int, customers: int, defect_rate: float, seed: int) -> dict[str, Any]:
-    """Simulate → ingest → features → train + gate; returns what the demo checks."""
+def wait_for_drift_events(after: datetime, timeout: float = 30.0) -> list[Any]:
+    """``driftloop.drift.detected`` events the Prefect API received since ``after``."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    flt = EventFilter(
+        event=EventNameFilter(name=["driftloop.drift.detected"]),
+        occurred=EventOccurredFilter(since=after),  # type: ignore[arg-type]
+    )
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            flt.occurred.until = datetime.now(tz=UTC) + timedelta(minutes=1)  # type: ignore[assignment]
+            events = client.read_events(filter=flt, limit=50).events
+            if events or time.monotonic() > deadline:
+                return list(events)
+            time.sleep(0.5)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def run(
+    days: int, customers: int, drift_day: int, defect_rate: float, seed: int, history_days: int = 30
+) -> dict[str, Any]:
     from driftloop.settings import load_settings, quiet_telemetry
     from driftloop.usecase import load_usecase
 
@@ -44,72 +77,247 @@ def run(days: int, customers: int, defect_rate: float, seed: int) -> dict[str, A
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(DEMO_ROOT)
     settings = load_settings()
     usecase = load_usecase(settings.usecase)
+    assert usecase.target and usecase.model and usecase.features
 
-    from driftloop.cli import console, print_ingest_summary, print_training_summary
-    from flows.features import features_flow
+    from rich.table import Table
+
+    from driftloop.cli import console
+    from flows.drift import DriftParams, drift_flow
+    from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
+    from flows.score import ScoreParams, score_flow
     from flows.train import TrainParams, train_flow
+    from tasks import features, registry, score
     from tasks.ingest import open_ledger
+    from tasks.policy import LoopState, should_train
     from tasks.simulate import simulate
-    from tasks.storage import Lake, read_parquet
+    from tasks.storage import Lake, read_parquet, write_json
+    from tasks.training import NotEnoughData
+    from tasks.training_set import last_snapshot_day
 
     lake = Lake.from_settings(settings)
-    assert usecase.target is not None
-    console.rule("1. simulate a telco")
-    result = simulate(
-        lake.landing,
-        days=days,
-        start=date(2026, 1, 1),
+    feed = lake.root.child("_feed")  # the outside world: files appear in landing/ day by day
+    name = usecase.model.registered_name
+    console.rule(
+        f"a {customers:,}-customer telco: {history_days} days of history, then {days} live days "
+        f"(reality changes on live day {drift_day})"
+    )
+    sim = simulate(
+        feed,
+        days=history_days + days,
+        start=START,
         customers=customers,
+        drift_day=history_days + drift_day,
         defect_rate=defect_rate,
         seed=seed,
         label_delay_days=usecase.target.label_delay_days,
     )
-    console.print(
-        f"{len(result.objects)} files, {result.rows_written:,} rows, {len(result.truth)} injected defects"
-    )
+    live_start = START + timedelta(days=history_days)
+    history = [k for k in sim.objects if k.rsplit("/", 1)[-1][:10] < live_start.isoformat()]
+    for key in history:
+        lake.landing.write_bytes(key, feed.read_bytes(key))
+    backfill = ingest_flow(IngestParams(objects=history))["totals"]
+    features_flow(FeaturesParams(materialize=False))
+    console.print(f"history backfilled: {backfill}")
 
-    console.rule("2. ingest + validate (Great Expectations)")
-    summary = ingest_flow(IngestParams())
-    print_ingest_summary(summary, only_problems=True)
+    state = LoopState()
+    first_champion: str | None = None
+    daily: list[dict[str, Any]] = []
+    promotions: list[dict[str, Any]] = []
+    drift_first: int | None = None
+    table = Table(title="the closed loop, day by day")
+    for col in (
+        "day",
+        "date",
+        "champion",
+        "AUC (new labels)",
+        "stale v1 AUC",
+        "drift",
+        "validated",
+        "quarantined",
+        "event",
+    ):
+        table.add_column(col, justify="left" if col in ("date", "event") else "right")
+    started = time.monotonic()
+
+    for d in range(days):
+        day = live_start + timedelta(days=d)
+        arrived = [k for k in sim.objects if day.isoformat() in k]
+        for key in arrived:
+            lake.landing.write_bytes(key, feed.read_bytes(key))
+        ingested = ingest_flow(IngestParams(objects=arrived))["totals"]
+        features_flow(FeaturesParams(materialize=False))
+        if state.first_snapshot is None:  # the first snapshot whose feature windows are complete
+            warm = max(usecase.model.min_history_days, 1)
+            state = replace(state, first_snapshot=START + timedelta(days=warm))
+
+        note = ""
+        decision = should_train(
+            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+        )
+        if decision.train:
+            try:
+                out = train_flow(
+                    TrainParams(as_of=day, reason=decision.trigger, since=decision.since)
+                )
+            except NotEnoughData as exc:
+                note = f"train skipped: {exc}"
+            else:
+                trained_through = last_snapshot_day(
+                    day,
+                    horizon_days=usecase.target.horizon_days,
+                    label_delay_days=usecase.target.label_delay_days,
+                )
+                state = replace(state, last_trained_through=trained_through)
+                note = f"v{out['version']} {'promoted' if out['promoted'] else 'rejected'} ({decision.reason})"
+                if out["promoted"]:
+                    ci = out["decision"].get("delta_ci")
+                    promotions.append(
+                        {
+                            "day": d,
+                            "version": out["version"],
+                            "reason": decision.reason,
+                            "auc_delta_ci": [round(c, 4) for c in ci] if ci else None,
+                        }
+                    )
+                    first_champion = first_champion or out["version"]
+                    state = replace(state, has_champion=True)
+                    if decision.reason == "drift":
+                        state = replace(state, train_since=decision.since, drift_since=None)
+
+        champion = registry.champion_version(settings.tracking_uri, name)
+        drifted = False
+        if champion is not None:
+            shadow = [first_champion] if first_champion and first_champion != champion else []
+            score_flow(ScoreParams(day=day, shadow_versions=shadow))
+            checked_at = datetime.now(tz=UTC) - timedelta(seconds=5)
+            result = drift_flow(DriftParams(day=day))
+            if result.get("detected"):
+                events = wait_for_drift_events(checked_at)
+                drifted = bool(events)
+                if events and state.drift_since is None and state.train_since is None:
+                    window_start = date.fromisoformat(events[0].payload["window"][0])
+                    state = replace(state, drift_since=window_start)
+                    drift_first = d if drift_first is None else drift_first
+                    note = note or f"drift event: {', '.join(events[0].payload['drifted'][:3])}"
+
+        store = features.feature_store(settings)
+        auc = stale = None
+        if champion is not None:
+            ev = score.evaluate_snapshot(settings, usecase, lake, store, day, champion)
+            auc = ev["auc"] if ev else None
+            if first_champion and first_champion != champion:
+                ev_stale = score.evaluate_snapshot(
+                    settings, usecase, lake, store, day, first_champion
+                )
+                stale = ev_stale["auc"] if ev_stale else None
+            elif ev:
+                stale = auc
+        row = {
+            "day": d,
+            "date": day.isoformat(),
+            "champion_version": champion,
+            "auc": auc,
+            "stale_auc": stale,
+            "drift_detected": drifted,
+            "rows_validated": ingested["rows_validated"],
+            "rows_quarantined": ingested["rows_quarantined"],
+        }
+        daily.append(row)
+        table.add_row(
+            str(d),
+            row["date"],
+            f"v{champion}" if champion else "-",
+            f"{auc:.3f}" if auc is not None else "-",
+            f"{stale:.3f}" if stale is not None else "-",
+            "DRIFT" if drifted else "",
+            str(row["rows_validated"]),
+            str(row["rows_quarantined"]),
+            note,
+        )
+        console.print(
+            f"day {d:2d} {row['date']}  champion {champion or '-':>3}  auc {auc if auc is None else round(auc, 3)}"
+            f"  {'DRIFT ' if drifted else ''}{note}"
+        )
+
+    console.print(table)
+    horizon_end = usecase.target.horizon_days + usecase.target.label_delay_days - 1
+    recovery = next((p["day"] for p in promotions if p["reason"] == "drift"), None)
+
+    def snapshot_day(r: dict[str, Any]) -> int:
+        return int(r["day"]) - horizon_end
+
+    pre = [
+        r["auc"]
+        for r in daily
+        if r["auc"] is not None and snapshot_day(r) + usecase.target.horizon_days <= drift_day
+    ]
+    post = [
+        r["auc"]
+        for r in daily
+        if recovery is not None and r["day"] > recovery and snapshot_day(r) >= drift_day
+    ]
+    stale_post = [r["stale_auc"] for r in daily if snapshot_day(r) >= drift_day]
+    summary = {
+        "days": days,
+        "drift_day": drift_day,
+        "drift_detected_first_day": drift_first,
+        "daily": [{k: v for k, v in r.items() if k != "stale_auc"} for r in daily],
+        "promotions": [
+            {"day": p["day"], "version": p["version"], "auc_delta_ci": p["auc_delta_ci"]}
+            for p in promotions
+        ],
+        "auc_pre_drift": _mean(pre),
+        "auc_post_recovery": _mean(post),
+        "auc_stale_champion_post_drift": _mean(stale_post),
+    }
+    write_json(lake.reports, "demo-summary.json", summary)
+
+    records = open_ledger(lake.ledger).all_records()
     quarantined: list[dict[str, Any]] = []
     for info in lake.quarantine.list("rows"):
         rows = read_parquet(lake.quarantine, info.key)[["_source_object", "_row"]]
         quarantined += [{"_source_object": o, "_row": r} for o, r in rows.itertuples(index=False)]
-    check = compare_with_truth(result.truth, open_ledger(lake.ledger).all_records(), quarantined)
+    check = compare_with_truth(sim.truth, records, quarantined)
+    write_index(lake)
     console.print(
-        f"defects injected: {check['injected']}, caught: {check['caught']}, missed: {check['missed']}"
+        f"defects injected {check['injected']}, caught {check['caught']}, missed {check['missed']}; "
+        f"drift first detected on day {drift_first} (change on day {drift_day}); "
+        f"promotions {[(p['day'], 'v' + p['version']) for p in promotions]}"
     )
-
-    console.rule("3. features (Feast: offline table, registry, online store)")
-    console.print(features_flow()["totals"])
-
-    console.rule("4. train a challenger + promotion gate (MLflow)")
-    trained = train_flow(TrainParams(reason="manual"))
-    print_training_summary(trained)
-
-    reports = settings.zone("reports")
-    console.print(f"reports: {reports}/validation/index.html")
-    console.print(f"         {reports}/{trained['reports']['training']}")
-    console.print(f"         {reports}/{trained['reports']['promotion']}")
-    console.print(f"MLflow:  {settings.tracking_uri}")
-    outcome = (
-        check
-        | summary["totals"]
-        | {"champion": trained["version"] if trained["promoted"] else None}
+    console.print(
+        f"AUC before the change {summary['auc_pre_drift']}, after recovery {summary['auc_post_recovery']}, "
+        f"stale champion after the change {summary['auc_stale_champion_post_drift']}; "
+        f"{time.monotonic() - started:.0f} s"
     )
-    lake.reports.write_bytes("demo-summary.json", json.dumps(outcome, indent=2).encode())
-    return outcome
+    console.print(f"reports: {settings.zone('reports')}/index.html")
+    return summary | {"defects": check}
+
+
+def write_index(lake: Any) -> None:
+    """``reports/index.html``: links to every report the run wrote."""
+    from tasks.report import page, table
+
+    rows = [
+        {"report": f'<a href="{info.key}">{info.key}</a>', "kind": info.key.split("/", 1)[0]}
+        for info in lake.reports.list()
+        if info.key.endswith(".html") and info.key != "index.html"
+    ]
+    html = page("driftloop — reports", table(rows, raw_html=("report",)), f"{len(rows)} reports")
+    lake.reports.write_bytes("index.html", html.encode("utf-8"))
 
 
 def main(
-    days: Annotated[int, typer.Option(min=30, help="Days to simulate.")] = 40,
+    days: Annotated[int, typer.Option(min=30, help="Days to simulate.")] = 60,
     customers: Annotated[int, typer.Option(min=100)] = 2000,
-    defect_rate: Annotated[float, typer.Option(min=0, max=0.5)] = 0.02,
+    drift_day: Annotated[
+        int | None, typer.Option(help="Day of the reality change (default: half-way).")
+    ] = None,
+    defect_rate: Annotated[float, typer.Option(min=0, max=0.5)] = 0.01,
     seed: int = 7,
 ) -> None:
-    outcome = run(days, customers, defect_rate, seed)
-    if outcome["missed"] or outcome["champion"] is None:
+    summary = run(days, customers, days // 2 if drift_day is None else drift_day, defect_rate, seed)
+    if summary["defects"]["missed"] or not summary["promotions"]:
         raise typer.Exit(1)
 
 

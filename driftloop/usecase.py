@@ -81,6 +81,12 @@ class ModelSpec(BaseModel):
     holdout_days: int = Field(default=7, ge=1)
     validation_days: int = Field(default=7, ge=1)
     snapshot_every_days: int = Field(default=1, ge=1)
+    min_history_days: int = Field(
+        default=0,
+        ge=0,
+        description="Skip snapshots earlier than this many days after the first data: their "
+        "rolling features are computed over incomplete windows.",
+    )
     promotion_margin: float = 0.0
     floor: float = Field(default=0.65, ge=0, le=1)
     bootstrap_samples: int = Field(default=400, ge=50)

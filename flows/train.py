@@ -30,6 +30,11 @@ class TrainParams(BaseModel):
     reason: Literal["manual", "schedule", "new-labels", "drift"] = Field(
         default="manual", description="Why this training run was started (recorded on the run)."
     )
+    since: date | None = Field(
+        default=None,
+        description="Use only snapshots from this day on (e.g. after a change in reality). "
+        "Empty: all history.",
+    )
     seed: int = Field(default=0, ge=0, description="Random seed of the model fit.")
 
 
@@ -55,7 +60,7 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
     name = usecase.model.registered_name
 
     store = feature_store(settings)
-    data = build_training_set(lake, usecase, store, as_of=params.as_of)
+    data = build_training_set(lake, usecase, store, as_of=params.as_of, since=params.since)
     result = train_challenger(settings, usecase, data, lake, seed=params.seed)
     decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
 

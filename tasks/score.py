@@ -176,3 +176,61 @@ def score_day(
         version=version,
     )
     return scores, write_predictions(lake, name, day, role, scores)
+
+
+def evaluate_snapshot(
+    settings: Any, usecase: UseCase, lake: Lake, store: FeatureStore, day: date, version: str
+) -> dict[str, Any] | None:
+    """AUC of model ``version`` on the snapshot whose labels became complete on ``day``
+    (features as of that snapshot, labels as known on ``day``); None before any is complete."""
+    from sklearn.metrics import roc_auc_score
+
+    from tasks import registry
+    from tasks.training import feature_schema
+    from tasks.training_set import entity_frame, last_snapshot_day
+
+    assert usecase.features is not None and usecase.target is not None and usecase.model is not None
+    target = usecase.target
+    snap = last_snapshot_day(
+        day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
+    )
+    source = usecase.datasets[usecase.features.source_dataset]
+    active = read_validated(
+        lake,
+        source,
+        first=snap - timedelta(days=1),
+        last=snap - timedelta(days=1),
+        columns=[usecase.entity, source.partition_by],
+    )
+    if active.empty:
+        return None
+    active = active.rename(columns={usecase.entity: "customer_id", source.partition_by: "date"})
+    labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=day)
+    rows = entity_frame(
+        active,
+        labels,
+        as_of=day,
+        horizon_days=target.horizon_days,
+        label_delay_days=target.label_delay_days,
+        first=snap,
+    )
+    y = rows["churned"].to_numpy()
+    if rows.empty or y.min() == y.max():
+        return None
+    model = registry.load_version(settings.tracking_uri, usecase.model.registered_name, version)
+    schema = feature_schema(store, usecase.features.feature_service, target.name)
+    scores = score_customers(
+        store,
+        model,
+        schema,
+        usecase.features.feature_service,
+        rows[["customer_id"]],
+        rows["event_timestamp"].iloc[0].to_pydatetime(),
+        version=version,
+    )
+    return {
+        "snapshot": snap.isoformat(),
+        "auc": float(roc_auc_score(y, scores["churn_probability"])),
+        "n": len(rows),
+        "positives": int(y.sum()),
+    }

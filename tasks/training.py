@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,12 @@ def latest_day(lake: Lake, usecase: UseCase) -> date | None:
 
 
 def build_training_set(
-    lake: Lake, usecase: UseCase, store: FeatureStore, *, as_of: date | None = None
+    lake: Lake,
+    usecase: UseCase,
+    store: FeatureStore,
+    *,
+    as_of: date | None = None,
+    since: date | None = None,
 ) -> TrainingSet:
     """Labelled snapshots known at ``as_of`` joined point-in-time with their features, split by time."""
     from tasks.training_set import TrainingSetError, entity_frame, time_split, training_frame
@@ -105,6 +110,10 @@ def build_training_set(
     active = read_validated(lake, source, last=as_of, columns=[usecase.entity, source.partition_by])
     active = active.rename(columns={usecase.entity: "customer_id", source.partition_by: "date"})
     labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=as_of)
+    first = since
+    if model.min_history_days and not active.empty:
+        warm = pd.to_datetime(active["date"]).min().date() + timedelta(days=model.min_history_days)
+        first = max(first, warm) if first else warm
     entities = entity_frame(
         active,
         labels,
@@ -112,6 +121,7 @@ def build_training_set(
         horizon_days=target.horizon_days,
         label_delay_days=target.label_delay_days,
         snapshot_every_days=model.snapshot_every_days,
+        first=first,
     ).rename(columns={"churned": target.name})
     if entities.empty:
         raise NotEnoughData(f"no snapshot has known labels at {as_of}")

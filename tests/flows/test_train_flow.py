@@ -7,30 +7,18 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.settings import Settings, load_settings
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import TrainParams, train_flow
 from tasks import registry
 from tasks.simulate import simulate
 from tasks.storage import Lake
+from tests.support.usecases import usecase_with
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def _usecase_with(tmp: Path, **model: object) -> Path:
-    """The shipped use case with absolute suite paths and some model policy overridden."""
-    raw = yaml.safe_load((PROJECT_ROOT / "usecases" / "telco_churn.yaml").read_text())
-    for spec in raw["datasets"].values():
-        spec["batch_suite"] = str(PROJECT_ROOT / spec["batch_suite"])
-        spec["row_suite"] = str(PROJECT_ROOT / spec["row_suite"])
-    raw["model"].update(model)
-    path = tmp / "usecase.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +26,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp("train-world")
     mp = pytest.MonkeyPatch()
     mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
-    mp.setenv("DRIFTLOOP_USECASE", str(_usecase_with(tmp, floor=0.5, bootstrap_samples=100)))
+    mp.setenv(
+        "DRIFTLOOP_USECASE",
+        str(
+            usecase_with(tmp, model={"floor": 0.5, "bootstrap_samples": 100, "min_history_days": 0})
+        ),
+    )
     settings = load_settings()
     simulate(
         Lake.from_settings(settings).landing,
