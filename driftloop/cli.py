@@ -168,6 +168,27 @@ def promote(
     console.print(f"champion of {spec.registered_name} is now v{restored}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8765,
+    refresh_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Re-read the champion alias at most this often.")
+    ] = 5.0,
+) -> None:
+    """Serve the champion's predictions over HTTP (POST /predict, /predict/batch; GET /health)."""
+    import logging
+
+    import uvicorn
+
+    from driftloop.serve import create_app
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    console.print(f"docs: http://{host}:{port}/docs")
+    uvicorn.run(create_app(settings, refresh_seconds=refresh_seconds), host=host, port=port)
+
+
 def print_training_summary(out: dict[str, Any]) -> None:
     table = Table(title=f"challenger v{out['version']} (as of {out['as_of']})")
     for col in ("split", "rows", "positives", "roc_auc", "pr_auc", "brier", "ece"):

@@ -1,0 +1,238 @@
+"""The online inference service: a FastAPI app over :mod:`tasks.serve`.
+
+Build it with :func:`create_app` (``driftloop serve`` runs it under uvicorn). Nothing happens at
+import: the Feast store and the registry are opened when the app starts, and the champion is
+looked up then and re-read at most every ``refresh_seconds`` afterwards.
+
+| route | does | errors |
+|---|---|---|
+| ``POST /predict`` | ``{"customer_id"}`` → one prediction | 422 malformed id, 404 unknown, 503 no champion |
+| ``POST /predict/batch`` | ``{"customer_ids": [...]}`` (1 to 1000) → predictions in order | same |
+| ``GET /health`` | status and the champion version served | 503 while there is nothing to serve |
+
+The OpenAPI description is at ``/docs`` and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tasks.serve import (
+    DEFAULT_REFRESH_SECONDS,
+    MAX_BATCH,
+    InvalidIds,
+    NoChampion,
+    Predictor,
+    ServeError,
+    UnknownIds,
+)
+
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
+
+# ---- the API's types ----------------------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    """One customer to score."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"customer_id": "C0000042"}]}
+    )
+
+    customer_id: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The customer's id; must match the use case's id pattern.",
+    )
+
+
+class BatchPredictRequest(BaseModel):
+    """Customers to score in one call (scored by the same champion)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"customer_ids": ["C0000042", "C0000043"]}]},
+    )
+
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} customer ids."
+    )
+
+
+class Prediction(BaseModel):
+    """The champion's churn probability for one customer."""
+
+    customer_id: str
+    churn_probability: float = Field(ge=0.0, le=1.0, description="P(churn within the horizon).")
+    model_version: str = Field(description="The registered model version that scored.")
+    features_asof: datetime | None = Field(
+        description="When the customer's features were computed (end of their last feature "
+        "day, UTC)."
+    )
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[Prediction] = Field(description="One per requested id, in order.")
+    model_version: str = Field(description="The version that scored every prediction.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok: a champion is served; degraded: a champion is served but the newest "
+        "could not be read or loaded; unavailable: nothing to serve (HTTP 503)."
+    )
+    model: str = Field(description="The registered model name.")
+    champion_version: str | None = Field(description="The version served.")
+    feature_service: str | None = Field(description="The feature service it reads.")
+    refresh_seconds: float = Field(description="How often the champion alias is re-read.")
+    detail: str | None = Field(default=None, description="The last problem, if any.")
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class UnknownIdsResponse(BaseModel):
+    detail: str
+    unknown_ids: list[str]
+
+
+# ---- the app ------------------------------------------------------------------------------------
+
+
+def _predictor(request: Request) -> Predictor:
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        raise NoChampion("the service is still starting")
+    return predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(_predictor)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": UnknownIdsResponse, "description": "Unknown customer id(s)."},
+    503: {"model": ErrorResponse, "description": "No champion to serve yet."},
+}
+
+
+def _invalid(exc: InvalidIds, field: str, *, batch: bool) -> RequestValidationError:
+    """Malformed ids as a standard 422 body: one error per id, located in the request."""
+    errors = []
+    for bad in exc.bad:
+        loc: tuple[str | int, ...] = ("body", field, bad.position) if batch else ("body", field)
+        error: dict[str, Any] = {
+            "type": "string_pattern_mismatch",
+            "loc": loc,
+            "msg": exc.message(bad),
+            "input": bad.value,
+        }
+        if exc.pattern:
+            error["ctx"] = {"pattern": exc.pattern}
+        errors.append(error)
+    return RequestValidationError(errors)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+    predictor: Predictor | None = None,
+) -> FastAPI:
+    """The online inference app for ``settings``.
+
+    The Feast store and registry client are built at start-up (``predictor`` replaces them, e.g.
+    in tests), and the champion is loaded then so the first request does not pay for it.
+    """
+    if not math.isfinite(refresh_seconds) or refresh_seconds < 0:
+        raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.predictor is None:
+            from tasks.serve import build_predictor
+
+            app.state.predictor = await run_in_threadpool(
+                build_predictor, settings, refresh_seconds=refresh_seconds
+            )
+        await run_in_threadpool(app.state.predictor.champions.refresh)
+        yield
+
+    app = FastAPI(
+        title="driftloop online inference",
+        description="Churn probabilities from the current champion model, on the customers' "
+        "online features. A newly promoted champion (or a rollback) is served within "
+        f"`refresh_seconds` ({refresh_seconds:g} s) without a restart.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.predictor = predictor
+
+    @app.exception_handler(UnknownIds)
+    async def unknown_ids(request: Request, exc: UnknownIds) -> JSONResponse:
+        body = UnknownIdsResponse(detail=str(exc), unknown_ids=exc.ids)
+        return JSONResponse(status_code=404, content=body.model_dump())
+
+    @app.exception_handler(NoChampion)
+    async def no_champion(request: Request, exc: NoChampion) -> JSONResponse:
+        retry = str(max(1, math.ceil(refresh_seconds)))
+        return JSONResponse(
+            status_code=503, content={"detail": str(exc)}, headers={"Retry-After": retry}
+        )
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
+
+    @app.post("/predict", responses=ERRORS, summary="Score one customer")
+    def predict(body: PredictRequest, predictor: PredictorDep) -> Prediction:
+        """The champion's churn probability for one customer, from their online features."""
+        try:
+            [row] = predictor.predict([body.customer_id])
+        except InvalidIds as exc:
+            raise _invalid(exc, "customer_id", batch=False) from None
+        return Prediction(**row)
+
+    @app.post("/predict/batch", responses=ERRORS, summary="Score up to 1000 customers")
+    def predict_batch(body: BatchPredictRequest, predictor: PredictorDep) -> BatchPredictResponse:
+        """Predictions for every id, in the order asked, all from the same champion. Any unknown
+        id fails the whole call with 404 listing the unknown ids."""
+        try:
+            rows = predictor.predict(body.customer_ids)
+        except InvalidIds as exc:
+            raise _invalid(exc, "customer_ids", batch=True) from None
+        return BatchPredictResponse(
+            predictions=[Prediction(**r) for r in rows], model_version=rows[0]["model_version"]
+        )
+
+    @app.get(
+        "/health",
+        responses={503: {"model": HealthResponse, "description": "Nothing to serve."}},
+        summary="Service status and the champion version served",
+    )
+    def health(response: Response, predictor: PredictorDep) -> HealthResponse:
+        state = predictor.health()
+        if state.version is None:
+            status: Literal["ok", "degraded", "unavailable"] = "unavailable"
+            response.status_code = 503
+        else:
+            status = "degraded" if state.problem else "ok"
+        return HealthResponse(
+            status=status,
+            model=state.name,
+            champion_version=state.version,
+            feature_service=state.feature_service,
+            refresh_seconds=predictor.champions.refresh_seconds,
+            detail=state.problem,
+        )
+
+    return app
