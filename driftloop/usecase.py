@@ -53,9 +53,14 @@ class TargetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    labels_dataset: str
-    event_column: str
+    name: str = Field(description="The 0/1 label column of training sets (e.g. churned).")
+    labels_dataset: str = Field(description="The dataset holding one row per target event.")
+    event_column: str = Field(description="Date column of the labels dataset: when it happened.")
+    reported_column: str | None = Field(
+        default=None,
+        description="Date column of the labels dataset: when the event became known. "
+        "Default: the labels dataset's partition_by.",
+    )
     horizon_days: int = Field(ge=1)
     label_delay_days: int = Field(ge=0)
 
@@ -145,7 +150,36 @@ class UseCase(BaseModel):
             raise ValueError(
                 f"features.source_dataset {self.features.source_dataset!r} is not a dataset"
             )
+        if self.target:
+            labels = self.datasets[self.target.labels_dataset]
+            wanted = {
+                "entity": self.entity,
+                "target.event_column": self.target.event_column,
+                "target.reported_column": self.reported_column,
+            }
+            for what, column in wanted.items():
+                if column not in labels.columns:
+                    raise ValueError(
+                        f"{what} {column!r} is not a column of labels dataset {labels.name!r}"
+                    )
+            for column in (self.target.event_column, self.reported_column):
+                if labels.columns[column] not in ("date", "datetime"):
+                    raise ValueError(f"labels column {column!r} must be a date")
+        if self.features:
+            source = self.datasets[self.features.source_dataset]
+            if self.entity not in source.columns:
+                raise ValueError(
+                    f"entity {self.entity!r} is not a column of source dataset {source.name!r}"
+                )
         return self
+
+    @property
+    def reported_column(self) -> str:
+        """The labels' "became known on" column (target.reported_column, else the labels
+        dataset's partition column)."""
+        if self.target is None:
+            raise ValueError(f"use case {self.name!r} defines no target")
+        return self.target.reported_column or self.datasets[self.target.labels_dataset].partition_by
 
     def dataset_for_key(self, landing_key: str) -> DatasetSpec | None:
         """The dataset a landing key (relative to landing/) belongs to, or None."""

@@ -132,26 +132,26 @@ def verdict(
 
 
 def performance_by_day(
-    predictions: pd.DataFrame, labelled: pd.DataFrame, label: str
+    predictions: pd.DataFrame, labelled: pd.DataFrame, label: str, *, entity: str = "customer_id"
 ) -> list[dict[str, Any]]:
     """ROC AUC per scoring day, for the predictions whose snapshot labels are known.
 
-    ``predictions``: customer_id, event_timestamp, churn_probability; ``labelled``: the entity
-    frame of known labels (customer_id, event_timestamp, <label>).
+    ``predictions``: <entity>, event_timestamp, churn_probability; ``labelled``: the entity
+    frame of known labels (<entity>, event_timestamp, <label>).
     """
     from sklearn.metrics import roc_auc_score
+
+    from tasks.score import PROBABILITY
 
     if predictions.empty or labelled.empty:
         return []
     p = predictions.assign(event_timestamp=pd.to_datetime(predictions["event_timestamp"], utc=True))
     lab = labelled.assign(event_timestamp=pd.to_datetime(labelled["event_timestamp"], utc=True))
-    joined = p.merge(
-        lab[["customer_id", "event_timestamp", label]], on=["customer_id", "event_timestamp"]
-    )
+    joined = p.merge(lab[[entity, "event_timestamp", label]], on=[entity, "event_timestamp"])
     out = []
     for ts, rows in joined.groupby("event_timestamp", sort=True):
         y = rows[label].to_numpy()
-        auc = float(roc_auc_score(y, rows["churn_probability"])) if 0 < y.sum() < len(y) else None
+        auc = float(roc_auc_score(y, rows[PROBABILITY])) if 0 < y.sum() < len(y) else None
         out.append(
             {
                 "snapshot": str(ts)[:10],
@@ -293,8 +293,8 @@ def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[Drift
     performance over time; returns (result, report HTML), or None without a champion."""
     from tasks import registry
     from tasks.ingest import read_validated
-    from tasks.score import read_predictions
-    from tasks.training_set import entity_frame
+    from tasks.score import PROBABILITY, read_predictions
+    from tasks.training_set import SnapshotColumns, entity_frame
 
     name = usecase.model.registered_name
     version = registry.champion_version(settings.tracking_uri, name)
@@ -303,19 +303,19 @@ def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[Drift
     reference = registry.load_reference(settings.tracking_uri, name, version)
     first = day - timedelta(days=usecase.drift.window_days - 1)
     features = read_feature_window(lake, first, day)
-    window_preds = read_predictions(lake, name, first=first, last=day)
+    columns = SnapshotColumns.of(usecase)
+    window_preds = read_predictions(lake, name, first=first, last=day, entity=columns.entity)
     window_preds = window_preds[window_preds["model_version"].astype(str) == str(version)]
     scores, prediction = check_window(
         reference,
         features,
-        window_preds["churn_probability"].to_numpy() if len(window_preds) else None,
+        window_preds[PROBABILITY].to_numpy() if len(window_preds) else None,
         usecase.drift,
     )
     detected, drifted = verdict(scores, prediction, usecase.drift)
 
     source = usecase.datasets[usecase.features.source_dataset]
-    active = read_validated(lake, source, last=day, columns=[usecase.entity, source.partition_by])
-    active = active.rename(columns={usecase.entity: "customer_id", source.partition_by: "date"})
+    active = read_validated(lake, source, last=day, columns=[columns.entity, columns.day])
     labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
     labelled = entity_frame(
         active,
@@ -323,9 +323,13 @@ def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[Drift
         as_of=day,
         horizon_days=usecase.target.horizon_days,
         label_delay_days=usecase.target.label_delay_days,
-    ).rename(columns={"churned": usecase.target.name})
+        columns=columns,
+    )
     performance = performance_by_day(
-        read_predictions(lake, name, last=day), labelled, usecase.target.name
+        read_predictions(lake, name, last=day, entity=columns.entity),
+        labelled,
+        columns.label,
+        entity=columns.entity,
     )
 
     result = DriftResult(

@@ -626,16 +626,19 @@ def service_features(store: FeatureStore, service: str) -> list[str]:
     return [f.name for p in fs.feature_view_projections for f in p.features]
 
 
-def online_features(store: FeatureStore, customer_ids: list[str], service: str) -> pd.DataFrame:
-    """The online feature vectors of these customers through a feature service.
+def online_features(
+    store: FeatureStore, customer_ids: list[str], service: str, *, entity: str = "customer_id"
+) -> pd.DataFrame:
+    """The online feature vectors of these entities through a feature service.
 
-    One row per requested id, in order: ``customer_id`` then the service's features (nulls for
-    an id the online store does not know).
+    ``entity`` is the join key of the service's Feast entity (the use case's ``entity``). One
+    row per requested id, in order: ``entity`` then the service's features (nulls for an id the
+    online store does not know).
     """
     fs = store.get_feature_service(service)
-    rows = [{"customer_id": str(c)} for c in customer_ids]
+    rows = [{entity: str(c)} for c in customer_ids]
     df: pd.DataFrame = store.get_online_features(features=fs, entity_rows=rows).to_df()
-    return df[["customer_id", *service_features(store, service)]]
+    return df[[entity, *service_features(store, service)]]
 
 
 # ---- what the flow publishes --------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""Batch scoring: the customers active on a day, scored by a registered model on their
-point-in-time features (Feast offline store), written to ``predictions/``.
+"""Batch scoring: the entities (customers, in the telco use case) active on a day, scored by a
+registered model on their point-in-time features (Feast offline store), written to
+``predictions/``.
 
 Layout: ``predictions/<model>/date=YYYY-MM-DD/<role>.parquet`` where ``role`` is ``champion`` (the
 model behind the alias when the day was scored) or ``shadow-v<N>`` (a model scored alongside for
-comparison). Columns: customer_id, event_timestamp (the scoring instant: the day after, 00:00
-UTC), churn_probability, model_version, features_asof. Scoring the same day again rewrites the
-same file.
+comparison). Columns: the use case's entity (``customer_id`` for telco), event_timestamp (the
+scoring instant: the day after, 00:00 UTC), :data:`PROBABILITY` (the probability that the target
+event happens within the horizon, whatever the target is called), model_version,
+features_asof. Scoring the same day again rewrites the same file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from tasks.train import FeatureSchema
 
 WRITTEN_EVENT = "driftloop.predictions.written"
+#: The predicted probability's column in predictions/ (the same name for every use case).
+PROBABILITY = "churn_probability"
 
 
 def scoring_instant(day: date) -> datetime:
@@ -34,12 +38,13 @@ def scoring_instant(day: date) -> datetime:
 
 
 def active_customers(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
-    """``customer_id`` of everyone with validated usage on ``day`` (sorted, unique)."""
+    """The entity ids (column ``usecase.entity``) with a validated row of the feature source
+    dataset on ``day`` (sorted, unique)."""
     assert usecase.features is not None
     spec = usecase.datasets[usecase.features.source_dataset]
     rows = read_validated(lake, spec, first=day, last=day, columns=[usecase.entity])
     ids = sorted(set(rows[usecase.entity].astype(str)))
-    return pd.DataFrame({"customer_id": ids})
+    return pd.DataFrame({usecase.entity: ids})
 
 
 def score_customers(
@@ -51,27 +56,23 @@ def score_customers(
     at: datetime,
     *,
     version: str,
+    entity: str = "customer_id",
 ) -> pd.DataFrame:
-    """Score ``customers`` with ``model`` on their features as known at ``at``."""
+    """Score the ids in column ``entity`` of ``customers`` with ``model`` on their features as
+    known at ``at``."""
     from tasks.train import predict_scores
     from tasks.training_set import training_frame
 
     entities = pd.DataFrame(
-        {"customer_id": customers["customer_id"].astype(str), "event_timestamp": pd.Timestamp(at)}
+        {entity: customers[entity].astype(str), "event_timestamp": pd.Timestamp(at)}
     )
     if entities.empty:
         return pd.DataFrame(
-            columns=[
-                "customer_id",
-                "event_timestamp",
-                "churn_probability",
-                "model_version",
-                "features_asof",
-            ]
+            columns=[entity, "event_timestamp", PROBABILITY, "model_version", "features_asof"]
         )
-    frame = training_frame(store, entities, service)
-    out = frame[["customer_id", "event_timestamp"]].copy()
-    out["churn_probability"] = predict_scores(model, frame, schema)
+    frame = training_frame(store, entities, service, entity=entity)
+    out = frame[[entity, "event_timestamp"]].copy()
+    out[PROBABILITY] = predict_scores(model, frame, schema)
     out["model_version"] = str(version)
     out["features_asof"] = frame["features_asof"]
     return out.reset_index(drop=True)
@@ -96,8 +97,10 @@ def read_predictions(
     first: date | None = None,
     last: date | None = None,
     role: str = "champion",
+    entity: str = "customer_id",
 ) -> pd.DataFrame:
-    """Predictions of one role for scoring days in ``[first, last]``, with a ``day`` column."""
+    """Predictions of one role for scoring days in ``[first, last]``, with a ``day`` column
+    (``entity`` names the id column of an empty result)."""
     zone = lake.zone("predictions")
     frames = []
     for info in zone.list(model_name):
@@ -110,9 +113,9 @@ def read_predictions(
     if not frames:
         return pd.DataFrame(
             columns=[
-                "customer_id",
+                entity,
                 "event_timestamp",
-                "churn_probability",
+                PROBABILITY,
                 "model_version",
                 "features_asof",
                 "day",
@@ -136,7 +139,7 @@ def written_event(
             "rows": len(scores),
             "model_versions": sorted(set(scores["model_version"].astype(str))),
             "key": key,
-            "mean_probability": float(scores["churn_probability"].mean()) if len(scores) else None,
+            "mean_probability": float(scores[PROBABILITY].mean()) if len(scores) else None,
         },
     }
 
@@ -151,7 +154,7 @@ def score_day(
     version: str | None = None,
     role: str = "champion",
 ) -> tuple[pd.DataFrame, str] | None:
-    """Score the customers active on ``day`` with the champion (or ``version``) and write them.
+    """Score the entities active on ``day`` with the champion (or ``version``) and write them.
 
     Returns (scores, key), or None when there is no champion yet.
     """
@@ -174,6 +177,7 @@ def score_day(
         active_customers(lake, usecase, day),
         scoring_instant(day),
         version=version,
+        entity=usecase.entity,
     )
     return scores, write_predictions(lake, name, day, role, scores)
 
@@ -187,24 +191,24 @@ def evaluate_snapshot(
 
     from tasks import registry
     from tasks.training import feature_schema
-    from tasks.training_set import entity_frame, last_snapshot_day
+    from tasks.training_set import SnapshotColumns, entity_frame, last_snapshot_day
 
     assert usecase.features is not None and usecase.target is not None and usecase.model is not None
     target = usecase.target
     snap = last_snapshot_day(
         day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
     )
+    columns = SnapshotColumns.of(usecase)
     source = usecase.datasets[usecase.features.source_dataset]
     active = read_validated(
         lake,
         source,
         first=snap - timedelta(days=1),
         last=snap - timedelta(days=1),
-        columns=[usecase.entity, source.partition_by],
+        columns=[columns.entity, columns.day],
     )
     if active.empty:
         return None
-    active = active.rename(columns={usecase.entity: "customer_id", source.partition_by: "date"})
     labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=day)
     rows = entity_frame(
         active,
@@ -213,8 +217,9 @@ def evaluate_snapshot(
         horizon_days=target.horizon_days,
         label_delay_days=target.label_delay_days,
         first=snap,
+        columns=columns,
     )
-    y = rows["churned"].to_numpy()
+    y = rows[columns.label].to_numpy()
     if rows.empty or y.min() == y.max():
         return None
     model = registry.load_version(settings.tracking_uri, usecase.model.registered_name, version)
@@ -224,13 +229,14 @@ def evaluate_snapshot(
         model,
         schema,
         usecase.features.feature_service,
-        rows[["customer_id"]],
+        rows[[columns.entity]],
         rows["event_timestamp"].iloc[0].to_pydatetime(),
         version=version,
+        entity=columns.entity,
     )
     return {
         "snapshot": snap.isoformat(),
-        "auc": float(roc_auc_score(y, scores["churn_probability"])),
+        "auc": float(roc_auc_score(y, scores[PROBABILITY])),
         "n": len(rows),
         "positives": int(y.sum()),
     }

@@ -41,7 +41,8 @@ log = logging.getLogger("driftloop.serve")
 
 DEFAULT_REFRESH_SECONDS = 5.0
 MAX_BATCH = 1000
-#: The entity column of :func:`tasks.features.online_features` frames.
+#: The id column of :data:`FeatureReader` frames and the id key of predictions, whatever the use
+#: case's entity (the join key the online store is asked with) is called.
 ID_COLUMN = "customer_id"
 #: Model-version tag naming the feature service the version was trained on.
 FEATURE_SERVICE_TAG = "driftloop.feature_service"
@@ -408,7 +409,7 @@ def build_predictor(
         raise ServeError(f"use case {usecase.name!r} defines no model and features to serve")
     store = feature_store(settings)
     label = usecase.target.name if usecase.target else "label"
-    reader = OnlineFeatures(store)
+    reader = OnlineFeatures(store, entity=usecase.entity)
 
     def schema_for(service: str) -> FeatureSchema:
         reader.forget(service)  # a newly loaded champion reads the service as defined now
@@ -432,11 +433,13 @@ class OnlineFeatures:
     Feast answers a lookup through a FeatureService object it already has in ~1 ms, but spends
     several more re-reading the definition from the registry on every call; definitions are
     read once per service (and again after :meth:`forget`). Reads are serialised: the SQLite
-    online store shares one connection between threads.
+    online store shares one connection between threads. ``entity`` is the join key of the
+    services' Feast entity; the frames name the id column :data:`ID_COLUMN` whatever it is.
     """
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, *, entity: str = ID_COLUMN) -> None:
         self.store = store
+        self.entity = entity
         self._services: dict[str, tuple[Any, list[str]]] = {}
         self._lock = threading.Lock()
 
@@ -452,6 +455,7 @@ class OnlineFeatures:
                 definition = self.store.get_feature_service(service)
                 self._services[service] = (definition, service_features(self.store, service))
             definition, names = self._services[service]
-            rows = [{ID_COLUMN: str(c)} for c in customer_ids]
+            rows = [{self.entity: str(c)} for c in customer_ids]
             frame = self.store.get_online_features(features=definition, entity_rows=rows).to_df()
-        return frame[[ID_COLUMN, *names]]
+        out = frame[[self.entity, *names]]
+        return out if self.entity == ID_COLUMN else out.rename(columns={self.entity: ID_COLUMN})

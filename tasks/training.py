@@ -99,20 +99,28 @@ def build_training_set(
     since: date | None = None,
 ) -> TrainingSet:
     """Labelled snapshots known at ``as_of`` joined point-in-time with their features, split by time."""
-    from tasks.training_set import TrainingSetError, entity_frame, time_split, training_frame
+    from tasks.training_set import (
+        SnapshotColumns,
+        TrainingSetError,
+        entity_frame,
+        time_split,
+        training_frame,
+    )
 
     target, model, service = _specs(usecase)
     as_of = as_of or latest_day(lake, usecase)
     if as_of is None:
         raise NotEnoughData("nothing has been validated yet")
     assert usecase.features is not None
+    columns = SnapshotColumns.of(usecase)
     source = usecase.datasets[usecase.features.source_dataset]
-    active = read_validated(lake, source, last=as_of, columns=[usecase.entity, source.partition_by])
-    active = active.rename(columns={usecase.entity: "customer_id", source.partition_by: "date"})
+    active = read_validated(lake, source, last=as_of, columns=[columns.entity, columns.day])
     labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=as_of)
     first = since
     if model.min_history_days and not active.empty:
-        warm = pd.to_datetime(active["date"]).min().date() + timedelta(days=model.min_history_days)
+        warm = pd.to_datetime(active[columns.day]).min().date() + timedelta(
+            days=model.min_history_days
+        )
         first = max(first, warm) if first else warm
     entities = entity_frame(
         active,
@@ -122,10 +130,11 @@ def build_training_set(
         label_delay_days=target.label_delay_days,
         snapshot_every_days=model.snapshot_every_days,
         first=first,
-    ).rename(columns={"churned": target.name})
+        columns=columns,
+    )
     if entities.empty:
         raise NotEnoughData(f"no snapshot has known labels at {as_of}")
-    frame = training_frame(store, entities, service)
+    frame = training_frame(store, entities, service, entity=columns.entity)
     try:
         splits = time_split(
             frame, holdout_days=model.holdout_days, validation_days=model.validation_days

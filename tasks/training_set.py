@@ -1,13 +1,18 @@
 """The point-in-time training set: labelled snapshots joined with the features known then.
 
-A *snapshot* is taken at midnight UTC of a day ``s``. Its population is every customer with
-usage on day ``s - 1`` who had not churned before ``s``; its label says whether the customer
-churns within ``horizon_days`` from ``s``. Features come from Feast's point-in-time join: the
-newest feature row with ``event_timestamp <= s`` — the features of day ``s - 1`` at the latest.
+A *snapshot* is taken at midnight UTC of a day ``s``. Its population is every entity (a
+customer, in the telco use case) with a row of the feature source dataset on day ``s - 1`` and
+no target event before ``s``; its label says whether the event (a churn) happens within
+``horizon_days`` from ``s``. Features come from Feast's point-in-time join: the newest feature
+row with ``event_timestamp <= s`` — the features of day ``s - 1`` at the latest.
+
+Column names come from the use case (:meth:`SnapshotColumns.of`); the defaults are the telco
+use case's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,7 +22,35 @@ import pandas as pd
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from driftloop.usecase import UseCase
+
 ROW_ID = "__driftloop_row"
+
+
+@dataclass(frozen=True)
+class SnapshotColumns:
+    """The columns :func:`entity_frame` reads and writes (by default the telco use case's)."""
+
+    entity: str = "customer_id"  # the entity id, in the active rows, the labels and the output
+    day: str = "date"  # the active rows' day
+    event: str = "churn_date"  # the labels' day the event happened
+    reported: str = "reported_date"  # the labels' day the event became known
+    label: str = "churned"  # the output's 0/1 label
+
+    @classmethod
+    def of(cls, usecase: UseCase) -> SnapshotColumns:
+        """The columns of a use case: its entity, the feature source dataset's partition
+        column, and its target's event, reported and label columns."""
+        if usecase.target is None or usecase.features is None:
+            raise ValueError(f"use case {usecase.name!r} defines no target and features")
+        source = usecase.datasets[usecase.features.source_dataset]
+        return cls(
+            entity=usecase.entity,
+            day=source.partition_by,
+            event=usecase.target.event_column,
+            reported=usecase.reported_column,
+            label=usecase.target.name,
+        )
 
 
 class TrainingSetError(RuntimeError):
@@ -54,32 +87,33 @@ def entity_frame(
     label_delay_days: int,
     snapshot_every_days: int = 1,
     first: date | None = None,
+    columns: SnapshotColumns = SnapshotColumns(),
 ) -> pd.DataFrame:
-    """Labelled snapshots ``[customer_id, event_timestamp, churned]`` known at ``as_of``.
+    """Labelled snapshots ``[<entity>, event_timestamp, <label>]`` known at ``as_of``.
 
-    ``active`` has one row per customer and day with usage (``customer_id``, ``date``);
-    ``labels`` the churn events (``customer_id``, ``churn_date``, ``reported_date``). Snapshot
-    days run every ``snapshot_every_days`` from ``first`` (default: the day after the first
-    active day) up to the last day ``s`` with ``s + horizon_days - 1 + label_delay_days <=
-    as_of``; only labels reported on or before ``as_of`` are used. A snapshot holds every
-    customer active on ``s - 1`` who had no churn before ``s``; ``churned`` is 1 when a churn
-    date falls in ``[s, s + horizon_days)``. ``event_timestamp`` is ``s`` at 00:00 UTC. Sorted
-    by event_timestamp, then customer_id. Pure.
+    With the default :class:`SnapshotColumns` (the telco use case's): ``active`` has one row
+    per customer and day with usage (``customer_id``, ``date``); ``labels`` the churn events
+    (``customer_id``, ``churn_date``, ``reported_date``). Snapshot days run every
+    ``snapshot_every_days`` from ``first`` (default: the day after the first active day) up to
+    the last day ``s`` with ``s + horizon_days - 1 + label_delay_days <= as_of``; only labels
+    reported on or before ``as_of`` are used. A snapshot holds every customer active on
+    ``s - 1`` who had no churn before ``s``; ``churned`` is 1 when a churn date falls in
+    ``[s, s + horizon_days)``. ``event_timestamp`` is ``s`` at 00:00 UTC. Sorted by
+    event_timestamp, then the entity. Pure.
     """
     if horizon_days < 1 or label_delay_days < 0 or snapshot_every_days < 1:
         raise ValueError("horizon_days >= 1, label_delay_days >= 0, snapshot_every_days >= 1")
+    cols = columns
     empty = pd.DataFrame(
         {
-            "customer_id": pd.Series(dtype="object"),
+            cols.entity: pd.Series(dtype="object"),
             "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-            "churned": pd.Series(dtype="int64"),
+            cols.label: pd.Series(dtype="int64"),
         }
     )
     if active.empty:
         return empty
-    act = pd.DataFrame(
-        {"customer_id": active["customer_id"].astype(str), "snap": _days(active["date"])}
-    )
+    act = pd.DataFrame({"entity": active[cols.entity].astype(str), "snap": _days(active[cols.day])})
     act["snap"] = act["snap"] + pd.Timedelta(days=1)  # active on s - 1 → member of snapshot s
     act = act.drop_duplicates()
 
@@ -93,11 +127,11 @@ def entity_frame(
     if act.empty:
         return empty
 
-    known = labels.loc[_days(labels["reported_date"]) <= pd.Timestamp(_as_day(as_of))]
+    known = labels.loc[_days(labels[cols.reported]) <= pd.Timestamp(_as_day(as_of))]
     churns = pd.DataFrame(
-        {"customer_id": known["customer_id"].astype(str), "churn": _days(known["churn_date"])}
+        {"entity": known[cols.entity].astype(str), "churn": _days(known[cols.event])}
     ).drop_duplicates()
-    pairs = act.reset_index(names="row").merge(churns, on="customer_id", how="inner")
+    pairs = act.reset_index(names="row").merge(churns, on="entity", how="inner")
     horizon = pd.Timedelta(days=horizon_days)
     before = pairs.loc[pairs["churn"] < pairs["snap"], "row"].unique()
     within = pairs.loc[
@@ -110,24 +144,27 @@ def entity_frame(
     keep[before] = False
     out = pd.DataFrame(
         {
-            "customer_id": act["customer_id"].to_numpy(dtype=object)[keep],
+            cols.entity: act["entity"].to_numpy(dtype=object)[keep],
             "event_timestamp": act["snap"].dt.tz_localize(UTC).to_numpy()[keep],
-            "churned": churned[keep],
+            cols.label: churned[keep],
         }
     )
     out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
-    return out.sort_values(["event_timestamp", "customer_id"], ignore_index=True)
+    return out.sort_values(["event_timestamp", cols.entity], ignore_index=True)
 
 
-def training_frame(store: FeatureStore, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+def training_frame(
+    store: FeatureStore, entity_df: pd.DataFrame, service: str, *, entity: str = "customer_id"
+) -> pd.DataFrame:
     """The entity rows with their point-in-time features through a feature service.
 
-    Keeps the input's rows and order, adding the service's features (null where no feature row
-    lies within the views' TTL). Raises :class:`TrainingSetError` when the offline store
-    returns a different number of rows, or when a row's ``features_asof`` is later than its
-    ``event_timestamp`` (a feature from the future).
+    ``entity_df`` holds the entity column (the join key of the service's Feast entity) and
+    ``event_timestamp``. Keeps the input's rows and order, adding the service's features (null
+    where no feature row lies within the views' TTL). Raises :class:`TrainingSetError` when the
+    offline store returns a different number of rows, or when a row's ``features_asof`` is
+    later than its ``event_timestamp`` (a feature from the future).
     """
-    for col in ("customer_id", "event_timestamp"):
+    for col in (entity, "event_timestamp"):
         if col not in entity_df.columns:
             raise TrainingSetError(f"entity frame has no {col!r} column")
     if ROW_ID in entity_df.columns:
@@ -158,7 +195,7 @@ def training_frame(store: FeatureStore, entity_df: pd.DataFrame, service: str) -
             first = result.loc[leaked].iloc[0]
             raise TrainingSetError(
                 f"{int(leaked.sum())} rows got features from after their event_timestamp "
-                f"(e.g. {first['customer_id']} at {first['event_timestamp']}: features_asof "
+                f"(e.g. {first[entity]} at {first['event_timestamp']}: features_asof "
                 f"{asof[leaked].iloc[0]}); the feature table's timestamps are wrong"
             )
         result["features_asof"] = asof

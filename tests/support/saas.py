@@ -1,0 +1,615 @@
+"""A second, differently shaped use case: a SaaS subscription business.
+
+Nothing here is telco: the entity is an account (``A000123``), the feature source is a *weekly*
+activity export (one row per account and week, dated by the Sunday that ends the week, first as
+CSV, later as Parquet), and the labels are cancellations logged up to three days after they
+happen, exported once a week as CSV. The cancellation hazard depends on a hidden account health
+that also drives seat utilisation, logins, API calls, support tickets and overdue invoices, so
+the features carry a real signal.
+
+The module holds what a user of driftloop writes for their own data, as files written into a
+folder laid out like the project (``usecases/``, ``expectations/<name>/``, ``feature_repo/``),
+plus the feature builder (:func:`saas_weekly_features`, referenced from the use case as
+``tests.support.saas:saas_weekly_features``) and a generator of landed files with a few
+deliberately defective rows. docs/own-data.md walks through the same example.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.storage import Storage
+
+NAME = "saas_retention"
+ENTITY = "account_id"
+FEATURE_SERVICE = "retention_v1"
+ID_REGEX = "^A[0-9]{6}$"
+FIRST_WEEK_END = date(2026, 1, 4)  # a Sunday: weeks run Monday to Sunday
+LOOKBACK_DAYS = 28
+PLANS = ("starter", "team", "business", "enterprise")
+CYCLES = ("monthly", "annual")
+ACTIVITY_COLUMNS = {
+    "account_id": "string",
+    "week_end": "date",
+    "plan_tier": "string",
+    "billing_cycle": "string",
+    "seats": "int",
+    "seats_used": "int",
+    "logins": "int",
+    "api_calls": "int",
+    "support_tickets": "int",
+    "invoice_amount": "float",
+    "invoice_overdue": "bool",
+}
+CANCELLATION_COLUMNS = {
+    "account_id": "string",
+    "cancelled_on": "date",
+    "logged_on": "date",
+    "reason": "string",
+}
+PROFILE = ("plan_tier", "billing_cycle", "seats")
+ENGAGEMENT = (
+    "seat_utilisation",
+    "logins_per_seat",
+    "logins_trend_4w",
+    "api_calls_mean_4w",
+    "support_tickets_sum_4w",
+    "overdue_weeks_4w",
+    "weeks_reported_4w",
+)
+
+# ---- the feature builder --------------------------------------------------------------------------
+
+
+def saas_weekly_features(activity: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """One feature row per account and weekly report dated in ``[start, end]``.
+
+    ``activity`` holds validated weekly rows covering ``[start - 27 days, end]``. A report dated
+    ``d`` (the Sunday ending its week) is known once ``d`` is over, so its row carries
+    ``event_timestamp = features_asof = d + 1 day, 00:00 UTC``. Features: the plan, billing cycle
+    and seats of the report; seat utilisation and logins per seat of that week; over the reports
+    in the 28 days ending on ``d``: logins this week relative to their mean, the mean of API
+    calls, the sum of support tickets, the number of overdue weeks and of reports. Pure.
+    """
+    day = pd.to_datetime(activity["week_end"]).dt.normalize().astype("datetime64[ns]")
+    rows = activity.assign(day=day).drop_duplicates([ENTITY, "day"], keep="last")
+    first = pd.Timestamp(start) - pd.Timedelta(days=LOOKBACK_DAYS - 1)
+    rows = rows.loc[(rows["day"] >= first) & (rows["day"] <= pd.Timestamp(end))]
+    out = rows.loc[rows["day"] >= pd.Timestamp(start)]
+    if out.empty:
+        return _empty_features()
+
+    history = pd.DataFrame(
+        {
+            ENTITY: rows[ENTITY].astype(str),
+            "past": rows["day"],
+            "logins": rows["logins"].astype("float64"),
+            "api_calls": rows["api_calls"].astype("float64"),
+            "support_tickets": rows["support_tickets"].astype("float64"),
+            "overdue": rows["invoice_overdue"].astype("float64"),
+        }
+    )
+    pairs = out[[ENTITY, "day"]].astype({ENTITY: str}).merge(history, on=ENTITY)
+    window = (pairs["past"] <= pairs["day"]) & (
+        pairs["past"] > pairs["day"] - pd.Timedelta(days=LOOKBACK_DAYS)
+    )
+    agg = (
+        pairs.loc[window]
+        .groupby([ENTITY, "day"], sort=True)
+        .agg(
+            logins_mean=("logins", "mean"),
+            api_calls_mean_4w=("api_calls", "mean"),
+            support_tickets_sum_4w=("support_tickets", "sum"),
+            overdue_weeks_4w=("overdue", "sum"),
+            weeks_reported_4w=("past", "size"),
+        )
+        .reset_index()
+    )
+    base = out.assign(**{ENTITY: out[ENTITY].astype(str)}).merge(agg, on=[ENTITY, "day"])
+    base = base.sort_values([ENTITY, "day"], ignore_index=True)
+
+    seats = base["seats"].astype("float64")
+    logins = base["logins"].astype("float64")
+    asof = (base["day"] + pd.Timedelta(days=1)).dt.tz_localize(UTC)
+    result = pd.DataFrame(
+        {
+            ENTITY: base[ENTITY].astype(object),
+            "date": base["day"],
+            "event_timestamp": asof,
+            "features_asof": asof,
+            "plan_tier": base["plan_tier"].astype(object),
+            "billing_cycle": base["billing_cycle"].astype(object),
+            "seats": base["seats"].astype("int64"),
+            "seat_utilisation": _ratio(base["seats_used"].astype("float64"), seats),
+            "logins_per_seat": _ratio(logins, seats),
+            "logins_trend_4w": _ratio(logins, base["logins_mean"]),
+            "api_calls_mean_4w": base["api_calls_mean_4w"].astype("float64"),
+            "support_tickets_sum_4w": base["support_tickets_sum_4w"].round().astype("int64"),
+            "overdue_weeks_4w": base["overdue_weeks_4w"].round().astype("int64"),
+            "weeks_reported_4w": base["weeks_reported_4w"].astype("int64"),
+        }
+    )
+    return result
+
+
+def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num.to_numpy(dtype="float64") / den.to_numpy(dtype="float64")
+    out[~np.isfinite(out)] = np.nan
+    return pd.Series(out, index=num.index)
+
+
+def _empty_features() -> pd.DataFrame:
+    dtypes: dict[str, str] = {
+        ENTITY: "object",
+        "date": "datetime64[ns]",
+        "event_timestamp": "datetime64[ns, UTC]",
+        "features_asof": "datetime64[ns, UTC]",
+        "plan_tier": "object",
+        "billing_cycle": "object",
+        "seats": "int64",
+    }
+    for name in ENGAGEMENT:
+        dtypes[name] = "float64" if name in ENGAGEMENT[:4] else "int64"
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+
+
+# ---- the definitions a user writes ---------------------------------------------------------------
+
+
+def usecase_yaml(*, floor: float = 0.6) -> str:
+    """``usecases/saas_retention.yaml``: datasets, target, features, model and drift policy."""
+
+    def columns(spec: dict[str, str]) -> str:
+        return "\n".join(f"      {name}: {kind}" for name, kind in spec.items())
+
+    return f"""\
+# SaaS retention: weekly account activity, cancellations logged with a delay.
+name: {NAME}
+entity: {ENTITY}
+
+# 1 when the account cancels within 7 days after a snapshot; a cancellation is logged up to
+# 3 days after it happens.
+target:
+  name: cancelled
+  labels_dataset: cancellations
+  event_column: cancelled_on
+  reported_column: logged_on
+  horizon_days: 7
+  label_delay_days: 3
+
+features:
+  source_dataset: activity
+  builder: tests.support.saas:saas_weekly_features
+  lookback_days: {LOOKBACK_DAYS}
+  feature_service: {FEATURE_SERVICE}
+
+model:
+  registered_name: {NAME}
+  metric: roc_auc
+  holdout_days: 2            # snapshot days: with weekly reports, two weeks
+  validation_days: 2
+  min_history_days: 21       # the 4-week windows are complete from the fourth report on
+  floor: {floor}
+  bootstrap_samples: 100
+
+drift:
+  window_days: 7             # a week holds one report per account
+
+datasets:
+  activity:
+    description: One row per account and week, dated by the Sunday ending the week.
+    landing_prefix: activity/
+    key: [account_id, week_end]
+    partition_by: week_end
+    columns:
+{columns(ACTIVITY_COLUMNS)}
+    batch_suite: expectations/{NAME}/activity.batch.json
+    row_suite: expectations/{NAME}/activity.rows.json
+  cancellations:
+    description: Cancellations, exported weekly; logged_on is when they became known.
+    landing_prefix: cancellations/
+    key: [account_id]
+    partition_by: logged_on
+    columns:
+{columns(CANCELLATION_COLUMNS)}
+    batch_suite: expectations/{NAME}/cancellations.batch.json
+    row_suite: expectations/{NAME}/cancellations.rows.json
+"""
+
+
+def _expect(kind: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": f"expect_{kind}", "kwargs": kwargs}
+
+
+def suites() -> dict[str, dict[str, Any]]:
+    """The four expectation suites, by file name under ``expectations/saas_retention/``."""
+    not_null = [
+        _expect("column_values_to_not_be_null", column=c)
+        for c in ACTIVITY_COLUMNS
+        if c != "invoice_amount"
+    ]
+    between = [
+        _expect("column_values_to_be_between", column=c, min_value=0, max_value=hi)
+        for c, hi in (
+            ("seats", 5000),
+            ("seats_used", 5000),
+            ("logins", 1_000_000),
+            ("api_calls", 10_000_000),
+            ("support_tickets", 200),
+            ("invoice_amount", 1_000_000),
+        )
+    ]
+    return {
+        "activity.batch.json": {
+            "name": f"{NAME}.activity.batch",
+            "expectations": [
+                _expect(
+                    "table_columns_to_match_set",
+                    column_set=list(ACTIVITY_COLUMNS),
+                    exact_match=True,
+                ),
+                _expect("table_row_count_to_be_between", min_value=1, max_value=5_000_000),
+                _expect("column_values_to_not_be_null", column=ENTITY, mostly=0.95),
+                _expect("column_values_to_not_be_null", column="week_end", mostly=0.95),
+            ],
+        },
+        "activity.rows.json": {
+            "name": f"{NAME}.activity.rows",
+            "expectations": [
+                *not_null,
+                _expect("column_values_to_match_regex", column=ENTITY, regex=ID_REGEX),
+                _expect("column_values_to_be_in_set", column="plan_tier", value_set=list(PLANS)),
+                _expect(
+                    "column_values_to_be_in_set", column="billing_cycle", value_set=list(CYCLES)
+                ),
+                *between,
+                _expect(
+                    "column_pair_values_a_to_be_greater_than_b",
+                    column_A="seats",
+                    column_B="seats_used",
+                    or_equal=True,
+                ),
+                _expect("compound_columns_to_be_unique", column_list=[ENTITY, "week_end"]),
+            ],
+        },
+        "cancellations.batch.json": {
+            "name": f"{NAME}.cancellations.batch",
+            "expectations": [
+                _expect(
+                    "table_columns_to_match_set",
+                    column_set=list(CANCELLATION_COLUMNS),
+                    exact_match=True,
+                ),
+                _expect("table_row_count_to_be_between", min_value=0, max_value=1_000_000),
+            ],
+        },
+        "cancellations.rows.json": {
+            "name": f"{NAME}.cancellations.rows",
+            "expectations": [
+                _expect("column_values_to_not_be_null", column=ENTITY),
+                _expect("column_values_to_not_be_null", column="cancelled_on"),
+                _expect("column_values_to_not_be_null", column="logged_on"),
+                _expect("column_values_to_match_regex", column=ENTITY, regex=ID_REGEX),
+                _expect(
+                    "column_pair_values_a_to_be_greater_than_b",
+                    column_A="logged_on",
+                    column_B="cancelled_on",
+                    or_equal=True,
+                ),
+                _expect("column_values_to_be_unique", column=ENTITY),
+            ],
+        },
+    }
+
+
+FEATURE_REPO = {
+    "entities.py": '''\
+"""Entities: what the features describe."""
+
+from feast import Entity, ValueType
+
+account = Entity(
+    name="account",
+    join_keys=["account_id"],
+    value_type=ValueType.STRING,
+    description="A subscribing account.",
+)
+''',
+    "sources.py": '''\
+"""The weekly feature table in the lake (its location follows the DRIFTLOOP_* settings)."""
+
+from feast import FileSource
+from feast.data_format import ParquetFormat
+
+from driftloop.settings import load_settings
+from tasks.features import feature_source_path
+
+_settings = load_settings()
+_settings.state_path.mkdir(parents=True, exist_ok=True)
+
+account_weekly = FileSource(
+    name="account_weekly",
+    path=feature_source_path(_settings),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    s3_endpoint_override=_settings.aws_endpoint_url,
+)
+''',
+    "views.py": '''\
+"""Feature views over the weekly feature table."""
+
+from datetime import timedelta
+
+from entities import account
+from feast import FeatureView, Field
+from feast.types import Float64, Int64, String, UnixTimestamp
+from sources import account_weekly
+
+# Two missed weekly reports and the account's features count as missing.
+TTL = timedelta(days=21)
+
+account_profile = FeatureView(
+    name="account_profile",
+    entities=[account],
+    ttl=TTL,
+    schema=[
+        Field(name="account_id", dtype=String),
+        Field(name="plan_tier", dtype=String),
+        Field(name="billing_cycle", dtype=String),
+        Field(name="seats", dtype=Int64),
+    ],
+    source=account_weekly,
+    online=True,
+)
+
+engagement = FeatureView(
+    name="engagement",
+    entities=[account],
+    ttl=TTL,
+    schema=[
+        Field(name="account_id", dtype=String),
+        Field(name="seat_utilisation", dtype=Float64),
+        Field(name="logins_per_seat", dtype=Float64),
+        Field(name="logins_trend_4w", dtype=Float64),
+        Field(name="api_calls_mean_4w", dtype=Float64),
+        Field(name="support_tickets_sum_4w", dtype=Int64),
+        Field(name="overdue_weeks_4w", dtype=Int64),
+        Field(name="weeks_reported_4w", dtype=Int64),
+        Field(name="features_asof", dtype=UnixTimestamp),
+    ],
+    source=account_weekly,
+    online=True,
+)
+''',
+    "services.py": '''\
+"""The feature service the retention model reads."""
+
+from feast import FeatureService
+from views import account_profile, engagement
+
+retention_v1 = FeatureService(name="retention_v1", features=[account_profile, engagement])
+''',
+}
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Where :func:`write_definitions` put the use case and its Feast repository."""
+
+    usecase: Path
+    feature_repo: Path
+
+
+def write_definitions(root: Path, *, floor: float = 0.6) -> Definitions:
+    """Write the use case, its suites and its Feast repository under ``root``, laid out like
+    the project (suite paths in the YAML are relative to ``root``)."""
+    usecase = root / "usecases" / f"{NAME}.yaml"
+    usecase.parent.mkdir(parents=True, exist_ok=True)
+    usecase.write_text(usecase_yaml(floor=floor), encoding="utf-8")
+    expectations = root / "expectations" / NAME
+    expectations.mkdir(parents=True, exist_ok=True)
+    for name, suite in suites().items():
+        (expectations / name).write_text(json.dumps(suite, indent=2) + "\n", encoding="utf-8")
+    repo = root / "feature_repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    for name, text in FEATURE_REPO.items():
+        (repo / name).write_text(text, encoding="utf-8")
+    return Definitions(usecase=usecase, feature_repo=repo)
+
+
+# ---- the business that produces the data ---------------------------------------------------------
+
+
+@dataclass
+class Landed:
+    """What :func:`simulate_saas` delivered, and the defects it injected on purpose."""
+
+    week_ends: list[date]
+    objects: list[str] = field(default_factory=list)
+    activity_rows: int = 0
+    cancellations: int = 0
+    bad_rows: dict[str, list[str]] = field(default_factory=dict)  # landing key -> defects
+    rejected_files: list[str] = field(default_factory=list)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(len(v) for v in self.bad_rows.values())
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+SEATS = {"starter": (1, 5), "team": (5, 25), "business": (20, 100), "enterprise": (80, 400)}
+PRICE = {"starter": 8.0, "team": 12.0, "business": 20.0, "enterprise": 30.0}
+API_CALLS = {"starter": 40.0, "team": 300.0, "business": 1500.0, "enterprise": 8000.0}
+PLAN_RISK = {"starter": 0.6, "team": 0.2, "business": -0.2, "enterprise": -0.7}
+REASONS = ("price", "missing_feature", "switched_vendor", "business_closed", "other")
+
+
+def simulate_saas(
+    landing: Storage,
+    *,
+    weeks: int = 14,
+    accounts: int = 700,
+    signups_per_week: int = 25,
+    csv_weeks: int = 2,
+    seed: int = 11,
+) -> Landed:
+    """Deliver ``weeks`` weekly activity exports and cancellation exports into ``landing``.
+
+    Activity: ``activity/week-<sunday>.csv`` for the first ``csv_weeks`` weeks, then
+    ``.parquet`` (typed). Cancellations: ``cancellations/<sunday>.csv`` with the cancellations
+    logged during that week. Defects: a value that is not a number (CSV), an id of the wrong
+    shape, a negative count, an unknown plan, more seats used than bought, an exact duplicate
+    row, a cancellation logged before it happened, and one file missing columns.
+    """
+    rng = np.random.default_rng(seed)
+    week_ends = [FIRST_WEEK_END + timedelta(days=7 * w) for w in range(weeks)]
+    landed = Landed(week_ends=week_ends)
+
+    # the account base: static traits and a hidden, slowly moving health
+    n_total = accounts + signups_per_week * weeks
+    ids = np.array([f"A{100000 + i:06d}" for i in range(n_total)], dtype=object)
+    plans = rng.choice(PLANS, size=n_total, p=[0.4, 0.3, 0.2, 0.1])
+    annual = rng.random(n_total) < np.where(np.isin(plans, ["business", "enterprise"]), 0.6, 0.25)
+    lo = np.array([SEATS[p][0] for p in plans])
+    hi = np.array([SEATS[p][1] for p in plans])
+    seats = rng.integers(lo, hi + 1)
+    base = rng.normal(0.0, 0.8, n_total)
+    health = base + rng.normal(0.0, 0.5, n_total)
+    joined = np.concatenate(
+        [np.full(accounts, -1), np.repeat(np.arange(weeks), signups_per_week)]
+    )  # first week reported
+    cancelled_on: list[date | None] = [None] * n_total
+    plan_risk = np.array([PLAN_RISK[p] for p in plans])
+    price = np.array([PRICE[p] for p in plans])
+    api_base = np.array([API_CALLS[p] for p in plans])
+
+    logged: list[dict[str, Any]] = []
+    for w, week_end in enumerate(week_ends):
+        health = 0.7 * health + 0.3 * base + rng.normal(0.0, 0.45, n_total)
+        alive = (joined <= w) & np.array(
+            [c is None or c > week_end for c in cancelled_on], dtype=bool
+        )
+        idx = np.flatnonzero(alive)
+        h = health[idx]
+        used = rng.binomial(seats[idx], _sigmoid(0.6 + 1.3 * h))
+        overdue = rng.random(len(idx)) < _sigmoid(-2.6 - 1.3 * h)
+        week = pd.DataFrame(
+            {
+                "account_id": ids[idx],
+                "week_end": week_end,
+                "plan_tier": plans[idx],
+                "billing_cycle": np.where(annual[idx], "annual", "monthly"),
+                "seats": seats[idx].astype("int64"),
+                "seats_used": used.astype("int64"),
+                "logins": rng.poisson(used * 3.5 * np.exp(0.35 * h)).astype("int64"),
+                "api_calls": rng.poisson(api_base[idx] * np.exp(0.6 * h)).astype("int64"),
+                "support_tickets": rng.poisson(0.15 + 0.8 * _sigmoid(-1.8 * h)).astype("int64"),
+                "invoice_amount": np.round(
+                    seats[idx] * price[idx] * np.where(annual[idx], 0.85, 1.0) * 12 / 52, 2
+                ),
+                "invoice_overdue": overdue,
+            }
+        )
+        # who cancels during the next week: riskier when unhealthy, overdue, small, monthly
+        logit = -3.9 - 2.0 * h + plan_risk[idx] - 0.8 * annual[idx] + 0.9 * overdue
+        leaving = idx[rng.random(len(idx)) < _sigmoid(logit)]
+        for i in leaving:
+            when = week_end + timedelta(days=int(rng.integers(1, 8)))
+            cancelled_on[i] = when
+            logged.append(
+                {
+                    "account_id": ids[i],
+                    "cancelled_on": when,
+                    "logged_on": when + timedelta(days=int(rng.integers(0, 4))),
+                    "reason": str(rng.choice(REASONS)),
+                }
+            )
+
+        as_csv = w < csv_weeks
+        key = f"activity/week-{week_end.isoformat()}.{'csv' if as_csv else 'parquet'}"
+        week, defects = _inject_activity_defects(week, w, as_csv=as_csv)
+        landed.activity_rows += len(week)
+        if defects:
+            landed.bad_rows[key] = defects
+        _deliver(landing, key, week, as_csv=as_csv)
+        landed.objects.append(key)
+
+        # the cancellations logged during this week (Monday to Sunday)
+        this_week = [
+            r for r in logged if week_end - timedelta(days=6) <= r["logged_on"] <= week_end
+        ]
+        cancellations = pd.DataFrame(this_week, columns=list(CANCELLATION_COLUMNS))
+        key = f"cancellations/{week_end.isoformat()}.csv"
+        if w == weeks // 2 and len(cancellations):  # an operator typo: logged before it happened
+            bad = cancellations.iloc[[0]].copy()
+            bad["account_id"] = f"A{900000 + w:06d}"
+            bad["logged_on"] = bad["cancelled_on"] - timedelta(days=5)
+            cancellations = pd.concat([cancellations, bad], ignore_index=True)
+            landed.bad_rows[key] = ["logged_before_cancelled"]
+        landed.cancellations += len(cancellations)
+        _deliver(landing, key, cancellations, as_csv=True)
+        landed.objects.append(key)
+
+    # a re-export that lost columns on the way: rejected whole by the batch suite
+    key = f"activity/week-{week_ends[1].isoformat()}-reexport.csv"
+    _deliver(landing, key, week.drop(columns=["seats_used", "logins"]).head(50), as_csv=True)
+    landed.objects.append(key)
+    landed.rejected_files.append(key)
+    return landed
+
+
+def _inject_activity_defects(
+    week: pd.DataFrame, w: int, *, as_csv: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """A few bad rows in two of the weekly files (appended, so every account keeps its row)."""
+    if w == 1 and as_csv:
+        bad = week.iloc[[0]].astype({"logins": object}).copy()
+        bad["account_id"] = "A999001"
+        bad["logins"] = "n/a"
+        return pd.concat([week.astype({"logins": object}), bad], ignore_index=True), [
+            "wrong_type(logins)"
+        ]
+    if w == 5:
+        extra = week.iloc[[0, 1, 2, 3]].copy()
+        extra["account_id"] = ["A12", "A999002", "A999003", "A999004"]
+        extra.loc[extra.index[1], "logins"] = -4
+        extra.loc[extra.index[2], "plan_tier"] = "platinum"
+        extra.loc[extra.index[3], "seats_used"] = extra["seats"].iloc[3] + 3
+        duplicate = week.iloc[[10]]
+        return pd.concat([week, extra, duplicate], ignore_index=True), [
+            "regex(account_id)",
+            "between(logins)",
+            "in_set(plan_tier)",
+            "seats_used>seats",
+            "duplicate_row",
+        ]
+    return week, []
+
+
+def _deliver(landing: Storage, key: str, frame: pd.DataFrame, *, as_csv: bool) -> None:
+    if as_csv:
+        out = frame.copy()
+        for col in out.columns:
+            if out[col].dtype == bool:
+                out[col] = out[col].map({True: "true", False: "false"})
+        landing.write_bytes(key, out.to_csv(index=False).encode("utf-8"))
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
+    landing.write_bytes(key, buf.getvalue())
