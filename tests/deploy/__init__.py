@@ -1,0 +1,1 @@
+"""Tests of deploy/: cloud work-pool templates and the landing-event bridge."""
