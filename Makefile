@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 DEMO_DAYS ?= 60
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench up down status clean
 
 $(UV):
 	$(PY_BOOT) -m venv $(TOOLS)
@@ -36,6 +36,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+up: install
+	$(VENV)/bin/driftloop up
+
+down: install
+	$(VENV)/bin/driftloop down
+
+status: install
+	$(VENV)/bin/driftloop status
 
 bench: install
 	$(VENV)/bin/python bench/run_all.py

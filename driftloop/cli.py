@@ -189,6 +189,178 @@ def serve(
     uvicorn.run(create_app(settings, refresh_seconds=refresh_seconds), host=host, port=port)
 
 
+@app.command()
+def score(
+    day: Annotated[
+        str | None, typer.Option(help="Day to score (YYYY-MM-DD); default newest.")
+    ] = None,
+) -> None:
+    """Batch-score the active customers with the champion (predictions/ zone)."""
+    _settings()
+    from flows.score import ScoreParams, score_flow
+
+    out = score_flow(ScoreParams(day=_parse_date(day) if day else None))
+    if not out.get("scored"):
+        console.print(f"nothing scored: {out.get('reason')}")
+        return
+    console.print(f"{out['scored']:,} predictions for {out['day']} by v{out['model_version']}")
+
+
+@app.command()
+def drift(
+    day: Annotated[
+        str | None, typer.Option(help="Last day of the window (YYYY-MM-DD); default newest.")
+    ] = None,
+) -> None:
+    """Check the newest window for drift against the champion's training reference."""
+    _settings()
+    from flows.drift import DriftParams, drift_flow
+
+    out = drift_flow(DriftParams(day=_parse_date(day) if day else None))
+    if "detected" in out and "window" not in out:
+        console.print(f"no check: {out.get('reason')}")
+        return
+    verdict = "[red]drift detected[/red]" if out["detected"] else "[green]no drift[/green]"
+    console.print(
+        f"{verdict} in {' → '.join(out['window'])}: drifted {out['drifted'] or 'none'}; "
+        f"report {out['report']}"
+    )
+
+
+@app.command()
+def watch(
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scans.")] = 2.0,
+    settle: Annotated[
+        float, typer.Option(min=0.0, help="Announce an object once unchanged this long.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option(help="Scan once and exit.")] = False,
+) -> None:
+    """Announce newly landed objects as driftloop.data.landed events (needs a Prefect API)."""
+    import signal
+    import time
+
+    settings = _settings()
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from driftloop.usecase import load_usecase
+    from tasks.ingest import open_ledger
+    from tasks.storage import Lake
+    from tasks.watch import scan_once
+
+    lake = Lake.from_settings(settings)
+    usecase = load_usecase(settings.usecase)
+    stop = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    def emit(event: dict[str, Any]) -> None:
+        emit_event(**event)
+        console.print(f"landed: {event['payload']['key']} ({event['payload']['etag']})")
+
+    console.print(f"watching {lake.landing.uri} every {interval:g}s")
+    while not stop:
+        found = scan_once(
+            lake.landing,
+            lake.ledger,
+            open_ledger(lake.ledger),
+            usecase,
+            emit,
+            settle_seconds=settle,
+        )
+        if found.events:
+            EventsWorker.drain_all()
+        if once:
+            if found.waiting:
+                console.print(f"{found.waiting} objects still changing; not announced yet")
+            break
+        deadline = time.monotonic() + interval
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.1)
+    EventsWorker.drain_all()
+
+
+@app.command()
+def up(
+    prefect_port: Annotated[
+        int, typer.Option(help="Prefect server port (another if busy).")
+    ] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (another if busy).")] = 5000,
+) -> None:
+    """Start the local stack: Prefect server, MLflow UI, pools, deployments, workers, watcher."""
+    settings = _settings()
+    from driftloop.stack import StackError, describe
+    from driftloop.stack import up as start
+
+    try:
+        stack = start(settings, prefect_port=prefect_port, mlflow_port=mlflow_port)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    info = describe(stack)
+    console.print(f"Prefect UI   {info['prefect_ui']}")
+    console.print(f"Prefect API  {info['prefect_api']}  (export PREFECT_API_URL to use the CLI)")
+    console.print(f"MLflow UI    {info['mlflow_ui']}")
+    console.print(f"work pools   {', '.join(info['pools'])} (one worker each)")
+    console.print(f"landing      {settings.zone('landing')} (watched; new files start ingest)")
+    console.print("stop with: make down")
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly what `driftloop up` started."""
+    settings = _settings()
+    from driftloop.stack import StackError
+    from driftloop.stack import down as stop
+
+    try:
+        stopped = stop(settings)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status() -> None:
+    """The champion, the last flow runs, the last drift check and what is pending."""
+    settings = _settings()
+    from driftloop.status import collect
+
+    info = collect(settings)
+    console.print(f"champion: {info['champion']}")
+    if info["stack"]:
+        console.print(f"stack: {info['stack']}")
+    drift = info["last_drift"]
+    console.print(
+        "last drift check: "
+        + (
+            f"{'DRIFT' if drift['detected'] else 'no drift'} in {' → '.join(drift['window'])} "
+            f"(v{drift['model_version']}; drifted {drift['drifted'] or 'none'})"
+            if drift
+            else "none yet"
+        )
+    )
+    console.print(f"pending landed objects: {len(info['pending_objects'])}")
+    for key in info["pending_objects"][:10]:
+        console.print(f"  {key}")
+    if info["runs"] is None:
+        console.print(f"flow runs: no Prefect API reachable ({info['api_error']})")
+        return
+    table = Table(title="last flow runs")
+    for col in ("flow", "deployment", "state", "started", "name"):
+        table.add_column(col)
+    for r in info["runs"]:
+        table.add_row(r["flow"], r["deployment"] or "-", r["state"], r["start"] or "-", r["name"])
+    console.print(table)
+    console.print(f"pending flow runs (scheduled/late/pending): {info['pending_runs']}")
+
+
 def print_training_summary(out: dict[str, Any]) -> None:
     table = Table(title=f"challenger v{out['version']} (as of {out['as_of']})")
     for col in ("split", "rows", "positives", "roc_auc", "pr_auc", "brier", "ece"):

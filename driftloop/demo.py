@@ -2,9 +2,12 @@
 
 Each simulated day, that day's files land and the real flows run: ingest → features → (train +
 gate when the retraining policy says so) → score → drift. A drift check that finds drift emits
-``driftloop.drift.detected``; the loop reads that event back from the Prefect API (an in-process
-subscription to the same events the deployment triggers use) and it is what starts retraining,
-once enough labels after the change have arrived. The demo prints one line per day and writes
+``driftloop.drift.detected``, and the features flow announces ``driftloop.training.due`` when the
+retraining policy wants a model; the loop reads these events back from the Prefect API (an
+in-process subscription to the same events the deployment triggers of prefect.yaml use) and
+starts the train flow from them with the parameters those triggers render. A drift-started run
+records the change and waits for labels after it; the policy's later ``training.due`` trains on
+data since the change. The demo prints one line per day and writes
 ``reports/index.html`` and ``reports/demo-summary.json``.
 
 Uses its own lake (``data/demo`` unless ``DRIFTLOOP_DATA_ROOT`` is set), recreated on every run.
@@ -15,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -41,13 +43,14 @@ def compare_with_truth(
     return {"injected": len(truth), "caught": caught, "missed": missed}
 
 
-def wait_for_drift_events(after: datetime, timeout: float = 30.0) -> list[Any]:
-    """``driftloop.drift.detected`` events the Prefect API received since ``after``."""
+def wait_for_events(name: str, after: datetime, timeout: float = 30.0) -> list[Any]:
+    """Events called ``name`` the Prefect API received since ``after``, newest first."""
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 
     flt = EventFilter(
-        event=EventNameFilter(name=["driftloop.drift.detected"]),
+        event=EventNameFilter(name=[name]),
+        order=EventOrder.DESC,
         occurred=EventOccurredFilter(since=after),  # type: ignore[arg-type]
     )
     deadline = time.monotonic() + timeout
@@ -88,12 +91,11 @@ def run(
     from flows.score import ScoreParams, score_flow
     from flows.train import TrainParams, train_flow
     from tasks import features, registry, score
+    from tasks.drift import DETECTED_EVENT
     from tasks.ingest import open_ledger
-    from tasks.policy import LoopState, should_train
+    from tasks.policy import TRAINING_DUE_EVENT, read_state
     from tasks.simulate import simulate
     from tasks.storage import Lake, read_parquet, write_json
-    from tasks.training import NotEnoughData
-    from tasks.training_set import last_snapshot_day
 
     lake = Lake.from_settings(settings)
     feed = lake.root.child("_feed")  # the outside world: files appear in landing/ day by day
@@ -120,7 +122,6 @@ def run(
     features_flow(FeaturesParams(materialize=False))
     console.print(f"history backfilled: {backfill}")
 
-    state = LoopState()
     first_champion: str | None = None
     daily: list[dict[str, Any]] = []
     promotions: list[dict[str, Any]] = []
@@ -146,60 +147,65 @@ def run(
         for key in arrived:
             lake.landing.write_bytes(key, feed.read_bytes(key))
         ingested = ingest_flow(IngestParams(objects=arrived))["totals"]
-        features_flow(FeaturesParams(materialize=False))
-        if state.first_snapshot is None:  # the first snapshot whose feature windows are complete
-            warm = max(usecase.model.min_history_days, 1)
-            state = replace(state, first_snapshot=START + timedelta(days=warm))
+        built_at = datetime.now(tz=UTC)
+        built = features_flow(FeaturesParams(materialize=False))
 
-        note = ""
-        decision = should_train(
-            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
-        )
-        if decision.train:
-            try:
+        # the features flow asks the retraining policy and announces a due training as an
+        # event; the train flow is started from that event (as the deployment trigger does)
+        notes: list[str] = []
+        if built.get("training", {}).get("due"):
+            for event in wait_for_events(TRAINING_DUE_EVENT, built_at)[:1]:
                 out = train_flow(
-                    TrainParams(as_of=day, reason=decision.trigger, since=decision.since)
+                    TrainParams(
+                        as_of=date.fromisoformat(event.payload["as_of"]),
+                        reason=event.payload["reason"],
+                    )
                 )
-            except NotEnoughData as exc:
-                note = f"train skipped: {exc}"
-            else:
-                trained_through = last_snapshot_day(
-                    day,
-                    horizon_days=usecase.target.horizon_days,
-                    label_delay_days=usecase.target.label_delay_days,
+                if not out["trained"]:
+                    notes.append(f"train deferred: {out['reason']}")
+                    continue
+                notes.append(
+                    f"v{out['version']} {'promoted' if out['promoted'] else 'rejected'} "
+                    f"({out['reason']})"
                 )
-                state = replace(state, last_trained_through=trained_through)
-                note = f"v{out['version']} {'promoted' if out['promoted'] else 'rejected'} ({decision.reason})"
                 if out["promoted"]:
                     ci = out["decision"].get("delta_ci")
                     promotions.append(
                         {
                             "day": d,
                             "version": out["version"],
-                            "reason": decision.reason,
+                            "reason": out["reason"],
                             "auc_delta_ci": [round(c, 4) for c in ci] if ci else None,
                         }
                     )
                     first_champion = first_champion or out["version"]
-                    state = replace(state, has_champion=True)
-                    if decision.reason == "drift":
-                        state = replace(state, train_since=decision.since, drift_since=None)
 
         champion = registry.champion_version(settings.tracking_uri, name)
         drifted = False
         if champion is not None:
             shadow = [first_champion] if first_champion and first_champion != champion else []
             score_flow(ScoreParams(day=day, shadow_versions=shadow))
-            checked_at = datetime.now(tz=UTC) - timedelta(seconds=5)
+            checked_at = datetime.now(tz=UTC)
             result = drift_flow(DriftParams(day=day))
             if result.get("detected"):
-                events = wait_for_drift_events(checked_at)
-                drifted = bool(events)
-                if events and state.drift_since is None and state.train_since is None:
-                    window_start = date.fromisoformat(events[0].payload["window"][0])
-                    state = replace(state, drift_since=window_start)
-                    drift_first = d if drift_first is None else drift_first
-                    note = note or f"drift event: {', '.join(events[0].payload['drifted'][:3])}"
+                # the drift event starts a training run (the train deployment's trigger); it
+                # records the change and waits for labels after it before training
+                for event in wait_for_events(DETECTED_EVENT, checked_at)[:1]:
+                    drifted = True
+                    pending = read_state(lake.ledger).drift_since
+                    out = train_flow(
+                        TrainParams(
+                            as_of=day,
+                            reason="drift",
+                            drift_start=date.fromisoformat(event.payload["window"][0]),
+                        )
+                    )
+                    if pending is None and read_state(lake.ledger).drift_since is not None:
+                        drift_first = d if drift_first is None else drift_first
+                        notes.append(f"drift event: {', '.join(event.payload['drifted'][:3])}")
+                    if not out["trained"]:
+                        notes.append(f"train deferred: {out['reason']}")
+        note = "; ".join(notes)
 
         store = features.feature_store(settings)
         auc = stale = None

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
         default=None,
         description="Where MLflow stores model artifacts. Default: <state_dir>/mlartifacts",
     )
+    project_dir: Path = Field(
+        default=PROJECT_ROOT,
+        description="The checkout workers run flows from (prefect.yaml's pull step reads "
+        "DRIFTLOOP_PROJECT_DIR).",
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Database of the Prefect server `driftloop up` starts, e.g. "
+        "postgresql+asyncpg://user@host:5432/prefect. Default: SQLite in <state_dir>/stack.",
+    )
     feature_repo: Path = Field(
         default=PROJECT_ROOT / "feature_repo", description="The Feast feature repository."
     )
@@ -193,13 +203,17 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("invalid driftloop settings:\n  " + "\n  ".join(lines)) from None
 
 
+#: The usage-reporting switches of the libraries we drive, all off (no network wanted).
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
 def quiet_telemetry(environ: dict[str, str] | None = None) -> None:
     """Turn off every usage-reporting channel of the libraries we drive (no network wanted)."""
     env = os.environ if environ is None else environ
-    for key, value in {
-        "DO_NOT_TRACK": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }.items():
+    for key, value in TELEMETRY_OFF.items():
         env.setdefault(key, value)

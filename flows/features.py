@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
 from tasks import features as stage
+from tasks import policy, registry, training
 from tasks.storage import Lake
 
 
@@ -35,11 +36,18 @@ class FeaturesParams(BaseModel):
         default=True,
         description="Load the newest features into the online store after the build.",
     )
+    trigger: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What started this run (the validated object, set by its event); recorded "
+        "on the run, it does not narrow the build.",
+    )
 
 
 build_features = task(name="build-features", cache_policy=NO_CACHE, retries=1)(stage.build_features)
 apply_repo = task(name="apply-feature-repo", cache_policy=NO_CACHE, retries=1)(stage.apply_repo)
 materialize = task(name="materialize", cache_policy=NO_CACHE, retries=1)(stage.materialize)
+loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
 
 
 @flow(
@@ -69,4 +77,17 @@ def features_flow(params: FeaturesParams | None = None) -> dict[str, Any]:
             description=f"Features: {summary['totals']}",
         )
         emit_event(**stage.materialized_event(summary, project=settings.feast_project))
+
+    # new data (usage or labels) may make a training run due: ask the retraining policy
+    day = training.latest_day(lake, usecase)
+    if usecase.model is not None and usecase.target is not None and day is not None:
+        name = usecase.model.registered_name
+        has_champion = registry.champion_version(settings.tracking_uri, name) is not None
+        state = loop_state(lake, usecase, has_champion=has_champion)
+        due = policy.should_train(
+            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+        )
+        summary["training"] = {"due": due.train, "reason": due.reason}
+        if due.train:
+            emit_event(**policy.training_due_event(name, day, due))
     return summary

@@ -13,12 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
-from tasks import features, training
+from tasks import features, policy, registry, training
 from tasks.storage import Lake
+from tasks.training_set import last_snapshot_day
 
 
 class TrainParams(BaseModel):
-    """Train a challenger and let the gate decide. The defaults train on everything known now."""
+    """Train a challenger and let the gate decide. The defaults (a manual run) train now on
+    everything known; runs started by events or schedules ask the retraining policy first."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,7 +30,15 @@ class TrainParams(BaseModel):
         "validated day.",
     )
     reason: Literal["manual", "schedule", "new-labels", "drift"] = Field(
-        default="manual", description="Why this training run was started (recorded on the run)."
+        default="manual",
+        description="Why this run was started. 'manual' trains now; the others train only "
+        "when the retraining policy says so (e.g. after drift, once enough labels after the "
+        "change exist).",
+    )
+    drift_start: date | None = Field(
+        default=None,
+        description="First day of the window where drift was detected (set by the drift "
+        "event); recorded so training waits for labels after the change and uses only them.",
     )
     since: date | None = Field(
         default=None,
@@ -44,6 +54,7 @@ build_training_set = task(name="training-set", cache_policy=NO_CACHE, retries=1)
 )
 train_challenger = task(name="train-challenger", cache_policy=NO_CACHE)(training.train_challenger)
 judge = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(training.judge)
+loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
 
 
 @flow(
@@ -57,12 +68,44 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     assert usecase.model is not None, "the use case defines no model"
+    assert usecase.target is not None, "the use case defines no target"
     name = usecase.model.registered_name
+    day = params.as_of or training.latest_day(lake, usecase)
+    if day is None:
+        return {"trained": False, "reason": "nothing validated yet"}
+
+    has_champion = registry.champion_version(settings.tracking_uri, name) is not None
+    state = loop_state(lake, usecase, has_champion=has_champion)
+    if params.drift_start is not None:
+        state = policy.record_drift(state, params.drift_start)
+        policy.write_state(lake.ledger, state)
+    since = params.since
+    if params.reason != "manual":
+        due = policy.should_train(
+            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+        )
+        if not due.train:
+            create_markdown_artifact(
+                key="training-deferred", markdown=f"**{name}: not training now** ({due.reason})"
+            )
+            return {"trained": False, "reason": due.reason, "as_of": str(day)}
+        since = due.since
 
     store = feature_store(settings)
-    data = build_training_set(lake, usecase, store, as_of=params.as_of, since=params.since)
+    data = build_training_set(lake, usecase, store, as_of=day, since=since)
     result = train_challenger(settings, usecase, data, lake, seed=params.seed)
     decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
+    trained_through = last_snapshot_day(
+        data.as_of,
+        horizon_days=usecase.target.horizon_days,
+        label_delay_days=usecase.target.label_delay_days,
+    )
+    policy.write_state(
+        lake.ledger,
+        policy.record_training(
+            state, trained_through=trained_through, promoted=decision.promote, since=since
+        ),
+    )
 
     create_table_artifact(
         key="training-metrics",
@@ -84,9 +127,11 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
         **training.decision_event(name, result.version, decision, previous, settings.tracking_uri)
     )
     return {
+        "trained": True,
         "version": result.version,
         "as_of": str(data.as_of),
         "reason": params.reason,
+        "since": str(since) if since else None,
         "promoted": decision.promote,
         "decision": decision.to_dict(),
         "previous_champion": previous,

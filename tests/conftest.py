@@ -12,6 +12,7 @@ import pytest
 from driftloop.settings import Settings, load_settings, quiet_telemetry
 from tasks.storage import Lake
 from tests.support.servers import moto_s3_server
+from tests.support.stack import LocalStack
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,17 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def local_stack(
+    tmp_path_factory: pytest.TempPathFactory, prefect_harness: None
+) -> Iterator[LocalStack]:
+    """``driftloop up`` on a small simulated telco (shared by the stack and browser tests)."""
+    from tests.support.stack import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 # Prefect's own fixtures for capturing emitted events.

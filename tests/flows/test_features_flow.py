@@ -84,7 +84,12 @@ def test_features_flow_explicit_dates_and_no_materialisation(local_settings: Set
 
 
 def test_features_params_are_typed_and_strict() -> None:
-    assert FeaturesParams().model_dump() == {"dates": None, "force": False, "materialize": True}
+    assert FeaturesParams().model_dump() == {
+        "dates": None,
+        "force": False,
+        "materialize": True,
+        "trigger": None,
+    }
     assert FeaturesParams(dates=["2026-01-05"]).dates == [date(2026, 1, 5)]  # type: ignore[list-item]
     with pytest.raises(ValidationError):
         FeaturesParams(day="2026-01-05")  # type: ignore[call-arg]

@@ -203,7 +203,7 @@ def test_a_new_champion_and_a_rollback_are_served_without_restart(
     world: Settings, server: Server, first_champion: FirstChampion, customers: list[str]
 ) -> None:
     pid = server.proc.pid
-    out = train_flow(TrainParams(seed=2, reason="new-labels"))
+    out = train_flow(TrainParams(seed=2))
     second = out["version"]
     assert second != first_champion.version
     if not out["promoted"]:  # the gate kept v1: move the alias as an operator would

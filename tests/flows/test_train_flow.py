@@ -69,7 +69,7 @@ def test_first_model_is_judged_by_the_floor_and_becomes_champion(world: Settings
 
 
 def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
-    out = train_flow(TrainParams(seed=2, reason="new-labels"))
+    out = train_flow(TrainParams(seed=2))
     assert out["version"] == "2"
     assert out["decision"]["compared_with"] == "1"
     assert out["decision"]["delta_ci"] is not None

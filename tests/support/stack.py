@@ -1,0 +1,147 @@
+"""A real local stack (``driftloop up``) over a small simulated telco, for the deployment tests.
+
+History is ingested and featurised in-process first (under the session's test harness, so none
+of its events reach the stack); the stack is then started on free ports, and the tests land the
+next day's files and watch the deployments react. :func:`running_stack` stops every process it
+started (by PID) whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from driftloop.settings import Settings, load_settings
+from driftloop.stack import Stack, down, free_port, up
+from tasks.storage import Lake, Storage
+from tests.support.usecases import usecase_with
+
+START = date(2026, 1, 1)
+T = TypeVar("T")
+
+#: a use case whose first model is due after two weeks of data (short horizon and delay)
+SMALL_LOOP: dict[str, dict[str, Any]] = {
+    "target": {"horizon_days": 3, "label_delay_days": 2},
+    "model": {
+        "floor": 0.5,
+        "min_history_days": 0,
+        "holdout_days": 2,
+        "validation_days": 2,
+        "bootstrap_samples": 100,
+    },
+}
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    stack: Stack
+    lake: Lake
+    feed: Storage  # the simulated files, landed into landing/ by the tests
+    due_day: date  # landing this day's files makes the first training due
+    http: httpx.Client
+
+    def land(self, day: date) -> list[str]:
+        keys = [i.key for i in self.feed.list() if day.isoformat() in i.key]
+        for key in keys:
+            self.lake.landing.write_bytes(key, self.feed.read_bytes(key))
+        return keys
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for proc in self.stack.processes:
+            text = Path(proc.log).read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {proc.name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def deployment_id(self, name: str) -> str:
+        r = self.http.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}})
+        r.raise_for_status()
+        [dep] = r.json()
+        return str(dep["id"])
+
+    def runs(self, deployment: str) -> list[dict[str, Any]]:
+        """Flow runs of a deployment, oldest first."""
+        r = self.http.post(
+            "/flow_runs/filter",
+            json={
+                "deployments": {"id": {"any_": [self.deployment_id(deployment)]}},
+                "sort": "EXPECTED_START_TIME_ASC",
+                "limit": 200,
+            },
+        )
+        r.raise_for_status()
+        runs: list[dict[str, Any]] = r.json()
+        return runs
+
+    def wait_for(self, what: str, check: Callable[[], T | None], timeout: float = 300.0) -> T:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(1.0)
+        raise AssertionError(f"{what}: not within {timeout:.0f}s\n{self.log_tail()}")
+
+
+@contextmanager
+def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator[LocalStack]:
+    from flows.features import FeaturesParams, features_flow
+    from flows.ingest import IngestParams, ingest_flow
+    from tasks.policy import LoopState, should_train
+    from tasks.simulate import simulate
+
+    mp = pytest.MonkeyPatch()
+    settings: Settings | None = None
+    try:
+        mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
+        mp.setenv("DRIFTLOOP_USECASE", str(usecase_with(tmp, **SMALL_LOOP)))
+        settings = load_settings()
+        from driftloop.usecase import load_usecase
+
+        usecase = load_usecase(settings.usecase)
+        assert usecase.target and usecase.model
+        # the first day on which the policy (no champion yet) wants a model
+        state = LoopState(first_snapshot=START + timedelta(days=1))
+        due = next(
+            START + timedelta(days=d)
+            for d in range(60)
+            if should_train(
+                START + timedelta(days=d),
+                state,
+                target=usecase.target,
+                model=usecase.model,
+                retrain=usecase.retrain,
+            ).train
+        )
+        lake = Lake.from_settings(settings)
+        feed = lake.root.child("_feed")
+        simulate(
+            feed,
+            days=(due - START).days + 3,
+            start=START,
+            customers=customers,
+            seed=seed,
+            label_delay_days=usecase.target.label_delay_days,
+        )
+        history = [i.key for i in feed.list() if i.key.rsplit("/", 1)[-1][:10] < due.isoformat()]
+        for key in history:
+            lake.landing.write_bytes(key, feed.read_bytes(key))
+        ingest_flow(IngestParams(objects=history))
+        features_flow(FeaturesParams(materialize=False))
+
+        stack = up(settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5)
+        with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
+            yield LocalStack(settings, stack, lake, feed, due, http)
+    finally:
+        if settings is not None:
+            down(settings)
+        mp.undo()
