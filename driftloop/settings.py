@@ -115,6 +115,20 @@ class Settings(BaseSettings):
     feast_project: str = Field(
         default="driftloop", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name."
     )
+    task_runner: Literal["thread", "dask"] = Field(
+        default="thread",
+        description="How flows run partition-parallel work (validation per object, features per "
+        "date range, drift per feature group): Prefect's thread pool in the flow's process, or "
+        "a Dask cluster through prefect-dask.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster (e.g. tcp://scheduler:8786). Unset "
+        "with task_runner=dask: a local cluster of dask_workers processes per flow run.",
+    )
+    dask_workers: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="Workers of the local Dask cluster (when dask_address is unset)."
+    )
 
     @field_validator("data_root")
     @classmethod
