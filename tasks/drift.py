@@ -92,11 +92,10 @@ def check_window(
     for name, ref in categorical.items():
         if name not in features:
             continue
-        values = features[name].astype("object").where(features[name].notna(), None).tolist()
         scores.append(
             categorical_drift(
                 name,
-                values,
+                features[name],
                 reference_shares=ref["proportions"],
                 n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
                 alpha=alpha,
@@ -276,7 +275,7 @@ def _distribution_figure(name: str, reference: dict[str, Any], features: pd.Data
         ref_props = ref["proportions"]
     else:
         ref = reference["categorical"][name]
-        shares, labels = category_shares(features[name].tolist(), list(ref["proportions"]))
+        shares, labels = category_shares(features[name], list(ref["proportions"]))
         now = list(shares)
         ref_props = [ref["proportions"].get(c, 0.0) for c in labels]
     x = np.arange(len(labels))

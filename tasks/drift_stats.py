@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from pandas.api.types import infer_dtype
 from scipy import stats
 
 EPS = 1e-4  # share given to an empty bin so that ln(q/p) stays finite
@@ -65,17 +67,37 @@ def bin_proportions(values: np.ndarray | Sequence[float], edges: Sequence[float]
     return [float(c) for c in counts / len(arr)]
 
 
+def category_counts(values: pd.Series | Sequence[object]) -> pd.Series:
+    """Rows per category label (``str`` of the value) of the non-missing ``values``.
+
+    Counted in pandas: a column of strings is counted as it is, a categorical column per
+    category, anything else after ``str`` of each value (so ``1`` and ``1.0`` stay apart).
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        counts = series.value_counts(dropna=True)
+        counts = counts[counts > 0]
+        if len(counts) == 0:
+            return counts.astype("int64")
+        counts.index = pd.Index([str(c) for c in counts.index], dtype=object)
+        return counts.groupby(level=0, sort=False).sum()
+    present = series[series.notna()]
+    if present.dtype != object or infer_dtype(present, skipna=False) != "string":
+        present = present.astype(object).map(str)
+    return present.value_counts(dropna=False)
+
+
 def category_shares(
-    values: Sequence[object], categories: Sequence[str]
+    values: pd.Series | Sequence[object], categories: Sequence[str]
 ) -> tuple[np.ndarray, list[str]]:
     """Shares over ``categories`` plus any new category seen now (appended, sorted)."""
-    found: dict[str, int] = {}
-    for v in values:
-        if v is not None and v == v:  # v != v only for NaN
-            found[str(v)] = found.get(str(v), 0) + 1
-    new = sorted(set(found) - set(categories))
+    return _shares(category_counts(values), categories)
+
+
+def _shares(found: pd.Series, categories: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    new = sorted(set(found.index) - set(categories))
     cats = [*categories, *new]
-    c = np.array([found.get(k, 0) for k in cats], dtype="float64")
+    c = found.reindex(cats, fill_value=0).to_numpy(dtype="float64")
     return (c / c.sum() if c.sum() else c), cats
 
 
@@ -137,17 +159,18 @@ def numeric_drift(
 
 def categorical_drift(
     feature: str,
-    current: Sequence[object],
+    current: pd.Series | Sequence[object],
     *,
     reference_shares: dict[str, float],
     n_reference: int,
     alpha: float,
     psi_min: float,
 ) -> DriftScore:
+    counts = category_counts(current)
     cats = list(reference_shares)
-    shares, all_cats = category_shares(current, cats)
+    shares, all_cats = _shares(counts, cats)
     ref = np.array([reference_shares.get(c, 0.0) for c in all_cats])
-    n_cur = int(sum(1 for v in current if v is not None and v == v))
+    n_cur = int(counts.sum())
     value = psi(ref, shares) if n_cur else float("nan")
     limit = psi_threshold(n_reference, n_cur, len(all_cats), alpha, psi_min)
     p_value = None
