@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
+from flows.runners import partitions, run_partitions
 from tasks import drift, training
 from tasks.storage import Lake, write_json
 
@@ -28,7 +29,10 @@ class DriftParams(BaseModel):
     )
 
 
-run_check = task(name="drift-check", cache_policy=NO_CACHE, retries=1)(drift.run_check)
+load_inputs = task(name="drift-inputs", cache_policy=NO_CACHE, retries=1)(drift.load_inputs)
+# pure per-group statistics: run on the settings' task runner (threads or Dask workers)
+check_features = task(name="drift-features", cache_policy=NO_CACHE, retries=1)(drift.check_features)
+finish_check = task(name="drift-verdict", cache_policy=NO_CACHE, retries=1)(drift.finish_check)
 
 
 @flow(name="drift", description="Data, prediction and performance drift of the champion.")
@@ -38,10 +42,32 @@ def drift_flow(params: DriftParams | None = None) -> dict[str, Any]:
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     day = params.day or training.latest_day(lake, usecase)
-    checked = run_check(settings, usecase, lake, day) if day else None
-    if checked is None:
+    inputs = load_inputs(settings, usecase, lake, day) if day else None
+    if inputs is None:
         return {"day": str(day) if day else None, "detected": False, "reason": "no champion yet"}
-    result, html = checked
+    reference, features = inputs.reference, inputs.features
+    alpha = drift.window_alpha(
+        reference, usecase.drift, with_predictions=inputs.predictions is not None
+    )
+    groups = drift.feature_groups(reference, features.columns, parts=partitions(settings))
+    scored = run_partitions(
+        settings,
+        check_features,
+        [
+            {
+                "reference": drift.reference_subset(reference, names),
+                "features": features[names],
+                "alpha": alpha,
+                "spec": usecase.drift,
+            }
+            for names in groups
+        ],
+    )
+    scores = [score for group in scored for score in group]
+    prediction = drift.check_predictions(
+        reference, inputs.predictions, alpha=alpha, spec=usecase.drift
+    )
+    result, html = finish_check(usecase, lake, inputs, scores, prediction)
 
     key = f"drift/{result.model}-{day}.html"
     lake.reports.write_bytes(key, html.encode("utf-8"))

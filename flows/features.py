@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
+from flows.runners import partitions, run_partitions
 from tasks import features as stage
 from tasks import policy, registry, training
 from tasks.storage import Lake
@@ -44,7 +45,28 @@ class FeaturesParams(BaseModel):
     )
 
 
-build_features = task(name="build-features", cache_policy=NO_CACHE, retries=1)(stage.build_features)
+def _range_run_name() -> str:
+    from prefect.runtime import task_run
+
+    days = task_run.parameters["days"]
+    return f"features {days[0]}..{days[-1]}"
+
+
+plan_features = task(name="plan-features", cache_policy=NO_CACHE, retries=1)(stage.plan_features)
+# pure per-range work: runs on the settings' task runner (threads or Dask workers)
+compute_features = task(
+    name="compute-features",
+    cache_policy=NO_CACHE,
+    retries=1,
+    task_run_name=_range_run_name,
+)(stage.compute_features)
+# the writes (feature files, then the manifest): in the flow's process only
+write_feature_days = task(name="write-feature-days", cache_policy=NO_CACHE, retries=1)(
+    stage.write_feature_days
+)
+finish_features = task(name="finish-features", cache_policy=NO_CACHE, retries=1)(
+    stage.finish_features
+)
 apply_repo = task(name="apply-feature-repo", cache_policy=NO_CACHE, retries=1)(stage.apply_repo)
 materialize = task(name="materialize", cache_policy=NO_CACHE, retries=1)(stage.materialize)
 loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
@@ -61,7 +83,20 @@ def features_flow(params: FeaturesParams | None = None) -> dict[str, Any]:
     lake = Lake.from_settings(settings)
     usecase = load_usecase(settings.usecase)
 
-    built = build_features(lake, usecase, dates=params.dates, force=params.force)
+    plan = plan_features(lake, usecase, dates=params.dates, force=params.force)
+    ranges = stage.date_ranges(plan.todo, plan.lookback_days, parts=partitions(settings))
+    computed = run_partitions(
+        settings,
+        compute_features,
+        [
+            {"lake": lake, "usecase": usecase, "days": days, "partitions": plan.inputs(days)}
+            for days in ranges
+        ],
+    )
+    rows: dict[date, int] = {}
+    for days, frames in zip(ranges, computed, strict=True):
+        rows |= write_feature_days(lake, days, frames)
+    built = finish_features(lake, plan, rows)
     store = apply_repo(settings)
     end = stage.latest_feature_timestamp(lake)
     loaded: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
+from flows.runners import run_partitions
 from tasks import ingest as stage
 from tasks.storage import Lake
 
@@ -30,9 +31,14 @@ class IngestParams(BaseModel):
 
 open_ledger = task(name="open-ledger", cache_policy=NO_CACHE, retries=2)(stage.open_ledger)
 find_pending = task(name="find-pending", cache_policy=NO_CACHE, retries=2)(stage.find_pending)
-ingest_object = task(
-    name="ingest-object", cache_policy=NO_CACHE, retries=1, task_run_name="ingest {obj.key}"
-)(stage.ingest_object)
+# pure per-object work: runs on the settings' task runner (threads or Dask workers)
+check_object = task(
+    name="check-object", cache_policy=NO_CACHE, retries=1, task_run_name="validate {obj.key}"
+)(stage.check_object)
+# writes outputs and the ledger record: in the flow's process only (single writer)
+record_object = task(
+    name="record-object", cache_policy=NO_CACHE, retries=1, task_run_name="record {obj.key}"
+)(stage.record_object)
 write_index = task(name="write-index", cache_policy=NO_CACHE)(stage.write_index_report)
 
 
@@ -48,9 +54,23 @@ def ingest_flow(params: IngestParams | None = None) -> dict[str, Any]:
 
     ledger = open_ledger(lake.ledger)
     pending = find_pending(lake.landing, ledger, keys=params.objects)
+    checked = run_partitions(
+        settings,
+        check_object,
+        [
+            {
+                "lake": lake,
+                "usecase": usecase,
+                "obj": obj,
+                "max_bytes": settings.max_file_bytes,
+                "known": ledger.contents(obj.key),
+            }
+            for obj in pending
+        ],
+    )
     results = [
-        ingest_object(lake, ledger, usecase, obj, max_bytes=settings.max_file_bytes)
-        for obj in pending
+        record_object(lake, ledger, usecase, obj, c)
+        for obj, c in zip(pending, checked, strict=True)
     ]
     outcomes = [o for o in results if o is not None]  # None: same content seen under a new etag
     if outcomes:

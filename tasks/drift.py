@@ -9,6 +9,7 @@ delayed labels arrive: predictions are joined with the labels of their snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -67,55 +68,111 @@ def check_window(
     """Compare every referenced feature (and the predictions) with the reference profile.
 
     ``alpha`` is split across the checks of this window (Bonferroni), so a window without drift
-    raises a false alarm with probability at most ``spec.alpha``.
+    raises a false alarm with probability at most ``spec.alpha``. The features can also be
+    checked in groups (:func:`feature_groups`, :func:`check_features` per group, results
+    concatenated in group order): the scores are the same.
+    """
+    alpha = window_alpha(reference, spec, with_predictions=predictions is not None)
+    scores = check_features(reference, features, alpha=alpha, spec=spec)
+    return scores, check_predictions(reference, predictions, alpha=alpha, spec=spec)
+
+
+def window_alpha(reference: dict[str, Any], spec: DriftSpec, *, with_predictions: bool) -> float:
+    """The false-alarm rate of each check of a window: ``spec.alpha`` over all its checks."""
+    checks = len(reference.get("numeric", {})) + len(reference.get("categorical", {}))
+    return spec.alpha / max(checks + with_predictions, 1)
+
+
+def checked_features(reference: dict[str, Any], columns: Iterable[str]) -> list[str]:
+    """The referenced features present in ``columns``, in check order (numerics first)."""
+    present = set(columns)
+    ordered = [*reference.get("numeric", {}), *reference.get("categorical", {})]
+    return [name for name in ordered if name in present]
+
+
+def feature_groups(
+    reference: dict[str, Any], columns: Iterable[str], parts: int
+) -> list[list[str]]:
+    """The checked features cut into at most ``parts`` contiguous groups of about equal size."""
+    names = checked_features(reference, columns)
+    parts = max(1, min(parts, len(names)))
+    size, extra = divmod(len(names), parts)
+    groups, start = [], 0
+    for i in range(parts):
+        stop = start + size + (i < extra)
+        groups.append(names[start:stop])
+        start = stop
+    return [g for g in groups if g]
+
+
+def reference_subset(reference: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The reference profile of only these features (what one group's check needs)."""
+    wanted = set(names)
+    return {
+        kind: {n: ref for n, ref in reference.get(kind, {}).items() if n in wanted}
+        for kind in ("numeric", "categorical")
+    }
+
+
+def check_features(
+    reference: dict[str, Any], features: pd.DataFrame, *, alpha: float, spec: DriftSpec
+) -> list[DriftScore]:
+    """Drift scores of the referenced features present in ``features``, in check order.
+
+    Pure: a group of features can be scored on any worker, given its columns and its part of
+    the reference (:func:`reference_subset`) and the window's ``alpha``
+    (:func:`window_alpha`).
     """
     numeric = reference.get("numeric", {})
     categorical = reference.get("categorical", {})
-    checks = len(numeric) + len(categorical) + (predictions is not None)
-    alpha = spec.alpha / max(checks, 1)
     scores: list[DriftScore] = []
-    for name, ref in numeric.items():
-        if name not in features:
-            continue
-        scores.append(
-            numeric_drift(
-                name,
-                pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64"),
-                edges=ref["edges"],
-                reference_shares=ref["proportions"],
-                n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
-                alpha=alpha,
-                psi_min=spec.psi_min,
-                null_share_reference=ref.get("null_share", 0.0),
+    for name in checked_features(reference, features.columns):
+        if name in numeric:
+            ref = numeric[name]
+            scores.append(
+                numeric_drift(
+                    name,
+                    pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64"),
+                    edges=ref["edges"],
+                    reference_shares=ref["proportions"],
+                    n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
+                    alpha=alpha,
+                    psi_min=spec.psi_min,
+                    null_share_reference=ref.get("null_share", 0.0),
+                )
             )
-        )
-    for name, ref in categorical.items():
-        if name not in features:
-            continue
-        scores.append(
-            categorical_drift(
-                name,
-                features[name],
-                reference_shares=ref["proportions"],
-                n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
-                alpha=alpha,
-                psi_min=spec.psi_min,
+        else:
+            ref = categorical[name]
+            scores.append(
+                categorical_drift(
+                    name,
+                    features[name],
+                    reference_shares=ref["proportions"],
+                    n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
+                    alpha=alpha,
+                    psi_min=spec.psi_min,
+                )
             )
-        )
-    prediction = None
-    if predictions is not None and "prediction" in reference:
-        ref = reference["prediction"]
-        prediction = numeric_drift(
-            "prediction",
-            np.asarray(predictions, dtype="float64"),
-            edges=ref["edges"],
-            reference_shares=ref["proportions"],
-            n_reference=int(ref["count"]),
-            alpha=alpha,
-            psi_min=spec.psi_min,
-            kind="prediction",
-        )
-    return scores, prediction
+    return scores
+
+
+def check_predictions(
+    reference: dict[str, Any], predictions: np.ndarray | None, *, alpha: float, spec: DriftSpec
+) -> DriftScore | None:
+    """Drift of the prediction distribution (None without predictions or their reference)."""
+    if predictions is None or "prediction" not in reference:
+        return None
+    ref = reference["prediction"]
+    return numeric_drift(
+        "prediction",
+        np.asarray(predictions, dtype="float64"),
+        edges=ref["edges"],
+        reference_shares=ref["proportions"],
+        n_reference=int(ref["count"]),
+        alpha=alpha,
+        psi_min=spec.psi_min,
+        kind="prediction",
+    )
 
 
 def verdict(
@@ -287,13 +344,25 @@ def _distribution_figure(name: str, reference: dict[str, Any], features: pd.Data
     return fig
 
 
-def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[DriftResult, str] | None:
-    """The drift check of the window ending ``day`` against the champion's reference, with
-    performance over time; returns (result, report HTML), or None without a champion."""
+@dataclass
+class DriftInputs:
+    """What one drift check compares: the champion's reference and the window's data."""
+
+    model: str
+    model_version: str
+    reference: dict[str, Any]
+    first: date
+    day: date
+    features: pd.DataFrame
+    predictions: np.ndarray | None  # the champion's predictions in the window, if any
+
+
+def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInputs | None:
+    """The champion's reference and the feature rows and predictions of the window ending
+    ``day``; None without a champion."""
     from tasks import registry
-    from tasks.ingest import read_validated
     from tasks.score import PROBABILITY, read_predictions
-    from tasks.training_set import SnapshotColumns, entity_frame
+    from tasks.training_set import SnapshotColumns
 
     name = usecase.model.registered_name
     version = registry.champion_version(settings.tracking_uri, name)
@@ -301,18 +370,35 @@ def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[Drift
         return None
     reference = registry.load_reference(settings.tracking_uri, name, version)
     first = day - timedelta(days=usecase.drift.window_days - 1)
-    features = read_feature_window(lake, first, day)
     columns = SnapshotColumns.of(usecase)
     window_preds = read_predictions(lake, name, first=first, last=day, entity=columns.entity)
     window_preds = window_preds[window_preds["model_version"].astype(str) == str(version)]
-    scores, prediction = check_window(
-        reference,
-        features,
-        window_preds[PROBABILITY].to_numpy() if len(window_preds) else None,
-        usecase.drift,
+    return DriftInputs(
+        model=name,
+        model_version=version,
+        reference=reference,
+        first=first,
+        day=day,
+        features=read_feature_window(lake, first, day),
+        predictions=window_preds[PROBABILITY].to_numpy() if len(window_preds) else None,
     )
-    detected, drifted = verdict(scores, prediction, usecase.drift)
 
+
+def finish_check(
+    usecase: Any,
+    lake: Lake,
+    inputs: DriftInputs,
+    scores: list[DriftScore],
+    prediction: DriftScore | None,
+) -> tuple[DriftResult, str]:
+    """Verdict and performance over time for the scores of a window; (result, report HTML)."""
+    from tasks.ingest import read_validated
+    from tasks.score import read_predictions
+    from tasks.training_set import SnapshotColumns, entity_frame
+
+    day = inputs.day
+    detected, drifted = verdict(scores, prediction, usecase.drift)
+    columns = SnapshotColumns.of(usecase)
     source = usecase.datasets[usecase.features.source_dataset]
     active = read_validated(lake, source, last=day, columns=[columns.entity, columns.day])
     labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
@@ -325,20 +411,34 @@ def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[Drift
         columns=columns,
     )
     performance = performance_by_day(
-        read_predictions(lake, name, last=day, entity=columns.entity),
+        read_predictions(lake, inputs.model, last=day, entity=columns.entity),
         labelled,
         columns.label,
         entity=columns.entity,
     )
-
     result = DriftResult(
-        model=name,
-        model_version=version,
-        window=(first.isoformat(), day.isoformat()),
+        model=inputs.model,
+        model_version=inputs.model_version,
+        window=(inputs.first.isoformat(), day.isoformat()),
         scores=scores,
         prediction=prediction,
         detected=detected,
         drifted=drifted,
         performance=performance,
     )
-    return result, drift_report(result, reference, features)
+    return result, drift_report(result, inputs.reference, inputs.features)
+
+
+def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[DriftResult, str] | None:
+    """The drift check of the window ending ``day`` against the champion's reference, with
+    performance over time; returns (result, report HTML), or None without a champion.
+
+    :func:`load_inputs`, :func:`check_window`, :func:`finish_check` in this process.
+    """
+    inputs = load_inputs(settings, usecase, lake, day)
+    if inputs is None:
+        return None
+    scores, prediction = check_window(
+        inputs.reference, inputs.features, inputs.predictions, usecase.drift
+    )
+    return finish_check(usecase, lake, inputs, scores, prediction)

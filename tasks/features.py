@@ -318,10 +318,43 @@ def build_features(
     removes the files of days whose partitions are gone); explicit ``dates`` limit the build
     to those days. ``force`` rebuilds them even when their fingerprint is unchanged. The
     manifest is written last, so a build that dies half-way is redone by the next run.
+
+    In steps, for callers that spread the ranges over workers: :func:`plan_features`, then per
+    range of :func:`date_ranges` :func:`compute_features` (pure) and
+    :func:`write_feature_days`, then :func:`finish_features`.
     """
+    plan = plan_features(lake, usecase, dates=dates, force=force)
+    rows: dict[date, int] = {}
+    for days in date_ranges(plan.todo, plan.lookback_days):
+        built = compute_features(lake, usecase, days, plan.inputs(days))
+        rows.update(write_feature_days(lake, days, built))
+    return finish_features(lake, plan, rows)
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What a feature build has to do: the days to (re)build and the inputs they read."""
+
+    header: dict[str, Any]  # builder and window the manifest was made with
+    entries: dict[str, dict[str, Any]]  # manifest entries still valid, by ISO day
+    fingerprints: dict[date, str]  # of every considered day
+    todo: list[date]  # days to build, sorted
+    gone: list[str]  # ISO days whose validated partitions are gone: their files go
+    partitions: dict[date, list[ObjectInfo]]  # the source dataset's validated files by day
+    lookback_days: int
+
+    def inputs(self, days: list[date]) -> dict[date, list[ObjectInfo]]:
+        """The validated files a range of days reads (its lookback window included)."""
+        first = days[0] - timedelta(days=self.lookback_days - 1)
+        return {d: objs for d, objs in self.partitions.items() if first <= d <= days[-1]}
+
+
+def plan_features(
+    lake: Lake, usecase: UseCase, *, dates: list[date] | None = None, force: bool = False
+) -> FeaturePlan:
+    """Which days to build (see :func:`build_features`); reads the manifest, writes nothing."""
     spec = _feature_spec(usecase)
     dataset = usecase.datasets[spec.source_dataset]
-    features = lake.zone("features")
     partitions = validated_partitions(lake, dataset)
     manifest = read_manifest(lake)
     header = _manifest_header(spec)
@@ -334,35 +367,94 @@ def build_features(
     todo = [
         d for d in wanted if force or entries.get(d.isoformat(), {}).get("fingerprint") != prints[d]
     ]
-
     gone: list[str] = []
     if dates is None:
         gone = sorted(k for k in entries if date.fromisoformat(k) not in partitions)
-        for key in gone:
-            features.delete(feature_key(date.fromisoformat(key)))
-            del entries[key]
+    return FeaturePlan(
+        header=header,
+        entries=entries,
+        fingerprints=prints,
+        todo=todo,
+        gone=gone,
+        partitions=partitions,
+        lookback_days=spec.lookback_days,
+    )
 
+
+def date_ranges(days: list[date], lookback: int, *, parts: int = 1) -> list[list[date]]:
+    """Cut sorted days into ranges that are built independently.
+
+    First into runs whose lookback windows overlap (one builder call each, at most
+    :data:`MAX_RUN_DAYS` long); with ``parts > 1`` runs are cut further into ranges of at most
+    ``ceil(len(days) / parts)`` days, so that ``parts`` workers get about equal shares. A day's
+    features do not depend on the range it is built in (the builder is pure and windows are
+    fixed), so any cut gives the same rows; smaller ranges re-read more lookback.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+    size = max(1, -(-len(days) // parts))
+    return [
+        run[i : i + size] for run in _clusters(days, lookback) for i in range(0, len(run), size)
+    ]
+
+
+def compute_features(
+    lake: Lake,
+    usecase: UseCase,
+    days: list[date],
+    partitions: dict[date, list[ObjectInfo]],
+) -> dict[date, pd.DataFrame]:
+    """The feature rows of a range of days, by day (days without rows are left out).
+
+    Pure: reads the given validated ``partitions`` (those of :meth:`FeaturePlan.inputs`) and
+    writes nothing, so ranges can be computed side by side on any worker that sees the lake.
+    """
+    spec = _feature_spec(usecase)
+    dataset = usecase.datasets[spec.source_dataset]
+    window_start = days[0] - timedelta(days=spec.lookback_days - 1)
+    usage = read_validated(lake, dataset, first=window_start, last=days[-1], partitions=partitions)
     builder = load_builder(spec.builder)
-    for run in _clusters(todo, spec.lookback_days):
-        window_start = run[0] - timedelta(days=spec.lookback_days - 1)
-        usage = read_validated(
-            lake, dataset, first=window_start, last=run[-1], partitions=partitions
-        )
-        built = builder(usage, run[0], run[-1]) if not usage.empty else usage.iloc[0:0]
-        by_day = _split_by_day(built)
-        for day in run:
-            rows = by_day.get(day)
-            if rows is None or rows.empty:
-                features.delete(feature_key(day))
-                count = 0
-            else:
-                _write_feature_file(lake, day, rows)
-                count = len(rows)
-            entries[day.isoformat()] = {"fingerprint": prints[day], "rows": count}
+    built = builder(usage, days[0], days[-1]) if not usage.empty else usage.iloc[0:0]
+    by_day = _split_by_day(built)
+    return {day: by_day[day] for day in days if day in by_day and not by_day[day].empty}
 
-    if todo or gone:
-        write_json(features, MANIFEST_KEY, {**header, "dates": dict(sorted(entries.items()))})
-    return todo
+
+def write_feature_days(
+    lake: Lake, days: list[date], built: dict[date, pd.DataFrame]
+) -> dict[date, int]:
+    """Write (or, without rows, remove) the feature file of each day; returns rows per day."""
+    features = lake.zone("features")
+    rows: dict[date, int] = {}
+    for day in days:
+        frame = built.get(day)
+        if frame is None or frame.empty:
+            features.delete(feature_key(day))
+            rows[day] = 0
+        else:
+            _write_feature_file(lake, day, frame)
+            rows[day] = len(frame)
+    return rows
+
+
+def finish_features(lake: Lake, plan: FeaturePlan, rows: dict[date, int]) -> list[date]:
+    """Remove the files of gone days and write the manifest (last); returns the built days.
+
+    ``rows`` must hold every day of ``plan.todo`` (what :func:`write_feature_days` returned).
+    """
+    missing = [d.isoformat() for d in plan.todo if d not in rows]
+    if missing:
+        raise FeatureBuildError(f"feature days planned but not written: {', '.join(missing)}")
+    features = lake.zone("features")
+    entries = dict(plan.entries)
+    for key in plan.gone:
+        features.delete(feature_key(date.fromisoformat(key)))
+        entries.pop(key, None)
+    for day in plan.todo:
+        entries[day.isoformat()] = {"fingerprint": plan.fingerprints[day], "rows": rows[day]}
+    if plan.todo or plan.gone:
+        manifest = {**plan.header, "dates": dict(sorted(entries.items()))}
+        write_json(features, MANIFEST_KEY, manifest)
+    return list(plan.todo)
 
 
 def _feature_spec(usecase: UseCase) -> FeatureSpec:

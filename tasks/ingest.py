@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 Status = Literal["validated", "partial", "rejected"]
 ETAG_DIR = "etag"
+NO_DATASET = "no dataset of the use case claims this landing key"
 
 
 class RejectedFile(Exception):
@@ -96,6 +97,10 @@ class Ledger:
 
     def knows_content(self, key: str, sha256: str) -> bool:
         return sha256 in self._contents.get(key, set())
+
+    def contents(self, key: str) -> frozenset[str]:
+        """The content hashes ingested under a landing key (a plain value for workers)."""
+        return frozenset(self._contents.get(key, ()))
 
     def records(self, key: str) -> list[dict[str, Any]]:
         """Every recorded version of a landing key, oldest first."""
@@ -207,6 +212,111 @@ def validate_object(
     return raw, valid, quarantined.reset_index(drop=True), split.reasons
 
 
+@dataclass
+class CheckedObject:
+    """What reading and validating one landed object version found; nothing written yet.
+
+    Made by :func:`check_object` (anywhere: a thread or a Dask worker), written by
+    :func:`record_object` (in the one process that owns the ledger).
+    """
+
+    key: str
+    sha256: str
+    dataset: str | None
+    known: bool = False  # this content of the key is already in the ledger
+    rejected: str | None = None  # why the whole file is rejected
+    data: bytes = b""  # a rejected file's bytes, kept in quarantine
+    rows_total: int = 0
+    valid: pd.DataFrame | None = None
+    quarantined: pd.DataFrame | None = None
+    reasons: dict[int, list[str]] = field(default_factory=dict)
+
+
+def check_object(
+    lake: Lake,
+    usecase: UseCase,
+    obj: ObjectInfo,
+    *,
+    max_bytes: int,
+    known: frozenset[str] = frozenset(),
+    validator: Validator | None = None,
+) -> CheckedObject:
+    """Read and validate one landed object version; writes nothing.
+
+    ``known`` are the content hashes the ledger already holds for the key (see
+    :meth:`Ledger.contents`): content seen before is not validated again. Pure apart from
+    reading the landing zone, so it can run on any worker that sees the lake.
+    """
+    spec = usecase.dataset_for_key(obj.key)
+    if obj.size > max_bytes:
+        data = b""
+        sha = f"size-{obj.size}-etag-{_safe_name(obj.etag)}"
+    else:
+        data = lake.landing.read_bytes(obj.key)
+        sha = sha256_hex(data)
+    checked = CheckedObject(key=obj.key, sha256=sha, dataset=spec.name if spec else None)
+    if sha in known:
+        checked.known = True
+        return checked
+    try:
+        if spec is None:
+            raise RejectedFile(NO_DATASET)
+        if obj.size > max_bytes:
+            raise RejectedFile(f"file too large ({obj.size} bytes > limit {max_bytes})")
+        validator = validator or default_validator()
+        raw, valid, quarantined, reasons = validate_object(obj.key, data, spec, usecase, validator)
+    except RejectedFile as exc:
+        checked.rejected = str(exc)
+        checked.data = data
+    else:
+        checked.rows_total = len(raw)
+        checked.valid, checked.quarantined, checked.reasons = valid, quarantined, reasons
+    return checked
+
+
+def record_object(
+    lake: Lake, ledger: Ledger, usecase: UseCase, obj: ObjectInfo, checked: CheckedObject
+) -> IngestOutcome | None:
+    """Write what :func:`check_object` found: outputs, report, and the ledger record last.
+
+    The single writer of the ledger. Returns None when the content was already ingested.
+    """
+    if checked.known or ledger.knows_content(obj.key, checked.sha256):
+        # e.g. a touched file: same bytes, new mtime
+        ledger.remember_etag(obj.key, obj.etag, checked.sha256)
+        return None
+    previous = ledger.latest(obj.key)
+    outcome = IngestOutcome(
+        key=obj.key,
+        sha256=checked.sha256,
+        etag=obj.etag,
+        size=obj.size,
+        dataset=checked.dataset,
+        status="rejected",
+    )
+    sample: pd.DataFrame | None = None  # quarantined rows, shown in the report
+    spec = usecase.dataset_for_key(obj.key)
+    if checked.rejected is not None or spec is None:
+        outcome.reasons = [checked.rejected or NO_DATASET]
+        outcome.outputs = _write_rejected(lake, obj.key, checked.data, outcome)
+    else:
+        valid = checked.valid if checked.valid is not None else pd.DataFrame()
+        quarantined = checked.quarantined if checked.quarantined is not None else pd.DataFrame()
+        sample = quarantined
+        outcome.rows_total = checked.rows_total
+        outcome.rows_valid = len(valid)
+        outcome.rows_quarantined = len(quarantined)
+        outcome.status = "validated" if quarantined.empty else "partial"
+        outcome.reason_counts = _count_reasons(checked.reasons)
+        outcome.outputs, outcome.partitions = _write_rows(lake, spec, obj.key, valid, quarantined)
+    outcome.processed_at = datetime.now(tz=UTC).isoformat()
+    if previous is not None:
+        _retire_outputs(lake, stale=set(previous.get("outputs", [])) - set(outcome.outputs))
+    write_object_report(lake, outcome, sample)
+    ledger.record(outcome)
+    return outcome
+
+
 def ingest_object(
     lake: Lake,
     ledger: Ledger,
@@ -216,51 +326,19 @@ def ingest_object(
     max_bytes: int,
     validator: Validator | None = None,
 ) -> IngestOutcome | None:
-    """Ingest one landed object version. Returns None when its content was already ingested."""
-    spec = usecase.dataset_for_key(obj.key)
-    if obj.size > max_bytes:
-        data = b""
-        sha = f"size-{obj.size}-etag-{_safe_name(obj.etag)}"
-    else:
-        data = lake.landing.read_bytes(obj.key)
-        sha = sha256_hex(data)
-    if ledger.knows_content(obj.key, sha):
-        ledger.remember_etag(obj.key, obj.etag, sha)  # e.g. touched file: same bytes, new mtime
-        return None
-    previous = ledger.latest(obj.key)
-    outcome = IngestOutcome(
-        key=obj.key,
-        sha256=sha,
-        etag=obj.etag,
-        size=obj.size,
-        dataset=spec.name if spec else None,
-        status="rejected",
+    """Ingest one landed object version. Returns None when its content was already ingested.
+
+    :func:`check_object` then :func:`record_object`, in this process.
+    """
+    checked = check_object(
+        lake,
+        usecase,
+        obj,
+        max_bytes=max_bytes,
+        known=ledger.contents(obj.key),
+        validator=validator,
     )
-    sample: pd.DataFrame | None = None  # quarantined rows, shown in the report
-    try:
-        if spec is None:
-            raise RejectedFile("no dataset of the use case claims this landing key")
-        if obj.size > max_bytes:
-            raise RejectedFile(f"file too large ({obj.size} bytes > limit {max_bytes})")
-        validator = validator or default_validator()
-        raw, valid, quarantined, reasons = validate_object(obj.key, data, spec, usecase, validator)
-    except RejectedFile as exc:
-        outcome.reasons = [str(exc)]
-        outcome.outputs = _write_rejected(lake, obj.key, data, outcome)
-    else:
-        sample = quarantined
-        outcome.rows_total = len(raw)
-        outcome.rows_valid = len(valid)
-        outcome.rows_quarantined = len(quarantined)
-        outcome.status = "validated" if quarantined.empty else "partial"
-        outcome.reason_counts = _count_reasons(reasons)
-        outcome.outputs, outcome.partitions = _write_rows(lake, spec, obj.key, valid, quarantined)
-    outcome.processed_at = datetime.now(tz=UTC).isoformat()
-    if previous is not None:
-        _retire_outputs(lake, stale=set(previous.get("outputs", [])) - set(outcome.outputs))
-    write_object_report(lake, outcome, sample)
-    ledger.record(outcome)
-    return outcome
+    return record_object(lake, ledger, usecase, obj, checked)
 
 
 def report_key(landing_key: str, suffix: str) -> str:

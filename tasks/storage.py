@@ -153,6 +153,18 @@ class S3Storage:
             )
         self._s3 = client
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (e.g. sent to a Dask worker): the boto3 client stays behind."""
+        return {**self.__dict__, "_s3": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import boto3
+
+        self.__dict__.update(state)
+        self._s3 = boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region
+        )
+
     def _full(self, key: str) -> str:
         key = _clean_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
