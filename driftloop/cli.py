@@ -21,14 +21,21 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _settings() -> Settings:
-    from driftloop.settings import SettingsError, load_settings, quiet_telemetry
+    from driftloop.settings import (
+        SettingsError,
+        export_artifact_endpoint,
+        load_settings,
+        quiet_telemetry,
+    )
 
     quiet_telemetry()
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    export_artifact_endpoint(settings)  # also reaches the processes `driftloop up` starts
+    return settings
 
 
 def _parse_date(value: str) -> date:

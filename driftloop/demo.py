@@ -71,7 +71,7 @@ def _mean(values: list[float | None]) -> float | None:
 def run(
     days: int, customers: int, drift_day: int, defect_rate: float, seed: int, history_days: int = 30
 ) -> dict[str, Any]:
-    from driftloop.settings import load_settings, quiet_telemetry
+    from driftloop.settings import export_artifact_endpoint, load_settings, quiet_telemetry
     from driftloop.usecase import load_usecase
 
     quiet_telemetry()
@@ -79,6 +79,7 @@ def run(
         shutil.rmtree(DEMO_ROOT, ignore_errors=True)
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(DEMO_ROOT)
     settings = load_settings()
+    export_artifact_endpoint(settings)
     usecase = load_usecase(settings.usecase)
     assert usecase.target and usecase.model and usecase.features
 

@@ -231,3 +231,23 @@ def quiet_telemetry(environ: dict[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     for key, value in TELEMETRY_OFF.items():
         env.setdefault(key, value)
+
+
+def export_artifact_endpoint(settings: Settings, environ: dict[str, str] | None = None) -> bool:
+    """Let MLflow's S3 client reach the settings' S3-compatible endpoint; True if it was set.
+
+    MLflow uploads and downloads ``s3://`` artifacts with its own boto3 client, configured by
+    ``MLFLOW_S3_ENDPOINT_URL`` (not by driftloop's settings). With an ``s3://`` artifact root and
+    an endpoint in the settings (``DRIFTLOOP_AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL``), this
+    exports that endpoint, unless the variable is already set. Call it at the edge of the
+    program, after :func:`load_settings` (the CLI, the flows and the demo do).
+    """
+    env = os.environ if environ is None else environ
+    if (
+        settings.artifact_root.startswith("s3://")
+        and settings.aws_endpoint_url
+        and not env.get("MLFLOW_S3_ENDPOINT_URL")
+    ):
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.aws_endpoint_url
+        return True
+    return False

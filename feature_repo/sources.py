@@ -2,7 +2,9 @@
 
 The one place of the Feast repository that reads the driftloop settings (from the DRIFTLOOP_*
 environment, when Feast imports this module): the offline store (DuckDB) needs an absolute
-path, and the lake's location is a setting.
+path, and the lake's location is a setting. The path is always a local folder: the lake's own
+features/ zone, or for an S3 lake its mirror under the state dir (tasks.features
+.sync_offline_source keeps it in sync).
 """
 
 from feast import FileSource
@@ -21,7 +23,6 @@ customer_daily = FileSource(
     path=feature_source_path(_settings),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
-    s3_endpoint_override=_settings.aws_endpoint_url,
     description="One row per customer and day with usage "
     "(features/customer_daily/date=YYYY-MM-DD/*.parquet); event_timestamp is the end of the day.",
 )

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import load_settings
+from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from flows.runners import partitions, run_partitions
 from tasks import drift, training
@@ -39,6 +39,7 @@ finish_check = task(name="drift-verdict", cache_policy=NO_CACHE, retries=1)(drif
 def drift_flow(params: DriftParams | None = None) -> dict[str, Any]:
     params = params or DriftParams()
     settings = load_settings()
+    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     day = params.day or training.latest_day(lake, usecase)

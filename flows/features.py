@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import load_settings
+from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from flows.runners import partitions, run_partitions
 from tasks import features as stage
@@ -80,6 +80,7 @@ loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.cu
 def features_flow(params: FeaturesParams | None = None) -> dict[str, Any]:
     params = params or FeaturesParams()
     settings = load_settings()
+    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     lake = Lake.from_settings(settings)
     usecase = load_usecase(settings.usecase)
 

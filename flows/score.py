@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import load_settings
+from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from tasks import features, score, training
 from tasks.storage import Lake
@@ -37,6 +37,7 @@ score_day = task(name="score-day", cache_policy=NO_CACHE, retries=1)(score.score
 def score_flow(params: ScoreParams | None = None) -> dict[str, Any]:
     params = params or ScoreParams()
     settings = load_settings()
+    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     assert usecase.model is not None, "the use case defines no model"

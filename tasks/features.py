@@ -38,7 +38,16 @@ import numpy as np
 import pandas as pd
 
 from tasks.ingest import read_validated, validated_partitions
-from tasks.storage import Lake, ObjectInfo, read_json, write_json, write_parquet
+from tasks.storage import (
+    Lake,
+    LocalStorage,
+    MirrorResult,
+    ObjectInfo,
+    mirror_to_local,
+    read_json,
+    write_json,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -516,12 +525,42 @@ def _write_feature_file(lake: Lake, day: date, rows: pd.DataFrame) -> None:
 # ---- Feast --------------------------------------------------------------------------------------
 
 
+OFFLINE_MIRROR = "offline-mirror/features"  # under the state dir: the S3 lake's features/ zone
+
+
+def offline_features_dir(settings: Settings) -> Path:
+    """The local folder Feast's DuckDB offline store reads the feature table from.
+
+    For a local lake it is the lake's own ``features/`` zone. For an S3 lake it is a mirror of
+    that zone under the state directory (``<state>/offline-mirror/features``), kept in sync by
+    :func:`sync_offline_source`: DuckDB reads ``s3://`` only through its ``httpfs`` extension,
+    which it downloads at first use — not possible without internet, and DuckDB 2's extension
+    is not on PyPI. In production the offline store is one of Feast's warehouse stores
+    (Spark, Snowflake, BigQuery) instead; see docs/production.md.
+    """
+    if settings.is_local:
+        return settings.local_root / "features"
+    return settings.state_path / OFFLINE_MIRROR
+
+
 def feature_source_path(settings: Settings) -> str:
     """Absolute location of the feature table for the offline store (a glob over all days)."""
-    pattern = f"{FEATURE_TABLE}/date=*/*.parquet"
+    return str(offline_features_dir(settings) / FEATURE_TABLE / "date=*" / "*.parquet")
+
+
+def sync_offline_source(settings: Settings, lake: Lake | None = None) -> MirrorResult | None:
+    """Bring the offline store's copy of the feature table up to date with the lake.
+
+    A no-op (None) for a local lake, which the offline store reads in place. For an S3 lake the
+    ``features/`` zone is mirrored into :func:`offline_features_dir` through the storage layer:
+    only partitions that are new or changed (by etag) are copied, deleted ones are removed.
+    Call it after the feature table changed and before the offline store is read
+    (materialisation, historical features); :func:`feature_store` does so when it builds a store.
+    """
     if settings.is_local:
-        return str(settings.local_root / "features" / pattern)
-    return f"{settings.zone('features')}/{pattern}"
+        return None
+    lake = lake or Lake.from_settings(settings)
+    return mirror_to_local(lake.zone("features"), LocalStorage(offline_features_dir(settings)))
 
 
 def repo_config_dict(settings: Settings) -> dict[str, Any]:
@@ -562,11 +601,19 @@ def write_feature_store_yaml(settings: Settings) -> Path:
     return path
 
 
-def feature_store(settings: Settings) -> FeatureStore:
-    """A Feast store configured from the settings (online: SQLite by default, or Redis)."""
+def feature_store(settings: Settings, *, sync_offline: bool = True) -> FeatureStore:
+    """A Feast store configured from the settings (online: SQLite by default, or Redis).
+
+    With an S3 lake the offline store reads a local mirror of the feature table, which is
+    synced first (:func:`sync_offline_source`), so a store built after the feature table changed
+    reads the new rows. Flows build a store right before they read; a reader of the online store
+    only (the inference service) passes ``sync_offline=False``.
+    """
     from feast import FeatureStore, RepoConfig
 
     settings.state_path.mkdir(parents=True, exist_ok=True)
+    if sync_offline:
+        sync_offline_source(settings)
     config = RepoConfig(repo_path=settings.feature_repo, **repo_config_dict(settings))
     return FeatureStore(config=config)
 

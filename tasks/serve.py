@@ -407,7 +407,7 @@ def build_predictor(
     usecase = load_usecase(settings.usecase)
     if usecase.model is None or usecase.features is None:
         raise ServeError(f"use case {usecase.name!r} defines no model and features to serve")
-    store = feature_store(settings)
+    store = feature_store(settings, sync_offline=False)  # online reads only
     label = usecase.target.name if usecase.target else "label"
     reader = OnlineFeatures(store, entity=usecase.entity)
 

@@ -327,6 +327,67 @@ class Lake:
         return self.zone("reports")
 
 
+MIRROR_STATE = ".mirror-state.json"  # in the mirror's root: the source etag of every copy
+MIRROR_LOCK = ".mirror.lock"
+
+
+@dataclass(frozen=True)
+class MirrorResult:
+    """What one :func:`mirror_to_local` did."""
+
+    copied: list[str]  # new or changed objects (by etag), copied
+    deleted: list[str]  # gone from the source, removed from the mirror
+    unchanged: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.copied or self.deleted)
+
+
+def mirror_to_local(
+    source: Storage, target: LocalStorage, *, timeout: float = 600.0
+) -> MirrorResult:
+    """Make the folder ``target`` a copy of everything under ``source``, incrementally.
+
+    Only objects that are new or whose etag changed since the last sync are read and copied;
+    objects gone from the source are removed from the mirror (and empty folders with them).
+    The source etag of every copy is kept in the mirror's ``.mirror-state.json`` (a local
+    copy's own etag is a size+mtime fingerprint, not comparable with an S3 ETag), so a sync of
+    an unchanged source lists it once and reads nothing. Every copy is written atomically;
+    concurrent syncs of the same mirror are serialised by a lock file next to it. A sync that
+    dies half-way is completed by the next one.
+    """
+    from filelock import FileLock
+
+    target.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.root / MIRROR_LOCK), timeout=timeout):
+        state_path = target.root / MIRROR_STATE
+        try:
+            state: dict[str, str] = json.loads(state_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            state = {}
+        listing = {info.key: info.etag for info in source.list()}
+        present = {info.key for info in target.list()}
+        copied = sorted(
+            k for k, etag in listing.items() if state.get(k) != etag or k not in present
+        )
+        deleted = sorted((present | set(state)) - set(listing))
+        for key in copied:
+            target.write_bytes(key, source.read_bytes(key))
+            state[key] = listing[key]
+        for key in deleted:
+            target.delete(key)
+            state.pop(key, None)
+        if copied or deleted or set(state) != set(listing):
+            write_json(target, MIRROR_STATE, dict(sorted(state.items())))
+        for key in deleted:  # folders left empty by the deletions
+            folder = target.local_path(key).parent
+            while folder != target.root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+    return MirrorResult(copied=copied, deleted=deleted, unchanged=len(listing) - len(copied))
+
+
 # ---- content helpers shared by every stage --------------------------------------------------
 
 

@@ -341,7 +341,6 @@ account_weekly = FileSource(
     path=feature_source_path(_settings),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
-    s3_endpoint_override=_settings.aws_endpoint_url,
 )
 ''',
     "views.py": '''\

@@ -32,15 +32,17 @@ from tasks.features import (
     load_builder,
     load_repo_objects,
     materialize,
+    offline_features_dir,
     online_features,
     read_manifest,
     repo_config_dict,
+    sync_offline_source,
     telco_daily_features,
     write_feature_store_yaml,
 )
 from tasks.ingest import Ledger, find_pending, ingest_object
 from tasks.simulate import simulate
-from tasks.storage import Lake, read_parquet, write_parquet
+from tasks.storage import Lake, LocalStorage, read_parquet, write_parquet
 from tests.support import services
 from tests.support.servers import free_port
 from tests.support.services import require_redis
@@ -412,6 +414,58 @@ def test_feature_store_offline_equals_online_redis(
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=0)
     assert not [k for k in client.scan_iter(count=1000) if project.encode() in k]
+
+
+def test_s3_lake_offline_store_reads_a_synced_local_mirror(
+    validated_lake: Path,
+    s3_endpoint: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DuckDB cannot read s3:// here (no httpfs download): the offline store reads a mirror of
+    the lake's features/ zone under the state dir, which every new store brings up to date."""
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", f"s3://{s3_bucket}/lake")
+    monkeypatch.setenv("DRIFTLOOP_AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings()
+    lake = Lake.from_settings(settings)
+    src = Lake.from_settings(load_settings(data_root=str(validated_lake))).validated
+    for info in src.list():
+        lake.validated.write_bytes(info.key, src.read_bytes(info.key))
+    build_features(lake, USECASE)
+
+    mirror_dir = tmp_path / "state" / "offline-mirror" / "features"
+    assert offline_features_dir(settings) == mirror_dir
+    assert feature_source_path(settings) == str(mirror_dir / "customer_daily/date=*/*.parquet")
+    store = apply_repo(settings)  # builds the store, which syncs the mirror
+    mirror = LocalStorage(mirror_dir)
+    zone = lake.zone("features")
+    assert {o.key: zone.read_bytes(o.key) for o in zone.list()} == {
+        o.key: mirror.read_bytes(o.key) for o in mirror.list()
+    }
+    again = sync_offline_source(settings)  # nothing changed: nothing copied
+    assert again is not None and not again.changed and again.unchanged == len(mirror.list())
+
+    end = latest_feature_timestamp(lake)
+    assert end is not None
+    assert set(materialize(store, end)) == {"customer_profile", "usage_aggregates"}
+    _assert_online_matches_offline(store, lake, end)
+
+    # the last day is rebuilt in the lake and the day before deleted: a new store reads that
+    last, gone = end.date() - timedelta(days=1), end.date() - timedelta(days=2)
+    rows = read_parquet(zone, feature_key(last))
+    rows["minutes_mean_7d"] = 1234.5
+    write_parquet(zone, feature_key(last), rows)
+    zone.delete(feature_key(gone))
+    from tasks.training_set import training_frame
+
+    ids = sorted(rows["customer_id"])[:5]
+    entities = pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)})
+    offline = training_frame(feature_store(settings), entities, "churn_v1")
+    assert (offline["minutes_mean_7d"] == 1234.5).all()
+    assert not mirror.exists(feature_key(gone)) and mirror.exists(feature_key(last))
+    assert sync_offline_source(load_settings(data_root=str(validated_lake))) is None  # local lake
 
 
 def test_services_helper_skips_unless_services_are_required(

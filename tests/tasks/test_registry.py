@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop.settings import PROJECT_ROOT, export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from tasks.registry import (
     CHALLENGER,
@@ -172,6 +173,64 @@ def test_log_challenger_round_trips(
     assert inputs["plan"] == "string" and inputs["tenure_months"] == "double"
     assert list(inputs) == list(SCHEMA.features)
     assert elapsed < 15
+
+
+def test_s3_artifact_root_on_an_s3_compatible_endpoint(
+    s3_endpoint: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    models: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With DRIFTLOOP_MLFLOW_ARTIFACT_ROOT=s3://..., the endpoint of the settings reaches MLflow's
+    own boto3 client (MLFLOW_S3_ENDPOINT_URL): models are logged into the bucket and load back."""
+    import boto3
+
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("DRIFTLOOP_AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("DRIFTLOOP_MLFLOW_ARTIFACT_ROOT", f"s3://{s3_bucket}/mlartifacts")
+    settings = load_settings()
+    assert export_artifact_endpoint(settings) is True
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == s3_endpoint
+
+    s3_store = Store(settings.tracking_uri, settings.artifact_root, tmp_path / "promote.lock")
+    name = s3_store.name()
+    version = register(s3_store, name, models["new"], frames["new_train"])
+    keys = [
+        o["Key"]
+        for page in boto3.client("s3", endpoint_url=s3_endpoint)
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=s3_bucket)
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith(".skops") for k in keys)
+    assert any(k.endswith("/reference.json") for k in keys)
+    assert all(k.startswith("mlartifacts/churn-tests/") for k in keys)
+    assert not (tmp_path / "lake" / "_state" / "mlartifacts").exists()  # nothing went local
+
+    holdout = model_input(frames["new_holdout"], SCHEMA)
+    loaded = load_version(settings.tracking_uri, name, version)
+    assert np.array_equal(loaded.predict_proba(holdout), models["new"].predict_proba(holdout))
+    assert load_reference(settings.tracking_uri, name, version)["prediction"]["count"] > 0
+    assert list(version_inputs(settings.tracking_uri, name, version)) == list(SCHEMA.features)
+
+
+def test_artifact_endpoint_is_exported_only_for_s3_and_never_overrides() -> None:
+    s3 = load_settings(mlflow_artifact_root="s3://b/m", aws_endpoint_url="http://127.0.0.1:9")
+    env: dict[str, str] = {}
+    assert export_artifact_endpoint(s3, env) and env == {
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9"
+    }
+    env = {"MLFLOW_S3_ENDPOINT_URL": "http://elsewhere:1"}
+    assert not export_artifact_endpoint(s3, env) and env["MLFLOW_S3_ENDPOINT_URL"].endswith(":1")
+    for other in (
+        load_settings(mlflow_artifact_root="/srv/m", aws_endpoint_url="http://127.0.0.1:9"),
+        load_settings(mlflow_artifact_root="s3://b/m"),  # AWS itself: boto3's defaults
+    ):
+        env = {}
+        assert not export_artifact_endpoint(other, env) and env == {}
 
 
 def test_unknown_model_has_no_champion(store: Store) -> None:

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 
 from tasks.storage import (
+    MIRROR_STATE,
     Lake,
     LocalStorage,
     StorageError,
+    mirror_to_local,
     open_storage,
     read_json,
     read_parquet,
@@ -122,3 +124,75 @@ def test_s3_errors_name_the_uri(s3_endpoint: str) -> None:
     st = open_storage("s3://no-such-bucket-driftloop/x", endpoint_url=s3_endpoint)
     with pytest.raises(StorageError, match="s3://no-such-bucket-driftloop/x"):
         st.list()
+
+
+def _tree(st: LocalStorage) -> dict[str, bytes]:
+    return {o.key: st.read_bytes(o.key) for o in st.list()}
+
+
+def test_mirror_copies_only_what_changed_and_removes_what_is_gone(lake: Lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = lake.zone("features")
+    mirror = LocalStorage(tmp_path / "mirror")
+    for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
+        src.write_bytes(f"t/date={day}/part-00000.parquet", day.encode())
+    src.write_bytes("_manifests/t.json", b"{}")
+
+    first = mirror_to_local(src, mirror)
+    assert first.copied == [o.key for o in src.list()] and first.deleted == []
+    assert _tree(mirror) == {o.key: src.read_bytes(o.key) for o in src.list()}
+    state = read_json(mirror, MIRROR_STATE)  # the source etags, not the copies' own
+    assert state == {o.key: o.etag for o in src.list()}
+
+    # unchanged source: nothing read or written (the copies keep their mtimes)
+    stamps = {o.key: o.etag for o in mirror.list()}
+    again = mirror_to_local(src, mirror)
+    assert (again.copied, again.deleted, again.unchanged, again.changed) == ([], [], 4, False)
+    assert {o.key: o.etag for o in mirror.list()} == stamps
+
+    # one partition rewritten, one new, one deleted
+    src.write_bytes("t/date=2026-01-02/part-00000.parquet", b"rebuilt")
+    src.write_bytes("t/date=2026-01-04/part-00000.parquet", b"new day")
+    src.delete("t/date=2026-01-01/part-00000.parquet")
+    third = mirror_to_local(src, mirror)
+    assert third.copied == [
+        "t/date=2026-01-02/part-00000.parquet",
+        "t/date=2026-01-04/part-00000.parquet",
+    ]
+    assert third.deleted == ["t/date=2026-01-01/part-00000.parquet"] and third.unchanged == 2
+    assert _tree(mirror) == {o.key: src.read_bytes(o.key) for o in src.list()}
+    assert not (tmp_path / "mirror" / "t" / "date=2026-01-01").exists()  # no empty folders left
+    assert read_json(mirror, MIRROR_STATE) == {o.key: o.etag for o in src.list()}
+
+    # a copy lost or tampered with locally is restored; a stray local file is removed
+    mirror.delete("t/date=2026-01-03/part-00000.parquet")
+    mirror.write_bytes("t/date=2026-01-09/part-00000.parquet", b"stray")
+    fourth = mirror_to_local(src, mirror)
+    assert fourth.copied == ["t/date=2026-01-03/part-00000.parquet"]
+    assert fourth.deleted == ["t/date=2026-01-09/part-00000.parquet"]
+    assert _tree(mirror) == {o.key: src.read_bytes(o.key) for o in src.list()}
+
+    # the source emptied: so is the mirror
+    before = sorted(_tree(mirror))
+    for info in src.list():
+        src.delete(info.key)
+    assert mirror_to_local(src, mirror).deleted == before
+    assert _tree(mirror) == {} and read_json(mirror, MIRROR_STATE) == {}
+
+
+def test_concurrent_mirrors_of_one_folder_agree(lake: Lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = lake.zone("features")
+    for i in range(12):
+        src.write_bytes(f"t/date=2026-01-{i + 1:02d}/part-00000.parquet", bytes([i]) * 100)
+    mirror = LocalStorage(tmp_path / "mirror")
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(mirror_to_local(src, mirror)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # serialised by the lock: exactly one sync copied everything, the others found it done
+    assert sorted(len(r.copied) for r in results) == [0, 0, 12]
+    assert _tree(mirror) == {o.key: src.read_bytes(o.key) for o in src.list()}
