@@ -57,6 +57,13 @@ judge = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(training.j
 loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
 
 
+def _deferred(name: str, reason: str, day: date) -> dict[str, Any]:
+    create_markdown_artifact(
+        key="training-deferred", markdown=f"**{name}: not training now** ({reason})"
+    )
+    return {"trained": False, "reason": reason, "as_of": str(day)}
+
+
 @flow(
     name="train",
     description="Train a challenger on point-in-time features; promote it only "
@@ -86,14 +93,17 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
             day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
         )
         if not due.train:
-            create_markdown_artifact(
-                key="training-deferred", markdown=f"**{name}: not training now** ({due.reason})"
-            )
-            return {"trained": False, "reason": due.reason, "as_of": str(day)}
+            return _deferred(name, due.reason, day)
         since = due.since
 
     store = feature_store(settings)
-    data = build_training_set(lake, usecase, store, as_of=day, since=since)
+    try:
+        data = build_training_set(lake, usecase, store, as_of=day, since=since)
+    except training.NotEnoughData as exc:
+        # the policy counts calendar days; a day whose usage file was rejected has no snapshot
+        if params.reason == "manual":
+            raise
+        return _deferred(name, f"not enough data yet: {exc}", day)
     result = train_challenger(settings, usecase, data, lake, seed=params.seed)
     decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
     trained_through = last_snapshot_day(

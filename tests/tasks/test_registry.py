@@ -4,7 +4,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -132,9 +131,7 @@ def test_log_challenger_round_trips(
 ) -> None:
     name = store.name()
     train = frames["new_train"]
-    start = time.perf_counter()
     version = register(store, name, models["new"], train)
-    elapsed = time.perf_counter() - start
     assert version == "1"
     assert version_for_alias(store.uri, name, CHALLENGER) == "1"
     assert champion_version(store.uri, name) is None
@@ -172,7 +169,6 @@ def test_log_challenger_round_trips(
     inputs = version_inputs(store.uri, name, version)
     assert inputs["plan"] == "string" and inputs["tenure_months"] == "double"
     assert list(inputs) == list(SCHEMA.features)
-    assert elapsed < 15
 
 
 def test_s3_artifact_root_on_an_s3_compatible_endpoint(
@@ -385,7 +381,7 @@ def test_sanity_checks() -> None:
         assert not sanity_checks(champion, replace(good, scores=bad))["probabilities_valid"]
 
 
-def test_bootstrap_metrics_match_sklearn_and_are_fast() -> None:
+def test_bootstrap_metrics_match_sklearn() -> None:
     y, champion, better = scored(10_000, 5, 1.0)
     ties = np.round(champion, 2)
     assert metric_value(y, ties, "roc_auc") == pytest.approx(roc_auc_score(y, ties), abs=1e-12)
@@ -399,9 +395,7 @@ def test_bootstrap_metrics_match_sklearn_and_are_fast() -> None:
         rows = np.repeat(np.arange(len(y)), counts[i].astype(int))
         assert auc[i] == pytest.approx(roc_auc_score(y[rows], ties[rows]), abs=1e-12)
         assert ap[i] == pytest.approx(average_precision_score(y[rows], ties[rows]), abs=1e-12)
-    start = time.perf_counter()
     decision = decide(champion, better, y, **gate_kwargs(samples=400))
-    assert time.perf_counter() - start < 3.0  # about 0.3 s here
     assert decision.samples == 400
 
 
