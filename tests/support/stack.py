@@ -139,6 +139,8 @@ def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator
         features_flow(FeaturesParams(materialize=False))
 
         stack = up(settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5)
+        # the stack's processes got these settings; the session's other tests must not see them
+        mp.undo()
         with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
             yield LocalStack(settings, stack, lake, feed, due, http)
     finally:
