@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchstack import FINAL, BenchStack, log, running_stack, ts, use_state
 
-from tests.support.stack import SMALL_LOOP, START
+from tests.support.stack import SMALL_LOOP, START, due_day
 from tests.support.usecases import usecase_with
-
-
-def due_day(usecase: Any) -> Any:
-    """The first day on which the retraining policy (no champion yet) wants a model."""
-    from tasks.policy import LoopState, should_train
-
-    state = LoopState(first_snapshot=START + timedelta(days=1))
-    return next(
-        START + timedelta(days=d)
-        for d in range(60)
-        if should_train(
-            START + timedelta(days=d),
-            state,
-            target=usecase.target,
-            model=usecase.model,
-            retrain=usecase.retrain,
-        ).train
-    )
 
 
 def history(settings: Any, usecase: Any, customers: int, seed: int) -> tuple[Any, Any, int]:

@@ -92,11 +92,29 @@ class LocalStack:
         raise AssertionError(f"{what}: not within {timeout:.0f}s\n{self.log_tail()}")
 
 
+def due_day(usecase: Any) -> date:
+    """The first day on which the retraining policy (no champion yet) wants a model, for a
+    simulated telco starting at ``START``."""
+    from tasks.policy import LoopState, should_train
+
+    state = LoopState(first_snapshot=START + timedelta(days=1))
+    return next(
+        START + timedelta(days=d)
+        for d in range(60)
+        if should_train(
+            START + timedelta(days=d),
+            state,
+            target=usecase.target,
+            model=usecase.model,
+            retrain=usecase.retrain,
+        ).train
+    )
+
+
 @contextmanager
 def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator[LocalStack]:
     from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
-    from tasks.policy import LoopState, should_train
     from tasks.simulate import simulate
 
     mp = pytest.MonkeyPatch()
@@ -109,19 +127,7 @@ def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator
 
         usecase = load_usecase(settings.usecase)
         assert usecase.target and usecase.model
-        # the first day on which the policy (no champion yet) wants a model
-        state = LoopState(first_snapshot=START + timedelta(days=1))
-        due = next(
-            START + timedelta(days=d)
-            for d in range(60)
-            if should_train(
-                START + timedelta(days=d),
-                state,
-                target=usecase.target,
-                model=usecase.model,
-                retrain=usecase.retrain,
-            ).train
-        )
+        due = due_day(usecase)
         lake = Lake.from_settings(settings)
         feed = lake.root.child("_feed")
         simulate(
