@@ -7,6 +7,7 @@ Loaded from a YAML file (``usecases/<name>.yaml``); everything downstream takes 
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,26 @@ ColumnType = Literal["string", "int", "float", "date", "datetime", "bool"]
 
 class UseCaseError(ValueError):
     """The use-case file or one of its suites is malformed."""
+
+
+class DateWindow(BaseModel):
+    """Where the dates of a delivered file may plausibly lie; rows outside are quarantined with
+    ``implausible_date(<column>)``, so one mistyped year never becomes the pipeline's "today"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_days_after_today: int | None = Field(
+        default=1,
+        description="A date more than this many days after the day of ingestion is implausible "
+        "(default 1: nothing after tomorrow). Empty: no bound.",
+    )
+    max_days_from_file_day: int | None = Field(
+        default=366,
+        ge=0,
+        description="A date further than this many days from the file's own day (the median "
+        "of its partition column) is implausible. Empty: no bound.",
+    )
+    earliest: date | None = Field(default=None, description="No date before this one.")
 
 
 class DatasetSpec(BaseModel):
@@ -35,6 +56,7 @@ class DatasetSpec(BaseModel):
     columns: dict[str, ColumnType] = Field(min_length=1)
     batch_suite: Path
     row_suite: Path
+    date_window: DateWindow = DateWindow()
 
     @model_validator(mode="after")
     def _check_columns(self) -> DatasetSpec:
@@ -208,6 +230,10 @@ def load_usecase(path: Path, project_root: Path | None = None) -> UseCase:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UseCaseError(f"use case file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise UseCaseError(f"use case file {path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise UseCaseError(f"use case file {path} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UseCaseError(f"use case file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

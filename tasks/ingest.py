@@ -22,8 +22,11 @@ import pandas as pd
 
 from tasks.storage import (
     Lake,
+    NotRegularFile,
     ObjectInfo,
+    ObjectTooLarge,
     Storage,
+    StorageError,
     read_json,
     sha256_hex,
     write_json,
@@ -35,6 +38,7 @@ from tasks.validate import (
     check_batch,
     default_validator,
     exact_duplicates,
+    implausible_dates,
     split_rows,
     to_storage_types,
 )
@@ -42,9 +46,10 @@ from tasks.validate import (
 if TYPE_CHECKING:
     from driftloop.usecase import DatasetSpec, UseCase
 
-Status = Literal["validated", "partial", "rejected"]
+Status = Literal["validated", "partial", "rejected", "ignored"]
 ETAG_DIR = "etag"
 NO_DATASET = "no dataset of the use case claims this landing key"
+DUPLICATE_KEY = "duplicate_key_in"  # reason: the row's key is already validated from another file
 
 
 class RejectedFile(Exception):
@@ -68,6 +73,8 @@ class IngestOutcome:
     partitions: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # keys relative to the lake root
     reason_counts: dict[str, int] = field(default_factory=dict)
+    partition_rows: dict[str, int] = field(default_factory=dict)  # validated rows per partition
+    kept_previous: bool = False  # rejected: the last good version's outputs stay in place
     processed_at: str = ""
 
     def to_record(self) -> dict[str, Any]:
@@ -98,6 +105,10 @@ class Ledger:
     def knows_content(self, key: str, sha256: str) -> bool:
         return sha256 in self._contents.get(key, set())
 
+    def landing_keys(self) -> list[str]:
+        """Every landing key with at least one recorded version."""
+        return sorted(self._contents)
+
     def contents(self, key: str) -> frozenset[str]:
         """The content hashes ingested under a landing key (a plain value for workers)."""
         return frozenset(self._contents.get(key, ()))
@@ -110,6 +121,14 @@ class Ledger:
     def latest(self, key: str) -> dict[str, Any] | None:
         recs = self.records(key)
         return recs[-1] if recs else None
+
+    def live(self, key: str) -> dict[str, Any] | None:
+        """The version of a key whose outputs are in validated/ now: the newest accepted one.
+
+        A rejected or ignored delivery never replaces it (a broken re-send keeps the good data).
+        """
+        accepted = [r for r in self.records(key) if r["status"] in ("validated", "partial")]
+        return accepted[-1] if accepted else None
 
     def remember_etag(self, key: str, etag: str, sha256: str) -> None:
         self.storage.write_bytes(f"{key}/{ETAG_DIR}/{_safe_name(etag)}", sha256.encode())
@@ -136,8 +155,12 @@ def _safe_name(etag: str) -> str:
 def find_pending(
     landing: Storage, ledger: Ledger, keys: list[str] | None = None
 ) -> list[ObjectInfo]:
-    """Landed objects whose (key, etag) the ledger has not seen, oldest key first."""
-    objects = landing.list()
+    """Landed objects whose (key, etag) the ledger has not seen, by key.
+
+    Everything in landing/ is listed, hidden names and special files included (marked
+    :attr:`ObjectInfo.ignored`), so every landed object gets a ledger record.
+    """
+    objects = landing.list(everything=True)
     if keys is not None:
         wanted = {k.strip("/") for k in keys}
         objects = [o for o in objects if o.key in wanted]
@@ -157,7 +180,7 @@ def parse_object(key: str, data: bytes) -> pd.DataFrame:
     lower = key.lower()
     if lower.endswith(".csv"):
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a byte-order mark is not part of the header
         except UnicodeDecodeError as exc:
             raise RejectedFile(
                 f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
@@ -189,10 +212,16 @@ def output_name(spec: DatasetSpec, key: str) -> str:
 
 
 def validate_object(
-    key: str, data: bytes, spec: DatasetSpec, usecase: UseCase, validator: Validator
+    key: str,
+    data: bytes,
+    spec: DatasetSpec,
+    usecase: UseCase,
+    validator: Validator,
+    today: date | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[int, list[str]]]:
     """Parse and validate one object: (raw, valid rows typed, quarantined raw rows, reasons).
 
+    ``today`` anchors the dataset's date window (default: today's date, UTC).
     Raises :class:`RejectedFile` when the batch suite rejects the file.
     """
     raw = parse_object(key, data).reset_index(drop=True)
@@ -200,16 +229,26 @@ def validate_object(
     if failures:
         raise RejectedFile("; ".join(failures))
     typed, reasons = cast_frame(raw, spec.columns)
+    today = today or datetime.now(tz=UTC).date()
+    dated = implausible_dates(typed, spec.columns, spec.partition_by, spec.date_window, today)
+    for idx, why in dated.items():
+        reasons.setdefault(idx, []).extend(why)
     for idx, why in exact_duplicates(raw, spec.key).items():
         reasons.setdefault(idx, []).extend(why)
     split = split_rows(validator, typed, usecase.suite(spec.row_suite), reasons)
     valid = to_storage_types(typed.loc[split.valid_index], spec.columns)
-    bad_idx = sorted(split.reasons)
+    valid["_row"] = pd.Series(split.valid_index.to_numpy(), dtype="int64")
+    return raw, valid, quarantine_frame(raw, split.reasons, key), split.reasons
+
+
+def quarantine_frame(raw: pd.DataFrame, reasons: dict[int, list[str]], key: str) -> pd.DataFrame:
+    """Failing rows as delivered, with their row number, every reason, and their source."""
+    bad_idx = sorted(reasons)
     quarantined = raw.loc[bad_idx].copy()
     quarantined["_row"] = pd.Series(bad_idx, index=quarantined.index, dtype="int64")
-    quarantined["_reason"] = ["; ".join(split.reasons[i]) for i in bad_idx]
+    quarantined["_reason"] = ["; ".join(reasons[i]) for i in bad_idx]
     quarantined["_source_object"] = key
-    return raw, valid, quarantined.reset_index(drop=True), split.reasons
+    return quarantined.reset_index(drop=True)
 
 
 @dataclass
@@ -226,8 +265,10 @@ class CheckedObject:
     known: bool = False  # this content of the key is already in the ledger
     rejected: str | None = None  # why the whole file is rejected
     data: bytes = b""  # a rejected file's bytes, kept in quarantine
+    ignored: str | None = None  # why the object is not a delivery at all (never read)
     rows_total: int = 0
-    valid: pd.DataFrame | None = None
+    raw: pd.DataFrame | None = None  # as delivered (rows may still move to quarantine)
+    valid: pd.DataFrame | None = None  # typed, with ``_row``: the row number in ``raw``
     quarantined: pd.DataFrame | None = None
     reasons: dict[int, list[str]] = field(default_factory=dict)
 
@@ -240,36 +281,63 @@ def check_object(
     max_bytes: int,
     known: frozenset[str] = frozenset(),
     validator: Validator | None = None,
+    today: date | None = None,
 ) -> CheckedObject:
-    """Read and validate one landed object version; writes nothing.
+    """Read and validate one landed object version; writes nothing and never raises on data.
 
     ``known`` are the content hashes the ledger already holds for the key (see
-    :meth:`Ledger.contents`): content seen before is not validated again. Pure apart from
-    reading the landing zone, so it can run on any worker that sees the lake.
+    :meth:`Ledger.contents`): content seen before is not validated again. Whatever goes wrong
+    with one object (bad bytes, a value no rule foresaw) makes it a rejected object with the
+    reason; it never stops the objects after it. Pure apart from reading the landing zone, so
+    it can run on any worker that sees the lake.
     """
     spec = usecase.dataset_for_key(obj.key)
+    name = spec.name if spec else None
+    unread = f"unread-{obj.size}-{_safe_name(obj.etag)}"  # identity of what is never read
+    if obj.ignored:
+        return CheckedObject(key=obj.key, sha256=unread, dataset=name, ignored=obj.ignored)
     if obj.size > max_bytes:
-        data = b""
-        sha = f"size-{obj.size}-etag-{_safe_name(obj.etag)}"
-    else:
-        data = lake.landing.read_bytes(obj.key)
-        sha = sha256_hex(data)
-    checked = CheckedObject(key=obj.key, sha256=sha, dataset=spec.name if spec else None)
-    if sha in known:
+        return CheckedObject(
+            key=obj.key,
+            sha256=unread,
+            dataset=name,
+            rejected=f"file too large ({obj.size} bytes > limit {max_bytes})",
+        )
+    try:
+        data = lake.landing.read_bytes(obj.key, max_bytes=max_bytes)
+    except ObjectTooLarge:
+        return CheckedObject(
+            key=obj.key,
+            sha256=unread,
+            dataset=name,
+            rejected=f"file too large (grew beyond the limit of {max_bytes} bytes while read)",
+        )
+    except NotRegularFile as exc:
+        why = str(exc).rsplit(": ", 1)[-1]
+        return CheckedObject(key=obj.key, sha256=unread, dataset=name, ignored=why)
+    except StorageError as exc:  # e.g. gone between the listing and the read
+        why = f"could not be read: {exc}"
+        return CheckedObject(key=obj.key, sha256=unread, dataset=name, ignored=why)
+    checked = CheckedObject(key=obj.key, sha256=sha256_hex(data), dataset=name)
+    if checked.sha256 in known:
         checked.known = True
         return checked
     try:
         if spec is None:
             raise RejectedFile(NO_DATASET)
-        if obj.size > max_bytes:
-            raise RejectedFile(f"file too large ({obj.size} bytes > limit {max_bytes})")
         validator = validator or default_validator()
-        raw, valid, quarantined, reasons = validate_object(obj.key, data, spec, usecase, validator)
+        raw, valid, quarantined, reasons = validate_object(
+            obj.key, data, spec, usecase, validator, today
+        )
     except RejectedFile as exc:
         checked.rejected = str(exc)
         checked.data = data
+    except Exception as exc:  # a poison pill must not stop the objects after it
+        checked.rejected = f"could not be validated ({type(exc).__name__}: {exc})"
+        checked.data = data
     else:
         checked.rows_total = len(raw)
+        checked.raw = raw
         checked.valid, checked.quarantined, checked.reasons = valid, quarantined, reasons
     return checked
 
@@ -280,12 +348,16 @@ def record_object(
     """Write what :func:`check_object` found: outputs, report, and the ledger record last.
 
     The single writer of the ledger. Returns None when the content was already ingested.
+    A rejected delivery never removes the outputs of the key's last good version; an accepted
+    one replaces them. Rows whose key is already validated from another landed object are
+    quarantined (``duplicate_key_in(<other key>)``): the first delivery of a key wins, and a
+    correction is a new version of the same landing key.
     """
     if checked.known or ledger.knows_content(obj.key, checked.sha256):
         # e.g. a touched file: same bytes, new mtime
         ledger.remember_etag(obj.key, obj.etag, checked.sha256)
         return None
-    previous = ledger.latest(obj.key)
+    live = ledger.live(obj.key)
     outcome = IngestOutcome(
         key=obj.key,
         sha256=checked.sha256,
@@ -296,25 +368,104 @@ def record_object(
     )
     sample: pd.DataFrame | None = None  # quarantined rows, shown in the report
     spec = usecase.dataset_for_key(obj.key)
-    if checked.rejected is not None or spec is None:
+    if checked.ignored is not None:
+        outcome.status = "ignored"
+        outcome.reasons = [checked.ignored]
+    elif checked.rejected is not None or spec is None:
         outcome.reasons = [checked.rejected or NO_DATASET]
         outcome.outputs = _write_rejected(lake, obj.key, checked.data, outcome)
     else:
         valid = checked.valid if checked.valid is not None else pd.DataFrame()
         quarantined = checked.quarantined if checked.quarantined is not None else pd.DataFrame()
+        reasons = dict(checked.reasons)
+        valid, quarantined = _quarantine_cross_file_duplicates(
+            lake, spec, obj.key, valid, quarantined, checked.raw, reasons
+        )
         sample = quarantined
         outcome.rows_total = checked.rows_total
         outcome.rows_valid = len(valid)
         outcome.rows_quarantined = len(quarantined)
         outcome.status = "validated" if quarantined.empty else "partial"
-        outcome.reason_counts = _count_reasons(checked.reasons)
+        outcome.reason_counts = _count_reasons(reasons)
         outcome.outputs, outcome.partitions = _write_rows(lake, spec, obj.key, valid, quarantined)
+        outcome.partition_rows = _partition_rows(valid, spec.partition_by)
     outcome.processed_at = datetime.now(tz=UTC).isoformat()
-    if previous is not None:
-        _retire_outputs(lake, stale=set(previous.get("outputs", [])) - set(outcome.outputs))
+    if outcome.status in ("validated", "partial"):
+        if live is not None:
+            _retire_outputs(lake, stale=set(live.get("outputs", [])) - set(outcome.outputs))
+    else:
+        outcome.kept_previous = live is not None
     write_object_report(lake, outcome, sample)
     ledger.record(outcome)
     return outcome
+
+
+def _partition_rows(valid: pd.DataFrame, part_col: str) -> dict[str, int]:
+    if valid.empty:
+        return {}
+    counts = valid[part_col].dt.strftime("%Y-%m-%d").value_counts()
+    return {str(day): int(n) for day, n in sorted(counts.items())}
+
+
+def _quarantine_cross_file_duplicates(
+    lake: Lake,
+    spec: DatasetSpec,
+    key: str,
+    valid: pd.DataFrame,
+    quarantined: pd.DataFrame,
+    raw: pd.DataFrame | None,
+    reasons: dict[int, list[str]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Move rows whose key another landed object already validated into quarantine.
+
+    When the partition column is part of the key, only the same partitions can clash; else
+    the whole dataset is compared. ``reasons`` gains the new reasons (by row number).
+    """
+    if valid.empty or raw is None:
+        return valid, quarantined
+    own = output_name(spec, key)
+    days = None
+    if spec.partition_by in spec.key:
+        days = set(valid[spec.partition_by].dt.date)
+    owners: list[pd.DataFrame] = []
+    for day, objs in validated_partitions(lake, spec).items():
+        if days is not None and day not in days:
+            continue
+        for info in objs:
+            if info.key.rsplit("/", 1)[-1] == f"{own}.parquet":
+                continue
+            frame = read_parquet_columns(lake, info.key, spec.key)
+            frame["_owner"] = info.key
+            owners.append(frame)
+    if not owners:
+        return valid, quarantined
+    seen = pd.concat(owners, ignore_index=True).drop_duplicates(spec.key)
+    clash = valid[[*spec.key, "_row"]].merge(seen, on=spec.key, how="inner")
+    if clash.empty:
+        return valid, quarantined
+    names = {o: _landing_key_of(lake, spec, o) for o in clash["_owner"].unique()}
+    moved: dict[int, list[str]] = {}
+    for row, owner in zip(clash["_row"], clash["_owner"], strict=True):
+        moved.setdefault(int(row), []).append(f"{DUPLICATE_KEY}({names[owner]})")
+    for row, why in moved.items():
+        reasons.setdefault(row, []).extend(why)
+    keep = ~valid["_row"].isin(list(moved))
+    extra = quarantine_frame(raw, {r: reasons[r] for r in moved}, key)
+    quarantined = pd.concat([quarantined, extra], ignore_index=True).sort_values("_row")
+    return valid.loc[keep].reset_index(drop=True), quarantined.reset_index(drop=True)
+
+
+def read_parquet_columns(lake: Lake, validated_key: str, columns: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    data = lake.validated.read_bytes(f"{validated_key}")
+    return pq.read_table(io.BytesIO(data), columns=columns).to_pandas()
+
+
+def _landing_key_of(lake: Lake, spec: DatasetSpec, validated_key: str) -> str:
+    """The landing key a validated file came from (its name encodes it)."""
+    stem = validated_key.rsplit("/", 1)[-1][: -len(".parquet")]
+    return spec.landing_prefix + stem.replace("__", "/")
 
 
 def ingest_object(
@@ -382,6 +533,7 @@ def _write_rows(
     name = output_name(spec, key)
     outputs, partitions = [], []
     part_col = spec.partition_by
+    valid = valid.drop(columns=["_row"], errors="ignore")
     for day, rows in valid.groupby(valid[part_col].dt.strftime("%Y-%m-%d"), sort=True):
         out_key = f"{spec.name}/{part_col}={day}/{name}.parquet"
         write_parquet(lake.validated, out_key, rows.reset_index(drop=True))
@@ -431,7 +583,7 @@ REJECTED_EVENT = "driftloop.data.rejected"
 def event_for(outcome: IngestOutcome, landing_uri: str) -> dict[str, Any]:
     """The Prefect event (name, resource, payload) announcing one ingested object."""
     return {
-        "event": REJECTED_EVENT if outcome.status == "rejected" else VALIDATED_EVENT,
+        "event": VALIDATED_EVENT if outcome.status in ("validated", "partial") else REJECTED_EVENT,
         "resource": {
             "prefect.resource.id": f"driftloop.object.{landing_uri}/{outcome.key}",
             "prefect.resource.name": outcome.key,
@@ -460,7 +612,7 @@ def summary_rows(outcomes: list[IngestOutcome]) -> list[dict[str, Any]]:
             "rows": o.rows_total,
             "validated": o.rows_valid,
             "quarantined": o.rows_quarantined,
-            "reason": "; ".join(o.reasons)[:160]
+            "reason": "; ".join(o.reasons)
             or ", ".join(f"{short_rule(r)} x{n}" for r, n in o.reason_counts.items()),
         }
         for o in outcomes
@@ -478,14 +630,40 @@ def short_rule(rule: str) -> str:
 def totals(outcomes: list[IngestOutcome]) -> dict[str, int]:
     return {
         "objects": len(outcomes),
-        "accepted": sum(o.status != "rejected" for o in outcomes),
+        "accepted": sum(o.status in ("validated", "partial") for o in outcomes),
         "rejected": sum(o.status == "rejected" for o in outcomes),
+        "ignored": sum(o.status == "ignored" for o in outcomes),
         "rows_validated": sum(o.rows_valid for o in outcomes),
         "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
     }
 
 
 # ---- reading validated/ -------------------------------------------------------------------------
+
+
+def newest_day(ledger: Ledger, usecase: UseCase) -> date | None:
+    """The pipeline's "today": the newest day that some delivered file is mainly about.
+
+    Each accepted object version counts with its main partition (the one holding most of its
+    validated rows), so a few stray rows dated days ahead of their file never become the
+    newest day. Only the live version of each landing key counts.
+    """
+    names = set(usecase.datasets)
+    best: date | None = None
+    for key in ledger.landing_keys():
+        rec = ledger.live(key)
+        if rec is None or rec.get("dataset") not in names:
+            continue
+        rows: dict[str, int] = rec.get("partition_rows") or {}
+        if rows:
+            main = max(sorted(rows), key=lambda d: rows[d])
+        elif rec.get("partitions"):  # a record written before partition_rows existed
+            main = max(rec["partitions"])
+        else:
+            continue
+        day = date.fromisoformat(main)
+        best = day if best is None or day > best else best
+    return best
 
 
 def validated_partitions(lake: Lake, spec: DatasetSpec) -> dict[date, list[ObjectInfo]]:

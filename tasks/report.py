@@ -151,8 +151,8 @@ def validation_index_page(records: Sequence[dict[str, Any]], link_for: dict[str,
                 "rows": r["rows_total"],
                 "validated": r["rows_valid"],
                 "quarantined": r["rows_quarantined"],
-                "reasons": "; ".join(r["reasons"])[:240]
-                or ", ".join(f"{k}: {v} rows" for k, v in r["reason_counts"].items())[:240],
+                "reasons": "; ".join(r["reasons"])
+                or ", ".join(f"{k}: {v} rows" for k, v in r["reason_counts"].items()),
                 "processed": r["processed_at"][:19],
             }
         )

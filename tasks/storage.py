@@ -7,10 +7,13 @@ PUT on S3). No other module talks to boto3 or the filesystem for lake data.
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,23 +32,46 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI."""
 
 
+class ObjectTooLarge(StorageError):
+    """A bounded read found more bytes than allowed."""
+
+
+class NotRegularFile(StorageError):
+    """The key names something that is not a regular file inside the storage (FIFO, device,
+    socket, a symbolic link leading outside): it is never opened for reading."""
+
+
+def ignored_name(name: str) -> str:
+    """Why a file name is not a delivery ("" when it is one): hidden and temporary names."""
+    if name.startswith("."):
+        return "hidden file name (starts with '.')"
+    if _TMP_MARK in name:
+        return f"temporary file name (contains {_TMP_MARK!r})"
+    return ""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a listing tells about one object without reading it."""
 
     key: str
     size: int
-    etag: str  # S3 ETag, or size+mtime fingerprint locally: cheap, changes when content changes
+    # S3 ETag; locally a stat fingerprint (size, mtime, ctime, inode): cheap, and it changes on
+    # every write, even one that keeps size and mtime (``cp -p``, ``rsync -a``, ``touch -r``)
+    etag: str
     modified: datetime
+    # why the object must not be read, for listings that include everything (see ``list``):
+    # a hidden or temporary name, or not a regular file inside the storage's root
+    ignored: str = ""
 
 
 class Storage(Protocol):
     uri: str
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]: ...
+    def list(self, prefix: str = "", *, everything: bool = False) -> list[ObjectInfo]: ...
     def info(self, key: str) -> ObjectInfo: ...
     def exists(self, key: str) -> bool: ...
-    def read_bytes(self, key: str) -> bytes: ...
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes: ...
     def write_bytes(self, key: str, data: bytes) -> ObjectInfo: ...
     def delete(self, key: str) -> None: ...
     def child(self, prefix: str) -> Storage: ...
@@ -59,7 +85,13 @@ def _clean_key(key: str) -> str:
 
 
 class LocalStorage:
-    """A folder on disk."""
+    """A folder on disk.
+
+    Only regular files inside the folder are objects: a symbolic link is followed only when its
+    target is a regular file inside the same root, and FIFOs, devices and sockets are never
+    opened (a listing with ``everything=True`` shows them with the reason they are ignored).
+    Reads never block on a special file and can be bounded (``max_bytes``).
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
@@ -68,45 +100,108 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         return self.root / _clean_key(key)
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def list(self, prefix: str = "", *, everything: bool = False) -> list[ObjectInfo]:
+        """Objects under ``prefix``, by key. Hidden/temporary names and anything that is not a
+        regular file inside the root are left out, unless ``everything``: then they are listed
+        with :attr:`ObjectInfo.ignored` saying why they must not be read."""
         base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
-        if not base.exists():
+        if not base.is_dir() or not self._inside(base.resolve()):
             return []
         out = []
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):  # does not descend into dir symlinks
             dirnames.sort()
-            for name in sorted(filenames):
-                if name.startswith(".") or _TMP_MARK in name:
-                    continue
+            names = sorted(filenames) + sorted(d for d in dirnames if Path(dirpath, d).is_symlink())
+            for name in names:
                 rel = Path(dirpath, name).relative_to(self.root).as_posix()
-                out.append(self.info(rel))
+                info = self._stat_info(rel)
+                if info.ignored and not everything:
+                    continue
+                out.append(info)
         return sorted(out, key=lambda o: o.key)
 
-    def info(self, key: str) -> ObjectInfo:
+    def _inside(self, path: Path) -> bool:
+        return path == self.root or self.root in path.parents
+
+    def _why_not_readable(self, path: Path) -> str:
+        """ "" for a regular file inside the root (directly or by a link); else the reason."""
         try:
-            st = self._path(key).stat()
+            st = path.lstat()
+        except FileNotFoundError:
+            return "does not exist"
+        if stat.S_ISLNK(st.st_mode):
+            target = path.resolve()
+            if not self._inside(target):
+                return "symbolic link to a file outside the lake (not followed)"
+            try:
+                st = target.stat()
+            except OSError:
+                return "broken symbolic link"
+        if stat.S_ISREG(st.st_mode):
+            return ""
+        if stat.S_ISFIFO(st.st_mode):
+            return "not a regular file (named pipe)"
+        if stat.S_ISDIR(st.st_mode):
+            return "not a regular file (directory link)"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            return "not a regular file (device)"
+        if stat.S_ISSOCK(st.st_mode):
+            return "not a regular file (socket)"
+        return "not a regular file"
+
+    def _stat_info(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        why = ignored_name(path.name) or self._why_not_readable(path)
+        try:
+            st = path.stat() if not why else path.lstat()
         except FileNotFoundError:
             raise StorageError(f"{self.uri}/{key} does not exist") from None
         return ObjectInfo(
             key=_clean_key(key),
-            size=st.st_size,
-            etag=f"{st.st_size:x}-{st.st_mtime_ns:x}",
+            size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
+            etag=f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}-{st.st_ino:x}",
             modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+            ignored=why,
         )
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+    def info(self, key: str) -> ObjectInfo:
+        return self._stat_info(key)
 
-    def read_bytes(self, key: str) -> bytes:
+    def exists(self, key: str) -> bool:
+        path = self._path(key)
+        return path.exists() and not self._why_not_readable(path)
+
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes. Raises :class:`NotRegularFile` for anything but a regular file
+        inside the root (without blocking on a FIFO) and :class:`ObjectTooLarge` when more than
+        ``max_bytes`` are there."""
+        path = self._path(key)
+        why = self._why_not_readable(path)
+        if why == "does not exist":
+            raise StorageError(f"{self.uri}/{key} does not exist")
+        if why:
+            raise NotRegularFile(f"{self.uri}/{key}: {why}")
+        real = path.resolve()
         try:
-            return self._path(key).read_bytes()
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise StorageError(f"{self.uri}/{key} does not exist") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotRegularFile(f"{self.uri}/{key}: symbolic link changed") from None
+            raise StorageError(f"{self.uri}/{key}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped after the check
+                raise NotRegularFile(f"{self.uri}/{key}: not a regular file")
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ObjectTooLarge(f"{self.uri}/{key}: more than {max_bytes} bytes")
+        return data
 
     def write_bytes(self, key: str, data: bytes) -> ObjectInfo:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
+        # the writer's PID in the name lets a later run tell a dead writer's leftover
+        tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -126,6 +221,36 @@ class LocalStorage:
     def local_path(self, key: str) -> Path:
         """Filesystem path of a key (for tools that need a path, e.g. DuckDB)."""
         return self._path(key)
+
+    def sweep_temp(self, *, stale_after: float = 3600.0) -> builtins.list[str]:
+        """Remove temporary files left by writers that died (e.g. killed mid-write).
+
+        A temporary file is removed when the process that wrote it is gone (its PID is in the
+        name) or, for names without a PID, when it is older than ``stale_after`` seconds.
+        Returns the removed keys.
+        """
+        import time
+
+        removed: builtins.list[str] = []
+        if not self.root.is_dir():
+            return removed
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if _TMP_MARK not in name or not name.startswith("."):
+                    continue
+                path = Path(dirpath, name)
+                owner = name.rsplit(_TMP_MARK, 1)[1].split("-", 1)[0]
+                if owner.isdigit() and len(owner) < 10:
+                    stale = not Path(f"/proc/{owner}").exists()
+                else:
+                    try:
+                        stale = time.time() - path.lstat().st_mtime > stale_after
+                    except FileNotFoundError:
+                        continue
+                if stale:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.root).as_posix())
+        return sorted(removed)
 
 
 class S3Storage:
@@ -175,7 +300,9 @@ class S3Storage:
     def _wrap(self, exc: Exception, key: str) -> StorageError:
         return StorageError(f"{self.uri}/{key}: {exc}")
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def list(self, prefix: str = "", *, everything: bool = False) -> list[ObjectInfo]:
+        """Objects under ``prefix``; hidden/temporary names only with ``everything`` (marked
+        :attr:`ObjectInfo.ignored`)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         base = "/".join(p for p in (self.prefix, prefix.strip("/")) if p)
@@ -188,7 +315,8 @@ class S3Storage:
             for page in pages:
                 for obj in page.get("Contents", []):
                     rel = self._rel(obj["Key"])
-                    if rel.rsplit("/", 1)[-1].startswith("."):
+                    why = ignored_name(rel.rsplit("/", 1)[-1])
+                    if (why and not everything) or rel.endswith("/"):
                         continue
                     out.append(
                         ObjectInfo(
@@ -196,6 +324,7 @@ class S3Storage:
                             size=int(obj["Size"]),
                             etag=str(obj["ETag"]).strip('"'),
                             modified=obj["LastModified"],
+                            ignored=why,
                         )
                     )
         except (BotoCoreError, ClientError) as exc:
@@ -229,13 +358,15 @@ class S3Storage:
             raise
         return True
 
-    def read_bytes(self, key: str) -> bytes:
+    def read_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            body: bytes = self._s3.get_object(Bucket=self.bucket, Key=self._full(key))[
-                "Body"
-            ].read()
+            stream = self._s3.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
+            body: bytes = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+            if max_bytes is not None and len(body) > max_bytes:
+                stream.close()
+                raise ObjectTooLarge(f"{self.uri}/{key}: more than {max_bytes} bytes")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise StorageError(f"{self.uri}/{key} does not exist") from None
@@ -325,6 +456,12 @@ class Lake:
     @property
     def reports(self) -> Storage:
         return self.zone("reports")
+
+
+def sweep_debris(storage: Storage) -> list[str]:
+    """Remove the temporary files of writers that died under ``storage`` (see
+    :meth:`LocalStorage.sweep_temp`); S3 writes are single PUTs and leave none."""
+    return storage.sweep_temp() if isinstance(storage, LocalStorage) else []
 
 
 MIRROR_STATE = ".mirror-state.json"  # in the mirror's root: the source etag of every copy

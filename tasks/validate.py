@@ -17,13 +17,14 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from driftloop.usecase import ColumnType
+    from driftloop.usecase import ColumnType, DateWindow
 
 WRONG_TYPE = "wrong_type"
 DUPLICATE_ROW = "duplicate_row"
@@ -64,32 +65,97 @@ def rule_name(expectation: dict[str, Any]) -> str:
 # ---- casting ----------------------------------------------------------------------------------
 
 
+INT64_LIMIT = 2.0**63  # |value| of an int column must stay below this to be stored
+
+
 def cast_column(values: pd.Series, kind: ColumnType) -> pd.Series:
-    """Cast one raw column to its declared type; values that cannot be cast become null."""
+    """Cast one raw column to its declared type; values that cannot be cast become null.
+
+    Never raises on data: a column the vectorised cast cannot handle (mixed time-zone offsets,
+    nested Parquet values, …) is cast value by value, and what still fails becomes null (the
+    caller reports it as ``wrong_type``).
+    """
+    if kind not in ("string", "int", "float", "date", "datetime", "bool"):
+        raise ValueError(f"unknown column type {kind!r}")
+    try:
+        return _cast_vectorised(values, kind)
+    except (TypeError, ValueError, OverflowError, AttributeError, pd.errors.OutOfBoundsDatetime):
+        return _cast_each(values, kind)
+
+
+def _cast_vectorised(values: pd.Series, kind: ColumnType) -> pd.Series:
     if kind == "string":
         out = values.astype("object")
-        return out.where(values.notna(), None)
+        ok = out.map(lambda v: isinstance(v, str))
+        return out.where(ok & values.notna(), None)
     if kind in ("int", "float"):
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             num = values.astype("float64")
+        elif values.dtype == object and not values.map(_is_text_or_number).all():
+            raise TypeError("values that are neither text nor numbers")
         else:  # to_numeric trims surrounding blanks itself; anything else non-numeric → NaN
             num = pd.to_numeric(values.astype("object"), errors="coerce").astype("float64")
-        if kind == "int":
-            num = num.where(np.isclose(num, np.round(num)) | num.isna(), np.nan)
+        num = num.where(np.isfinite(num), np.nan)  # "inf", "1e999": not a measurement
+        if kind == "int":  # exactly integral and storable as int64 (12.000001 is not)
+            num = num.where((num == np.floor(num)) & (num.abs() < INT64_LIMIT), np.nan)
         return num
     if kind in ("date", "datetime"):
         if pd.api.types.is_datetime64_any_dtype(values):
             ts = pd.to_datetime(values)
+            if getattr(ts.dt, "tz", None) is not None:
+                ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
         else:
-            ts = pd.to_datetime(values.astype("object"), errors="coerce", format="ISO8601")
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+            if values.dtype == object and not values.map(_is_text_or_time).all():
+                raise TypeError("values that are neither text nor timestamps")
+            # utc=True: mixed offsets, and naive next to aware values, parse as one UTC column
+            ts = pd.to_datetime(
+                values.astype("object"), errors="coerce", format="ISO8601", utc=True
+            ).dt.tz_localize(None)
         ts = ts.astype("datetime64[ns]")
         return ts.dt.normalize() if kind == "date" else ts
     if kind == "bool":
         mapping = {"true": True, "false": False, "1": True, "0": False}
         return values.astype("string").str.strip().str.lower().map(mapping).astype("object")
     raise ValueError(f"unknown column type {kind!r}")
+
+
+def _is_text_or_number(v: Any) -> bool:
+    if v is None or v is pd.NA:
+        return True
+    return isinstance(v, str | int | float | np.number) and not isinstance(v, bool | np.bool_)
+
+
+def _is_text_or_time(v: Any) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, str | date | pd.Timestamp | np.datetime64)  # datetime is a date
+
+
+def _cast_each(values: pd.Series, kind: ColumnType) -> pd.Series:
+    """The slow path: every value cast on its own; any failure is a null."""
+    empty = {"int": np.nan, "float": np.nan, "date": pd.NaT, "datetime": pd.NaT}.get(kind)
+
+    def one(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return empty
+        try:
+            out = _cast_vectorised(pd.Series([v], dtype="object"), kind).iloc[0]
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+            AttributeError,
+            pd.errors.OutOfBoundsDatetime,
+        ):
+            return empty
+        return empty if out is None else out
+
+    cast = [one(v) for v in values.to_numpy(dtype=object)]
+    if kind in ("int", "float"):
+        return pd.Series(cast, index=values.index, dtype="float64")
+    if kind in ("date", "datetime"):
+        return pd.Series(pd.to_datetime(cast), index=values.index).astype("datetime64[ns]")
+    return pd.Series(cast, index=values.index, dtype="object")
 
 
 def cast_frame(
@@ -101,12 +167,53 @@ def cast_frame(
     for name, kind in columns.items():
         col = cast_column(raw[name], kind)
         bad = raw[name].notna() & col.isna()
-        if kind == "string":
-            bad &= False
         for idx in raw.index[bad.to_numpy()]:
             reasons.setdefault(int(idx), []).append(f"{WRONG_TYPE}({name})")
         typed[name] = col
     return typed, reasons
+
+
+IMPLAUSIBLE_DATE = "implausible_date"
+
+
+def implausible_dates(
+    typed: pd.DataFrame,
+    columns: dict[str, ColumnType],
+    partition_by: str,
+    window: DateWindow,
+    today: date,
+) -> dict[int, list[str]]:
+    """Rows whose dates lie outside the dataset's plausibility window (see
+    :class:`driftloop.usecase.DateWindow`): ``implausible_date(<column>)``.
+
+    The file's own day is the (lower) median of its partition column among the dates the
+    absolute bounds allow, so a few outliers cannot move it.
+    """
+    reasons: dict[int, list[str]] = {}
+
+    def outside_absolute(days: pd.Series) -> pd.Series:
+        bad = pd.Series(False, index=days.index)
+        if window.max_days_after_today is not None:
+            latest = pd.Timestamp(today) + pd.Timedelta(days=window.max_days_after_today)
+            bad |= days > latest
+        if window.earliest is not None:
+            bad |= days < pd.Timestamp(window.earliest)
+        return bad
+
+    # the file's own day: the median partition date among the dates the absolute bounds allow
+    part = typed[partition_by].dt.normalize()
+    part = part[part.notna() & ~outside_absolute(part)].sort_values()
+    file_day = part.iloc[(len(part) - 1) // 2] if len(part) else None
+    for name, kind in columns.items():
+        if kind not in ("date", "datetime"):
+            continue
+        days = typed[name].dt.normalize()
+        bad = outside_absolute(days)
+        if window.max_days_from_file_day is not None and file_day is not None:
+            bad |= (days - file_day).abs() > pd.Timedelta(days=window.max_days_from_file_day)
+        for idx in typed.index[(bad & days.notna()).to_numpy()]:
+            reasons.setdefault(int(idx), []).append(f"{IMPLAUSIBLE_DATE}({name})")
+    return reasons
 
 
 def exact_duplicates(raw: pd.DataFrame, key: list[str]) -> dict[int, list[str]]:
@@ -125,7 +232,7 @@ def to_storage_types(typed: pd.DataFrame, columns: dict[str, ColumnType]) -> pd.
     out = typed.copy()
     for name, kind in columns.items():
         if kind == "int":
-            out[name] = out[name].astype("Int64")
+            out[name] = out[name].round().astype("Int64")
         elif kind == "string":
             out[name] = out[name].astype("string")
         elif kind == "bool":
@@ -207,14 +314,34 @@ def default_validator() -> Validator:
 
 
 def check_batch(validator: Validator, raw: pd.DataFrame, suite: dict[str, Any]) -> list[str]:
-    """Batch-level acceptance: the failures (empty when the file is accepted)."""
-    failures = []
+    """Batch-level acceptance: the failures (empty when the file is accepted), cause first.
+
+    Table-level rules (the column set, the row count) come first; a rule about a column the
+    file does not have is not repeated (the column-set failure already names it).
+    """
+    failures: list[tuple[int, str]] = []
     for out in validator.run(raw, suite, complete=False):
+        about_missing_column = any(
+            f"({c})" in out.rule or f"({c}," in out.rule or f",{c})" in out.rule
+            for c in suite_columns(suite) - set(map(str, raw.columns))
+        )
+        first = 0 if out.rule.startswith("expect_table_") else 1
         if out.error:
-            failures.append(f"{out.rule}: could not be evaluated: {out.error}")
-        elif not out.success:
-            failures.append(f"{out.rule}: failed (observed {out.observed or 'n/a'})")
-    return failures
+            if not about_missing_column:
+                failures.append((first, f"{out.rule}: could not be evaluated: {out.error}"))
+        elif not out.success and not about_missing_column:
+            failures.append((first, f"{out.rule}: failed (observed {out.observed or 'n/a'})"))
+    return [text for _, text in sorted(failures, key=lambda f: f[0])]
+
+
+def suite_columns(suite: dict[str, Any]) -> set[str]:
+    """Every column a suite's expectations name."""
+    cols: set[str] = set()
+    for exp in suite.get("expectations", []):
+        kwargs = exp.get("kwargs", {})
+        cols.update(str(kwargs[k]) for k in ("column", "column_A", "column_B") if k in kwargs)
+        cols.update(str(c) for c in kwargs.get("column_list", []))
+    return cols
 
 
 def split_rows(

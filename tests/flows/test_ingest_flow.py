@@ -32,6 +32,7 @@ def test_ingest_flow_end_to_end(
         "objects": 3,
         "accepted": 2,
         "rejected": 1,
+        "ignored": 0,
         "rows_validated": 15,
         "rows_quarantined": 1,
     }

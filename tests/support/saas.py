@@ -31,7 +31,7 @@ from tasks.storage import Storage
 NAME = "saas_retention"
 ENTITY = "account_id"
 FEATURE_SERVICE = "retention_v1"
-ID_REGEX = "^A[0-9]{6}$"
+ID_REGEX = r"^A[0-9]{6}\Z"
 FIRST_WEEK_END = date(2026, 1, 4)  # a Sunday: weeks run Monday to Sunday
 LOOKBACK_DAYS = 28
 PLANS = ("starter", "team", "business", "enterprise")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
 import pytest
 
@@ -17,6 +19,7 @@ from tasks.ingest import (
     parse_object,
     summary_rows,
     totals,
+    validated_partitions,
     write_index_report,
 )
 from tasks.storage import Lake, read_json, read_parquet
@@ -253,7 +256,42 @@ def test_event_and_summary_shapes() -> None:
         "objects": 2,
         "accepted": 1,
         "rejected": 1,
+        "ignored": 0,
         "rows_validated": 2,
         "rows_quarantined": 1,
     }
     assert summary_rows([bad])[0]["reason"] == "empty file (0 bytes)"
+
+
+def test_newest_day_ignores_stray_rows_ahead_of_their_file(lake: Lake) -> None:
+    """A row dated two days ahead of its file is valid but never becomes the pipeline's today."""
+    from tasks.ingest import newest_day
+    from tasks.training import latest_day
+
+    stray = usage_rows(10, "2026-01-02")
+    stray.loc[0, "date"] = "2026-01-04"
+    lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(10, "2026-01-01")))
+    lake.landing.write_bytes("usage/2026-01-02.csv", to_csv(stray))
+    ingest_all(lake)
+    assert sorted(validated_partitions(lake, USECASE.datasets["usage"])) == [
+        date(2026, 1, 1),
+        date(2026, 1, 2),
+        date(2026, 1, 4),
+    ]
+    assert newest_day(Ledger(lake.ledger), USECASE) == date(2026, 1, 2)
+    assert latest_day(lake, USECASE) == date(2026, 1, 2)
+
+
+def test_hidden_and_temporary_names_get_an_ignored_record(lake: Lake) -> None:
+    """On a folder and on S3 alike: recorded with the reason, never read or copied."""
+    lake.landing.write_bytes("usage/.partial-upload.csv", to_csv(usage_rows(3)))
+    lake.landing.write_bytes("usage/2026-01-01.csv.tmp-9", to_csv(usage_rows(3)))
+    lake.landing.write_bytes("usage/2026-01-01.csv", to_csv(usage_rows(3)))
+    outs = {o.key: o for o in ingest_all(lake)}
+    assert {k: (o.status, o.reasons) for k, o in outs.items()} == {
+        "usage/.partial-upload.csv": ("ignored", ["hidden file name (starts with '.')"]),
+        "usage/2026-01-01.csv.tmp-9": ("ignored", ["temporary file name (contains '.tmp-')"]),
+        "usage/2026-01-01.csv": ("validated", []),
+    }
+    assert lake.quarantine.list() == []
+    assert ingest_all(lake) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -196,3 +197,79 @@ def test_concurrent_mirrors_of_one_folder_agree(lake: Lake, tmp_path) -> None:  
     # serialised by the lock: exactly one sync copied everything, the others found it done
     assert sorted(len(r.copied) for r in results) == [0, 0, 12]
     assert _tree(mirror) == {o.key: src.read_bytes(o.key) for o in src.list()}
+
+
+# ---- what a local lake lists and opens ---------------------------------------------------------
+
+
+def test_only_regular_files_inside_the_root_are_objects(tmp_path: Path) -> None:
+    import os
+
+    from tasks.storage import LocalStorage, NotRegularFile, ObjectTooLarge
+
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret")
+    root = tmp_path / "zone"
+    store = LocalStorage(root)
+    store.write_bytes("a/good.csv", b"x,y\n1,2\n")
+    os.mkfifo(root / "a" / "pipe.csv")
+    (root / "a" / "out.csv").symlink_to(outside)
+    (root / "a" / "in.csv").symlink_to(root / "a" / "good.csv")
+    (root / "a" / "zero.csv").symlink_to("/dev/zero")
+    (root / "a" / ".hidden.csv").write_bytes(b"h")
+
+    assert [o.key for o in store.list()] == ["a/good.csv", "a/in.csv"]
+    every = {o.key: o.ignored for o in store.list(everything=True)}
+    assert every == {
+        "a/.hidden.csv": "hidden file name (starts with '.')",
+        "a/good.csv": "",
+        "a/in.csv": "",
+        "a/out.csv": "symbolic link to a file outside the lake (not followed)",
+        "a/pipe.csv": "not a regular file (named pipe)",
+        "a/zero.csv": "symbolic link to a file outside the lake (not followed)",
+    }
+    assert store.read_bytes("a/in.csv") == b"x,y\n1,2\n"
+    for key in ("a/out.csv", "a/pipe.csv", "a/zero.csv"):  # the FIFO does not block
+        with pytest.raises(NotRegularFile):
+            store.read_bytes(key)
+    with pytest.raises(ObjectTooLarge):
+        store.read_bytes("a/good.csv", max_bytes=4)
+    assert store.read_bytes("a/good.csv", max_bytes=8) == b"x,y\n1,2\n"
+
+
+def test_the_stat_fingerprint_changes_when_size_and_mtime_are_kept(tmp_path: Path) -> None:
+    import os
+
+    from tasks.storage import LocalStorage
+
+    store = LocalStorage(tmp_path)
+    first = store.write_bytes("f.csv", b"aaaa")
+    st = (tmp_path / "f.csv").stat()
+    (tmp_path / "f.csv").write_bytes(b"bbbb")
+    os.utime(tmp_path / "f.csv", ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = store.info("f.csv")
+    assert (second.size, second.modified) == (first.size, first.modified)
+    assert second.etag != first.etag
+
+
+def test_sweep_removes_only_dead_writers_temporary_files(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tasks.storage import LocalStorage, sweep_debris
+
+    store = LocalStorage(tmp_path)
+    store.write_bytes("z/kept.parquet", b"data")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / "z" / f".kept.parquet.tmp-{gone.pid}-abc"
+    alive = tmp_path / "z" / f".other.parquet.tmp-{os.getpid()}-abc"
+    old = tmp_path / "z" / ".legacy.tmp-0123456789abcdef0123456789abcdef"
+    young = tmp_path / "z" / ".young.tmp-fedcba9876543210fedcba9876543210"
+    for p in (dead, alive, old, young):
+        p.write_bytes(b"half")
+    os.utime(old, (0, 0))
+    assert sweep_debris(store) == sorted([f"z/{dead.name}", f"z/{old.name}"])
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == sorted(
+        ["kept.parquet", alive.name, young.name]
+    )

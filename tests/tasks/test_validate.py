@@ -146,3 +146,74 @@ def test_storage_types() -> None:
 def test_unknown_column_type(bad: str) -> None:
     with pytest.raises(ValueError, match="unknown column type"):
         cast_column(pd.Series(["x"]), bad)  # type: ignore[arg-type]
+
+
+def test_casting_never_raises_and_marks_exactly_the_bad_cells() -> None:
+    import datetime as dt
+
+    ints = pd.Series(["12", "12.000001", "1e30", "inf", "x", None, " 7 ", "-3"])
+    out = cast_column(ints, "int")
+    assert out.isna().tolist() == [False, True, True, True, True, True, False, False]
+    assert to_storage_types(pd.DataFrame({"n": out}), {"n": "int"})["n"].tolist() == [
+        12,
+        pd.NA,
+        pd.NA,
+        pd.NA,
+        pd.NA,
+        pd.NA,
+        7,
+        -3,
+    ]
+    mixed = pd.Series(
+        [
+            "2026-03-02",
+            "2026-03-02T10:00:00+05:00",
+            "2026-03-02T23:00:00-05:00",
+            "9999-12-31",
+            "junk",
+            None,
+        ]
+    )
+    assert cast_column(mixed, "date").tolist()[:3] == [
+        pd.Timestamp("2026-03-02"),
+        pd.Timestamp("2026-03-02"),
+        pd.Timestamp("2026-03-03"),
+    ]
+    assert cast_column(mixed, "date").isna().tolist()[3:] == [True, True, True]
+    nested = pd.Series([[1.0, 2.0], "3.5", 4, None, dt.date(2026, 1, 1)], dtype=object)
+    assert cast_column(nested, "float").isna().tolist() == [True, False, False, True, True]
+    assert cast_column(pd.Series([["a"], "b", 3], dtype=object), "string").tolist() == [
+        None,
+        "b",
+        None,
+    ]
+
+
+def test_batch_failures_lead_with_the_missing_column() -> None:
+    raw = usage_rows(5).drop(columns=["minutes", "plan"]).astype(str)
+    failures = check_batch(default_validator(), raw, USECASE.suite(USAGE.batch_suite))
+    assert len(failures) == 1, failures
+    assert failures[0].startswith("expect_table_columns_to_match_set: failed")
+    assert "minutes" in failures[0] and "plan" in failures[0]
+
+
+def test_implausible_dates_use_the_file_day_and_today() -> None:
+    from datetime import date
+
+    from driftloop.usecase import DateWindow
+    from tasks.validate import implausible_dates
+
+    typed = pd.DataFrame(
+        {
+            "d": pd.to_datetime(
+                ["2026-03-02", "2026-03-02", "2026-03-09", "2199-12-31", "2026-03-01", "1901-01-01"]
+            )
+        }
+    )
+    window = DateWindow(max_days_after_today=1, max_days_from_file_day=3)
+    got = implausible_dates(typed, {"d": "date"}, "d", window, today=date(2026, 3, 3))
+    assert got == {
+        2: ["implausible_date(d)"],
+        3: ["implausible_date(d)"],
+        5: ["implausible_date(d)"],
+    }
