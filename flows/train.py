@@ -11,8 +11,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import export_artifact_endpoint, load_settings
-from driftloop.usecase import load_usecase
+from driftloop.redact import redact
+from driftloop.settings import Settings, export_artifact_endpoint, load_settings
+from driftloop.usecase import UseCase, load_usecase
 from tasks import features, policy, registry, training
 from tasks.storage import Lake
 from tasks.training_set import last_snapshot_day
@@ -55,6 +56,27 @@ build_training_set = task(name="training-set", cache_policy=NO_CACHE, retries=1)
 train_challenger = task(name="train-challenger", cache_policy=NO_CACHE)(training.train_challenger)
 judge = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(training.judge)
 loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
+recover = task(name="recover-interrupted", cache_policy=NO_CACHE)(training.recover_interrupted)
+
+
+def _announce(settings: Settings, name: str, version: str, event: dict[str, Any]) -> None:
+    """Emit a decision event, then record on the version that it was emitted."""
+    emit_event(**event)
+    training.mark_announced(settings.tracking_uri, name, version)
+
+
+def _show_recovery(recovered: training.Recovery) -> None:
+    if recovered.clean:
+        create_markdown_artifact(
+            key="recovery",
+            markdown="**Recovery:** the previous train runs left nothing unfinished.",
+        )
+    else:
+        create_table_artifact(
+            key="recovery",
+            table=recovered.rows(),
+            description="Left unfinished by a stopped train run, finished by this one",
+        )
 
 
 def _deferred(name: str, reason: str, day: date) -> dict[str, Any]:
@@ -69,14 +91,25 @@ def _deferred(name: str, reason: str, day: date) -> dict[str, Any]:
     description="Train a challenger on point-in-time features; promote it only "
     "when it beats the champion on the same holdout.",
 )
-def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
-    params = params or TrainParams()
+def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
     settings = load_settings()
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     assert usecase.model is not None, "the use case defines no model"
     assert usecase.target is not None, "the use case defines no target"
+    name = usecase.model.registered_name
+    with training.training_lock(settings, name):
+        recovered = recover(settings, usecase, lake)
+        for version, event in recovered.announcements:
+            _announce(settings, name, version, event)
+        _show_recovery(recovered)
+        out = _train(params, settings, usecase, lake)
+    return {**out, "recovered": recovered.to_dict()}
+
+
+def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake) -> dict[str, Any]:
+    assert usecase.model is not None and usecase.target is not None
     name = usecase.model.registered_name
     day = params.as_of or training.latest_day(lake, usecase)
     if day is None:
@@ -104,7 +137,7 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
         if params.reason == "manual":
             raise
         return _deferred(name, f"not enough data yet: {exc}", day)
-    result = train_challenger(settings, usecase, data, lake, seed=params.seed)
+    result = train_challenger(settings, usecase, data, lake, seed=params.seed, since=since)
     decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
     trained_through = last_snapshot_day(
         data.as_of,
@@ -132,10 +165,13 @@ def train_flow(params: TrainParams | None = None) -> dict[str, Any]:
     create_markdown_artifact(
         key="promotion-decision",
         markdown=f"**{name} v{result.version}: {'promoted' if decision.promote else 'rejected'}**"
-        f"\n\n{decision.reason}\n\nReport: `{settings.zone('reports')}/{report_key}`",
+        f"\n\n{decision.reason}\n\nReport: `{redact(settings.zone('reports'))}/{report_key}`",
     )
-    emit_event(
-        **training.decision_event(name, result.version, decision, previous, settings.tracking_uri)
+    _announce(
+        settings,
+        name,
+        result.version,
+        training.decision_event(name, result.version, decision, previous, settings.tracking_uri),
     )
     return {
         "trained": True,

@@ -94,8 +94,12 @@ def record_drift(state: LoopState, window_start: date) -> LoopState:
 def record_training(
     state: LoopState, *, trained_through: date, promoted: bool, since: date | None
 ) -> LoopState:
-    """After a training run: what it was trained through; a promoted model trained on data
-    since a pending change resolves that change (later trainings start there too)."""
+    """After a training run: what it was trained through (the newest of what is recorded and
+    ``trained_through``: a run finished late by the next one does not move it back); a promoted
+    model trained on data since a pending change resolves that change (later trainings start
+    there too)."""
+    if state.last_trained_through is not None:
+        trained_through = max(trained_through, state.last_trained_through)
     state = replace(state, last_trained_through=trained_through)
     if not promoted:
         return state

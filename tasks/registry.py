@@ -31,7 +31,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -53,6 +53,7 @@ from tasks.train import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
     from driftloop.usecase import ModelSpec
 
@@ -62,6 +63,15 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 #: Registered-model tag holding the JSON list of versions that were champion, oldest first.
 HISTORY_TAG: Final = "driftloop.champion_history"
+#: Version tag holding the gate's verdict (``promoted`` / ``rejected``); a version without it
+#: has not been judged yet.
+DECISION_TAG: Final = "driftloop.decision"
+#: Version tag holding the whole :class:`Decision` as JSON (what a report is rebuilt from).
+DECISION_JSON_TAG: Final = "driftloop.decision_json"
+#: Version tag set once the decision's event has been emitted (see ``tasks.training``).
+ANNOUNCED_TAG: Final = "driftloop.announced"
+#: Run tag saying why a run left RUNNING by a stopped process was marked KILLED.
+KILLED_REASON_TAG: Final = "driftloop.killed_reason"
 #: Returned by :func:`promote` when the champion changed after the decision was made.
 STALE: Final = "stale"
 MAX_HISTORY = 100
@@ -321,6 +331,13 @@ def champion_history(tracking: MlflowClient | str, name: str) -> list[str]:
     except MlflowException:
         return []
     return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def versions(tracking: MlflowClient | str, name: str) -> list[ModelVersion]:
+    """Every version of registered model ``name``, oldest first (none when it does not exist)."""
+    client = client_for(tracking)
+    found = list(client.search_model_versions(f"name = '{name}'"))
+    return sorted(found, key=lambda v: int(v.version))
 
 
 def _fetch(artifact_uri: str, dst: str) -> Path:
@@ -698,6 +715,46 @@ def promotion_lock_path(state_path: Path, name: str) -> Path:
     return Path(state_path) / "locks" / f"promote-{name}.lock"
 
 
+def training_lock_path(state_path: Path, name: str) -> Path:
+    """The lock file a train run of one registered model holds from its start to its end (so
+    the next run can tell a left-over MLflow run or version from one still being worked on)."""
+    return Path(state_path) / "locks" / f"train-{name}.lock"
+
+
+def kill_orphaned_runs(
+    tracking: MlflowClient | str,
+    experiment: str,
+    *,
+    reason: str,
+    keep: Collection[str] = (),
+) -> list[str]:
+    """Mark every run of ``experiment`` still in status RUNNING, except those in ``keep``, as
+    KILLED with the tag ``driftloop.killed_reason``; returns their ids, oldest first.
+
+    Only safe where no live process owns such a run (the train flow calls it holding the
+    :func:`training_lock_path` lock that every training holds)."""
+    from mlflow.entities import ViewType
+
+    client = client_for(tracking)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="attributes.status = 'RUNNING'",
+        run_view_type=ViewType.ALL,
+        order_by=["attributes.start_time ASC"],
+    )
+    killed = []
+    for run in runs:
+        if run.info.run_id in keep:
+            continue
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason[:4900])
+        client.set_terminated(run.info.run_id, "KILLED")
+        killed.append(run.info.run_id)
+    return killed
+
+
 def _lock(lock_path: str | Path, timeout: float) -> Any:
     from filelock import FileLock
 
@@ -713,7 +770,7 @@ def _num(value: float | None) -> str:
 def decision_tags(decision: Decision, decided_at: str) -> dict[str, str]:
     """The tags :func:`promote` writes on the decided version."""
     return {
-        "driftloop.decision": "promoted" if decision.promote else "rejected",
+        DECISION_TAG: "promoted" if decision.promote else "rejected",
         "driftloop.reason": decision.reason[:4900],
         "driftloop.metric": decision.metric,
         "driftloop.challenger_value": _num(decision.challenger_value),
@@ -725,7 +782,41 @@ def decision_tags(decision: Decision, decided_at: str) -> dict[str, str]:
         "driftloop.bootstrap_samples": str(decision.samples),
         "driftloop.compared_with": decision.compared_with or "none",
         "driftloop.decided_at": decided_at,
+        DECISION_JSON_TAG: json.dumps(decision.to_dict(), sort_keys=True, allow_nan=True),
     }
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def decision_from_tags(tags: Mapping[str, str]) -> Decision | None:
+    """The :class:`Decision` recorded on a version by :func:`promote` (None when undecided).
+
+    Read from the full record (:data:`DECISION_JSON_TAG`) when present, else from the
+    individual tags (the gate parameters they do not hold keep their defaults)."""
+    if DECISION_TAG not in tags:
+        return None
+    raw = tags.get(DECISION_JSON_TAG)
+    if raw:
+        data = json.loads(raw)
+        data["delta_ci"] = tuple(data["delta_ci"]) if data.get("delta_ci") else None
+        return Decision(**data)
+    ci = tags.get("driftloop.auc_delta_ci")
+    compared = tags.get("driftloop.compared_with", "none")
+    return Decision(
+        promote=tags[DECISION_TAG] == "promoted",
+        reason=tags.get("driftloop.reason", ""),
+        metric=tags.get("driftloop.metric", "roc_auc"),
+        challenger_value=_float(tags.get("driftloop.challenger_value")) or math.nan,
+        champion_value=_float(tags.get("driftloop.champion_value")),
+        delta_ci=tuple(json.loads(ci)) if ci else None,
+        challenger_ece=_float(tags.get("driftloop.ece_challenger")) or math.nan,
+        champion_ece=_float(tags.get("driftloop.ece_champion")),
+        sanity=json.loads(tags.get("driftloop.sanity") or "{}"),
+        samples=int(tags.get("driftloop.bootstrap_samples") or 0),
+        compared_with=None if compared == "none" else compared,
+    )
 
 
 def promote(

@@ -7,7 +7,10 @@ registry and promotion gate are ``tasks.registry``.
 
 from __future__ import annotations
 
+import math
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.ingest import read_validated, validated_partitions
+from driftloop.redact import redact
+from tasks.ingest import newest_day, open_ledger, read_validated
 from tasks.train import FeatureSchema
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from mlflow import MlflowClient
 
     from driftloop.settings import Settings
     from driftloop.usecase import ModelSpec, TargetSpec, UseCase
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
 PROMOTED_EVENT = "driftloop.model.promoted"
 REJECTED_EVENT = "driftloop.model.rejected"
 NOT_FEATURES = {"features_asof"}
+#: How long a train run waits for another train run of the same model to finish.
+TRAINING_LOCK_TIMEOUT = 6 * 3600.0
 
 
 class NotEnoughData(RuntimeError):
@@ -85,9 +92,9 @@ def feature_schema(store: FeatureStore, service: str, label: str) -> FeatureSche
 
 
 def latest_day(lake: Lake, usecase: UseCase) -> date | None:
-    """The newest partition day across the use case's datasets: "today" for the pipeline."""
-    days = [max(p) for spec in usecase.datasets.values() if (p := validated_partitions(lake, spec))]
-    return max(days) if days else None
+    """The newest day some delivered file is mainly about: "today" for the pipeline (stray rows
+    dated ahead of their file do not count; see :func:`tasks.ingest.newest_day`)."""
+    return newest_day(open_ledger(lake.ledger), usecase)
 
 
 def build_training_set(
@@ -168,7 +175,13 @@ def git_sha(cwd: Path) -> str:
 
 
 def train_challenger(
-    settings: Settings, usecase: UseCase, data: TrainingSet, lake: Lake, *, seed: int = 0
+    settings: Settings,
+    usecase: UseCase,
+    data: TrainingSet,
+    lake: Lake,
+    *,
+    seed: int = 0,
+    since: date | None = None,
 ) -> TrainingResult:
     """Fit, evaluate, profile and register a challenger; the training report goes to reports/."""
     from driftloop.settings import PROJECT_ROOT
@@ -186,7 +199,13 @@ def train_challenger(
         data.splits["holdout"],
         schema,
         title=f"Training — {model_spec.registered_name}",
-        details={"as of": str(data.as_of), "window": " → ".join(data.window), **data.rows},
+        details={
+            "as of": str(data.as_of),
+            "window": " → ".join(data.window),
+            "seed": seed,
+            **data.rows,
+        },
+        seed=seed,
     )
     data_hash = train.data_fingerprint(pd.concat(data.splits.values(), ignore_index=True))
     version = registry.log_challenger(
@@ -199,6 +218,7 @@ def train_challenger(
         params={
             "seed": seed,
             "as_of": str(data.as_of),
+            **({"since": str(since)} if since else {}),
             "target": target.name,
             "horizon_days": target.horizon_days,
             "label_delay_days": target.label_delay_days,
@@ -261,7 +281,8 @@ def judge(
 def decision_event(
     name: str, version: str, decision: Decision, previous: str | None, tracking_uri: str
 ) -> dict[str, Any]:
-    """The Prefect event announcing a gate decision."""
+    """The Prefect event announcing a gate decision (the tracking URI with its password
+    masked: events are shown in the Prefect UI and kept in its event feed)."""
     return {
         "event": PROMOTED_EVENT if decision.promote else REJECTED_EVENT,
         "resource": {
@@ -279,6 +300,285 @@ def decision_event(
             "challenger_value": decision.challenger_value,
             "champion_value": decision.champion_value,
             "delta_ci": list(decision.delta_ci) if decision.delta_ci else None,
-            "tracking_uri": tracking_uri,
+            "tracking_uri": redact(tracking_uri),
         },
     }
+
+
+# ---- recovery after an interrupted run ----------------------------------------------------------
+#
+# A train run is: MLflow run → registered version (alias ``challenger``) → gate (decision tags,
+# ``champion`` alias) → promotion report → loop state → event → ``driftloop.announced`` tag. A
+# process stopped anywhere in between (kill -9, a lost machine) leaves that sequence unfinished;
+# the next train run finishes it first, holding the same per-model lock every train run holds.
+
+
+@dataclass
+class Recovery:
+    """What :func:`recover_interrupted` found and did."""
+
+    killed_runs: list[str] = field(default_factory=list)  # MLflow runs marked KILLED
+    judged: dict[str, str] = field(default_factory=dict)  # version -> promoted / rejected
+    completed: list[str] = field(default_factory=list)  # versions given their report/event
+    removed: list[str] = field(default_factory=list)  # half-written files removed
+    reports: dict[str, str] = field(default_factory=dict)  # version -> promotion report key
+    #: (version, event) to emit, then mark with :func:`mark_announced`.
+    announcements: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when the previous runs left nothing unfinished."""
+        return not (self.killed_runs or self.judged or self.completed or self.removed)
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per action, for the flow's artifact."""
+        rows = [
+            {"what": "MLflow run left RUNNING", "id": r, "action": "marked KILLED"}
+            for r in self.killed_runs
+        ]
+        rows += [
+            {"what": "version registered but never judged", "id": f"v{v}", "action": verdict}
+            for v, verdict in self.judged.items()
+        ]
+        rows += [
+            {"what": "decision without report/event", "id": f"v{v}", "action": "completed"}
+            for v in self.completed
+        ]
+        rows += [{"what": "half-written file", "id": k, "action": "removed"} for k in self.removed]
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "killed_runs": list(self.killed_runs),
+            "judged": dict(self.judged),
+            "completed": list(self.completed),
+            "removed": list(self.removed),
+            "reports": dict(self.reports),
+            "announced": [v for v, _ in self.announcements],
+        }
+
+
+@contextmanager
+def training_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Held by a train run of model ``name`` from its start to its end: one training at a time
+    per model, and what the next run finds unfinished was left by a stopped process (the OS
+    releases the lock of a killed one)."""
+    from filelock import FileLock
+
+    from tasks import registry
+
+    path = registry.training_lock_path(settings.state_path, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path), timeout=TRAINING_LOCK_TIMEOUT):
+        yield
+
+
+def promotion_report_key(name: str, version: str) -> str:
+    return f"promotion/{name}-v{version}.html"
+
+
+def mark_announced(tracking_uri: str, name: str, version: str) -> None:
+    """Record that the decision event of ``version`` was emitted."""
+    from tasks import registry
+
+    client = registry.client_for(tracking_uri)
+    client.set_model_version_tag(name, str(version), registry.ANNOUNCED_TAG, "true")
+
+
+def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
+    if not run_id:
+        return {}
+    return dict(client.get_run(run_id).data.params)
+
+
+def _record_in_policy(
+    lake: Lake, usecase: UseCase, params: dict[str, str], *, promoted: bool
+) -> None:
+    """What the interrupted run would have written to the loop state after its decision."""
+    from tasks import policy
+    from tasks.training_set import last_snapshot_day
+
+    target, _, _ = _specs(usecase)
+    if not params.get("as_of"):
+        return
+    since = params.get("since")
+    state = policy.record_training(
+        policy.read_state(lake.ledger),
+        trained_through=last_snapshot_day(
+            date.fromisoformat(params["as_of"]),
+            horizon_days=target.horizon_days,
+            label_delay_days=target.label_delay_days,
+        ),
+        promoted=promoted,
+        since=date.fromisoformat(since) if since else None,
+    )
+    policy.write_state(lake.ledger, state)
+
+
+def _reject_unjudgeable(
+    settings: Settings, usecase: UseCase, version: str, why: str
+) -> tuple[Decision, str | None]:
+    """Record a rejection for a version the gate can no longer measure."""
+    from tasks import registry
+
+    _, model_spec, _ = _specs(usecase)
+    name = model_spec.registered_name
+    client = registry.client_for(settings.tracking_uri)
+    lock = registry.promotion_lock_path(settings.state_path, name)
+    while True:
+        current = registry.champion_version(client, name)
+        decision = registry.Decision(
+            promote=False,
+            reason=f"rejected: its run stopped before the gate, and {why}",
+            metric=model_spec.metric,
+            challenger_value=math.nan,
+            champion_value=None,
+            delta_ci=None,
+            challenger_ece=math.nan,
+            champion_ece=None,
+            sanity={},
+            samples=0,
+            compared_with=current,
+        )
+        previous = registry.promote(client, name, version, decision, lock_path=lock)
+        if previous != registry.STALE:
+            return decision, previous
+
+
+def _judge_leftover(
+    settings: Settings,
+    usecase: UseCase,
+    lake: Lake,
+    version: str,
+    params: dict[str, str],
+    store: Callable[[], FeatureStore],
+) -> tuple[Decision, str | None, str]:
+    """The gate for a version whose run stopped before it, on the holdout of the training set
+    the version was trained on (rebuilt from its ``as_of`` and ``since``)."""
+    from tasks import registry
+
+    _, model_spec, _ = _specs(usecase)
+    name = model_spec.registered_name
+    if not params.get("as_of"):
+        decision, previous = _reject_unjudgeable(
+            settings, usecase, version, "its training run records no as_of to rebuild the holdout"
+        )
+    else:
+        since = params.get("since")
+        try:
+            data = build_training_set(
+                lake,
+                usecase,
+                store(),
+                as_of=date.fromisoformat(params["as_of"]),
+                since=date.fromisoformat(since) if since else None,
+            )
+        except NotEnoughData as exc:
+            decision, previous = _reject_unjudgeable(
+                settings, usecase, version, f"its holdout cannot be rebuilt: {exc}"
+            )
+        else:
+            return judge(settings, usecase, data, version, lake)
+    key = promotion_report_key(name, version)
+    html = registry.decision_report(decision, name=name, version=version)
+    lake.reports.write_bytes(key, html.encode("utf-8"))
+    return decision, previous, key
+
+
+def _complete_report(
+    lake: Lake, name: str, version: str, decision: Decision, decided_at: str
+) -> str:
+    """The promotion report of a decision whose run stopped before writing it, rebuilt from
+    the decision recorded on the version (evidence and checks; no holdout curves)."""
+    from tasks import registry
+
+    key = promotion_report_key(name, version)
+    if not lake.reports.exists(key):
+        html = registry.decision_report(
+            decision,
+            name=name,
+            version=version,
+            details={
+                "decided at": decided_at or "(not recorded)",
+                "report": "rebuilt from the decision recorded on the version: the run that "
+                "made it stopped before writing this report",
+            },
+        )
+        lake.reports.write_bytes(key, html.encode("utf-8"))
+    return key
+
+
+def recover_interrupted(
+    settings: Settings,
+    usecase: UseCase,
+    lake: Lake,
+    *,
+    store: Callable[[], FeatureStore] | None = None,
+) -> Recovery:
+    """Finish what stopped train runs of the use case's model left unfinished. Call it holding
+    :func:`training_lock`, before training.
+
+    * MLflow runs of the model's experiment still RUNNING are marked KILLED (tag
+      ``driftloop.killed_reason``).
+    * Half-written report and loop-state files are removed.
+    * Every version without a decision (registered, then stopped before the gate) is judged by
+      the same gate on the holdout of the data it was trained on — the decision tags, the
+      report and the loop state are recorded as a run that had not stopped would have. A
+      version whose holdout cannot be rebuilt any more is recorded as rejected, saying why.
+    * Every decided version whose event was not announced (no ``driftloop.announced`` tag)
+      and that is the promoted champion or lacks its report gets its report (rebuilt from the
+      recorded decision) and loop-state record.
+
+    Returns what was done; ``announcements`` holds the decision events still to be emitted
+    (emit each, then :func:`mark_announced`). ``store`` builds the Feast store, only when a
+    holdout has to be rebuilt.
+    """
+    from tasks import registry
+
+    _, model_spec, _ = _specs(usecase)
+    name = model_spec.registered_name
+    client = registry.client_for(settings.tracking_uri)
+    out = Recovery()
+    out.killed_runs = registry.kill_orphaned_runs(
+        client,
+        name,
+        reason="the train run that owned it stopped before finishing it; marked by the next "
+        "train run",
+    )
+    from tasks.storage import sweep_debris
+
+    out.removed = sweep_debris(lake.root)  # temporary files of writers that are gone
+    if store is None:
+        from tasks.features import feature_store
+
+        def store() -> FeatureStore:
+            return feature_store(settings)
+
+    for mv in registry.versions(client, name):
+        version = str(mv.version)
+        decision = registry.decision_from_tags(mv.tags)
+        if decision is None:
+            params = _run_params(client, mv.run_id)
+            decision, previous, key = _judge_leftover(
+                settings, usecase, lake, version, params, store
+            )
+            out.judged[version] = "promoted" if decision.promote else "rejected"
+        elif mv.tags.get(registry.ANNOUNCED_TAG) == "true":
+            continue
+        else:
+            key = promotion_report_key(name, version)
+            champion = registry.champion_version(client, name)
+            if not (decision.promote and champion == version) and lake.reports.exists(key):
+                continue  # an old decision, reported; its event is long past
+            params = _run_params(client, mv.run_id)
+            key = _complete_report(
+                lake, name, version, decision, mv.tags.get("driftloop.decided_at", "")
+            )
+            previous = decision.compared_with
+            out.completed.append(version)
+        _record_in_policy(lake, usecase, params, promoted=decision.promote)
+        out.reports[version] = key
+        out.announcements.append(
+            (version, decision_event(name, version, decision, previous, settings.tracking_uri))
+        )
+    return out

@@ -56,6 +56,15 @@ def test_first_model_is_judged_by_the_floor_and_becomes_champion(world: Settings
     assert registry.champion_version(world.tracking_uri, name) == "1"
     tags = registry.client_for(world.tracking_uri).get_model_version(name, "1").tags
     assert tags["driftloop.decision"] == "promoted"
+    assert tags["driftloop.announced"] == "true"  # its event was emitted
+    assert out["recovered"] == {
+        "killed_runs": [],
+        "judged": {},
+        "completed": [],
+        "removed": [],
+        "reports": {},
+        "announced": [],
+    }
     assert tags["driftloop.feature_service"] == "churn_v1"
     assert int(tags["driftloop.rows_holdout"]) == out["rows"]["holdout"] > 0
     lake = Lake.from_settings(world)

@@ -141,3 +141,13 @@ def test_the_training_due_event_carries_what_the_trigger_renders() -> None:
         "as_of": "2026-01-24",
         "since": None,
     }
+
+
+def test_a_training_finished_late_does_not_move_the_record_back() -> None:
+    """A run stopped before recording its training is recorded by the next run; when a newer
+    training was recorded meanwhile, that one stays."""
+    newer = LoopState(last_trained_through=date(2026, 3, 10))
+    late = record_training(newer, trained_through=date(2026, 3, 1), promoted=False, since=None)
+    assert late.last_trained_through == date(2026, 3, 10)
+    later = record_training(newer, trained_through=date(2026, 3, 12), promoted=False, since=None)
+    assert later.last_trained_through == date(2026, 3, 12)
