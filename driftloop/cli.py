@@ -1,15 +1,26 @@
-"""The ``driftloop`` command line."""
+"""The ``driftloop`` command line.
+
+Exit codes: 0 done; 1 the local stack could not be started or stopped; 2 a bad setting, use-case
+file or option, or a data root that does not exist (the message names the variable); 3 nothing to
+train on yet (no validated data, or not enough labelled snapshots). Errors go to stderr as one
+message, shown whole, without a traceback.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
@@ -18,9 +29,23 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain."
 )
 console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+EXIT_STACK = 1  # the local stack could not be started or stopped
+EXIT_USAGE = 2  # bad settings, use case, options; the data root does not exist
+EXIT_NOT_READY = 3  # nothing to train on yet
 
 
-def _settings() -> Settings:
+def fail(message: str, code: int = EXIT_USAGE, *, style: str = "red") -> NoReturn:
+    """Print ``message`` whole and literally (no markup: brackets in patterns stay) and exit."""
+    err_console.print(Text(message, style=style), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _settings(*, usecase: bool = True, lake: bool = False) -> Settings:
+    """The settings, or exit 2 naming what is wrong. ``usecase``: the use-case file must load;
+    ``lake``: a local data root must exist (commands that read the lake)."""
+    from driftloop.redact import redact
     from driftloop.settings import (
         SettingsError,
         export_artifact_endpoint,
@@ -32,10 +57,55 @@ def _settings() -> Settings:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc))
+    if usecase:
+        from driftloop.usecase import UseCaseError, load_usecase
+
+        try:
+            load_usecase(settings.usecase)
+        except (UseCaseError, ValueError, OSError) as exc:  # also: not UTF-8, unreadable
+            fail(
+                redact(
+                    f"invalid driftloop settings:\n  DRIFTLOOP_USECASE={settings.usecase}: {exc}"
+                )
+            )
+    if lake and settings.is_local and not settings.local_root.is_dir():
+        fail(
+            f"invalid driftloop settings:\n  DRIFTLOOP_DATA_ROOT={settings.data_root}: the folder "
+            f"{settings.local_root} does not exist (point DRIFTLOOP_DATA_ROOT at the lake, or "
+            "create it: `driftloop simulate` writes a simulated one)"
+        )
     export_artifact_endpoint(settings)  # also reaches the processes `driftloop up` starts
     return settings
+
+
+class _DropTraceback(logging.Filter):
+    """Keep Prefect's log line about an expected failure but not its traceback: the CLI reports
+    the cause itself, in one line."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.expected):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+@contextmanager
+def expected_failures(*expected: type[BaseException]) -> Iterator[None]:
+    """Run a flow in-process; exceptions of the ``expected`` types are logged without traceback."""
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    drop = _DropTraceback(expected)
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def _parse_date(value: str) -> date:
@@ -69,7 +139,7 @@ def simulate(
     from tasks.simulate import write_truth
     from tasks.storage import Lake
 
-    settings = _settings()
+    settings = _settings(usecase=False)
     lake = Lake.from_settings(settings)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("simulating", total=days)
@@ -86,13 +156,14 @@ def simulate(
                 progress=lambda n: progress.update(bar, completed=n),
             )
         except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+            progress.stop()
+            fail(str(exc))
     if truth is not None:
         write_truth(result, truth)
     console.print(
         f"wrote {len(result.objects)} files ({result.rows_written:,} rows) to {lake.landing.uri}; "
-        f"{len(result.truth)} defects injected" + (f" (truth: {truth})" if truth else "")
+        f"{len(result.truth)} defects injected" + (f" (truth: {truth})" if truth else ""),
+        markup=False,
     )
 
 
@@ -103,12 +174,12 @@ def ingest(
     ] = None,
 ) -> None:
     """Validate newly landed objects: accepted rows to validated/, the rest to quarantine/."""
-    settings = _settings()
+    settings = _settings(lake=True)
     from flows.ingest import IngestParams, ingest_flow
 
     summary = ingest_flow(IngestParams(objects=key or None))
     print_ingest_summary(summary)
-    console.print(f"reports: {settings.zone('reports')}/validation/index.html")
+    console.print(f"reports: {settings.zone('reports')}/validation/index.html", markup=False)
 
 
 @app.command()
@@ -119,7 +190,7 @@ def features(
     force: Annotated[bool, typer.Option(help="Rebuild even when inputs are unchanged.")] = False,
 ) -> None:
     """Build features for newly validated days, apply the Feast repo, materialise online."""
-    _settings()
+    _settings(lake=True)
     from flows.features import FeaturesParams, features_flow
 
     dates = [_parse_date(d) for d in day] if day else None
@@ -134,16 +205,24 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
-    """Train a challenger and run the promotion gate."""
-    _settings()
+    """Train a challenger and run the promotion gate (exit 3: nothing to train on yet)."""
+    _settings(lake=True)
     from flows.train import TrainParams, train_flow
     from tasks.training import NotEnoughData
 
+    params = TrainParams(as_of=_parse_date(as_of) if as_of else None, seed=seed)
     try:
-        out = train_flow(TrainParams(as_of=_parse_date(as_of) if as_of else None, seed=seed))
+        with expected_failures(NotEnoughData):
+            out = train_flow(params)
     except NotEnoughData as exc:
-        console.print(f"[yellow]not enough data to train yet: {exc}[/yellow]")
-        raise typer.Exit(3) from None
+        fail(f"not enough data to train yet: {exc}", EXIT_NOT_READY, style="yellow")
+    if not out.get("trained"):
+        hint = (
+            " (run `driftloop ingest` first)"
+            if out.get("reason") == "nothing validated yet"
+            else ""
+        )
+        fail(f"nothing trained: {out.get('reason')}{hint}", EXIT_NOT_READY, style="yellow")
     print_training_summary(out)
 
 
@@ -170,9 +249,8 @@ def promote(
             registry.client_for(settings.tracking_uri), spec.registered_name, lock_path=lock
         )
     except registry.RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    console.print(f"champion of {spec.registered_name} is now v{restored}")
+        fail(str(exc))
+    console.print(f"champion of {spec.registered_name} is now v{restored}", markup=False)
 
 
 @app.command()
@@ -182,18 +260,23 @@ def serve(
     refresh_seconds: Annotated[
         float, typer.Option(min=0.0, help="Re-read the champion alias at most this often.")
     ] = 5.0,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Larger request bodies are refused with 413.")
+    ] = 1024 * 1024,
 ) -> None:
     """Serve the champion's predictions over HTTP (POST /predict, /predict/batch; GET /health)."""
-    import logging
-
     import uvicorn
 
     from driftloop.serve import create_app
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    console.print(f"docs: http://{host}:{port}/docs")
-    uvicorn.run(create_app(settings, refresh_seconds=refresh_seconds), host=host, port=port)
+    console.print(f"docs: http://{host}:{port}/docs", markup=False)
+    uvicorn.run(
+        create_app(settings, refresh_seconds=refresh_seconds, max_body_bytes=max_body_bytes),
+        host=host,
+        port=port,
+    )
 
 
 @app.command()
@@ -203,14 +286,16 @@ def score(
     ] = None,
 ) -> None:
     """Batch-score the active customers with the champion (predictions/ zone)."""
-    _settings()
+    _settings(lake=True)
     from flows.score import ScoreParams, score_flow
 
     out = score_flow(ScoreParams(day=_parse_date(day) if day else None))
     if not out.get("scored"):
-        console.print(f"nothing scored: {out.get('reason')}")
+        console.print(f"nothing scored: {out.get('reason')}", markup=False)
         return
-    console.print(f"{out['scored']:,} predictions for {out['day']} by v{out['model_version']}")
+    console.print(
+        f"{out['scored']:,} predictions for {out['day']} by v{out['model_version']}", markup=False
+    )
 
 
 @app.command()
@@ -220,18 +305,16 @@ def drift(
     ] = None,
 ) -> None:
     """Check the newest window for drift against the champion's training reference."""
-    _settings()
+    _settings(lake=True)
     from flows.drift import DriftParams, drift_flow
 
     out = drift_flow(DriftParams(day=_parse_date(day) if day else None))
     if "detected" in out and "window" not in out:
-        console.print(f"no check: {out.get('reason')}")
+        console.print(f"no check: {out.get('reason')}", markup=False)
         return
     verdict = "[red]drift detected[/red]" if out["detected"] else "[green]no drift[/green]"
-    console.print(
-        f"{verdict} in {' → '.join(out['window'])}: drifted {out['drifted'] or 'none'}; "
-        f"report {out['report']}"
-    )
+    detail = f" in {' → '.join(out['window'])}: drifted {out['drifted'] or 'none'}; "
+    console.print(verdict + escape(detail + f"report {out['report']}"))
 
 
 @app.command()
@@ -268,9 +351,11 @@ def watch(
 
     def emit(event: dict[str, Any]) -> None:
         emit_event(**event)
-        console.print(f"landed: {event['payload']['key']} ({event['payload']['etag']})")
+        console.print(
+            f"landed: {event['payload']['key']} ({event['payload']['etag']})", markup=False
+        )
 
-    console.print(f"watching {lake.landing.uri} every {interval:g}s")
+    console.print(f"watching {lake.landing.uri} every {interval:g}s", markup=False)
     while not stop:
         found = scan_once(
             lake.landing,
@@ -301,36 +386,47 @@ def up(
 ) -> None:
     """Start the local stack: Prefect server, MLflow UI, pools, deployments, workers, watcher."""
     settings = _settings()
+    from driftloop.redact import redact
     from driftloop.stack import StackError, describe
     from driftloop.stack import up as start
 
     try:
         stack = start(settings, prefect_port=prefect_port, mlflow_port=mlflow_port)
     except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        fail(redact(str(exc)), EXIT_STACK)
     info = describe(stack)
-    console.print(f"Prefect UI   {info['prefect_ui']}")
-    console.print(f"Prefect API  {info['prefect_api']}  (export PREFECT_API_URL to use the CLI)")
-    console.print(f"MLflow UI    {info['mlflow_ui']}")
-    console.print(f"work pools   {', '.join(info['pools'])} (one worker each)")
-    console.print(f"landing      {settings.zone('landing')} (watched; new files start ingest)")
-    console.print("stop with: make down")
+    lines = [
+        f"Prefect UI   {info['prefect_ui']}",
+        f"Prefect API  {info['prefect_api']}  (export PREFECT_API_URL to use the CLI)",
+        f"MLflow UI    {info['mlflow_ui']}",
+        f"work pools   {', '.join(info['pools'])} (one worker each)",
+        f"landing      {settings.zone('landing')} (watched; new files start ingest)",
+    ]
+    if info["crashed_runs"]:
+        lines.append(f"crashed      {info['crashed_runs']} runs left running by a previous stack")
+    lines.append("stop with: make down")
+    for line in lines:
+        console.print(line, markup=False)
 
 
 @app.command()
 def down() -> None:
-    """Stop exactly what `driftloop up` started."""
-    settings = _settings()
+    """Stop exactly what `driftloop up` started (its runs still in flight are marked crashed)."""
+    settings = _settings(usecase=False)
+    from driftloop.redact import redact
     from driftloop.stack import StackError
     from driftloop.stack import down as stop
 
+    crashed: list[str] = []
     try:
-        stopped = stop(settings)
+        stopped = stop(settings, crashed=crashed)
     except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+        fail(redact(str(exc)), EXIT_STACK)
+    if crashed:
+        console.print(f"marked {len(crashed)} runs still in flight as crashed", markup=False)
+    console.print(
+        f"stopped {', '.join(stopped)}" if stopped else "nothing was running", markup=False
+    )
 
 
 @app.command()
@@ -340,11 +436,12 @@ def status() -> None:
     from driftloop.status import collect
 
     info = collect(settings)
-    console.print(f"champion: {info['champion']}")
+    lines = [f"champion: {info['champion']}"]
+    lines += [f"{name}: {value}" for name, value in info["backends"].items() if value]
     if info["stack"]:
-        console.print(f"stack: {info['stack']}")
+        lines.append(f"stack: {info['stack']}")
     drift = info["last_drift"]
-    console.print(
+    lines.append(
         "last drift check: "
         + (
             f"{'DRIFT' if drift['detected'] else 'no drift'} in {' → '.join(drift['window'])} "
@@ -353,23 +450,26 @@ def status() -> None:
             else "none yet"
         )
     )
-    console.print(f"pending landed objects: {len(info['pending_objects'])}")
-    for key in info["pending_objects"][:10]:
-        console.print(f"  {key}")
+    lines.append(f"pending landed objects: {len(info['pending_objects'])}")
+    lines += [f"  {key}" for key in info["pending_objects"][:10]]
     if info["runs"] is None:
-        console.print(f"flow runs: no Prefect API reachable ({info['api_error']})")
+        lines.append(f"flow runs: no Prefect API reachable ({info['api_error']})")
+    for line in lines:
+        console.print(line, markup=False)
+    if info["runs"] is None:
         return
     table = Table(title="last flow runs")
     for col in ("flow", "deployment", "state", "started", "name"):
         table.add_column(col)
     for r in info["runs"]:
-        table.add_row(r["flow"], r["deployment"] or "-", r["state"], r["start"] or "-", r["name"])
+        cells = (r["flow"], r["deployment"] or "-", r["state"], r["start"] or "-", r["name"])
+        table.add_row(*(Text(str(c)) for c in cells))
     console.print(table)
     console.print(f"pending flow runs (scheduled/late/pending): {info['pending_runs']}")
 
 
 def print_training_summary(out: dict[str, Any]) -> None:
-    table = Table(title=f"challenger v{out['version']} (as of {out['as_of']})")
+    table = Table(title=escape(f"challenger v{out['version']} (as of {out['as_of']})"))
     for col in ("split", "rows", "positives", "roc_auc", "pr_auc", "brier", "ece"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for split, m in out["metrics"].items():
@@ -381,7 +481,7 @@ def print_training_summary(out: dict[str, Any]) -> None:
         )
     console.print(table)
     verdict = "[green]promoted[/green]" if out["promoted"] else "[yellow]not promoted[/yellow]"
-    console.print(f"gate: {verdict} — {out['decision']['reason']}")
+    console.print(f"gate: {verdict} — " + escape(str(out["decision"]["reason"])))
 
 
 def print_ingest_summary(summary: dict[str, Any], *, only_problems: bool = False) -> None:
@@ -400,12 +500,12 @@ def print_ingest_summary(summary: dict[str, Any], *, only_problems: bool = False
     colour = {"validated": "green", "partial": "yellow", "rejected": "red"}
     for r in rows:
         table.add_row(
-            r["object"],
-            f"[{colour[r['status']]}]{r['status']}[/]",
+            Text(r["object"]),
+            Text(r["status"], style=colour[r["status"]]),
             str(r["rows"]),
             str(r["validated"]),
             str(r["quarantined"]),
-            r["reason"][:200],
+            Text(r["reason"]),  # whole (the column folds long reasons), brackets kept
         )
     console.print(table)
     t = summary["totals"]

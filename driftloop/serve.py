@@ -10,13 +10,18 @@ looked up then and re-read at most every ``refresh_seconds`` afterwards.
 | ``POST /predict/batch`` | ``{"customer_ids": [...]}`` (1 to 1000) → predictions in order | same |
 | ``GET /health`` | status and the champion version served | 503 while there is nothing to serve |
 
+A request body larger than ``max_body_bytes`` (1 MiB by default) is refused with 413, whether
+its ``Content-Length`` says so or the streamed body turns out larger. A 422 names where the
+request is wrong and why, and never echoes what was sent (no ``input`` in the errors; at most
+:data:`MAX_ERRORS` errors, each message cut to :data:`MAX_MESSAGE` characters).
+
 The OpenAPI description is at ``/docs`` and ``/openapi.json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -26,6 +31,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks.serve import (
     DEFAULT_REFRESH_SECONDS,
@@ -39,6 +46,16 @@ from tasks.serve import (
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
+
+#: Largest request body accepted (bytes); a full batch of 1000 ids needs about 15 KiB.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: A 422 lists at most this many errors ...
+MAX_ERRORS = 20
+#: ... each message (and each part of its location) cut to this many characters.
+MAX_MESSAGE = 200
+_MAX_LOC_PART = 64
+#: Context of a validation error that describes the rule, never the input.
+_RULE_CONTEXT = ("pattern", "expected", "min_length", "max_length", "ge", "gt", "le", "lt")
 
 # ---- the API's types ----------------------------------------------------------------------------
 
@@ -121,6 +138,7 @@ def _predictor(request: Request) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": UnknownIdsResponse, "description": "Unknown customer id(s)."},
+    413: {"model": ErrorResponse, "description": "Request body larger than the limit."},
     503: {"model": ErrorResponse, "description": "No champion to serve yet."},
 }
 
@@ -134,7 +152,6 @@ def _invalid(exc: InvalidIds, field: str, *, batch: bool) -> RequestValidationEr
             "type": "string_pattern_mismatch",
             "loc": loc,
             "msg": exc.message(bad),
-            "input": bad.value,
         }
         if exc.pattern:
             error["ctx"] = {"pattern": exc.pattern}
@@ -142,19 +159,101 @@ def _invalid(exc: InvalidIds, field: str, *, batch: bool) -> RequestValidationEr
     return RequestValidationError(errors)
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def public_errors(errors: Sequence[Any]) -> dict[str, Any]:
+    """A 422 body for validation ``errors``: where and why, never the input.
+
+    Each error keeps ``type``, ``loc`` and ``msg`` (cut to :data:`MAX_MESSAGE` characters) and
+    the parts of ``ctx`` that describe the rule (e.g. the id pattern); at most
+    :data:`MAX_ERRORS` are listed, and ``more_errors`` counts the rest.
+    """
+    detail = []
+    for error in list(errors)[:MAX_ERRORS]:
+        loc = [
+            part if isinstance(part, int) else _cut(str(part), _MAX_LOC_PART)
+            for part in error.get("loc", ())
+        ]
+        item: dict[str, Any] = {
+            "type": _cut(str(error.get("type", "value_error")), _MAX_LOC_PART),
+            "loc": loc,
+            "msg": _cut(str(error.get("msg", "")), MAX_MESSAGE),
+        }
+        ctx = error.get("ctx") or {}
+        rule = {k: _cut(str(ctx[k]), MAX_MESSAGE) for k in _RULE_CONTEXT if k in ctx}
+        if rule:
+            item["ctx"] = rule
+        detail.append(item)
+    body: dict[str, Any] = {"detail": detail}
+    if len(errors) > MAX_ERRORS:
+        body["more_errors"] = len(errors) - MAX_ERRORS
+    return body
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body larger than ``max_bytes`` with 413.
+
+    A declared ``Content-Length`` above the limit is refused before anything is read; a body
+    streamed without one (or longer than declared) is counted as it arrives and refused as soon
+    as it passes the limit, so no more than ``max_bytes`` (plus one chunk) is ever held.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            status_code=413, detail=f"request body larger than {self.max_bytes} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            exc = self._too_large()
+            response = JSONResponse(
+                status_code=exc.status_code,
+                content={"detail": exc.detail},
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(
     settings: Settings,
     *,
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     predictor: Predictor | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The online inference app for ``settings``.
 
     The Feast store and registry client are built at start-up (``predictor`` replaces them, e.g.
     in tests), and the champion is loaded then so the first request does not pay for it.
+    Request bodies above ``max_body_bytes`` get 413.
     """
     if not math.isfinite(refresh_seconds) or refresh_seconds < 0:
         raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,6 +275,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.predictor = predictor
+    app.state.max_body_bytes = max_body_bytes
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content=public_errors(exc.errors()))
 
     @app.exception_handler(UnknownIds)
     async def unknown_ids(request: Request, exc: UnknownIds) -> JSONResponse:

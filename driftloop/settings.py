@@ -16,8 +16,14 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop.redact import redact
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "DRIFTLOOP_"
+ENV_FILE = ".env"
+
+#: URI schemes an MLflow tracking URI may have (``postgresql+psycopg2`` is ``postgresql``).
+MLFLOW_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 
 # The zones of the data lake, as sub-folders (or sub-prefixes) of the data root.
 ZONES = ("landing", "validated", "quarantine", "ledger", "features", "predictions", "reports")
@@ -45,13 +51,41 @@ def _normalise_uri(value: str, *, name: str) -> str:
     return "file://" + str(Path(path).expanduser().resolve())
 
 
+def _check_tracking_uri(value: str) -> str:
+    """An MLflow tracking URI MLflow can use, or ValueError saying what is wrong (redacted)."""
+    shown = redact(value)
+    if "://" not in value:
+        if value == "databricks" or value.startswith("databricks://"):
+            return value
+        raise ValueError(
+            f"{shown!r} is not a URI: expected e.g. sqlite:////abs/path/mlflow.db, "
+            "http://host:5000 or postgresql+psycopg2://user@host:5432/mlflow"
+        )
+    scheme, rest = value.split("://", 1)
+    if scheme.split("+", 1)[0].lower() not in MLFLOW_SCHEMES:
+        raise ValueError(
+            f"scheme {scheme!r} of {shown!r} is not one MLflow tracks to "
+            f"(use {', '.join(s + '://' for s in MLFLOW_SCHEMES)})"
+        )
+    base = scheme.split("+", 1)[0].lower()
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if base in ("http", "https", "postgresql", "mysql", "mssql") and not host:
+        raise ValueError(f"{shown!r} names no host")
+    if base == "sqlite" and not rest.startswith("/"):
+        raise ValueError(f"{shown!r} names no database file (expected sqlite:////abs/path.db)")
+    return value
+
+
 class Settings(BaseSettings):
     """Every path and backend driftloop touches. Frozen: build a new one to change it."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
+        # a project's .env may hold other programs' variables (AWS_*, DATABASE_URL): only the
+        # settings' own are read from it; unknown DRIFTLOOP_* ones are refused by load_settings
+        dotenv_filtering="only_existing",
         extra="forbid",
         frozen=True,
         populate_by_name=True,
@@ -143,6 +177,13 @@ class Settings(BaseSettings):
             raise ValueError(f"DRIFTLOOP_USECASE={value}: no such file")
         return path.resolve()
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _check_mlflow_tracking_uri(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _check_tracking_uri(value.strip())
+
     @field_validator("aws_endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
@@ -198,12 +239,25 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _dotenv_variables(path: Path | None = None) -> dict[str, str]:
+    """The variables of the ``.env`` file the settings read (none when there is no file)."""
+    from dotenv import dotenv_values
+
+    env_file = Path(ENV_FILE) if path is None else path
+    if not env_file.is_file():
+        return {}
+    return {k: v or "" for k, v in dotenv_values(env_file, encoding="utf-8").items()}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment (and ``.env``) plus explicit overrides.
 
-    Raises :class:`SettingsError` with one line per bad or unknown ``DRIFTLOOP_*`` variable.
+    Raises :class:`SettingsError` with one line per bad or unknown ``DRIFTLOOP_*`` variable (of
+    the environment or the ``.env`` file; other programs' variables there are left alone). The
+    message never shows a password (URIs are redacted).
     """
     problems = _unknown_variables(os.environ)
+    problems += [f"{p} (in {ENV_FILE})" for p in _unknown_variables(_dotenv_variables())]
     if problems:
         raise SettingsError("invalid driftloop settings:\n  " + "\n  ".join(problems))
     try:
@@ -213,7 +267,7 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
             var = ENV_PREFIX + loc.upper() if loc in Settings.model_fields else loc
-            lines.append(f"{var}: {err['msg']}")
+            lines.append(f"{var}: {redact(err['msg'])}")
         raise SettingsError("invalid driftloop settings:\n  " + "\n  ".join(lines)) from None
 
 

@@ -5,18 +5,27 @@ Everything started is recorded (PID, command line, log file) in ``<state_dir>/st
 ``down`` stops exactly those processes (each was started in its own process group, so a worker's
 flow-run subprocesses go with it) and nothing else. The Prefect server keeps its SQLite database
 under ``<state_dir>/stack/prefect`` (``DRIFTLOOP_PREFECT_DATABASE_URL`` selects PostgreSQL).
+
+Secrets stay out of command lines and state files: the database URLs reach the Prefect and MLflow
+servers through their environment (``PREFECT_SERVER_DATABASE_CONNECTION_URL``,
+``MLFLOW_BACKEND_STORE_URI``), and what ``stack.json`` records is redacted.
+
+Flow runs of the stack's deployments still RUNNING or PENDING when the stack stops (or left so
+by a crash) can never finish: ``down`` marks them CRASHED before it stops the server, and ``up``
+does the same for any it finds before its workers start.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from driftloop.redact import redact
 from driftloop.settings import PROJECT_ROOT, TELEMETRY_OFF
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
+
+log = logging.getLogger("driftloop.stack")
 
 #: flow deployment -> work pool (prefect.yaml uses the same names)
 POOLS = {
@@ -40,6 +52,8 @@ POOLS = {
 #: workers poll this often (Prefect's default is 10 s): an event's run starts within ~1 s
 WORKER_QUERY_SECONDS = 1
 START_TIMEOUT = 120.0
+#: states of a flow run that is (or claims to be) on its way: with no worker, it never ends
+INFLIGHT_STATES = ("RUNNING", "PENDING")
 
 
 class StackError(RuntimeError):
@@ -60,6 +74,8 @@ class Stack:
     prefect_url: str
     mlflow_url: str
     processes: list[Proc] = field(default_factory=list)
+    #: runs left in flight by a previous stack, marked CRASHED when this one started
+    crashed_runs: list[str] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -83,13 +99,14 @@ def read_stack(settings: Settings) -> Stack | None:
         prefect_url=raw["prefect_url"],
         mlflow_url=raw["mlflow_url"],
         processes=[Proc(**p) for p in raw["processes"]],
+        crashed_runs=list(raw.get("crashed_runs", [])),
     )
 
 
 def _write_stack(settings: Settings, stack: Stack) -> None:
     path = stack_file(settings)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(stack), indent=2))
+    tmp.write_text(json.dumps(asdict(stack), indent=2))  # Proc command lines are redacted
     tmp.replace(path)
 
 
@@ -168,7 +185,11 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> Proc:
         )
     stat = _proc_stat(popen.pid)
     return Proc(
-        name=name, pid=popen.pid, cmdline=cmd, log=str(log), started=stat[1] if stat else None
+        name=name,
+        pid=popen.pid,
+        cmdline=[redact(arg) for arg in cmd],
+        log=str(log),
+        started=stat[1] if stat else None,
     )
 
 
@@ -244,6 +265,49 @@ def deploy(env: dict[str, str], logs: Path) -> None:
         raise StackError(f"prefect deploy --all failed; see {logs / 'deploy.log'}")
 
 
+def crash_inflight_runs(
+    api_url: str, message: str, *, deployments: Iterable[str] = tuple(POOLS)
+) -> list[str]:
+    """Mark every RUNNING or PENDING flow run of ``deployments`` CRASHED (forced, so the server
+    also releases the deployment concurrency slots they hold); returns their ids.
+
+    Only for when no worker can be running them (the stack is stopping or not yet started).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+
+    crashed: list[str] = []
+    in_flight = FlowRunFilter(
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType(s) for s in INFLIGHT_STATES])
+        )
+    )
+    of_stack = DeploymentFilter(name=DeploymentFilterName(any_=list(deployments)))
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        while True:
+            runs = [
+                r
+                for r in client.read_flow_runs(
+                    flow_run_filter=in_flight, deployment_filter=of_stack, limit=200
+                )
+                if str(r.id) not in crashed
+            ]
+            if not runs:
+                return crashed
+            for run in runs:
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                crashed.append(str(run.id))
+
+
 def up(
     settings: Settings,
     *,
@@ -275,8 +339,14 @@ def up(
     env["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "2"
     # SQLite: wait for the write lock rather than fail when workers and flows write at once
     env["PREFECT_SERVER_DATABASE_TIMEOUT"] = "30"
+    # the database URLs (which may carry passwords) go to their servers only, by environment
+    server_env = dict(env)
     if settings.prefect_database_url:
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+        server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
+        server_env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    mlflow_env = dict(env)
+    mlflow_env["MLFLOW_BACKEND_STORE_URI"] = settings.tracking_uri
+    mlflow_env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = settings.artifact_root
     try:
         server = _spawn(
             "prefect-server",
@@ -289,7 +359,7 @@ def up(
                 "--port",
                 str(prefect_port),
             ],
-            env,
+            server_env,
             logs,
         )
         stack.processes.append(server)
@@ -299,11 +369,7 @@ def up(
             "mlflow",
             [
                 _bin("mlflow"),
-                "server",
-                "--backend-store-uri",
-                settings.tracking_uri,
-                "--default-artifact-root",
-                settings.artifact_root,
+                "server",  # store and artifact root: MLFLOW_* in its environment
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -311,12 +377,17 @@ def up(
                 "--workers",
                 "1",
             ],
-            env,
+            mlflow_env,
             logs,
         )
         stack.processes.append(mlflow)
         _write_stack(settings, stack)
         _wait_http(f"{stack.api_url}/health", server)
+        # no worker has run since the last stack stopped: whatever claims to run is a leftover
+        stack.crashed_runs = crash_inflight_runs(
+            stack.api_url, "left running when the previous stack stopped; no worker ran it since"
+        )
+        _write_stack(settings, stack)
         create_pools(stack.api_url)
         deploy(env, logs)
         for deployment, pool in POOLS.items():
@@ -373,17 +444,31 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def down(settings: Settings, *, timeout: float = 15.0) -> list[str]:
-    """Stop what ``up`` started (watcher and workers first, the server last); returns names."""
+def down(
+    settings: Settings, *, timeout: float = 15.0, crashed: list[str] | None = None
+) -> list[str]:
+    """Stop what ``up`` started (watcher and workers first, the server last); returns names.
+
+    Between the two, the flow runs of the stack's deployments still RUNNING or PENDING are marked
+    CRASHED (their ids are appended to ``crashed`` when given); an unreachable server is skipped.
+    """
     stack = read_stack(settings)
     if stack is None:
         return []
     stopped: list[str] = []
     order = sorted(stack.processes, key=lambda p: p.name in ("prefect-server", "mlflow"))
-    for group in (
-        [p for p in order if p.name not in ("prefect-server", "mlflow")],
-        [p for p in order if p.name in ("prefect-server", "mlflow")],
-    ):
+    servers = [p for p in order if p.name in ("prefect-server", "mlflow")]
+    for group in ([p for p in order if p.name not in ("prefect-server", "mlflow")], servers):
+        if group is servers and any(p.name == "prefect-server" and _alive(p) for p in group):
+            try:
+                ids = crash_inflight_runs(
+                    stack.api_url, "the local stack was stopped (driftloop down) during the run"
+                )
+            except Exception as exc:  # never keep the stack from stopping
+                log.warning("could not mark in-flight runs crashed: %s", redact(str(exc)))
+            else:
+                if crashed is not None:
+                    crashed.extend(ids)
         alive = [p for p in group if _alive(p)]
         for p in alive:
             _signal_group(p.pid, signal.SIGTERM)
@@ -414,4 +499,5 @@ def describe(stack: Stack) -> dict[str, Any]:
         "mlflow_ui": stack.mlflow_url,
         "pools": list(POOLS.values()),
         "processes": {p.name: p.pid for p in stack.processes},
+        "crashed_runs": len(stack.crashed_runs),
     }

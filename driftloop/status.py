@@ -68,6 +68,7 @@ def flow_runs(api_url: str, limit: int = 10) -> tuple[list[dict[str, Any]], int]
 
 
 def collect(settings: Settings) -> dict[str, Any]:
+    from driftloop.redact import redact
     from driftloop.stack import processes, read_stack
     from driftloop.usecase import load_usecase
     from tasks import registry
@@ -79,13 +80,27 @@ def collect(settings: Settings) -> dict[str, Any]:
     champion = None
     if usecase.model is not None:
         name = usecase.model.registered_name
-        version = registry.champion_version(settings.tracking_uri, name)
-        champion = f"{name} v{version}" if version else f"{name}: none yet"
+        try:
+            version = registry.champion_version(settings.tracking_uri, name)
+        except Exception as exc:  # an unreachable registry: say so, show the rest
+            champion = redact(f"{name}: registry not readable ({exc})")
+        else:
+            champion = f"{name} v{version}" if version else f"{name}: none yet"
     stack = read_stack(settings)
     alive = sum(ok for _, ok in processes(settings))
     api_url = stack.api_url if stack else os.environ.get("PREFECT_API_URL")
     info: dict[str, Any] = {
         "champion": champion,
+        # where things are, passwords masked
+        "backends": {
+            "data_root": redact(settings.data_root),
+            "mlflow_tracking_uri": redact(settings.tracking_uri),
+            "prefect_database_url": redact(settings.prefect_database_url)
+            if settings.prefect_database_url
+            else None,
+            "online_store": settings.online_store
+            + (f" ({redact(settings.redis_url)})" if settings.online_store == "redis" else ""),
+        },
         "stack": (
             f"{stack.prefect_url} (Prefect), {stack.mlflow_url} (MLflow); "
             f"{alive}/{len(stack.processes)} processes running"
@@ -103,5 +118,5 @@ def collect(settings: Settings) -> dict[str, Any]:
             info["runs"], info["pending_runs"] = flow_runs(api_url)
             info["api_error"] = None
         except Exception as exc:
-            info["api_error"] = f"{api_url}: {exc}"
+            info["api_error"] = redact(f"{api_url}: {exc}")
     return info

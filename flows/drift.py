@@ -36,8 +36,7 @@ finish_check = task(name="drift-verdict", cache_policy=NO_CACHE, retries=1)(drif
 
 
 @flow(name="drift", description="Data, prediction and performance drift of the champion.")
-def drift_flow(params: DriftParams | None = None) -> dict[str, Any]:
-    params = params or DriftParams()
+def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
     settings = load_settings()
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)

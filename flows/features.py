@@ -16,7 +16,7 @@ from driftloop.usecase import load_usecase
 from flows.runners import partitions, run_partitions
 from tasks import features as stage
 from tasks import policy, registry, training
-from tasks.storage import Lake
+from tasks.storage import Lake, sweep_debris
 
 
 class FeaturesParams(BaseModel):
@@ -72,18 +72,21 @@ materialize = task(name="materialize", cache_policy=NO_CACHE, retries=1)(stage.m
 loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
 
 
+sweep = task(name="sweep-debris", cache_policy=NO_CACHE)(sweep_debris)
+
+
 @flow(
     name="features",
     description="Build the daily feature table from validated data, register the Feast "
     "definitions and materialise the newest features into the online store.",
 )
-def features_flow(params: FeaturesParams | None = None) -> dict[str, Any]:
-    params = params or FeaturesParams()
+def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
     settings = load_settings()
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     lake = Lake.from_settings(settings)
     usecase = load_usecase(settings.usecase)
 
+    sweep(lake.root)  # temporary files of writers killed mid-write
     plan = plan_features(lake, usecase, dates=params.dates, force=params.force)
     ranges = stage.date_ranges(plan.todo, plan.lookback_days, parts=partitions(settings))
     computed = run_partitions(

@@ -14,7 +14,7 @@ from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
 from flows.runners import run_partitions
 from tasks import ingest as stage
-from tasks.storage import Lake
+from tasks.storage import Lake, sweep_debris
 
 
 class IngestParams(BaseModel):
@@ -40,18 +40,20 @@ record_object = task(
     name="record-object", cache_policy=NO_CACHE, retries=1, task_run_name="record {obj.key}"
 )(stage.record_object)
 write_index = task(name="write-index", cache_policy=NO_CACHE)(stage.write_index_report)
+# temporary files of writers killed mid-write (their PID is gone): removed before new work
+sweep = task(name="sweep-debris", cache_policy=NO_CACHE)(sweep_debris)
 
 
 @flow(
     name="ingest",
     description="Validate newly landed objects and split rows into validated/quarantine.",
 )
-def ingest_flow(params: IngestParams | None = None) -> dict[str, Any]:
-    params = params or IngestParams()
+def ingest_flow(params: IngestParams = IngestParams()) -> dict[str, Any]:
     settings = load_settings()
     lake = Lake.from_settings(settings)
     usecase = load_usecase(settings.usecase)
 
+    sweep(lake.root)
     ledger = open_ledger(lake.ledger)
     pending = find_pending(lake.landing, ledger, keys=params.objects)
     checked = run_partitions(

@@ -34,8 +34,7 @@ score_day = task(name="score-day", cache_policy=NO_CACHE, retries=1)(score.score
 
 
 @flow(name="score", description="Batch-score active customers with the champion model.")
-def score_flow(params: ScoreParams | None = None) -> dict[str, Any]:
-    params = params or ScoreParams()
+def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     settings = load_settings()
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)

@@ -589,8 +589,18 @@ def render_feature_store_yaml(settings: Settings) -> str:
     """``feature_store.yaml`` for these settings, with absolute paths (for ``feast -f``)."""
     import yaml
 
+    from driftloop.redact import redact
+
     head = "# Rendered by driftloop from its settings; use with: feast -f <this file> ...\n"
-    return head + yaml.safe_dump(repo_config_dict(settings), sort_keys=False)
+    config = repo_config_dict(settings)
+    online = config["online_store"]
+    if (
+        "connection_string" in online
+        and redact(online["connection_string"]) != online["connection_string"]
+    ):  # a password never lands in the file: feast expands the variable when it reads it
+        online["connection_string"] = "${DRIFTLOOP_REDIS_URL}"
+        head += "# DRIFTLOOP_REDIS_URL (it holds a password) must be set where feast runs\n"
+    return head + yaml.safe_dump(config, sort_keys=False)
 
 
 def write_feature_store_yaml(settings: Settings) -> Path:

@@ -72,12 +72,17 @@ class InvalidIds(ServeError):
         self.bad = list(bad)
         self.pattern = pattern
         self.entity = entity
-        super().__init__("; ".join(self.message(b) for b in self.bad[:10]))
+        shown = "; ".join(f"[{b.position}] {self.message(b)}" for b in self.bad[:10])
+        more = f" (and {len(self.bad) - 10} more)" if len(self.bad) > 10 else ""
+        super().__init__(shown + more)
 
     def message(self, bad: BadId) -> str:
+        """Why one id was refused. The id itself is not repeated: an error message must not
+        echo what a client sent (it may be large, or not meant to be logged)."""
         if not isinstance(bad.value, str) or not bad.value:
-            return f"{self.entity} must be a non-empty string, got {bad.value!r}"
-        return f"{self.entity} {bad.value!r} is malformed: it must match {self.pattern}"
+            kind = "an empty string" if bad.value == "" else f"of type {type(bad.value).__name__}"
+            return f"{self.entity} must be a non-empty string, got {kind}"
+        return f"{self.entity} is malformed: it must match {self.pattern}"
 
 
 class UnknownIds(ServeError):
@@ -310,7 +315,9 @@ class Predictor:
     """Scores customers with the current champion on their online features.
 
     ``read_features`` is :func:`tasks.features.online_features` bound to a store (see
-    :func:`build_predictor`); ``id_pattern`` is the use case's id regex (None: any non-empty id).
+    :func:`build_predictor`); ``id_pattern`` is the use case's id regex (None: any non-empty id),
+    which must match the whole id (``re.fullmatch``: a ``$`` in the pattern does not let a
+    trailing newline through).
     ``scoring_threads`` caps the OpenMP threads of one scoring call (None: no cap): spreading a
     handful of rows over threads costs more than it saves, and requests run side by side anyway.
     """
@@ -341,7 +348,7 @@ class Predictor:
             for i, value in enumerate(ids)
             if not isinstance(value, str)
             or not value
-            or (self._regex is not None and self._regex.search(value) is None)
+            or (self._regex is not None and self._regex.fullmatch(value) is None)
         ]
         if bad:
             raise InvalidIds(bad, self.id_pattern, self.entity)

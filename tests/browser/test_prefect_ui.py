@@ -111,3 +111,48 @@ def test_quick_run_from_the_ui_completes(local_stack: LocalStack) -> None:
     assert done["state_type"] == "COMPLETED", done["state"]
     assert done["parameters"] == {}  # a Quick run: the deployment's defaults
     assert Path(shot).stat().st_size > 10_000
+
+
+#: per deployment, fields its custom-run form must show as soon as it opens
+FORM_FIELDS = {
+    "ingest": ["Objects"],
+    "features": ["Dates", "Force", "Materialize", "Trigger"],
+    "train": ["As Of", "Reason", "Drift Start", "Since", "Seed"],
+    "score": ["Day", "Shadow Versions"],
+    "drift": ["Day"],
+}
+
+
+def test_the_custom_run_form_opens_on_the_typed_fields(local_stack: LocalStack) -> None:
+    """The form of every deployment shows its parameters' fields with their defaults at once,
+    without switching a "None" toggle first."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = local_stack.stack.prefect_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        try:
+            for deployment, fields in FORM_FIELDS.items():
+                dep_id = local_stack.deployment_id(deployment)
+                page.goto(f"{url}/deployments/deployment/{dep_id}/run")
+                page.get_by_text("Parameters", exact=True).first.wait_for(timeout=60_000)
+                for field in fields:
+                    label = page.get_by_text(f"{field} (Optional)", exact=True).first
+                    label.wait_for(timeout=30_000)
+                    assert label.is_visible(), f"{deployment}: {field} is not shown"
+                if deployment == "train":
+                    # the defaults are filled in: seed 0, reason "manual"
+                    seed = page.locator("input[type=number]").first
+                    assert seed.input_value() == "0"
+                    assert page.get_by_text("manual", exact=True).first.is_visible()
+                    page.screenshot(
+                        path=str(ARTIFACTS / "prefect-ui-train-form.png"), full_page=True
+                    )
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "prefect-ui-form-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

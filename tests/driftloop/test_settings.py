@@ -73,3 +73,56 @@ def test_quiet_telemetry_sets_but_never_overrides() -> None:
     assert env["GX_ANALYTICS_ENABLED"] == "false"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert os.environ.get("GX_ANALYTICS_ENABLED") == "false"  # set for the test session too
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////var/lib/driftloop/mlflow.db",
+        "http://127.0.0.1:5000",
+        "https://mlflow.example.internal",
+        "postgresql+psycopg2://mlflow:pw@db:5432/mlflow",
+        "mysql+pymysql://mlflow@db/mlflow",
+        "file:///var/lib/mlruns",
+        "databricks",
+    ],
+)
+def test_tracking_uris_mlflow_accepts_are_kept(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    monkeypatch.setenv("DRIFTLOOP_MLFLOW_TRACKING_URI", uri)
+    assert load_settings().tracking_uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://", "names no host"),
+        ("postgresql+psycopg2://u:topsecret@/mlflow", "names no host"),
+        ("sqlite://mlflow.db", "names no database file"),
+        ("s3://bucket/mlflow", "scheme 's3'.* is not one MLflow tracks to"),
+        ("./mlflow.db", "is not a URI"),
+    ],
+)
+def test_a_bad_tracking_uri_is_refused_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, uri: str, message: str
+) -> None:
+    monkeypatch.setenv("DRIFTLOOP_MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(SettingsError, match=f"DRIFTLOOP_MLFLOW_TRACKING_URI: .*{message}") as info:
+        load_settings()
+    assert "topsecret" not in str(info.value)
+
+
+def test_only_driftloop_variables_of_a_dotenv_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "AWS_SECRET_ACCESS_KEY=x\nDATABASE_URL=postgresql://a:b@c/d\nDRIFTLOOP_FEAST_PROJECT=dotenv\n"
+    )
+    assert load_settings().feast_project == "dotenv"
+    (tmp_path / ".env").write_text("DRIFTLOOP_FEAST_PROJEKT=dotenv\n")
+    with pytest.raises(
+        SettingsError,
+        match=r"DRIFTLOOP_FEAST_PROJEKT is not a driftloop setting "
+        r"\(did you mean DRIFTLOOP_FEAST_PROJECT\?\) \(in \.env\)",
+    ):
+        load_settings()

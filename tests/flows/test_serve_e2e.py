@@ -178,17 +178,33 @@ def test_prediction_equals_offline_scoring_with_the_champion(
     assert got == pytest.approx(offline_scores(world, first_champion.version, customers), abs=1e-12)
 
 
-def test_unknown_and_malformed_ids(server: Server, first_champion: FirstChampion) -> None:
+def test_unknown_and_malformed_ids(
+    server: Server, first_champion: FirstChampion, world: Settings
+) -> None:
     r = server.predict("C9999999")
     assert r.status_code == 404
     assert r.json()["unknown_ids"] == ["C9999999"]
     assert "C9999999 is unknown" in r.json()["detail"]
 
-    r = server.predict("customer-42")
-    assert r.status_code == 422
-    [error] = r.json()["detail"]
-    assert error["msg"] == "customer_id 'customer-42' is malformed: it must match ^C[0-9]{7}$"
-    assert error["loc"] == ["body", "customer_id"]
+    from driftloop.usecase import load_usecase
+    from tasks.serve import entity_id_pattern
+
+    pattern = entity_id_pattern(load_usecase(world.usecase))
+    for bad in ("customer-42", "C0000001\n"):  # a trailing newline is malformed too
+        r = server.predict(bad)
+        assert r.status_code == 422, r.text
+        [error] = r.json()["detail"]
+        assert error["msg"] == f"customer_id is malformed: it must match {pattern}"
+        assert error["loc"] == ["body", "customer_id"]
+        assert "input" not in error and "customer-42" not in r.text
+
+
+def test_the_served_process_refuses_a_body_above_one_mib(server: Server) -> None:
+    body = b'{"customer_id": "' + b"C" * (2 * 1024 * 1024) + b'"}'
+    r = server.http.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json() == {"detail": "request body larger than 1048576 bytes"}
+    assert r.headers["connection"] == "close"
 
 
 def test_health_names_the_champion(server: Server, first_champion: FirstChampion) -> None:

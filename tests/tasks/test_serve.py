@@ -36,7 +36,7 @@ from tasks.train import FeatureSchema
 
 SCHEMA = FeatureSchema(categorical=("plan",), numeric=("monthly_charge",), label="churned")
 ASOF = pd.Timestamp("2026-02-04", tz=UTC)
-TELCO_PATTERN = "^C[0-9]{7}$"
+TELCO_PATTERN = r"^C[0-9]{7}\Z"  # as the shipped row suites say
 
 
 # ---- fakes --------------------------------------------------------------------------------------
@@ -319,7 +319,8 @@ def test_malformed_ids_are_rejected_before_anything_is_read(
     with pytest.raises(InvalidIds) as info:
         predictor.predict(["C0000001", *bad])
     assert [b.position for b in info.value.bad] == list(range(1, len(bad) + 1))
-    assert "'C000001' is malformed: it must match ^C[0-9]{7}$" in str(info.value)
+    assert f"[1] customer_id is malformed: it must match {TELCO_PATTERN}" in str(info.value)
+    assert "C000001" not in str(info.value)  # the message does not echo the id
     assert registry.resolves == 0 and features.calls == []
 
     with pytest.raises(InvalidIds, match="non-empty string"):
@@ -416,8 +417,9 @@ def test_malformed_id_is_422_with_the_pattern(client: TestClient, features: Feat
     assert r.status_code == 422
     [error] = r.json()["detail"]
     assert error["loc"] == ["body", "customer_id"]
-    assert error["msg"] == "customer_id '42' is malformed: it must match ^C[0-9]{7}$"
+    assert error["msg"] == f"customer_id is malformed: it must match {TELCO_PATTERN}"
     assert error["ctx"] == {"pattern": TELCO_PATTERN}
+    assert "input" not in error and "42" not in r.text
 
     r = client.post("/predict/batch", json={"customer_ids": ["C0000001", "C1", "C0000002", "x"]})
     assert r.status_code == 422
@@ -506,7 +508,7 @@ def test_openapi_documents_the_typed_api(client: TestClient) -> None:
         "features_asof",
     }
     responses = spec["paths"]["/predict"]["post"]["responses"]
-    assert {"200", "404", "422", "503"} <= set(responses)
+    assert {"200", "404", "413", "422", "503"} <= set(responses)
     assert schemas["BatchPredictRequest"]["properties"]["customer_ids"]["maxItems"] == MAX_BATCH
 
 
@@ -532,3 +534,153 @@ def test_serve_command_binds_to_loopback_by_default(monkeypatch: pytest.MonkeyPa
     assert (call["host"], call["port"]) == ("127.0.0.1", 8765)
     assert call["app"].title == "driftloop online inference"
     assert "0.5 s" in call["app"].description
+    assert call["app"].state.max_body_bytes == 1024 * 1024  # the default limit
+
+    result = CliRunner().invoke(app, ["serve", "--max-body-bytes", "2048"])
+    assert result.exit_code == 0, result.output
+    assert calls[-1]["app"].state.max_body_bytes == 2048
+    assert CliRunner().invoke(app, ["serve", "--max-body-bytes", "0"]).exit_code == 2
+
+
+# ---- limits: body size, what a 422 shows ------------------------------------------------------
+
+
+def test_a_body_above_the_limit_is_413_before_it_is_read(
+    client: TestClient, features: Features
+) -> None:
+    body = b'{"customer_id": "' + b"C" * (2 * 1024 * 1024) + b'"}'  # 2 MiB, Content-Length set
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json() == {"detail": "request body larger than 1048576 bytes"}
+    assert len(r.content) < 100
+    assert features.calls == []
+
+
+def test_a_streamed_body_without_length_is_counted(predictor: Predictor, tmp_path: Path) -> None:
+    settings = Settings(data_root=str(tmp_path / "lake"))
+    small = TestClient(create_app(settings, predictor=predictor, max_body_bytes=1000))
+
+    def chunks() -> Any:  # no Content-Length: the body is only known as it arrives
+        yield b'{"customer_ids": ['
+        yield b'"C0000001",' * 200
+        yield b'"C0000001"]}'
+
+    r = small.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert r.json() == {"detail": "request body larger than 1000 bytes"}
+    # just under the limit is served
+    ok = small.post("/predict/batch", json={"customer_ids": ["C0000001"] * 50})
+    assert ok.status_code == 200, ok.text
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        create_app(settings, max_body_bytes=0)
+
+
+def test_the_real_server_refuses_a_chunked_upload_above_the_limit(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    import socket
+
+    import uvicorn
+
+    from tests.support.servers import free_port, wait_http
+
+    settings = Settings(data_root=str(tmp_path / "lake"))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, predictor=predictor, max_body_bytes=4096),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b" " * 1024
+            for _ in range(8):  # 8 KiB in 1 KiB chunks, twice the limit
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                part = sock.recv(4096)
+                if not part:
+                    break
+                answer += part
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 413 Request Entity Too Large", answer
+        assert rest.endswith(b'{"detail":"request body larger than 4096 bytes"}')
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"customer_id": "Z" * 200},  # does not match the pattern
+        {"customer_id": "Q" * 5000},  # longer than the field allows
+        {"customer_id": ["Q" * 5000]},  # not a string
+        {"customer_id": "C0000001", "Q" * 5000: 1},  # unknown field, named by a long key
+    ],
+    ids=["pattern", "too-long", "wrong-type", "extra-key"],
+)
+def test_a_422_names_the_field_but_never_echoes_the_input(
+    client: TestClient, body: dict[str, Any]
+) -> None:
+    r = client.post("/predict", json=body)
+    assert r.status_code == 422, r.text
+    assert (
+        "ZZZZ" not in r.text
+        and "QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ" not in r.text
+    )
+    assert len(r.content) < 600
+    [error] = r.json()["detail"]
+    assert "input" not in error
+    assert error["loc"][:2] == ["body", "customer_id"] or error["loc"][0] == "body"
+
+
+def test_an_id_with_a_trailing_newline_is_malformed(client: TestClient, features: Features) -> None:
+    r = client.post("/predict", json={"customer_id": "C0000001\n"})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "customer_id"]
+    assert error["msg"] == f"customer_id is malformed: it must match {TELCO_PATTERN}"
+    r = client.post("/predict/batch", json={"customer_ids": ["C0000001", "C0000002\n"]})
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "customer_ids", 1]]
+    assert features.calls == []
+
+
+def test_the_pattern_must_match_the_whole_id_even_when_it_ends_in_dollar(
+    registry: Registry, clock: Clock, features: Features
+) -> None:
+    # Python's "$" also matches before a final newline; the whole id must match
+    predictor = Predictor(registry.cache(clock), features, id_pattern="^C[0-9]{7}$")
+    with pytest.raises(InvalidIds) as info:
+        predictor.predict(["C0000001", "C0000001\n"])
+    assert [b.position for b in info.value.bad] == [1]
+    # an unanchored pattern is anchored too: the id is the match, not a substring of it
+    unanchored = Predictor(registry.cache(clock), features, id_pattern="C[0-9]{7}")
+    with pytest.raises(InvalidIds):
+        unanchored.predict(["xC0000001"])
+    assert features.calls == []
+
+
+def test_a_422_lists_at_most_twenty_errors(client: TestClient) -> None:
+    from driftloop.serve import MAX_ERRORS
+
+    r = client.post("/predict/batch", json={"customer_ids": ["bad"] * MAX_BATCH})
+    assert r.status_code == 422
+    body = r.json()
+    assert len(body["detail"]) == MAX_ERRORS == 20
+    assert body["more_errors"] == MAX_BATCH - 20
+    assert [e["loc"][2] for e in body["detail"]] == list(range(20))
+    assert len(r.content) < 5000

@@ -1,0 +1,68 @@
+"""Runs left in flight when the stack stops: :func:`driftloop.stack.crash_inflight_runs` against a
+real Prefect API (the session's test server), with a deployment concurrency limit in play."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from driftloop.stack import crash_inflight_runs
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def _client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def test_in_flight_runs_of_the_stack_are_crashed_and_their_slot_freed() -> None:
+    from prefect.states import Completed, Pending, Running, Scheduled
+
+    flow_name = f"train-{uuid.uuid4().hex[:8]}"  # the session's API is shared: a fresh flow
+    deployment = f"dep-{uuid.uuid4().hex[:8]}"
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    with _client() as client:
+        flow_id = client.create_flow_from_name(flow_name)
+        dep_id = client.create_deployment(flow_id, deployment, concurrency_limit=1)
+        other_id = client.create_deployment(flow_id, other)
+
+        running = client.create_flow_run_from_deployment(dep_id, state=Scheduled())
+        # through the orchestration rules, so the run takes the deployment's only slot
+        assert client.set_flow_run_state(running.id, Pending()).status.value == "ACCEPT"
+        assert client.set_flow_run_state(running.id, Running()).status.value == "ACCEPT"
+        pending = client.create_flow_run_from_deployment(dep_id, state=Pending())
+        waiting = client.create_flow_run_from_deployment(dep_id, state=Scheduled())
+        # the slot is taken: the server refuses and parks the run
+        assert client.set_flow_run_state(waiting.id, Pending()).status.value == "REJECT"
+        assert client.read_flow_run(waiting.id).state.name == "AwaitingConcurrencySlot"
+        done = client.create_flow_run_from_deployment(dep_id, state=Completed())
+        elsewhere = client.create_flow_run_from_deployment(other_id, state=Running())
+
+    crashed = crash_inflight_runs(_api(), "the stack stopped", deployments=[deployment])
+
+    assert sorted(crashed) == sorted([str(running.id), str(pending.id)])
+    with _client() as client:
+
+        def state(run: Any) -> tuple[str, str | None]:
+            s = client.read_flow_run(run.id).state
+            return s.type.value, s.message
+
+        assert state(running) == ("CRASHED", "the stack stopped")
+        assert state(pending) == ("CRASHED", "the stack stopped")
+        assert state(done)[0] == "COMPLETED"
+        assert state(elsewhere)[0] == "RUNNING"  # not one of the given deployments
+        assert state(waiting)[0] == "SCHEDULED"  # waiting for a slot is not in flight
+        # the crashed run gave its concurrency slot back: the waiting run may start now
+        assert client.set_flow_run_state(waiting.id, Pending()).status.value == "ACCEPT"
+    # the run that got the slot is in flight now, and the only one
+    assert crash_inflight_runs(_api(), "again", deployments=[deployment]) == [str(waiting.id)]
