@@ -13,6 +13,9 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 DEMO_DAYS ?= 60
 DEMO_CUSTOMERS ?= 2000
+# `make up PREFECT_PORT=4300 MLFLOW_PORT=5300` (another free port is taken when one is busy)
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 
 .PHONY: install demo test lint bench up down status clean
 
@@ -38,7 +41,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 up: install
-	$(VENV)/bin/driftloop up
+	$(VENV)/bin/driftloop up --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
 down: install
 	$(VENV)/bin/driftloop down

@@ -24,6 +24,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
+    from driftloop.usecase import UseCase
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain."
@@ -108,6 +109,16 @@ def expected_failures(*expected: type[BaseException]) -> Iterator[None]:
             logger.removeFilter(drop)
 
 
+def _usecase_or_none(settings: Settings) -> UseCase | None:
+    """The use case, or None when it does not load (commands that do not need it)."""
+    from driftloop.usecase import UseCaseError, load_usecase
+
+    try:
+        return load_usecase(settings.usecase)
+    except (UseCaseError, ValueError, OSError):
+        return None
+
+
 def _parse_date(value: str) -> date:
     try:
         return datetime.strptime(value, "%Y-%m-%d").date()
@@ -127,7 +138,10 @@ def simulate(
         float, typer.Option(min=0.0, max=0.5, help="Share of rows with defects.")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed → same files).")] = 7,
-    label_delay: Annotated[int, typer.Option(min=1, help="Days until a churn becomes known.")] = 14,
+    label_delay: Annotated[
+        int | None,
+        typer.Option(min=1, help="Days until a churn becomes known; default: the use case's."),
+    ] = None,
     truth: Annotated[
         Path | None, typer.Option(help="Write the injected defects as JSONL here.")
     ] = None,
@@ -141,6 +155,16 @@ def simulate(
 
     settings = _settings(usecase=False)
     lake = Lake.from_settings(settings)
+    usecase = _usecase_or_none(settings)
+    if label_delay is None:
+        target = usecase.target if usecase is not None else None
+        label_delay = target.label_delay_days if target is not None else 14
+    if usecase is not None and usecase.target is not None and usecase.model is not None:
+        from tasks.simulate import first_model_warning
+
+        warning = first_model_warning(days, usecase)
+        if warning:
+            err_console.print(Text(warning, style="yellow"), soft_wrap=True)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("simulating", total=days)
         try:
@@ -312,6 +336,9 @@ def drift(
     if "detected" in out and "window" not in out:
         console.print(f"no check: {out.get('reason')}", markup=False)
         return
+    if out.get("status") == "no-data":
+        console.print(f"no data in {' → '.join(out['window'])}: nothing checked", markup=False)
+        return
     verdict = "[red]drift detected[/red]" if out["detected"] else "[green]no drift[/green]"
     detail = f" in {' → '.join(out['window'])}: drifted {out['drifted'] or 'none'}; "
     console.print(verdict + escape(detail + f"report {out['report']}"))
@@ -325,7 +352,8 @@ def watch(
     ] = 2.0,
     once: Annotated[bool, typer.Option(help="Scan once and exit.")] = False,
 ) -> None:
-    """Announce newly landed objects as driftloop.data.landed events (needs a Prefect API)."""
+    """Announce newly landed objects as driftloop.data.landed events, one per scan (needs a
+    Prefect API)."""
     import signal
     import time
 
@@ -335,6 +363,7 @@ def watch(
 
     from driftloop.usecase import load_usecase
     from tasks.ingest import open_ledger
+    from tasks.reconcile import shortlist
     from tasks.storage import Lake
     from tasks.watch import scan_once
 
@@ -351,9 +380,8 @@ def watch(
 
     def emit(event: dict[str, Any]) -> None:
         emit_event(**event)
-        console.print(
-            f"landed: {event['payload']['key']} ({event['payload']['etag']})", markup=False
-        )
+        keys = [o["key"] for o in event["payload"]["objects"]]
+        console.print(f"landed: {len(keys)} objects: {shortlist(keys)}", markup=False)
 
     console.print(f"watching {lake.landing.uri} every {interval:g}s", markup=False)
     while not stop:
@@ -391,7 +419,12 @@ def up(
     from driftloop.stack import up as start
 
     try:
-        stack = start(settings, prefect_port=prefect_port, mlflow_port=mlflow_port)
+        stack = start(
+            settings,
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port,
+            progress=lambda line: console.print(line, markup=False),
+        )
     except StackError as exc:
         fail(redact(str(exc)), EXIT_STACK)
     info = describe(stack)
@@ -429,13 +462,96 @@ def down() -> None:
     )
 
 
+def _api_url(settings: Settings) -> str | None:
+    """The Prefect API to talk to: the local stack's, else ``PREFECT_API_URL``."""
+    import os
+
+    from driftloop.stack import read_stack
+
+    stack = read_stack(settings)
+    return stack.api_url if stack else os.environ.get("PREFECT_API_URL")
+
+
+@app.command()
+def reconcile(
+    dry_run: Annotated[
+        bool, typer.Option(help="Only show what is missing; start no runs.")
+    ] = False,
+    settle: Annotated[
+        float,
+        typer.Option(min=0.0, help="Leave objects landed less than this many seconds ago."),
+    ] = 60.0,
+) -> None:
+    """Start the ingest, features or train run the lake says is missing (once; the reconcile
+    deployment does it every 5 minutes)."""
+    settings = _settings(lake=True)
+    api_url = _api_url(settings)
+    if not api_url:
+        fail("no Prefect API: start the stack (`make up`) or set PREFECT_API_URL")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.reconcile import ReconcileParams, reconcile_flow
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        out = reconcile_flow(ReconcileParams(settle_seconds=settle, dry_run=dry_run))
+    print_reconcile(out, dry_run=dry_run)
+
+
+def print_reconcile(out: dict[str, Any], *, dry_run: bool = False) -> None:
+    if not out["wanted"]:
+        console.print("nothing missing: the lake has no pending work", markup=False)
+        return
+    for want in out["wanted"]:
+        dep = want["deployment"]
+        started = [s for s in out["started"] if s["deployment"] == dep]
+        if started:
+            done = f"started {started[0]['flow_run_name']} ({started[0]['flow_run_id']})"
+        elif dep in out["on_its_way"]:
+            done = "already on its way: " + ", ".join(out["on_its_way"][dep])
+        elif dep in out["not_deployed"]:
+            done = "not deployed (prefect deploy --all)"
+        else:
+            done = "would start (dry run)" if dry_run else "not started"
+        console.print(f"{dep}: {want['reason']}\n  → {done}", markup=False)
+
+
 @app.command()
 def status() -> None:
-    """The champion, the last flow runs, the last drift check and what is pending."""
+    """What the loop is doing and why: champion, pending work, retraining policy, last runs,
+    failed and crashed runs and failed automation actions of the last day."""
     settings = _settings()
     from driftloop.status import collect
 
     info = collect(settings)
+    for line in status_lines(info):
+        console.print(line, markup=False)
+    if info["api"] is None:
+        return
+    table = Table(title="last flow runs")
+    for col in ("flow", "deployment", "state", "started", "name"):
+        table.add_column(col)
+    for r in info["api"]["runs"]:
+        cells = (r["flow"], r["deployment"] or "-", r["state"], r["start"] or "-", r["name"])
+        table.add_row(*(Text(str(c)) for c in cells))
+    console.print(table)
+    for line in api_lines(info["api"]):
+        console.print(line, markup=False)
+
+
+def _listed(
+    items: list[str], limit: int = 10, *, total: int | None = None, indent: str = "  "
+) -> list[str]:
+    """One line per item, at most ``limit``, then ``+N more`` (of ``total`` when more exist
+    than were read): nothing is cut silently."""
+    total = len(items) if total is None else total
+    lines = [f"{indent}{item}" for item in items[:limit]]
+    if total > len(lines):
+        lines.append(f"{indent}+{total - len(lines)} more")
+    return lines
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """The part of ``driftloop status`` that needs no Prefect API."""
     lines = [f"champion: {info['champion']}"]
     lines += [f"{name}: {value}" for name, value in info["backends"].items() if value]
     if info["stack"]:
@@ -444,28 +560,78 @@ def status() -> None:
     lines.append(
         "last drift check: "
         + (
-            f"{'DRIFT' if drift['detected'] else 'no drift'} in {' → '.join(drift['window'])} "
+            f"no data in {' → '.join(drift['window'])}"
+            if drift and drift.get("status") == "no-data"
+            else f"{'DRIFT' if drift['detected'] else 'no drift'} in {' → '.join(drift['window'])} "
             f"(v{drift['model_version']}; drifted {drift['drifted'] or 'none'})"
             if drift
             else "none yet"
         )
     )
-    lines.append(f"pending landed objects: {len(info['pending_objects'])}")
-    lines += [f"  {key}" for key in info["pending_objects"][:10]]
-    if info["runs"] is None:
+    pending = info["pending"]
+    training = pending["training"]
+    if training is not None:
+        verdict = (
+            f"train ({training['reason']})"
+            if training["train"]
+            else f"not training: {training['reason']}"
+        )
+        if training["train"] and not training["due"]:
+            verdict += "; a training already used these labels"
+        lines.append(f"retraining policy (as of {pending['day']}): {verdict}")
+    state = pending["loop_state"]
+    if state is not None:
+        lines.append(
+            f"loop state: last trained through {state['last_trained_through'] or '-'}, "
+            f"drift since {state['drift_since'] or '-'}, trains from "
+            f"{state['train_since'] or 'the start'}"
+        )
+    recent = pending["objects_recent"]
+    lines.append(
+        f"pending landed objects: {len(pending['objects']) + len(recent)}"
+        + (f" ({len(recent)} just landed, left to their event)" if recent else "")
+    )
+    lines += _listed(pending["objects"] + recent)
+    lines.append(f"validated days without current features: {len(pending['feature_days'])}")
+    lines += _listed(pending["feature_days"])
+    if pending["unrecorded_drift"]:
+        lines.append(f"drift detected from {pending['unrecorded_drift']} is not recorded yet")
+    nxt = info["next_action"]
+    lines.append(
+        "reconcile would start: "
+        + ("; ".join(f"{a['deployment']} ({a['reason']})" for a in nxt) if nxt else "nothing")
+    )
+    if info["api"] is None:
         lines.append(f"flow runs: no Prefect API reachable ({info['api_error']})")
-    for line in lines:
-        console.print(line, markup=False)
-    if info["runs"] is None:
-        return
-    table = Table(title="last flow runs")
-    for col in ("flow", "deployment", "state", "started", "name"):
-        table.add_column(col)
-    for r in info["runs"]:
-        cells = (r["flow"], r["deployment"] or "-", r["state"], r["start"] or "-", r["name"])
-        table.add_row(*(Text(str(c)) for c in cells))
-    console.print(table)
-    console.print(f"pending flow runs (scheduled/late/pending): {info['pending_runs']}")
+    return lines
+
+
+def api_lines(api: dict[str, Any]) -> list[str]:
+    """Runs waiting, failed/crashed runs and failed automation actions of the last day."""
+    lines = []
+    waiting = api["pending_runs"]
+    lines.append(f"flow runs waiting to run: {len(waiting)}")
+    lines += _listed(
+        [f"{r['deployment'] or r['flow']}: {r['state']} (since {r['expected']})" for r in waiting]
+    )
+    problems = api["problem_runs"]
+    lines.append(f"failed or crashed runs in the last day: {len(problems)}")
+    lines += _listed(
+        [
+            f"{r['expected']} {r['deployment'] or r['flow']} {r['name']}: {r['state']}"
+            + (f": {r['message']}" if r["message"] else "")
+            for r in problems
+        ]
+    )
+    failed = api["failed_actions"]
+    lines.append(f"failed automation actions in the last day: {api['failed_actions_total']}")
+    lines += _listed(
+        [f"{a['occurred']} {a['automation']}: {a['reason']}" for a in failed],
+        total=api["failed_actions_total"],
+    )
+    if api["runs_truncated"]:
+        lines.append(f"(only the newest {api['runs_last_day']} runs of the last day were read)")
+    return lines
 
 
 def print_training_summary(out: dict[str, Any]) -> None:

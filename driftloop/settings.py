@@ -305,3 +305,15 @@ def export_artifact_endpoint(settings: Settings, environ: dict[str, str] | None 
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.aws_endpoint_url
         return True
     return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``DRIFTLOOP_*`` variables that rebuild it in another process (the
+    stack's servers, workers and flow runs get exactly these, whatever this process's own
+    environment holds)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[ENV_PREFIX + name.upper()] = str(value)
+    return env

@@ -12,7 +12,16 @@ servers through their environment (``PREFECT_SERVER_DATABASE_CONNECTION_URL``,
 
 Flow runs of the stack's deployments still RUNNING or PENDING when the stack stops (or left so
 by a crash) can never finish: ``down`` marks them CRASHED before it stops the server, and ``up``
-does the same for any it finds before its workers start.
+does the same for any it finds before its workers start. While the stack runs, a flow run whose
+process died (its heartbeat stopped) is marked CRASHED by an automation ``up`` creates
+(:func:`ensure_zombie_automation`).
+
+The Prefect database stays small and answers writes (:func:`server_env`): workers poll every
+:data:`WORKER_QUERY_SECONDS`; a run waiting for its deployment's concurrency slot is retried every
+``SLOT_WAIT_SECONDS - WORKER_PREFETCH_SECONDS`` seconds, not on every poll; events are kept
+:data:`EVENT_RETENTION` (heartbeats and slot waits :data:`SHORT_EVENT_RETENTION`); finished flow
+runs, their logs and artifacts :data:`FLOW_RUN_RETENTION`; concurrency leases live in files under
+the stack folder, so a server restart keeps them. :func:`prefect_db_bytes` measures the database.
 """
 
 from __future__ import annotations
@@ -25,9 +34,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +59,41 @@ POOLS = {
     "score": "scoring-pool",
     "drift": "monitoring-pool",
 }
-#: workers poll this often (Prefect's default is 10 s): an event's run starts within ~1 s
-WORKER_QUERY_SECONDS = 1
+#: the deployment that compares the lake with what ran and starts what is missing (it shares
+#: monitoring-pool, so it has no worker of its own)
+CATCH_UP = "reconcile"
+#: every deployment of prefect.yaml
+DEPLOYMENTS = (*POOLS, CATCH_UP)
+#: workers poll this often (Prefect's default is 10 s): an event's run starts within ~5 s
+WORKER_QUERY_SECONDS = 5
+#: workers pick up runs scheduled up to this far ahead (Prefect's default is 10 s)
+WORKER_PREFETCH_SECONDS = 5
+#: a run refused for its deployment's concurrency slot is rescheduled this far ahead (Prefect:
+#: 30 s). Longer than the prefetch, so workers retry it every SLOT_WAIT - PREFETCH seconds instead
+#: of on every poll (each retry writes a state and an event)
+SLOT_WAIT_SECONDS = 15
+#: flow runs send a heartbeat event this often (Prefect's minimum is 30 s)
+FLOW_HEARTBEAT_SECONDS = 60
+#: a running flow run that missed this many heartbeats is marked CRASHED (a margin for a server
+#: that processes events late under load: a live run must never be crashed)
+ZOMBIE_MISSED_HEARTBEATS = 5
+ZOMBIE_AUTOMATION = "driftloop: crash flow runs whose heartbeat stopped"
+HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+#: events are deleted after this long (Prefect: 7 days) ...
+EVENT_RETENTION = timedelta(days=1)
+#: ... and these frequent ones sooner
+SHORT_EVENT_RETENTION = {
+    HEARTBEAT_EVENT: timedelta(hours=1),
+    "prefect.flow-run.AwaitingConcurrencySlot": timedelta(hours=1),
+}
+#: finished flow runs (with their states, logs and artifacts) are deleted this long after their end
+FLOW_RUN_RETENTION = timedelta(days=7)
+#: the database vacuum runs this often (Prefect: hourly)
+VACUUM_EVERY_SECONDS = 900
+#: SQLite: seconds a write waits for the lock before it fails (Prefect: 10)
+DATABASE_TIMEOUT_SECONDS = 30
+#: concurrency leases in files under PREFECT_HOME (Prefect keeps them in the server's memory)
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 START_TIMEOUT = 120.0
 #: states of a flow run that is (or claims to be) on its way: with no worker, it never ends
 INFLIGHT_STATES = ("RUNNING", "PENDING")
@@ -153,19 +196,86 @@ def _alive(proc: Proc) -> bool:
     return proc.started is None or stat[1] == proc.started
 
 
+def prefect_home(settings: Settings) -> Path:
+    return stack_dir(settings) / "prefect"
+
+
+def prefect_db_path(settings: Settings) -> Path | None:
+    """The stack's SQLite Prefect database (None when the server runs on PostgreSQL)."""
+    if settings.prefect_database_url:
+        return None
+    return prefect_home(settings) / "prefect.db"
+
+
+def prefect_db_bytes(settings: Settings) -> int:
+    """Size on disk of the stack's SQLite Prefect database: the file and its write-ahead log
+    (0 before the first start, and on PostgreSQL)."""
+    path = prefect_db_path(settings)
+    if path is None:
+        return 0
+    wal = path.with_name(path.name + "-wal")
+    return sum(p.stat().st_size for p in (path, wal) if p.exists())
+
+
+def _duration(value: timedelta) -> str:
+    """A duration as Prefect's settings read it from the environment (ISO 8601)."""
+    return f"PT{int(value.total_seconds())}S"
+
+
 def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     """The environment of every stack process: the DRIFTLOOP_* settings as given, the API URL,
-    telemetry off, and the project folder for prefect.yaml's pull step."""
-    env = dict(os.environ)
+    telemetry off, the project folder for prefect.yaml's pull step, how often workers poll and
+    flow runs send heartbeats."""
+    from driftloop.settings import ENV_PREFIX, settings_env
+
+    # these settings, not whatever DRIFTLOOP_* variables this process happens to have
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings_env(settings))
+    env.pop(ENV_PREFIX + "PREFECT_DATABASE_URL", None)  # the server's alone (server_env)
     env.update(TELEMETRY_OFF)
     env.update(
         {
             "PREFECT_API_URL": api_url,
-            "PREFECT_HOME": str(stack_dir(settings) / "prefect"),
+            "PREFECT_HOME": str(prefect_home(settings)),
             "DRIFTLOOP_PROJECT_DIR": str(settings.project_dir),
             "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_WORKER_PREFETCH_SECONDS": str(WORKER_PREFETCH_SECONDS),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_SECONDS),
             "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def server_env(settings: Settings, port: int) -> dict[str, str]:
+    """The Prefect server's environment: :func:`stack_env` plus where it listens, its database
+    (the URL, which may carry a password, goes only here), how long events and finished runs are
+    kept, and concurrency leases in files under ``PREFECT_HOME`` (they survive a restart)."""
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = stack_env(settings, api_url)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    sqlite = prefect_db_path(settings)
+    env.update(
+        {
+            "PREFECT_UI_API_URL": api_url,
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+                f"sqlite+aiosqlite:///{sqlite}" if sqlite else str(settings.prefect_database_url)
+            ),
+            # SQLite (WAL, set by Prefect): wait for the write lock rather than fail
+            "PREFECT_SERVER_DATABASE_TIMEOUT": str(DATABASE_TIMEOUT_SECONDS),
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": str(SLOT_WAIT_SECONDS),
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+            "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": _duration(EVENT_RETENTION),
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY_SECONDS),
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(
+                int(FLOW_RUN_RETENTION.total_seconds())
+            ),
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps(
+                {name: int(kept.total_seconds()) for name, kept in SHORT_EVENT_RETENTION.items()}
+            ),
         }
     )
     return env
@@ -265,8 +375,25 @@ def deploy(env: dict[str, str], logs: Path) -> None:
         raise StackError(f"prefect deploy --all failed; see {logs / 'deploy.log'}")
 
 
+def start_catch_up(api_url: str) -> str:
+    """Start one run of the reconcile deployment now; returns its id."""
+    import httpx
+
+    with httpx.Client(base_url=api_url, timeout=30.0) as http:
+        r = http.post("/deployments/filter", json={"deployments": {"name": {"any_": [CATCH_UP]}}})
+        r.raise_for_status()
+        [dep] = r.json()
+        run = http.post(
+            f"/deployments/{dep['id']}/create_flow_run",
+            # the watcher announced what landed before the restart already: take all of it
+            json={"tags": ["catch-up"], "parameters": {"params": {"settle_seconds": 5}}},
+        )
+        run.raise_for_status()
+        return str(run.json()["id"])
+
+
 def crash_inflight_runs(
-    api_url: str, message: str, *, deployments: Iterable[str] = tuple(POOLS)
+    api_url: str, message: str, *, deployments: Iterable[str] = DEPLOYMENTS
 ) -> list[str]:
     """Mark every RUNNING or PENDING flow run of ``deployments`` CRASHED (forced, so the server
     also releases the deployment concurrency slots they hold); returns their ids.
@@ -308,14 +435,94 @@ def crash_inflight_runs(
                 crashed.append(str(run.id))
 
 
+def ensure_zombie_automation(
+    api_url: str,
+    *,
+    heartbeat_seconds: float = FLOW_HEARTBEAT_SECONDS,
+    misses: int = ZOMBIE_MISSED_HEARTBEATS,
+) -> str:
+    """The automation that marks a flow run CRASHED when, after a heartbeat, nothing is heard of
+    it (no heartbeat, no state change) for ``misses`` heartbeat intervals: its process died while
+    the server kept running. Replaces an earlier one of the same name; returns its id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    within = timedelta(seconds=heartbeat_seconds * misses)
+    automation = AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description=f"A flow run silent for {within.total_seconds():.0f}s after a heartbeat "
+        "lost its process: mark it crashed (which frees its concurrency slot).",
+        trigger=EventTrigger(
+            after={HEARTBEAT_EVENT},
+            # any sign of the run (heartbeat or state change, final ones included) keeps it alive
+            expect={"prefect.flow-run.*"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                name=None,  # the state type's own name: "Crashed"
+                force=False,  # a run that finished meanwhile stays finished
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within.total_seconds():.0f}s: "
+                "the flow run's process is gone",
+            )
+        ],
+    )
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for old in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            client.delete_automation(old.id)
+        return str(client.create_automation(automation))
+
+
+def start_prefect_server(settings: Settings, port: int, logs: Path) -> Proc:
+    """Start the Prefect server on 127.0.0.1:``port`` with :func:`server_env` (not waited for)."""
+    prefect_home(settings).mkdir(parents=True, exist_ok=True)
+    return _spawn(
+        "prefect-server",
+        [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_env(settings, port),
+        logs,
+    )
+
+
+def wait_for_server(stack: Stack, server: Proc, timeout: float = START_TIMEOUT) -> None:
+    _wait_http(f"{stack.api_url}/health", server, timeout)
+
+
+class _Steps:
+    """Reports each start-up step with the seconds since the start."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(f"[{time.monotonic() - self.started:5.1f}s] {message}")
+
+
 def up(
     settings: Settings,
     *,
     prefect_port: int = 4200,
     mlflow_port: int = 5000,
     watch_interval: float = 2.0,
+    progress: Callable[[str], None] | None = None,
 ) -> Stack:
-    """Start the stack (see the module docstring); returns what was started."""
+    """Start the stack (see the module docstring); returns what was started.
+
+    ``progress`` gets one line per step (server, pools, deployments, workers, watcher) with the
+    seconds since the start: a first start takes a minute or two.
+    """
+    step = _Steps(progress)
     existing = read_stack(settings)
     if existing and any(_alive(p) for p in existing.processes):
         raise StackError(
@@ -324,7 +531,6 @@ def up(
     home = stack_dir(settings)
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    (home / "prefect").mkdir(exist_ok=True)
     prefect_port = free_port(prefect_port)
     mlflow_port = free_port(mlflow_port)
     stack = Stack(
@@ -332,36 +538,15 @@ def up(
         mlflow_url=f"http://127.0.0.1:{mlflow_port}",
     )
     env = stack_env(settings, stack.api_url)
-    env["PREFECT_UI_API_URL"] = stack.api_url
-    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
-    env["PREFECT_SERVER_API_PORT"] = str(prefect_port)
-    # a run waiting for its deployment's concurrency slot retries after 2 s (default 30 s)
-    env["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "2"
-    # SQLite: wait for the write lock rather than fail when workers and flows write at once
-    env["PREFECT_SERVER_DATABASE_TIMEOUT"] = "30"
     # the database URLs (which may carry passwords) go to their servers only, by environment
-    server_env = dict(env)
-    if settings.prefect_database_url:
-        server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_database_url
-        server_env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     mlflow_env = dict(env)
     mlflow_env["MLFLOW_BACKEND_STORE_URI"] = settings.tracking_uri
     mlflow_env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = settings.artifact_root
     try:
-        server = _spawn(
-            "prefect-server",
-            [
-                _bin("prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(prefect_port),
-            ],
-            server_env,
-            logs,
-        )
+        step(f"starting the Prefect server on {stack.prefect_url}")
+        server = start_prefect_server(settings, prefect_port, logs)
         stack.processes.append(server)
         _write_stack(settings, stack)
         settings.state_path.mkdir(parents=True, exist_ok=True)
@@ -382,14 +567,21 @@ def up(
         )
         stack.processes.append(mlflow)
         _write_stack(settings, stack)
-        _wait_http(f"{stack.api_url}/health", server)
+        wait_for_server(stack, server)
+        step("Prefect server is up")
         # no worker has run since the last stack stopped: whatever claims to run is a leftover
         stack.crashed_runs = crash_inflight_runs(
             stack.api_url, "left running when the previous stack stopped; no worker ran it since"
         )
         _write_stack(settings, stack)
+        if stack.crashed_runs:
+            step(f"marked {len(stack.crashed_runs)} runs left running by the last stack crashed")
         create_pools(stack.api_url)
+        ensure_zombie_automation(stack.api_url)
+        step(f"work pools {', '.join(POOLS.values())} and the crashed-run automation are ready")
+        step("deploying the flows (prefect deploy --all)")
         deploy(env, logs)
+        step(f"deployed {', '.join(POOLS)}")
         for deployment, pool in POOLS.items():
             worker = _spawn(
                 f"worker-{pool}",
@@ -408,6 +600,7 @@ def up(
                 logs,
             )
             stack.processes.append(worker)
+        step(f"started {len(POOLS)} workers (one per pool)")
         watcher = _spawn(
             "landing-watcher",
             [_bin("driftloop"), "watch", "--interval", str(watch_interval)],
@@ -416,8 +609,13 @@ def up(
         )
         stack.processes.append(watcher)
         _write_stack(settings, stack)
+        step(f"started the landing watcher on {settings.zone('landing')}")
         _wait_http(f"{stack.mlflow_url}/health", mlflow)
+        step(f"MLflow is up on {stack.mlflow_url}")
         wait_for_workers(stack)
+        step("every pool has a worker polling it")
+        start_catch_up(stack.api_url)  # what landed or was due while the stack was down
+        step("started a reconcile run to catch up: ready")
     except BaseException:
         down(settings)
         raise

@@ -1,15 +1,33 @@
-"""``driftloop status``: what the loop is doing, gathered from the registry, the lake and the
-Prefect API (the stack's, or ``PREFECT_API_URL``)."""
+"""``driftloop status``: what the loop is doing and why, gathered from the registry, the lake and
+the Prefect API (the stack's, or ``PREFECT_API_URL``).
+
+It answers "why is nothing happening?": the work the lake says is pending (what
+``driftloop reconcile`` would start), the runs of the last day (the failed and crashed ones
+apart), automation actions that failed (e.g. an event whose run could not be created), and the
+retraining policy's current verdict with the loop state it is based on. The Prefect API is asked
+with a few concurrent requests, whatever the number of deployments or runs.
+"""
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
 
-PENDING_STATES = ["SCHEDULED", "PENDING", "PAUSED"]
+#: run states that wait to run (the state type; AwaitingConcurrencySlot and Late are SCHEDULED)
+PENDING_STATES = ("SCHEDULED", "PENDING", "PAUSED")
+PROBLEM_STATES = ("FAILED", "CRASHED")
+#: what the Prefect server emits when an automation's action (e.g. run-deployment) fails
+ACTION_FAILED_EVENTS = (
+    "prefect.automation.action.failed",
+    "prefect-cloud.automation.action.failed",
+)
+WINDOW = timedelta(days=1)
+RUN_LIMIT = 200  # runs of the last day read at most (the count says when there were more)
+LAST_RUNS = 10  # runs shown in the table
 
 
 def last_drift(settings: Settings) -> dict[str, Any] | None:
@@ -25,70 +43,160 @@ def last_drift(settings: Settings) -> dict[str, Any] | None:
     return result
 
 
-def flow_runs(api_url: str, limit: int = 10) -> tuple[list[dict[str, Any]], int]:
-    """The last ``limit`` flow runs and the number waiting to run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
+def champion_over_rest(server: str, name: str, *, timeout: float = 5.0) -> str | None:
+    """The version the ``champion`` alias points to, asked from an MLflow server's REST API (one
+    request, without importing MLflow); None when the model or the alias does not exist."""
+    import httpx
+
+    r = httpx.get(
+        f"{server.rstrip('/')}/api/2.0/mlflow/registered-models/alias",
+        params={"name": name, "alias": "champion"},
+        timeout=timeout,
     )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    if r.status_code == 404:
+        return None
+    if r.status_code == 400:
+        error = r.json()
+        if error.get("error_code") == "INVALID_PARAMETER_VALUE" and "not found" in str(
+            error.get("message", "")
+        ):
+            return None
+    r.raise_for_status()
+    return str(r.json()["model_version"]["version"])
 
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
-            sort=FlowRunSort.START_TIME_DESC,
-            limit=limit,
-        )
-        pending = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType(s) for s in PENDING_STATES])
-                )
+
+def champion_version(settings: Settings, name: str, mlflow_server: str | None) -> str | None:
+    """The champion's version: from the MLflow server when there is one (the stack's, or an
+    http(s) tracking URI), else through the registry module (imports MLflow: seconds)."""
+    server = mlflow_server
+    if server is None and settings.tracking_uri.startswith(("http://", "https://")):
+        server = settings.tracking_uri
+    if server is not None:
+        try:
+            return champion_over_rest(server, name)
+        except Exception:  # e.g. the stack's MLflow server is down: ask the store itself
+            pass
+    from tasks import registry
+
+    return registry.champion_version(settings.tracking_uri, name)
+
+
+def _when(value: str | None) -> str | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _api_requests(api_url: str, now: datetime, timeout: float) -> list[Any]:
+    import asyncio
+
+    import httpx
+
+    since = (now - WINDOW).isoformat()
+    soon = (now + timedelta(minutes=2)).isoformat()
+    async with httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=timeout) as http:
+        answers = await asyncio.gather(
+            # the runs of the last day, and those due now (not tomorrow's cron runs)
+            http.post(
+                "/flow_runs/filter",
+                json={
+                    "flow_runs": {"expected_start_time": {"after_": since, "before_": soon}},
+                    "sort": "EXPECTED_START_TIME_DESC",
+                    "limit": RUN_LIMIT,
+                },
             ),
-            limit=200,
+            http.post("/flows/filter", json={"limit": 200}),
+            http.post("/deployments/filter", json={"limit": 200}),
+            http.post(
+                "/events/filter",
+                json={
+                    "filter": {
+                        "event": {"name": list(ACTION_FAILED_EVENTS)},
+                        "occurred": {"since": since, "until": now.isoformat()},
+                        "order": "DESC",
+                    },
+                    "limit": 50,
+                },
+            ),
         )
-        flows = {f.id: f.name for f in client.read_flows(limit=200)}
-        deployments = {d.id: d.name for d in client.read_deployments(limit=200)}
-    rows = [
+    for answer in answers:
+        answer.raise_for_status()
+    return [a.json() for a in answers]
+
+
+def api_overview(
+    api_url: str, *, now: datetime | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Runs of the last day and failed automation actions, from four concurrent requests."""
+    import asyncio
+
+    now = now or datetime.now(tz=UTC)
+    raw_runs, raw_flows, raw_deployments, raw_events = asyncio.run(
+        _api_requests(api_url, now, timeout)
+    )
+    flows = {f["id"]: f["name"] for f in raw_flows}
+    deployments = {d["id"]: d["name"] for d in raw_deployments}
+    runs = [
         {
-            "flow": flows.get(r.flow_id, str(r.flow_id)),
-            "deployment": deployments.get(r.deployment_id) if r.deployment_id else None,
-            "state": r.state.name if r.state else "-",
-            "start": r.start_time.strftime("%Y-%m-%d %H:%M:%S") if r.start_time else None,
-            "name": r.name,
+            "flow": flows.get(r["flow_id"], r["flow_id"]),
+            "deployment": deployments.get(r["deployment_id"]) if r["deployment_id"] else None,
+            "state_type": r["state_type"] or "-",
+            "state": r["state_name"] or (r["state"] or {}).get("name") or "-",
+            "message": ((r["state"] or {}).get("message") or "").strip(),
+            "start": _when(r["start_time"]),
+            "expected": _when(r["expected_start_time"]),
+            "name": r["name"],
         }
-        for r in runs
+        for r in raw_runs
     ]
-    return rows, len(pending)
+    started = sorted((r for r in runs if r["start"]), key=lambda r: r["start"], reverse=True)
+    events = raw_events.get("events", [])
+    return {
+        "runs": started[:LAST_RUNS],
+        "runs_last_day": len(runs),
+        "runs_truncated": len(runs) >= RUN_LIMIT,
+        "pending_runs": [r for r in runs if r["state_type"] in PENDING_STATES],
+        "problem_runs": [r for r in runs if r["state_type"] in PROBLEM_STATES],
+        "failed_actions": [
+            {
+                "occurred": _when(e["occurred"]),
+                "automation": e["resource"].get("prefect.resource.name", ""),
+                "reason": str(e.get("payload", {}).get("reason", "")),
+            }
+            for e in events
+        ],
+        "failed_actions_total": raw_events.get("total", len(events)),
+    }
 
 
-def collect(settings: Settings) -> dict[str, Any]:
+def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, Any]:
+    """Everything ``driftloop status`` shows, as plain values (see the module docstring)."""
     from driftloop.redact import redact
     from driftloop.stack import processes, read_stack
     from driftloop.usecase import load_usecase
-    from tasks import registry
-    from tasks.ingest import find_pending, open_ledger
+    from tasks import reconcile
     from tasks.storage import Lake
 
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
+    stack = read_stack(settings)
     champion = None
+    has_champion = False
     if usecase.model is not None:
         name = usecase.model.registered_name
         try:
-            version = registry.champion_version(settings.tracking_uri, name)
+            version = champion_version(settings, name, stack.mlflow_url if stack else None)
         except Exception as exc:  # an unreachable registry: say so, show the rest
             champion = redact(f"{name}: registry not readable ({exc})")
         else:
             champion = f"{name} v{version}" if version else f"{name}: none yet"
-    stack = read_stack(settings)
+            has_champion = version is not None
     alive = sum(ok for _, ok in processes(settings))
     api_url = stack.api_url if stack else os.environ.get("PREFECT_API_URL")
+    now = datetime.now(tz=UTC)
+    work = reconcile.find_work(
+        lake, usecase, has_champion=has_champion, now=now, settle_seconds=settle_seconds
+    )
     info: dict[str, Any] = {
         "champion": champion,
         # where things are, passwords masked
@@ -108,14 +216,18 @@ def collect(settings: Settings) -> dict[str, Any]:
             else None
         ),
         "last_drift": last_drift(settings),
-        "pending_objects": [o.key for o in find_pending(lake.landing, open_ledger(lake.ledger))],
+        "pending": reconcile.work_summary(work),
+        "next_action": [{"deployment": a.deployment, "reason": a.reason} for a in work.actions()],
+        # every landed object without a ledger record
+        "pending_objects": work.objects + work.recent,
+        "api": None,
         "runs": None,
-        "pending_runs": None,
         "api_error": "PREFECT_API_URL is not set and the stack is not up",
     }
     if api_url:
         try:
-            info["runs"], info["pending_runs"] = flow_runs(api_url)
+            info["api"] = api_overview(api_url, now=now)
+            info["runs"] = info["api"]["runs"]
             info["api_error"] = None
         except Exception as exc:
             info["api_error"] = redact(f"{api_url}: {exc}")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
+from flows.outcomes import NO_DATA, SKIPPED, decided
 from flows.runners import partitions, run_partitions
 from tasks import drift, training
 from tasks.storage import Lake, write_json
@@ -42,9 +43,13 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
     day = params.day or training.latest_day(lake, usecase)
-    inputs = load_inputs(settings, usecase, lake, day) if day else None
+    if day is None:
+        return skipped(None, "nothing validated yet: land and ingest data first")
+    inputs = load_inputs(settings, usecase, lake, day)
     if inputs is None:
-        return {"day": str(day) if day else None, "detected": False, "reason": "no champion yet"}
+        return skipped(day, "no champion yet: there is no model to compare with")
+    if inputs.features.empty:
+        return no_data(lake, day, inputs)
     reference, features = inputs.reference, inputs.features
     alpha = drift.window_alpha(
         reference, usecase.drift, with_predictions=inputs.predictions is not None
@@ -85,15 +90,39 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
         ],
         description=f"drift check of {result.model} v{result.model_version}, window {result.window}",
     )
-    create_markdown_artifact(
-        key="drift-summary",
-        markdown=f"**{'Drift detected' if result.detected else 'No drift'}** for {result.model} "
-        f"v{result.model_version} in {' → '.join(result.window)}; drifted: "
-        f"{', '.join(result.drifted) or 'none'}",
-    )
+    create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result))
     report_uri = f"{settings.zone('reports')}/{key}"
     if report_uri.startswith(("http://", "https://")):
         create_link_artifact(key="drift-report", link=report_uri)
     if result.detected:
         emit_event(**drift.detected_event(result))
     return result.to_dict() | {"day": str(day), "report": key}
+
+
+def skipped(day: date | None, reason: str) -> dict[str, Any]:
+    """No check: the run ends in the state "Skipped" with the reason (also an artifact)."""
+    create_markdown_artifact(key="drift-summary", markdown=f"**Not checked**: {reason}")
+    result = {"day": str(day) if day else None, "detected": False, "status": "skipped"}
+    return decided(result | {"reason": reason}, name=SKIPPED, message=reason)
+
+
+def no_data(lake: Lake, day: date, inputs: drift.DriftInputs) -> dict[str, Any]:
+    """A window without feature rows: a "no data" report and artifact, no drift event; the run
+    ends in the state "NoData"."""
+    result, html = drift.no_data_check(inputs)
+    message = drift.no_data_message(inputs)
+    key = f"drift/{result.model}-{day}.html"
+    lake.reports.write_bytes(key, html.encode("utf-8"))
+    write_json(lake.reports, f"drift/{result.model}-{day}.json", result.to_dict())
+    create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result, message))
+    # no "window" key: what was (not) compared is in the report and the reason
+    out = {
+        "day": str(day),
+        "detected": False,
+        "status": result.status,
+        "model": result.model,
+        "model_version": result.model_version,
+        "reason": message,
+        "report": key,
+    }
+    return decided(out, name=NO_DATA, message=message)

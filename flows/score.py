@@ -6,13 +6,14 @@ from datetime import date
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
+from flows.outcomes import SKIPPED, decided
 from tasks import features, score, training
 from tasks.storage import Lake
 
@@ -43,12 +44,12 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     name = usecase.model.registered_name
     day = params.day or training.latest_day(lake, usecase)
     if day is None:
-        return {"day": None, "scored": 0, "reason": "nothing validated yet"}
+        return skipped(score.nothing_validated(), name)
 
     store = feature_store(settings)
     champion = score_day(settings, usecase, lake, store, day)
-    if champion is None:
-        return {"day": str(day), "scored": 0, "reason": "no champion yet"}
+    if isinstance(champion, score.Skipped):
+        return skipped(champion, name)
     scores, key = champion
     for version in params.shadow_versions:
         score_day(settings, usecase, lake, store, day, version=version, role=f"shadow-v{version}")
@@ -75,3 +76,13 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
         "key": key,
         "model_version": str(scores["model_version"].iloc[0]) if len(scores) else None,
     }
+
+
+def skipped(skip: score.Skipped, model_name: str) -> dict[str, Any]:
+    """The run ends in the state "Skipped" with the reason; the reason is also an artifact."""
+    create_markdown_artifact(
+        key="score-skipped",
+        markdown=skip.markdown(model_name),
+        description="why nothing was scored",
+    )
+    return decided(skip.to_dict(), name=SKIPPED, message=skip.message)

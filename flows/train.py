@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from driftloop.redact import redact
 from driftloop.settings import Settings, export_artifact_endpoint, load_settings
 from driftloop.usecase import UseCase, load_usecase
+from flows.outcomes import DEFERRED, decided
 from tasks import features, policy, registry, training
 from tasks.storage import Lake
 from tasks.training_set import last_snapshot_day
@@ -105,7 +106,10 @@ def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
             _announce(settings, name, version, event)
         _show_recovery(recovered)
         out = _train(params, settings, usecase, lake)
-    return {**out, "recovered": recovered.to_dict()}
+    result = {**out, "recovered": recovered.to_dict()}
+    if out.get("trained") is False:  # the policy deferred, or nothing validated yet
+        return decided(result, name=DEFERRED, message=str(out["reason"]))
+    return result
 
 
 def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake) -> dict[str, Any]:

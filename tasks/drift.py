@@ -9,10 +9,11 @@ delayed labels arrive: predictions are joined with the labels of their snapshot.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from tasks.storage import Lake
 
 DETECTED_EVENT = "driftloop.drift.detected"
+#: a check's outcome: drift detected, none detected, or nothing to compare (no data in the window)
+DriftStatus = Literal["drift", "no-drift", "no-data"]
 
 
 @dataclass
@@ -40,10 +43,19 @@ class DriftResult:
     detected: bool
     drifted: list[str] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)
+    #: the window had no feature rows: nothing was compared (never reported as "no drift")
+    no_data: bool = False
+
+    @property
+    def status(self) -> DriftStatus:
+        if self.no_data:
+            return "no-data"
+        return "drift" if self.detected else "no-drift"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["window"] = list(self.window)
+        out["status"] = self.status
         return out
 
 
@@ -429,15 +441,66 @@ def finish_check(
     return result, drift_report(result, inputs.reference, inputs.features)
 
 
+def no_data_message(inputs: DriftInputs) -> str:
+    window = inputs.first.isoformat()
+    if inputs.first != inputs.day:
+        window += f" → {inputs.day.isoformat()}"
+    return (
+        f"no data: no feature rows for {window}, so nothing was compared (the day's files were "
+        "rejected or have not arrived; see the validation report)"
+    )
+
+
+def no_data_check(inputs: DriftInputs) -> tuple[DriftResult, str]:
+    """The check of a window without feature rows: status "no-data" (not "no drift"), no scores,
+    and a report that says so; (result, report HTML)."""
+    from tasks.report import cards, page
+
+    result = DriftResult(
+        model=inputs.model,
+        model_version=inputs.model_version,
+        window=(inputs.first.isoformat(), inputs.day.isoformat()),
+        scores=[],
+        prediction=None,
+        detected=False,
+        no_data=True,
+    )
+    body = (
+        cards(
+            [
+                ("verdict", "no data"),
+                ("model", f"v{result.model_version}"),
+                ("window", " → ".join(result.window)),
+            ]
+        )
+        + f"<h2>No data</h2><p>{html.escape(no_data_message(inputs), quote=False)}.</p>"
+    )
+    return result, page(
+        f"Drift — {result.model}", body, "compared with the champion's training window"
+    )
+
+
+def summary_markdown(result: DriftResult, message: str = "") -> str:
+    """One line for the run's artifact: the verdict (or "No data"), model, window, drifted."""
+    head = {"drift": "Drift detected", "no-drift": "No drift", "no-data": "No data"}[result.status]
+    line = f"**{head}** for {result.model} v{result.model_version} in {' → '.join(result.window)}"
+    if result.no_data:
+        return f"{line}: {message}"
+    return f"{line}; drifted: {', '.join(result.drifted) or 'none'}"
+
+
 def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[DriftResult, str] | None:
     """The drift check of the window ending ``day`` against the champion's reference, with
-    performance over time; returns (result, report HTML), or None without a champion.
+    performance over time; returns (result, report HTML), or None without a champion. A window
+    without feature rows gives a "no-data" result (:func:`no_data_check`).
 
     :func:`load_inputs`, :func:`check_window`, :func:`finish_check` in this process.
     """
     inputs = load_inputs(settings, usecase, lake, day)
     if inputs is None:
         return None
+    if inputs.features.empty:
+        return no_data_check(inputs)
     scores, prediction = check_window(
         inputs.reference, inputs.features, inputs.predictions, usecase.drift
     )

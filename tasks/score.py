@@ -12,7 +12,9 @@ features_asof. Scoring the same day again rewrites the same file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -30,6 +32,60 @@ if TYPE_CHECKING:
 WRITTEN_EVENT = "driftloop.predictions.written"
 #: The predicted probability's column in predictions/ (the same name for every use case).
 PROBABILITY = "churn_probability"
+
+
+class SkipReason(StrEnum):
+    """Why a score run wrote no predictions."""
+
+    NOTHING_VALIDATED = "nothing-validated"  # no day has validated data yet
+    NO_CHAMPION = "no-champion"  # no model has been promoted yet
+    NO_ROWS = "no-rows"  # the day has no validated rows (its file was rejected or is missing)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A score run that decided not to score, and why (shown as the run's state and artifact)."""
+
+    reason: SkipReason
+    message: str
+    day: date | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat() if self.day else None,
+            "scored": 0,
+            "skipped": self.reason.value,
+            "reason": self.message,
+        }
+
+    def markdown(self, model_name: str) -> str:
+        when = f" for {self.day.isoformat()}" if self.day else ""
+        return f"**Not scored**{when} ({model_name}): {self.message}."
+
+
+def nothing_validated() -> Skipped:
+    return Skipped(
+        SkipReason.NOTHING_VALIDATED,
+        "nothing validated yet: land and ingest data first",
+    )
+
+
+def no_champion(model_name: str, day: date) -> Skipped:
+    return Skipped(
+        SkipReason.NO_CHAMPION,
+        f"no champion yet: {model_name} has no promoted model to score with "
+        "(training starts once the retraining policy has enough labelled data)",
+        day,
+    )
+
+
+def no_rows(dataset: str, day: date) -> Skipped:
+    return Skipped(
+        SkipReason.NO_ROWS,
+        f"no validated {dataset} rows on {day.isoformat()}: the day's file was rejected or has "
+        "not arrived (see the validation report)",
+        day,
+    )
 
 
 def scoring_instant(day: date) -> datetime:
@@ -153,10 +209,11 @@ def score_day(
     *,
     version: str | None = None,
     role: str = "champion",
-) -> tuple[pd.DataFrame, str] | None:
+) -> tuple[pd.DataFrame, str] | Skipped:
     """Score the entities active on ``day`` with the champion (or ``version``) and write them.
 
-    Returns (scores, key), or None when there is no champion yet.
+    Returns (scores, key), or why nothing was scored: no champion yet, or no validated rows on
+    ``day`` (nothing is written then).
     """
     from tasks import registry
     from tasks.training import feature_schema
@@ -166,7 +223,10 @@ def score_day(
     if version is None:
         version = registry.champion_version(settings.tracking_uri, name)
         if version is None:
-            return None
+            return no_champion(name, day)
+    customers = active_customers(lake, usecase, day)
+    if customers.empty:
+        return no_rows(usecase.features.source_dataset, day)
     model = registry.load_version(settings.tracking_uri, name, version)
     schema = feature_schema(store, usecase.features.feature_service, usecase.target.name)
     scores = score_customers(
@@ -174,7 +234,7 @@ def score_day(
         model,
         schema,
         usecase.features.feature_service,
-        active_customers(lake, usecase, day),
+        customers,
         scoring_instant(day),
         version=version,
         entity=usecase.entity,

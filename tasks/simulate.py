@@ -64,7 +64,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +72,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.storage import Storage
+
+if TYPE_CHECKING:
+    from driftloop.usecase import UseCase
 
 PLANS = ("basic", "standard", "premium", "unlimited", "flex5g")
 CONTRACTS = ("month_to_month", "one_year", "two_year")
@@ -332,6 +335,39 @@ def file_defect_schedule(seed: int, formats: list[str]) -> dict[int, str]:
     for lo, hi in itertools.pairwise(edges):
         schedule.update(_schedule_block(rng, formats, lo, hi))
     return schedule
+
+
+def days_for_first_model(usecase: UseCase, start: date = date(2026, 1, 1)) -> int:
+    """How many simulated days (from ``start``) the retraining policy of ``usecase`` needs before
+    it trains the first model: the feature history, the label horizon and delay, and enough
+    labelled snapshot days for the training, validation and holdout splits
+    (:func:`tasks.policy.should_train` with no champion, asked day by day)."""
+    from tasks.policy import LoopState, should_train
+
+    assert usecase.target is not None and usecase.model is not None
+    # the first snapshot day the policy counts (tasks.policy.current_state)
+    state = LoopState(first_snapshot=start + timedelta(days=max(usecase.model.min_history_days, 1)))
+    for offset in range(10 * 366):
+        day = start + timedelta(days=offset)
+        decision = should_train(
+            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+        )
+        if decision.train:
+            return offset + 1  # days start .. day
+    raise ValueError(f"the retraining policy of {usecase.name} never trains a first model")
+
+
+def first_model_warning(days: int, usecase: UseCase) -> str | None:
+    """What to tell someone simulating ``days`` days when no model can come of them (None when
+    the first model is due within them)."""
+    needed = days_for_first_model(usecase)
+    if days >= needed:
+        return None
+    return (
+        f"{days} days are too few for a first {usecase.name} model: its retraining policy trains "
+        f"once {needed} days have been delivered (feature history, label delay and enough "
+        f"labelled days for training, validation and holdout); simulate --days {needed} or more"
+    )
 
 
 # ---- validation ---------------------------------------------------------------------------------

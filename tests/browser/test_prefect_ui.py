@@ -100,7 +100,8 @@ def test_quick_run_from_the_ui_completes(local_stack: LocalStack) -> None:
 
             done = local_stack.wait_for("the quick run to finish", finished, timeout=300)
             page.reload()
-            page.get_by_text("Completed").first.wait_for(timeout=60_000)
+            # Completed, or a decision named for what it did (Skipped: no champion yet)
+            page.get_by_text(done["state"]["name"]).first.wait_for(timeout=60_000)
             shot = ARTIFACTS / "prefect-ui-quick-run.png"
             page.screenshot(path=str(shot), full_page=True)
         except Exception:
@@ -109,6 +110,7 @@ def test_quick_run_from_the_ui_completes(local_stack: LocalStack) -> None:
         finally:
             browser.close()
     assert done["state_type"] == "COMPLETED", done["state"]
+    assert done["state"]["name"] in ("Completed", "Skipped"), done["state"]
     assert done["parameters"] == {}  # a Quick run: the deployment's defaults
     assert Path(shot).stat().st_size > 10_000
 

@@ -110,7 +110,7 @@ def test_nothing_defective_reaches_validated(world) -> None:  # type: ignore[no-
 
 
 def test_labels_arrive_after_the_delay(world) -> None:  # type: ignore[no-untyped-def]
-    lake, _, records = world
+    _, _, records = world
     labels = [r for r in records.values() if r["dataset"] == "labels"]
     assert labels and all(r["status"] == "validated" for r in labels)
 

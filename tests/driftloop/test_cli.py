@@ -209,3 +209,20 @@ def test_train_before_enough_data_says_so_without_a_traceback(
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("not enough data")]
     assert line.startswith("not enough data to train yet: ")
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_simulate_warns_when_its_days_cannot_produce_a_first_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
+    few = runner.invoke(app, _simulate(tmp_path))
+    assert few.exit_code == 0, few.output
+    assert "too few for a first telco_churn model" in few.output and "--days 53" in few.output
+    enough = runner.invoke(
+        app, ["simulate", "--days", "53", "--customers", "10", "--start", "2026-01-01"]
+    )
+    assert enough.exit_code == 0, enough.output
+    assert "too few" not in enough.output
+    # labels are delivered with the use case's delay (7 days for telco), not a default of 14
+    first_labels = sorted((tmp_path / "lake" / "landing" / "labels").iterdir())[0]
+    assert first_labels.name == "2026-01-01.csv"

@@ -11,6 +11,7 @@ from prefect.utilities.callables import parameter_schema
 from flows.drift import DriftParams, drift_flow
 from flows.features import FeaturesParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
+from flows.reconcile import ReconcileParams, reconcile_flow
 from flows.score import ScoreParams, score_flow
 from flows.train import TrainParams, train_flow
 
@@ -20,6 +21,7 @@ FLOWS: list[tuple[Any, type[Any]]] = [
     (train_flow, TrainParams),
     (score_flow, ScoreParams),
     (drift_flow, DriftParams),
+    (reconcile_flow, ReconcileParams),
 ]
 
 

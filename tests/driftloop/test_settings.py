@@ -126,3 +126,28 @@ def test_only_driftloop_variables_of_a_dotenv_are_read(
         r"\(did you mean DRIFTLOOP_FEAST_PROJECT\?\) \(in \.env\)",
     ):
         load_settings()
+
+
+def test_settings_travel_to_other_processes_as_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's processes run with the settings `up` was given, not with whatever DRIFTLOOP_*
+    variables the starting process has by then."""
+    from driftloop.settings import settings_env
+    from driftloop.stack import stack_env
+
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("DRIFTLOOP_MAX_FILE_BYTES", "12345")
+    given = load_settings()
+    env = settings_env(given)
+    assert env["DRIFTLOOP_DATA_ROOT"] == f"file://{tmp_path / 'lake'}"
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("DRIFTLOOP_MAX_FILE_BYTES")
+    children = stack_env(given, "http://127.0.0.1:1/api")
+    assert children["DRIFTLOOP_DATA_ROOT"] == f"file://{tmp_path / 'lake'}"
+    assert children["DRIFTLOOP_MAX_FILE_BYTES"] == "12345"
+    for key in [k for k in os.environ if k.startswith("DRIFTLOOP_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == given

@@ -42,13 +42,18 @@ def test_ingest_flow_end_to_end(
     names = sorted(
         (e.event, e.resource["prefect.resource.name"])
         for e in client.events
-        if e.event.startswith("driftloop.")
+        if e.event.startswith("driftloop.") and e.event != "driftloop.data.batch-validated"
     )
     assert names == [
         ("driftloop.data.rejected", "usage/2026-01-03.csv"),
         ("driftloop.data.validated", "usage/2026-01-01.csv"),
         ("driftloop.data.validated", "usage/2026-01-02.parquet"),
     ]
+    # one run-level event starts one features run for the whole batch
+    [batch] = [e for e in client.events if e.event == "driftloop.data.batch-validated"]
+    assert batch.resource["prefect.resource.name"].endswith(
+        ": 2 objects, 15 rows validated (2026-01-01..2026-01-02)"
+    )
     assert lake.reports.exists("validation/index.html")
 
     # the same landing zone again: nothing new, nothing written, no events

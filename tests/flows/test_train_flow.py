@@ -88,6 +88,16 @@ def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
     assert registry.champion_version(world.tracking_uri, "telco_churn") == expected
 
 
+def test_a_policy_run_with_nothing_new_is_deferred_by_name(world: Settings) -> None:
+    """Labels did not move since the last training: the run ends "Deferred" and says why."""
+    state = train_flow(TrainParams(reason="new-labels"), return_state=True)
+    assert state.type.value == "COMPLETED" and state.name == "Deferred"
+    out = state.result()
+    assert out["trained"] is False
+    assert state.message == out["reason"] == "champion is current"
+    assert registry.champion_version(world.tracking_uri, "telco_churn") in ("1", "2")
+
+
 def test_rollback_from_the_command_line(world: Settings) -> None:
     from driftloop.cli import app
 

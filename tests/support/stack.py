@@ -112,7 +112,17 @@ def due_day(usecase: Any) -> date:
 
 
 @contextmanager
-def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator[LocalStack]:
+def running_stack(
+    tmp: Path,
+    *,
+    customers: int = 500,
+    seed: int = 5,
+    preload: bool = True,
+    feed_days: int | None = None,
+) -> Iterator[LocalStack]:
+    """A stack over a simulated telco. ``preload``: the history before the due day is ingested
+    and featurised in-process first; else the lake starts empty and the tests land everything.
+    ``feed_days``: how many days the simulated feed holds (default: up to 3 days past due)."""
     from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
     from tasks.simulate import simulate
@@ -132,17 +142,20 @@ def running_stack(tmp: Path, *, customers: int = 500, seed: int = 5) -> Iterator
         feed = lake.root.child("_feed")
         simulate(
             feed,
-            days=(due - START).days + 3,
+            days=feed_days or (due - START).days + 3,
             start=START,
             customers=customers,
             seed=seed,
             label_delay_days=usecase.target.label_delay_days,
         )
-        history = [i.key for i in feed.list() if i.key.rsplit("/", 1)[-1][:10] < due.isoformat()]
-        for key in history:
-            lake.landing.write_bytes(key, feed.read_bytes(key))
-        ingest_flow(IngestParams(objects=history))
-        features_flow(FeaturesParams(materialize=False))
+        if preload:
+            history = [
+                i.key for i in feed.list() if i.key.rsplit("/", 1)[-1][:10] < due.isoformat()
+            ]
+            for key in history:
+                lake.landing.write_bytes(key, feed.read_bytes(key))
+            ingest_flow(IngestParams(objects=history))
+            features_flow(FeaturesParams(materialize=False))
 
         stack = up(settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5)
         # the stack's processes got these settings; the session's other tests must not see them

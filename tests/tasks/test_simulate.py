@@ -20,6 +20,8 @@ from tasks.simulate import (
     ROW_DEFECTS,
     USAGE_COLUMNS,
     SimulationResult,
+    days_for_first_model,
+    first_model_warning,
     simulate,
     write_truth,
 )
@@ -415,3 +417,50 @@ def test_write_truth_writes_sorted_json_lines(tmp_path: Path) -> None:
     for line, entry in zip(lines, result.truth, strict=True):
         assert json.loads(line) == entry
         assert list(json.loads(line)) == sorted(entry)
+
+
+# ---- how many days a first model needs -----------------------------------------------------------
+
+
+def test_the_telco_use_case_needs_53_days_for_a_first_model() -> None:
+    from driftloop.settings import PROJECT_ROOT
+    from driftloop.usecase import load_usecase
+
+    telco = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+    # 30 days of feature history (first snapshot on day 30), a 7-day horizon and a 7-day label
+    # delay (day d knows the labels of snapshots up to d - 13), and 4 + 3 + 3 labelled snapshot
+    # days for holdout, validation and training: due on day 52 (0-based), the 53rd day delivered
+    assert days_for_first_model(telco) == 53
+    assert first_model_warning(53, telco) is None
+    assert first_model_warning(60, telco) is None
+    warning = first_model_warning(35, telco)
+    assert warning is not None
+    assert warning.startswith("35 days are too few for a first telco_churn model")
+    assert warning.endswith("simulate --days 53 or more")
+
+
+def test_days_for_a_first_model_agree_with_the_policy_day_by_day(tmp_path: Path) -> None:
+    from driftloop.usecase import load_usecase
+    from tasks.policy import LoopState, should_train
+    from tests.support.stack import SMALL_LOOP, due_day
+    from tests.support.usecases import usecase_with
+
+    small = load_usecase(usecase_with(tmp_path, **SMALL_LOOP))
+    assert small.target and small.model
+    needed = days_for_first_model(small)
+    # the stack tests' first training day is the last of these days
+    assert needed == (due_day(small) - START).days + 1
+    state = LoopState(first_snapshot=START + timedelta(days=1))
+    decide = {
+        d: should_train(
+            START + timedelta(days=d),
+            state,
+            target=small.target,
+            model=small.model,
+            retrain=small.retrain,
+        ).train
+        for d in (needed - 2, needed - 1)
+    }
+    assert decide == {needed - 2: False, needed - 1: True}
+    assert first_model_warning(needed - 1, small) is not None
+    assert first_model_warning(needed, small) is None
