@@ -169,8 +169,11 @@ def test_the_watcher_announces_each_object_once(loop: LocalStack) -> None:
             "/events/filter",
             json={"filter": {"event": {"name": ["driftloop.data.landed"]}}, "limit": 50},
         ).json()["events"]
-    keys = [e["payload"]["key"] for e in events]
+    assert events, "no landed event reached the API"
+    keys = [o["key"] for e in events for o in e["payload"]["objects"]]
     assert sorted(keys) == sorted(set(keys)), "an object was announced twice"
+    # one event per watcher scan, never one per object: the due day's two files came together
+    assert all(e["payload"]["count"] == len(e["payload"]["objects"]) for e in events)
     assert stack_env(loop.settings, loop.stack.api_url)["PREFECT_WORKER_QUERY_SECONDS"] == str(
         WORKER_QUERY_SECONDS
     )
