@@ -65,9 +65,17 @@ def test_summary_shape_and_days(loop) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_nothing_defective_is_lost(loop) -> None:  # type: ignore[no-untyped-def]
-    summary, _ = loop
+    summary, lake = loop
     assert summary["defects"]["missed"] == 0 and summary["defects"]["injected"] > 0
-    assert all(d["rows_validated"] >= 0 and d["rows_quarantined"] >= 0 for d in summary["daily"])
+    # each day's row counts are exactly what the ledger recorded for that day's landed files
+    from tasks.ingest import open_ledger
+
+    ledger = open_ledger(lake.ledger)
+    for d in summary["daily"]:
+        records = [ledger.latest(k) for k in ledger.landing_keys() if d["date"] in k]
+        assert len(records) == 2, d  # the day's usage and labels
+        assert d["rows_validated"] == sum(r["rows_valid"] for r in records), d
+        assert d["rows_quarantined"] == sum(r["rows_quarantined"] for r in records), d
     assert sum(d["rows_validated"] for d in summary["daily"]) > 0
 
 
