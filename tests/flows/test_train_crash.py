@@ -18,20 +18,17 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.settings import PROJECT_ROOT, Settings
 from driftloop.usecase import UseCase, load_usecase
-from flows.features import features_flow
-from flows.ingest import ingest_flow
 from tasks import features, policy, registry, training
-from tasks.simulate import simulate
 from tasks.storage import Lake
 from tasks.training_set import last_snapshot_day
 from tests.support.usecases import usecase_with
+from tests.support.world import simulated_world
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -42,23 +39,8 @@ MODEL = {"floor": 0.5, "bootstrap_samples": 100, "min_history_days": 0}
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The smallest world the train-flow tests use: 34 days of 800 customers, ingested and
     turned into features."""
-    tmp = tmp_path_factory.mktemp("crash-world")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
-    mp.setenv("DRIFTLOOP_USECASE", str(usecase_with(tmp, model=MODEL)))
-    settings = load_settings()
-    simulate(
-        Lake.from_settings(settings).landing,
-        days=34,
-        start=date(2026, 1, 1),
-        customers=800,
-        label_delay_days=7,
-        seed=5,
-    )
-    ingest_flow()
-    features_flow()
-    yield settings
-    mp.undo()
+    with simulated_world(tmp_path_factory.mktemp("crash-world"), customers=800, model=MODEL) as s:
+        yield s
 
 
 def usecase_named(tmp: Path) -> UseCase:
