@@ -3,7 +3,8 @@ and nothing defective reaches validated/. Compared row by row with the simulator
 
 from __future__ import annotations
 
-from datetime import date
+import io
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ from driftloop.settings import PROJECT_ROOT
 from driftloop.usecase import load_usecase
 from tasks.ingest import Ledger, find_pending, ingest_object
 from tasks.simulate import SimulationResult, simulate
-from tasks.storage import Lake, read_parquet
+from tasks.storage import Lake, LocalStorage, read_parquet
 from tasks.validate import cast_frame, default_validator, split_rows
 
 USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
@@ -109,10 +110,30 @@ def test_nothing_defective_reaches_validated(world) -> None:  # type: ignore[no-
     assert split.reasons == {}
 
 
-def test_labels_arrive_after_the_delay(world) -> None:  # type: ignore[no-untyped-def]
+def test_labels_arrive_after_the_delay(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A labels file is delivered every day, named by its report day, listing the churns of
+    exactly ``label_delay_days`` (the default, 14) before it: before the delay has passed the
+    files are empty."""
     _, _, records = world
-    labels = [r for r in records.values() if r["dataset"] == "labels"]
-    assert labels and all(r["status"] == "validated" for r in labels)
+    delay = 14
+    labels = {k: r for k, r in records.items() if r["dataset"] == "labels"}
+    assert sorted(labels) == [f"labels/2026-01-{d:02d}.csv" for d in range(1, 13)]
+    # 12 simulated days, delay 14: no churn can be known yet
+    assert {k: r["rows_total"] for k, r in labels.items()} == dict.fromkeys(labels, 0)
+    later = Lake(LocalStorage(tmp_path))
+    simulate(later.landing, days=30, start=date(2026, 1, 1), customers=400, seed=11,
+             label_delay_days=delay)
+    rows = {}
+    for info in later.landing.list("labels/"):
+        frame = pd.read_csv(io.BytesIO(later.landing.read_bytes(info.key)))
+        reported = date.fromisoformat(info.key[len("labels/"):-len(".csv")])
+        rows[reported] = len(frame)
+        if len(frame):
+            assert set(frame["reported_date"]) == {reported.isoformat()}, info.key
+            assert set(frame["churn_date"]) == {(reported - timedelta(days=delay)).isoformat()}
+    first_known = date(2026, 1, 1) + timedelta(days=delay)
+    assert all(n == 0 for d, n in rows.items() if d < first_known)
+    assert sum(n for d, n in rows.items() if d >= first_known) > 0
 
 
 def test_same_outcome_on_s3(lake: Lake, world) -> None:  # type: ignore[no-untyped-def]

@@ -236,10 +236,15 @@ def test_duplicate_rows_keep_the_last_and_empty_input_gives_typed_empty_frame() 
 
 
 def test_feature_function_is_vectorised() -> None:
+    """160,000 rows in one call (with gaps: a day without usage is absent) give, for every
+    sampled customer, exactly the rows of a call on that customer alone, and the window
+    aggregates equal pandas' own time-based rolling windows."""
     rng = np.random.default_rng(0)
     n_c, n_d = 2_000, 80
     cid = np.repeat(np.arange(n_c), n_d)
     d = np.tile(np.arange(n_d), n_c)
+    present = rng.random(len(cid)) > 0.2
+    cid, d = cid[present], d[present]
     n = len(cid)
     df = pd.DataFrame(
         {
@@ -258,8 +263,36 @@ def test_feature_function_is_vectorised() -> None:
             "bill_amount": rng.gamma(2, 1, n),
         }
     )
-    out = telco_daily_features(df, day(30), day(1) + timedelta(days=n_d - 1))
-    assert len(out) == n_c * (n_d - 29)
+    start, end = day(30), day(1) + timedelta(days=n_d - 1)
+    out = telco_daily_features(df, start, end)
+    in_range = df["date"].between(pd.Timestamp(start), pd.Timestamp(end))
+    assert len(out) == int(in_range.sum())
+    for customer in rng.choice(df["customer_id"].unique(), size=25, replace=False):
+        own = df[df["customer_id"] == customer]
+        alone = telco_daily_features(own, start, end).reset_index(drop=True)
+        together = out[out["customer_id"] == customer].reset_index(drop=True)
+        pd.testing.assert_frame_equal(together, alone)
+        # the windows are calendar windows over the days with usage
+        series = own.set_index("date").sort_index()
+        roll7 = series["minutes"].rolling("7D")
+        expected = pd.DataFrame(
+            {
+                "minutes_mean_7d": roll7.mean(),
+                "dropped_calls_sum_7d": series["dropped_calls"]
+                .astype("float64")
+                .rolling("7D")
+                .sum(),
+                "active_days_30d": series["minutes"].rolling("30D").count(),
+            }
+        )
+        expected = expected.loc[pd.Timestamp(start) : pd.Timestamp(end)].reset_index(drop=True)
+        for column in expected.columns:
+            np.testing.assert_allclose(
+                together[column].to_numpy(dtype="float64"),
+                expected[column].to_numpy(dtype="float64"),
+                rtol=1e-9,
+                err_msg=f"{customer} {column}",
+            )
 
 
 def test_load_builder() -> None:
