@@ -586,6 +586,7 @@ def status_lines(info: dict[str, Any]) -> list[str]:
             f"drift since {state['drift_since'] or '-'}, trains from "
             f"{state['train_since'] or 'the start'}"
         )
+    lines += policy_lines(info.get("policy"))
     recent = pending["objects_recent"]
     lines.append(
         f"pending landed objects: {len(pending['objects']) + len(recent)}"
@@ -603,6 +604,42 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     )
     if info["api"] is None:
         lines.append(f"flow runs: no Prefect API reachable ({info['api_error']})")
+    return lines
+
+
+def policy_lines(policy: dict[str, Any] | None) -> list[str]:
+    """The retraining policy's current back-off, pending change and last decisions."""
+    if policy is None:
+        return []
+    lines = []
+    backoff = policy["backoff"]
+    if backoff is None:
+        lines.append("back-off: none")
+    else:
+        lines.append(
+            f"back-off since {backoff['since']} (after {backoff['why']} as of "
+            f"{backoff['as_of']}): {backoff['rows']}/{backoff['rows_needed']} newly labelled "
+            f"rows and {backoff['positives']}/{backoff['positives_needed']} positives after "
+            f"{backoff['after']}"
+            + (" — over, the next request may train" if backoff["over"] else "")
+        )
+    if policy["post_change_days_wanted"] is not None:
+        lines.append(
+            f"pending change ({', '.join(policy['drift_signals']) or 'input-drift'}): waits for "
+            f"{policy['post_change_days_wanted']} labelled days after it"
+            + (
+                f" (widened after {policy['drift_attempts']} unsuccessful attempts)"
+                if policy["drift_attempts"]
+                else ""
+            )
+        )
+    shown = policy["decision_lines"]
+    lines.append(
+        f"last policy decisions ({len(shown)} of {policy['decisions_total']}, newest last):"
+        if shown
+        else "last policy decisions: none yet"
+    )
+    lines += [f"  {line}" for line in shown]
     return lines
 
 

@@ -69,7 +69,12 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def run(
-    days: int, customers: int, drift_day: int, defect_rate: float, seed: int, history_days: int = 30
+    days: int,
+    customers: int,
+    drift_day: int | None,
+    defect_rate: float,
+    seed: int,
+    history_days: int = 30,
 ) -> dict[str, Any]:
     from driftloop.settings import export_artifact_endpoint, load_settings, quiet_telemetry
     from driftloop.usecase import load_usecase
@@ -103,14 +108,14 @@ def run(
     name = usecase.model.registered_name
     console.rule(
         f"a {customers:,}-customer telco: {history_days} days of history, then {days} live days "
-        f"(reality changes on live day {drift_day})"
+        + (f"(reality changes on live day {drift_day})" if drift_day is not None else "(no change)")
     )
     sim = simulate(
         feed,
         days=history_days + days,
         start=START,
         customers=customers,
-        drift_day=history_days + drift_day,
+        drift_day=None if drift_day is None else history_days + drift_day,
         defect_rate=defect_rate,
         seed=seed,
         label_delay_days=usecase.target.label_delay_days,
@@ -126,6 +131,7 @@ def run(
     first_champion: str | None = None
     daily: list[dict[str, Any]] = []
     promotions: list[dict[str, Any]] = []
+    trainings: list[dict[str, Any]] = []  # every challenger trained: day, version, reason, promoted
     drift_first: int | None = None
     table = Table(title="the closed loop, day by day")
     for col in (
@@ -141,6 +147,24 @@ def run(
     ):
         table.add_column(col, justify="left" if col in ("date", "event") else "right")
     started = time.monotonic()
+
+    def trained(d: int, out: dict[str, Any]) -> str:
+        """Record a train run's outcome; its note for the day's line."""
+        if not out["trained"]:
+            return f"train deferred: {out['reason']}"
+        version, reason, promoted = out["version"], out["reason"], out["promoted"]
+        trainings.append({"day": d, "version": version, "reason": reason, "promoted": promoted})
+        if promoted:
+            ci = out["decision"].get("delta_ci")
+            promotions.append(
+                {
+                    "day": d,
+                    "version": version,
+                    "reason": reason,
+                    "auc_delta_ci": [round(c, 4) for c in ci] if ci else None,
+                }
+            )
+        return f"v{version} {'promoted' if promoted else 'rejected'} ({reason})"
 
     for d in range(days):
         day = live_start + timedelta(days=d)
@@ -162,23 +186,8 @@ def run(
                         reason=event.payload["reason"],
                     )
                 )
-                if not out["trained"]:
-                    notes.append(f"train deferred: {out['reason']}")
-                    continue
-                notes.append(
-                    f"v{out['version']} {'promoted' if out['promoted'] else 'rejected'} "
-                    f"({out['reason']})"
-                )
-                if out["promoted"]:
-                    ci = out["decision"].get("delta_ci")
-                    promotions.append(
-                        {
-                            "day": d,
-                            "version": out["version"],
-                            "reason": out["reason"],
-                            "auc_delta_ci": [round(c, 4) for c in ci] if ci else None,
-                        }
-                    )
+                notes.append(trained(d, out))
+                if out["trained"] and out["promoted"]:
                     first_champion = first_champion or out["version"]
 
         champion = registry.champion_version(settings.tracking_uri, name)
@@ -199,13 +208,14 @@ def run(
                             as_of=day,
                             reason="drift",
                             drift_start=date.fromisoformat(event.payload["window"][0]),
+                            signals=event.payload.get("signals"),
+                            severity=event.payload.get("severity"),
                         )
                     )
                     if pending is None and read_state(lake.ledger).drift_since is not None:
                         drift_first = d if drift_first is None else drift_first
                         notes.append(f"drift event: {', '.join(event.payload['drifted'][:3])}")
-                    if not out["trained"]:
-                        notes.append(f"train deferred: {out['reason']}")
+                    notes.append(trained(d, out))
         note = "; ".join(notes)
 
         store = features.feature_store(settings)
@@ -248,6 +258,7 @@ def run(
         )
 
     console.print(table)
+    change = days if drift_day is None else drift_day
     horizon_end = usecase.target.horizon_days + usecase.target.label_delay_days - 1
     recovery = next((p["day"] for p in promotions if p["reason"] == "drift"), None)
 
@@ -257,14 +268,14 @@ def run(
     pre = [
         r["auc"]
         for r in daily
-        if r["auc"] is not None and snapshot_day(r) + usecase.target.horizon_days <= drift_day
+        if r["auc"] is not None and snapshot_day(r) + usecase.target.horizon_days <= change
     ]
     post = [
         r["auc"]
         for r in daily
-        if recovery is not None and r["day"] > recovery and snapshot_day(r) >= drift_day
+        if recovery is not None and r["day"] > recovery and snapshot_day(r) >= change
     ]
-    stale_post = [r["stale_auc"] for r in daily if snapshot_day(r) >= drift_day]
+    stale_post = [r["stale_auc"] for r in daily if snapshot_day(r) >= change]
     summary = {
         "days": days,
         "drift_day": drift_day,
@@ -274,6 +285,8 @@ def run(
             {"day": p["day"], "version": p["version"], "auc_delta_ci": p["auc_delta_ci"]}
             for p in promotions
         ],
+        "trainings": trainings,
+        "alarm_days": [r["day"] for r in daily if r["drift_detected"]],
         "auc_pre_drift": _mean(pre),
         "auc_post_recovery": _mean(post),
         "auc_stale_champion_post_drift": _mean(stale_post),
@@ -323,7 +336,14 @@ def main(
     defect_rate: Annotated[float, typer.Option(min=0, max=0.5)] = 0.01,
     seed: int = 7,
 ) -> None:
-    summary = run(days, customers, days // 2 if drift_day is None else drift_day, defect_rate, seed)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    # the flows run in this process: no heartbeat thread, which each run would wait for at its
+    # end (heartbeats find crashed runs of deployed workers; `driftloop up` sets them there)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        summary = run(
+            days, customers, days // 2 if drift_day is None else drift_day, defect_rate, seed
+        )
     if summary["defects"]["missed"] or not summary["promotions"]:
         raise typer.Exit(1)
 

@@ -4,8 +4,9 @@ the Prefect API (the stack's, or ``PREFECT_API_URL``).
 It answers "why is nothing happening?": the work the lake says is pending (what
 ``driftloop reconcile`` would start), the runs of the last day (the failed and crashed ones
 apart), automation actions that failed (e.g. an event whose run could not be created), and the
-retraining policy's current verdict with the loop state it is based on. The Prefect API is asked
-with a few concurrent requests, whatever the number of deployments or runs.
+retraining policy's current verdict with the loop state it is based on, its last decisions (why it
+trained, deferred, backed off or ignored a duplicate request) and the current back-off. The
+Prefect API is asked with a few concurrent requests, whatever the number of deployments or runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ACTION_FAILED_EVENTS = (
 WINDOW = timedelta(days=1)
 RUN_LIMIT = 200  # runs of the last day read at most (the count says when there were more)
 LAST_RUNS = 10  # runs shown in the table
+LAST_DECISIONS = 8  # retraining-policy decisions shown
 
 
 def last_drift(settings: Settings) -> dict[str, Any] | None:
@@ -169,6 +171,29 @@ def api_overview(
     }
 
 
+def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
+    """The retraining policy's memory as plain values: its newest decisions (newest last), the
+    current back-off and what it waits for, and the pending change's widened wait."""
+    from tasks import policy
+
+    assert usecase.model is not None
+    attempt = state.last_attempt
+    return {
+        "decisions": [e.to_dict() for e in state.decisions[-LAST_DECISIONS:]],
+        "decision_lines": [e.line() for e in state.decisions[-LAST_DECISIONS:]],
+        "decisions_total": len(state.decisions),
+        "backoff": policy.backoff_progress(state, usecase.retrain),
+        "last_attempt": attempt.to_dict() if attempt else None,
+        "drift_signals": list(state.drift_signals),
+        "drift_attempts": state.drift_attempts,
+        "post_change_days_wanted": policy.post_change_days_wanted(
+            state, model=usecase.model, retrain=usecase.retrain
+        )
+        if state.drift_since
+        else None,
+    }
+
+
 def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, Any]:
     """Everything ``driftloop status`` shows, as plain values (see the module docstring)."""
     from driftloop.redact import redact
@@ -217,6 +242,7 @@ def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, An
         ),
         "last_drift": last_drift(settings),
         "pending": reconcile.work_summary(work),
+        "policy": policy_overview(work.state, usecase) if work.state is not None else None,
         "next_action": [{"deployment": a.deployment, "reason": a.reason} for a in work.actions()],
         # every landed object without a ledger record
         "pending_objects": work.objects + work.recent,

@@ -85,6 +85,13 @@ class TargetSpec(BaseModel):
     )
     horizon_days: int = Field(ge=1)
     label_delay_days: int = Field(ge=0)
+    recurring: bool = Field(
+        default=False,
+        description="False (terminal, e.g. churn): an entity leaves at its first event and is in "
+        "no later snapshot. True (recurring, e.g. a delay, a failure, a purchase): the entity "
+        "stays and can have the event again; its label is 1 when at least one event falls in "
+        "the horizon.",
+    )
 
 
 class FeatureSpec(BaseModel):
@@ -119,6 +126,47 @@ class ModelSpec(BaseModel):
     bootstrap_samples: int = Field(default=400, ge=50)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     calibration_tolerance: float = Field(default=0.03, ge=0)
+    # evidence: the splits reach further back (more snapshot days) until they hold this much;
+    # a training set that cannot is "insufficient evidence": no training, no promotion
+    min_train_rows: int = Field(default=200, ge=1)
+    min_train_positives: int = Field(default=20, ge=1)
+    min_validation_positives: int = Field(default=10, ge=1)
+    min_holdout_rows: int = Field(default=100, ge=1)
+    min_holdout_positives: int = Field(default=10, ge=1)
+
+
+class InputSpec(BaseModel):
+    """How the drift verdict treats one model input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    monitor: bool = Field(default=True, description="False: not checked at all.")
+    role: Literal["vote", "context"] = Field(
+        default="vote",
+        description="'context': checked and reported, but never counts towards a verdict (a "
+        "column shared by many entities, e.g. the weather at a location).",
+    )
+    weight: float | None = Field(
+        default=None,
+        ge=0,
+        description="The input's vote. Empty: the model's importance of the input, stored at "
+        "training.",
+    )
+
+
+class PersistenceSpec(BaseModel):
+    """Drift is declared when at least ``k`` of the last ``n`` windows signal it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(default=2, ge=1)
+    n: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> PersistenceSpec:
+        if self.k > self.n:
+            raise ValueError(f"persistence k={self.k} cannot exceed n={self.n}")
+        return self
 
 
 class DriftSpec(BaseModel):
@@ -130,6 +178,48 @@ class DriftSpec(BaseModel):
     alpha: float = Field(default=0.01, gt=0, lt=1, description="False-alarm rate of one check.")
     psi_min: float = Field(default=0.1, ge=0, description="Smallest PSI that counts as drift.")
     min_drifted_features: int = Field(default=2, ge=1)
+    empirical_null: bool = Field(
+        default=True,
+        description="Thresholds learned from the natural variation between windows of the "
+        "training period (the sample-size bound stays the floor). False: the bound alone.",
+    )
+    null_quantile: float = Field(
+        default=0.99,
+        gt=0.5,
+        le=1.0,
+        description="Quantile of the training period's window-to-reference statistics used as "
+        "a threshold (1.0: the largest seen).",
+    )
+    min_drifted_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Share of the voting inputs' total weight that must drift in a window.",
+    )
+    importance_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Part of an input's default vote that is the model's importance of it; the "
+        "rest is the same for every input, so a change that starts in inputs the current model "
+        "hardly uses still counts.",
+    )
+    persistence: PersistenceSpec = PersistenceSpec()
+    min_performance_drop: float = Field(
+        default=0.03,
+        ge=0,
+        description="Smallest drop of the metric (estimated or realised) that counts, on top of "
+        "its interval.",
+    )
+    min_window_positives: int = Field(
+        default=30,
+        ge=1,
+        description="Realised performance pools consecutive labelled days until a window holds "
+        "this many positives.",
+    )
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=dict, description="Per-input settings (default: monitored, voting)."
+    )
 
 
 class RetrainSpec(BaseModel):
@@ -137,7 +227,28 @@ class RetrainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    on_drift: bool = True
+    on_drift: bool = Field(
+        default=True, description="Retrain on sustained drift of the (important) inputs."
+    )
+    on_estimated_drop: bool = Field(
+        default=True,
+        description="Retrain when the estimated performance (before labels) drops beyond its "
+        "interval.",
+    )
+    on_realised_drop: bool = Field(
+        default=True,
+        description="Retrain when the realised performance (once labels arrive) drops beyond its "
+        "interval.",
+    )
+    backoff_rows: int = Field(
+        default=500,
+        ge=0,
+        description="After a rejected challenger or insufficient evidence, wait for this many "
+        "newly labelled rows ...",
+    )
+    backoff_positives: int = Field(
+        default=20, ge=0, description="... and this many newly labelled positives."
+    )
     new_labelled_days: int = Field(
         default=7, ge=1, description="Retrain after this many newly labelled snapshot days."
     )

@@ -1,5 +1,7 @@
 """Drift: compare the latest window of features and predictions with the champion's training
-reference; on drift, emit driftloop.drift.detected (which starts retraining)."""
+reference; on persistent drift, emit driftloop.drift.detected (which starts retraining).
+
+Wiring only: the statistics, signals, persistence and severity are ``tasks.drift``'s."""
 
 from __future__ import annotations
 
@@ -54,7 +56,9 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
     alpha = drift.window_alpha(
         reference, usecase.drift, with_predictions=inputs.predictions is not None
     )
-    groups = drift.feature_groups(reference, features.columns, parts=partitions(settings))
+    groups = drift.feature_groups(
+        reference, features.columns, parts=partitions(settings), spec=usecase.drift
+    )
     scored = run_partitions(
         settings,
         check_features,
@@ -76,19 +80,13 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
 
     key = f"drift/{result.model}-{day}.html"
     lake.reports.write_bytes(key, html.encode("utf-8"))
-    write_json(lake.reports, f"drift/{result.model}-{day}.json", result.to_dict())
+    write_json(lake.reports, drift.result_key(result.model, day), result.to_dict())
     create_table_artifact(
         key="drift-scores",
-        table=[
-            {
-                "feature": s.feature,
-                "psi": round(s.psi, 4),
-                "threshold": round(s.threshold, 4),
-                "drifted": s.drifted,
-            }
-            for s in sorted(result.scores, key=lambda s: -s.psi)
-        ],
-        description=f"drift check of {result.model} v{result.model_version}, window {result.window}",
+        table=drift.score_rows(result),
+        description=f"drift check of {result.model} v{result.model_version}, window "
+        f"{result.window}: severity {result.severity}, signals "
+        f"{', '.join(result.signals) or 'none'}",
     )
     create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result))
     report_uri = f"{settings.zone('reports')}/{key}"
@@ -113,7 +111,7 @@ def no_data(lake: Lake, day: date, inputs: drift.DriftInputs) -> dict[str, Any]:
     message = drift.no_data_message(inputs)
     key = f"drift/{result.model}-{day}.html"
     lake.reports.write_bytes(key, html.encode("utf-8"))
-    write_json(lake.reports, f"drift/{result.model}-{day}.json", result.to_dict())
+    write_json(lake.reports, drift.result_key(result.model, day), result.to_dict())
     create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result, message))
     # no "window" key: what was (not) compared is in the report and the reason
     out = {

@@ -122,11 +122,13 @@ def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
     if usecase.model is not None and usecase.target is not None and day is not None:
         name = usecase.model.registered_name
         has_champion = registry.champion_version(settings.tracking_uri, name) is not None
-        state = loop_state(lake, usecase, has_champion=has_champion)
+        # the policy only reads here: train runs record decisions (one training per as_of,
+        # back-off after a rejection or too little evidence), so asking twice is harmless
+        state = loop_state(lake, usecase, has_champion=has_champion, day=day)
         due = policy.should_train(
             day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
         )
-        summary["training"] = {"due": due.train, "reason": due.reason}
+        summary["training"] = {"due": due.train, "reason": due.why, "decision": due.kind}
         if due.train:
             emit_event(**policy.training_due_event(name, day, due))
     return summary

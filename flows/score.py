@@ -75,6 +75,7 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
         "scored": len(scores),
         "key": key,
         "model_version": str(scores["model_version"].iloc[0]) if len(scores) else None,
+        "population": champion.population,
     }
 
 

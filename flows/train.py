@@ -42,10 +42,23 @@ class TrainParams(BaseModel):
         description="First day of the window where drift was detected (set by the drift "
         "event); recorded so training waits for labels after the change and uses only them.",
     )
+    signals: (
+        list[Literal["input-drift", "prediction-drift", "estimated-drop", "realised-drop"]] | None
+    ) = Field(
+        default=None,
+        description="What the drift event saw (set by the drift event). Retraining follows "
+        "the use case's switches per signal (retrain.on_drift, on_estimated_drop, "
+        "on_realised_drop). Empty: input drift.",
+    )
+    severity: Literal["watch", "drift", "severe"] | None = Field(
+        default=None,
+        description="How strong the drift event's change is (set by the drift event); a "
+        "change to watch is noted, not retrained on. Empty: drift.",
+    )
     since: date | None = Field(
         default=None,
         description="Use only snapshots from this day on (e.g. after a change in reality). "
-        "Empty: all history.",
+        "Empty: all history. Manual runs only; the policy chooses for the others.",
     )
     seed: int = Field(default=0, ge=0, description="Random seed of the model fit.")
 
@@ -120,38 +133,72 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         return {"trained": False, "reason": "nothing validated yet"}
 
     has_champion = registry.champion_version(settings.tracking_uri, name) is not None
-    state = loop_state(lake, usecase, has_champion=has_champion)
-    if params.drift_start is not None:
-        state = policy.record_drift(state, params.drift_start)
-        policy.write_state(lake.ledger, state)
-    since = params.since
-    if params.reason != "manual":
-        due = policy.should_train(
-            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
-        )
-        if not due.train:
-            return _deferred(name, due.reason, day)
-        since = due.since
+    state = loop_state(lake, usecase, has_champion=has_champion, day=day)
+    state, due = policy.plan_run(
+        state,
+        day=day,
+        request=policy.RunRequest(
+            trigger=params.reason,
+            since=params.since,
+            drift_start=params.drift_start,
+            signals=list(params.signals) if params.signals is not None else None,
+            severity=params.severity,
+        ),
+        target=usecase.target,
+        model=usecase.model,
+        retrain=usecase.retrain,
+    )
+    policy.write_state(lake.ledger, state)
+    if not due.train:
+        return _deferred(name, due.reason, day)
+    since = due.since
+    trained_through = last_snapshot_day(
+        day,
+        horizon_days=usecase.target.horizon_days,
+        label_delay_days=usecase.target.label_delay_days,
+    )
 
     store = feature_store(settings)
     try:
         data = build_training_set(lake, usecase, store, as_of=day, since=since)
     except training.NotEnoughData as exc:
-        # the policy counts calendar days; a day whose usage file was rejected has no snapshot
+        # recorded as this as_of's attempt, with a back-off: not tried again every day
+        why = str(exc)
+        if not why.startswith("insufficient evidence"):
+            why = f"insufficient evidence: {why}"
+        policy.write_state(
+            lake.ledger,
+            policy.record_insufficient(
+                state,
+                day=day,
+                as_of=day,
+                trained_through=trained_through,
+                why=why,
+                trigger=params.reason,
+                since=since,
+                retrain=usecase.retrain,
+            ),
+        )
         if params.reason == "manual":
             raise
-        return _deferred(name, f"not enough data yet: {exc}", day)
-    result = train_challenger(settings, usecase, data, lake, seed=params.seed, since=since)
-    decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
-    trained_through = last_snapshot_day(
-        data.as_of,
-        horizon_days=usecase.target.horizon_days,
-        label_delay_days=usecase.target.label_delay_days,
+        return _deferred(name, why, day)
+    result = train_challenger(
+        settings, usecase, data, lake, seed=params.seed, since=since, trigger=params.reason
     )
+    decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
     policy.write_state(
         lake.ledger,
         policy.record_training(
-            state, trained_through=trained_through, promoted=decision.promote, since=since
+            state,
+            trained_through=trained_through,
+            promoted=decision.promote,
+            since=since,
+            as_of=day,
+            version=result.version,
+            trigger=params.reason,
+            day=day,
+            reason=decision.reason,
+            retrain=usecase.retrain,
         ),
     )
 
@@ -182,11 +229,13 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         "version": result.version,
         "as_of": str(data.as_of),
         "reason": params.reason,
+        "why": due.why,
         "since": str(since) if since else None,
         "promoted": decision.promote,
         "decision": decision.to_dict(),
         "previous_champion": previous,
         "metrics": result.metrics,
         "rows": result.rows,
+        "population": result.extra.get("population", {}),
         "reports": {"training": result.report_key, "promotion": report_key},
     }

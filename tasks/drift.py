@@ -1,34 +1,83 @@
 """Drift monitoring: a window of live features and predictions against the champion's reference.
 
 The reference is the training window's distributions, stored with the model at training time
-(``reference.json``, see ``tasks.train.reference_profile``). Every model input is compared with
-the statistics of :mod:`tasks.drift_stats` (PSI with a sample-size-calibrated threshold; chi-square
-for categoricals), and so is the prediction distribution. Model performance is tracked once the
-delayed labels arrive: predictions are joined with the labels of their snapshot.
+(``reference.json``, see ``tasks.train.reference_profile``), with the natural variation between
+the training period's own windows (the empirical null) and the model's importance of each input.
+
+A check turns one window into **signals** (:func:`window_signals`):
+
+``input-drift``
+    Inputs whose PSI exceeds their threshold (:mod:`tasks.drift_stats`: the largest of the
+    sampling bound, ``psi_min`` and the null's ``null_quantile``) carry, between them, at least
+    ``min_drifted_share`` of the voting inputs' weight, and there are at least
+    ``min_drifted_features`` of them (at most the number of voting inputs). Per input
+    (``DriftSpec.inputs``): ``monitor: false`` leaves it out; ``role: context`` (a column shared
+    by many entities) is scored and reported but has no vote; ``weight`` is its vote — else the
+    model's importance of it stored at training, else equal votes.
+``prediction-drift``
+    The prediction distribution exceeds its threshold.
+``estimated-drop``
+    The ROC AUC the calibrated probabilities of the window promise (CBPE,
+    :func:`tasks.drift_stats.expected_auc`) lies below the training period's by more than
+    ``max(min_performance_drop, training estimate − the low quantile of its windows)``.
+``realised-drop``
+    Once labels arrive, consecutive labelled snapshot days of the champion's predictions are
+    pooled (newest first, each model version apart) into windows of at least
+    ``min_window_positives`` positives and one negative (:func:`pooled_performance`); the
+    newest complete window of the *current* version has its 95 % interval wholly below its
+    holdout AUC minus ``min_performance_drop``. Earlier versions' windows are reported, never
+    signalled: after a promotion, the old model's misses are not the new one's. (A version
+    replaced more often than labels arrive never has a complete window of its own.)
+
+A window with any signal is at severity "watch". Drift is **detected** only when it persists:
+the window signals and at least ``persistence.k`` of the last ``persistence.n`` daily checks
+(this one included) of the *same* champion version signal (:func:`persistence`; the earlier
+checks are the results stored in the reports zone, a day without one counts as no signal, and
+a promotion starts the count afresh). Detected drift is "drift", or "severe" with a performance
+drop signal in the window.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from tasks.drift_stats import DriftScore, categorical_drift, numeric_drift
+from tasks.drift_stats import (
+    DriftScore,
+    auc_interval,
+    categorical_drift,
+    expected_auc,
+    null_low,
+    numeric_drift,
+)
 from tasks.features import feature_key
 from tasks.storage import read_parquet
 
 if TYPE_CHECKING:
-    from driftloop.usecase import DriftSpec
-    from tasks.storage import Lake
+    from driftloop.usecase import DriftSpec, PersistenceSpec
+    from tasks.storage import Lake, Storage
 
 DETECTED_EVENT = "driftloop.drift.detected"
 #: a check's outcome: drift detected, none detected, or nothing to compare (no data in the window)
 DriftStatus = Literal["drift", "no-drift", "no-data"]
+#: a check's severity: no signal; a signal that does not persist yet; persistent drift;
+#: persistent drift with a performance drop
+Severity = Literal["none", "watch", "drift", "severe"]
+INPUT_DRIFT = "input-drift"
+PREDICTION_DRIFT = "prediction-drift"
+ESTIMATED_DROP = "estimated-drop"
+REALISED_DROP = "realised-drop"
+PERFORMANCE_SIGNALS = (ESTIMATED_DROP, REALISED_DROP)
+OTHER_CATEGORY = "__other__"  # the reference's folded rare tail (tasks.train.OTHER_CATEGORY)
+#: pooled realised-performance windows kept in a result (the newest)
+MAX_REALISED_WINDOWS = 60
 
 
 @dataclass
@@ -42,9 +91,21 @@ class DriftResult:
     prediction: DriftScore | None
     detected: bool
     drifted: list[str] = field(default_factory=list)
-    performance: list[dict[str, Any]] = field(default_factory=list)
     #: the window had no feature rows: nothing was compared (never reported as "no drift")
     no_data: bool = False
+    #: the window's signals (see the module docstring), in a fixed order
+    signals: list[str] = field(default_factory=list)
+    severity: Severity = "none"
+    #: the estimated ROC AUC of the window against the training period's (see
+    #: :func:`estimated_performance`); None without predictions or a stored estimate
+    estimated: dict[str, Any] | None = None
+    #: the realised ROC AUC of pooled labelled windows (:func:`pooled_performance`)
+    realised: list[dict[str, Any]] = field(default_factory=list)
+    #: the input votes: weight share of the drifted voting inputs, counts, and the bars
+    votes: dict[str, Any] = field(default_factory=dict)
+    #: k, n, the windows (their last days) of this version that signalled, and ``since``: the
+    #: first day of the oldest of them
+    persistence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> DriftStatus:
@@ -71,16 +132,48 @@ def read_feature_window(lake: Lake, first: date, last: date) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+# ---- per-input settings ---------------------------------------------------------------------------
+
+
+def monitored(name: str, spec: DriftSpec) -> bool:
+    """Whether the input is checked at all (``inputs.<name>.monitor``, default yes)."""
+    setting = spec.inputs.get(name)
+    return setting is None or setting.monitor
+
+
+def input_role(name: str, spec: DriftSpec) -> str:
+    setting = spec.inputs.get(name)
+    return "vote" if setting is None else setting.role
+
+
+def input_weight(name: str, reference: Mapping[str, Any], spec: DriftSpec) -> float:
+    """The input's vote: its configured weight, else a blend of the stored model importance
+    (normalised to sum 1; ``spec.importance_share`` of the vote) and an equal part for every
+    input (the rest), else 1."""
+    setting = spec.inputs.get(name)
+    if setting is not None and setting.weight is not None:
+        return float(setting.weight)
+    importance = reference.get("importance")
+    if isinstance(importance, Mapping) and importance:
+        value = importance.get(name)
+        own = float(value) if value is not None and math.isfinite(value) else 0.0
+        equal = 1.0 / len(importance)
+        return spec.importance_share * own + (1.0 - spec.importance_share) * equal
+    return 1.0
+
+
+# ---- the scores -----------------------------------------------------------------------------------
+
+
 def check_window(
     reference: dict[str, Any],
     features: pd.DataFrame,
     predictions: np.ndarray | None,
     spec: DriftSpec,
 ) -> tuple[list[DriftScore], DriftScore | None]:
-    """Compare every referenced feature (and the predictions) with the reference profile.
+    """Compare every monitored referenced feature (and the predictions) with the reference.
 
-    ``alpha`` is split across the checks of this window (Bonferroni), so a window without drift
-    raises a false alarm with probability at most ``spec.alpha``. The features can also be
+    ``alpha`` is split across the checks of this window (Bonferroni). The features can also be
     checked in groups (:func:`feature_groups`, :func:`check_features` per group, results
     concatenated in group order): the scores are the same.
     """
@@ -91,22 +184,26 @@ def check_window(
 
 def window_alpha(reference: dict[str, Any], spec: DriftSpec, *, with_predictions: bool) -> float:
     """The false-alarm rate of each check of a window: ``spec.alpha`` over all its checks."""
-    checks = len(reference.get("numeric", {})) + len(reference.get("categorical", {}))
+    names = [*reference.get("numeric", {}), *reference.get("categorical", {})]
+    checks = sum(monitored(n, spec) for n in names)
     return spec.alpha / max(checks + with_predictions, 1)
 
 
-def checked_features(reference: dict[str, Any], columns: Iterable[str]) -> list[str]:
-    """The referenced features present in ``columns``, in check order (numerics first)."""
+def checked_features(
+    reference: dict[str, Any], columns: Iterable[str], spec: DriftSpec | None = None
+) -> list[str]:
+    """The referenced features present in ``columns``, in check order (numerics first); with
+    ``spec``, only the monitored ones."""
     present = set(columns)
     ordered = [*reference.get("numeric", {}), *reference.get("categorical", {})]
-    return [name for name in ordered if name in present]
+    return [name for name in ordered if name in present and (spec is None or monitored(name, spec))]
 
 
 def feature_groups(
-    reference: dict[str, Any], columns: Iterable[str], parts: int
+    reference: dict[str, Any], columns: Iterable[str], parts: int, spec: DriftSpec | None = None
 ) -> list[list[str]]:
     """The checked features cut into at most ``parts`` contiguous groups of about equal size."""
-    names = checked_features(reference, columns)
+    names = checked_features(reference, columns, spec)
     parts = max(1, min(parts, len(names)))
     size, extra = divmod(len(names), parts)
     groups, start = [], 0
@@ -118,18 +215,37 @@ def feature_groups(
 
 
 def reference_subset(reference: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    """The reference profile of only these features (what one group's check needs)."""
+    """The reference profile of only these features (what one group's check needs): their
+    distributions, null statistics and importance."""
     wanted = set(names)
-    return {
+    out: dict[str, Any] = {
         kind: {n: ref for n, ref in reference.get(kind, {}).items() if n in wanted}
         for kind in ("numeric", "categorical")
     }
+    null = reference.get("null")
+    if isinstance(null, Mapping):
+        out["null"] = {"psi": {n: v for n, v in null.get("psi", {}).items() if n in wanted}}
+    if isinstance(reference.get("importance"), Mapping):
+        # whole: an input's vote depends on how many inputs the model has (input_weight)
+        out["importance"] = dict(reference["importance"])
+    return out
+
+
+def _null_of(reference: Mapping[str, Any], name: str | None, spec: DriftSpec) -> list[float] | None:
+    """The stored null statistics of an input (``name`` None: of the predictions); None when
+    the spec does not use them or the reference has none (an older reference)."""
+    null = reference.get("null")
+    if not spec.empirical_null or not isinstance(null, Mapping):
+        return None
+    values = null.get("prediction") if name is None else null.get("psi", {}).get(name)
+    return None if values is None else [math.nan if v is None else float(v) for v in values]
 
 
 def check_features(
     reference: dict[str, Any], features: pd.DataFrame, *, alpha: float, spec: DriftSpec
 ) -> list[DriftScore]:
-    """Drift scores of the referenced features present in ``features``, in check order.
+    """Drift scores of the monitored referenced features present in ``features``, in check
+    order, each with its role and weight.
 
     Pure: a group of features can be scored on any worker, given its columns and its part of
     the reference (:func:`reference_subset`) and the window's ``alpha``
@@ -138,34 +254,53 @@ def check_features(
     numeric = reference.get("numeric", {})
     categorical = reference.get("categorical", {})
     scores: list[DriftScore] = []
-    for name in checked_features(reference, features.columns):
+    for name in checked_features(reference, features.columns, spec):
+        null = _null_of(reference, name, spec)
         if name in numeric:
             ref = numeric[name]
-            scores.append(
-                numeric_drift(
-                    name,
-                    pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64"),
-                    edges=ref["edges"],
-                    reference_shares=ref["proportions"],
-                    n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
-                    alpha=alpha,
-                    psi_min=spec.psi_min,
-                    null_share_reference=ref.get("null_share", 0.0),
-                )
+            score = numeric_drift(
+                name,
+                pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64"),
+                edges=ref["edges"],
+                reference_shares=ref["proportions"],
+                n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
+                alpha=alpha,
+                psi_min=spec.psi_min,
+                reference_sample=ref.get("sample"),
+                null_share_reference=ref.get("null_share", 0.0),
+                null=null,
+                null_quantile=spec.null_quantile,
             )
         else:
             ref = categorical[name]
-            scores.append(
-                categorical_drift(
-                    name,
-                    features[name],
-                    reference_shares=ref["proportions"],
-                    n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
-                    alpha=alpha,
-                    psi_min=spec.psi_min,
-                )
+            score = categorical_drift(
+                name,
+                _fold(features[name], ref["proportions"]),
+                reference_shares=ref["proportions"],
+                n_reference=int(ref["count"] * (1 - ref.get("null_share", 0.0))),
+                alpha=alpha,
+                psi_min=spec.psi_min,
+                null=null,
+                null_quantile=spec.null_quantile,
             )
+        scores.append(
+            replace(
+                score,
+                role=input_role(name, spec),
+                weight=input_weight(name, reference, spec),
+            )
+        )
     return scores
+
+
+def _fold(values: pd.Series, categories: Mapping[str, float]) -> pd.Series:
+    """Labels outside the reference's categories go to its rare tail, when it has one (so a
+    rare category of the training data is not taken for a new one)."""
+    if OTHER_CATEGORY not in categories:
+        return values
+    from tasks.train import fold_categories
+
+    return fold_categories(values, list(categories))
 
 
 def check_predictions(
@@ -183,52 +318,292 @@ def check_predictions(
         n_reference=int(ref["count"]),
         alpha=alpha,
         psi_min=spec.psi_min,
+        reference_sample=ref.get("sample"),
         kind="prediction",
+        null=_null_of(reference, None, spec),
+        null_quantile=spec.null_quantile,
     )
+
+
+# ---- the window's signals -------------------------------------------------------------------------
+
+
+def input_votes(scores: Sequence[DriftScore], spec: DriftSpec) -> dict[str, Any]:
+    """How the voting inputs voted: ``share`` of their weight that drifted, ``drifted`` (names)
+    and ``voting`` counts, the bars (``min_share``, ``min_count``) and ``signal``.
+
+    Equal weights when the voting inputs' weights sum to 0. ``min_count`` is
+    ``min_drifted_features`` capped at the number of voting inputs.
+    """
+    voting = [s for s in scores if s.role == "vote"]
+    weights = np.array([max(0.0, s.weight) for s in voting], dtype="float64")
+    if len(voting) and weights.sum() <= 0:
+        weights = np.ones(len(voting))
+    drifted = np.array([s.drifted for s in voting], dtype=bool)
+    share = float(weights[drifted].sum() / weights.sum()) if len(voting) else 0.0
+    need = min(spec.min_drifted_features, len(voting))
+    count = int(drifted.sum())
+    return {
+        "voting": len(voting),
+        "drifted": [s.feature for s in voting if s.drifted],
+        "share": share,
+        "min_share": spec.min_drifted_share,
+        "min_count": need,
+        "signal": bool(count >= max(need, 1) and share >= spec.min_drifted_share),
+    }
 
 
 def verdict(
     scores: list[DriftScore], prediction: DriftScore | None, spec: DriftSpec
 ) -> tuple[bool, list[str]]:
-    """Drift is declared when at least ``spec.min_drifted_features`` inputs drift, or the
-    predictions do."""
+    """(the window's data signal, the drifted names): the inputs' votes carry
+    ``input-drift`` (:func:`input_votes`) or the predictions drift. The names are every input
+    over its threshold (context inputs included), largest PSI first, then "prediction"."""
     drifted = [s.feature for s in sorted(scores, key=lambda s: -s.psi) if s.drifted]
-    detected = len(drifted) >= spec.min_drifted_features or bool(prediction and prediction.drifted)
+    signal = input_votes(scores, spec)["signal"] or bool(prediction and prediction.drifted)
     if prediction is not None and prediction.drifted:
         drifted.append("prediction")
-    return detected, drifted
+    return signal, drifted
 
 
-def performance_by_day(
-    predictions: pd.DataFrame, labelled: pd.DataFrame, label: str, *, entity: str = "customer_id"
-) -> list[dict[str, Any]]:
-    """ROC AUC per scoring day, for the predictions whose snapshot labels are known.
+def estimated_performance(
+    reference: Mapping[str, Any], predictions: np.ndarray | None, spec: DriftSpec
+) -> dict[str, Any] | None:
+    """The window's CBPE-estimated ROC AUC against the training period's.
 
-    ``predictions``: <entity>, event_timestamp, churn_probability; ``labelled``: the entity
-    frame of known labels (<entity>, event_timestamp, <label>).
+    ``auc`` (the window's), ``reference`` (all training rows'), ``reference_low`` (the low
+    ``1 − null_quantile`` quantile of the training windows' estimates, the smallest with few
+    windows), ``allowed_drop`` = ``max(min_performance_drop, reference − reference_low)``,
+    ``drop`` and ``signal`` (``drop > allowed_drop``). None without predictions or a stored
+    estimate.
     """
-    from sklearn.metrics import roc_auc_score
+    stored = reference.get("estimated")
+    if predictions is None or not isinstance(stored, Mapping) or stored.get("auc") is None:
+        return None
+    p = np.asarray(predictions, dtype="float64")
+    auc = expected_auc(p)
+    ref = float(stored["auc"])
+    windows = [math.nan if v is None else float(v) for v in stored.get("windows") or []]
+    low = null_low(windows, spec.null_quantile)
+    allowed = max(spec.min_performance_drop, ref - low if low is not None else 0.0)
+    drop = ref - auc if math.isfinite(auc) else math.nan
+    return {
+        "auc": auc if math.isfinite(auc) else None,
+        "reference": ref,
+        "reference_low": low,
+        "allowed_drop": allowed,
+        "drop": drop if math.isfinite(drop) else None,
+        "rows": int(np.isfinite(p).sum()),
+        "signal": bool(math.isfinite(drop) and drop > allowed),
+    }
 
+
+def pooled_performance(
+    predictions: pd.DataFrame,
+    labelled: pd.DataFrame,
+    label: str,
+    *,
+    min_positives: int,
+    entity: str = "customer_id",
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Realised ROC AUC over pooled windows of labelled snapshot days, per model version.
+
+    ``predictions``: <entity>, event_timestamp, churn_probability and, optionally,
+    model_version; ``labelled``: the entity frame of known labels (<entity>, event_timestamp,
+    <label>). Each version's snapshot days are pooled from the newest backwards: a window
+    closes once it holds at least ``min_positives`` positives and one negative (``complete``);
+    the oldest days left over form an incomplete window; a window never mixes versions. Per
+    window: ``version``, ``first``/``last`` snapshot day, ``days``, ``n``, ``positives``, and
+    ``auc`` with its Hanley–McNeil interval ``low``/``high`` — None unless both classes are
+    present. Ordered by last day (then version); at most the newest
+    :data:`MAX_REALISED_WINDOWS`.
+    """
     from tasks.score import PROBABILITY
 
     if predictions.empty or labelled.empty:
         return []
     p = predictions.assign(event_timestamp=pd.to_datetime(predictions["event_timestamp"], utc=True))
+    if "model_version" not in p.columns:
+        p = p.assign(model_version=None)
+    p = p.assign(model_version=p["model_version"].map(lambda v: None if pd.isna(v) else str(v)))
     lab = labelled.assign(event_timestamp=pd.to_datetime(labelled["event_timestamp"], utc=True))
+    p = p.drop_duplicates(["model_version", entity, "event_timestamp"], keep="last")
     joined = p.merge(lab[[entity, "event_timestamp", label]], on=[entity, "event_timestamp"])
     out = []
-    for ts, rows in joined.groupby("event_timestamp", sort=True):
-        y = rows[label].to_numpy()
-        auc = float(roc_auc_score(y, rows[PROBABILITY])) if 0 < y.sum() < len(y) else None
-        out.append(
-            {
-                "snapshot": str(ts)[:10],
-                "auc": auc,
-                "n": len(rows),
-                "positives": int(y.sum()),
-            }
-        )
+    for version, rows in joined.groupby("model_version", sort=True, dropna=False):
+        days = [
+            (str(ts)[:10], day[label].to_numpy(dtype="int64"), day[PROBABILITY].to_numpy("float64"))
+            for ts, day in rows.groupby("event_timestamp", sort=True)
+        ]
+        for pool, complete in _pool_days(days, min_positives):
+            out.append(
+                _window(None if pd.isna(version) else str(version), pool, complete, confidence)
+            )
+    out.sort(key=lambda w: (w["last"], w["first"], str(w["version"])))
+    return out[-MAX_REALISED_WINDOWS:]
+
+
+def _pool_days(
+    days: list[tuple[str, np.ndarray, np.ndarray]], min_positives: int
+) -> list[tuple[list[tuple[str, np.ndarray, np.ndarray]], bool]]:
+    """Days pooled from the newest backwards until a pool holds ``min_positives`` positives and
+    one negative; (days oldest first, complete), oldest pool first."""
+    pools = []
+    current: list[tuple[str, np.ndarray, np.ndarray]] = []
+    positives = negatives = 0
+    for day in reversed(days):
+        current.append(day)
+        positives += int(day[1].sum())
+        negatives += int((day[1] == 0).sum())
+        if positives >= min_positives and negatives > 0:
+            pools.append((current[::-1], True))
+            current, positives, negatives = [], 0, 0
+    if current:
+        pools.append((current[::-1], False))
+    return pools[::-1]
+
+
+def _window(
+    version: str | None,
+    pool: list[tuple[str, np.ndarray, np.ndarray]],
+    complete: bool,
+    confidence: float,
+) -> dict[str, Any]:
+    y = np.concatenate([d[1] for d in pool])
+    s = np.concatenate([d[2] for d in pool])
+    positives = int(y.sum())
+    auc = low = high = None
+    if 0 < positives < len(y):
+        auc, low, high = auc_interval(y, s, confidence)
+    return {
+        "version": version,
+        "first": pool[0][0],
+        "last": pool[-1][0],
+        "days": len(pool),
+        "n": len(y),
+        "positives": positives,
+        "auc": auc,
+        "low": low,
+        "high": high,
+        "complete": complete,
+    }
+
+
+def realised_drop(
+    windows: Sequence[Mapping[str, Any]],
+    expected: float | None,
+    spec: DriftSpec,
+    version: str | None = None,
+) -> bool:
+    """The newest complete pooled window (of ``version``'s predictions, when given) has its
+    interval wholly below ``expected − min_performance_drop`` (False without an expected
+    metric or a complete window)."""
+    if expected is None:
+        return False
+    complete = [
+        w
+        for w in windows
+        if w.get("complete")
+        and w.get("high") is not None
+        and (version is None or str(w.get("version")) == str(version))
+    ]
+    return bool(complete and complete[-1]["high"] < expected - spec.min_performance_drop)
+
+
+def window_signals(
+    votes: Mapping[str, Any],
+    prediction: DriftScore | None,
+    estimated: Mapping[str, Any] | None,
+    realised: bool,
+) -> list[str]:
+    """The window's signals, in the order input, prediction, estimated, realised."""
+    signals = []
+    if votes.get("signal"):
+        signals.append(INPUT_DRIFT)
+    if prediction is not None and prediction.drifted:
+        signals.append(PREDICTION_DRIFT)
+    if estimated is not None and estimated.get("signal"):
+        signals.append(ESTIMATED_DROP)
+    if realised:
+        signals.append(REALISED_DROP)
+    return signals
+
+
+# ---- persistence ----------------------------------------------------------------------------------
+
+
+def signalled(result: Mapping[str, Any], version: str) -> bool:
+    """Whether a stored check result of ``version`` had a signal (a no-data check, a result of
+    another version, or one stored without signals never has)."""
+    return (
+        str(result.get("model_version")) == str(version)
+        and result.get("status") != "no-data"
+        and not result.get("no_data", False)
+        and bool(result.get("signals"))
+    )
+
+
+def persistence(
+    signals: Sequence[str],
+    window: tuple[str, str],
+    version: str,
+    previous: Sequence[Mapping[str, Any]],
+    spec: PersistenceSpec,
+) -> dict[str, Any]:
+    """Whether the window's signals persist: the window signals, and at least ``spec.k`` of the
+    last ``spec.n`` checks (this one and ``previous[: n − 1]``, the preceding checks newest
+    first) are of ``version`` and signalled.
+
+    Returns ``k``, ``n``, ``count``, ``windows`` (the last days of the signalling windows,
+    oldest first), ``since`` (the first day of the oldest of them; None without any) and
+    ``persistent``.
+    """
+    counted = [r for r in list(previous)[: max(spec.n - 1, 0)] if signalled(r, version)]
+    hits = [(str(r["window"][0]), str(r["window"][-1])) for r in reversed(counted)]
+    if signals:
+        hits.append((window[0], window[-1]))
+    return {
+        "k": spec.k,
+        "n": spec.n,
+        "count": len(hits),
+        "windows": [last for _, last in hits],
+        "since": min(first for first, _ in hits) if hits else None,
+        "persistent": bool(signals) and len(hits) >= spec.k,
+    }
+
+
+def severity(signals: Sequence[str], persistent: bool) -> Severity:
+    """none: no signal; watch: a signal that does not persist; drift: persistent; severe:
+    persistent with a performance drop signal."""
+    if not signals:
+        return "none"
+    if not persistent:
+        return "watch"
+    return "severe" if any(s in PERFORMANCE_SIGNALS for s in signals) else "drift"
+
+
+def result_key(model: str, day: date) -> str:
+    """Where the check of the window ending ``day`` is stored in the reports zone."""
+    return f"drift/{model}-{day.isoformat()}.json"
+
+
+def previous_results(reports: Storage, model: str, day: date, n: int) -> list[dict[str, Any]]:
+    """The stored check results of the ``n − 1`` days before ``day``, newest first (days
+    without one are left out: they count as no signal)."""
+    from tasks.storage import read_json
+
+    out = []
+    for back in range(1, max(n, 1)):
+        key = result_key(model, day - timedelta(days=back))
+        if reports.exists(key):
+            stored = read_json(reports, key)
+            if isinstance(stored, dict):
+                out.append(stored)
     return out
+
+
+# ---- events and reports ---------------------------------------------------------------------------
 
 
 def detected_event(result: DriftResult) -> dict[str, Any]:
@@ -250,37 +625,61 @@ def detected_event(result: DriftResult) -> dict[str, Any]:
                 n: {"psi": round(by_name[n].psi, 4), "threshold": round(by_name[n].threshold, 4)}
                 for n in result.drifted
             },
+            "signals": list(result.signals),
+            "severity": result.severity,
+            "since": result.persistence.get("since"),
         },
     }
 
 
-def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.DataFrame) -> str:
-    """Offline HTML: verdict, drift scores, the distributions of the most drifted features, and
-    performance over time."""
-    from tasks.report import cards, figure, img, page, png_data_uri, table
+def _round(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else ""
+    return "" if value is None else value
 
+
+def score_rows(result: DriftResult) -> list[dict[str, Any]]:
+    """One row per score (largest PSI first): PSI, threshold and its source, role and weight,
+    KS where computed, the test's p-value and the row counts."""
     scores = sorted(
-        result.scores + ([result.prediction] if result.prediction else []), key=lambda s: -s.psi
+        result.scores + ([result.prediction] if result.prediction else []),
+        key=lambda s: -s.psi if math.isfinite(s.psi) else math.inf,
     )
-    rows = [
+    return [
         {
             "feature": s.feature,
             "kind": s.kind,
-            "psi": round(s.psi, 4),
-            "threshold": round(s.threshold, 4),
+            "role": s.role if s.kind != "prediction" else "",
+            "weight": _round(s.weight, 3) if s.kind != "prediction" else "",
+            "psi": _round(s.psi),
+            "threshold": _round(s.threshold),
+            "source": s.threshold_source,
+            "null windows": s.null_windows,
             "drifted": "yes" if s.drifted else "",
+            "ks": _round(s.ks),
             "p-value": "" if s.p_value is None else f"{s.p_value:.2g}",
             "rows now": s.n_current,
             "rows reference": s.n_reference,
         }
         for s in scores
     ]
+
+
+def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.DataFrame) -> str:
+    """Offline HTML: severity and signals, drift scores with their thresholds, the distributions
+    of the most drifted features, and estimated against realised performance."""
+    from tasks.report import cards, figure, img, page, png_data_uri, table
+
+    scores = sorted(
+        result.scores + ([result.prediction] if result.prediction else []),
+        key=lambda s: -s.psi if math.isfinite(s.psi) else math.inf,
+    )
     fig = figure(7.0, max(2.5, 0.28 * len(scores)))
     ax = fig.add_subplot()
     names = [s.feature for s in scores][::-1]
     ax.barh(
         names,
-        [s.psi for s in scores][::-1],
+        [s.psi if math.isfinite(s.psi) else 0.0 for s in scores][::-1],
         color=["#d64545" if s.drifted else "#9fb3c8" for s in scores][::-1],
     )
     ax.scatter(
@@ -293,37 +692,111 @@ def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.Da
     )
     ax.set_xlabel("PSI")
     ax.legend(loc="lower right")
+    est = result.estimated
+    votes = result.votes
+    persist = result.persistence
     parts = [
         cards(
             [
+                ("severity", result.severity),
                 ("verdict", "drift" if result.detected else "no drift"),
+                ("signals", ", ".join(result.signals) or "none"),
                 ("model", f"v{result.model_version}"),
                 ("window", " → ".join(result.window)),
                 ("drifted", len(result.drifted)),
             ]
         ),
+        "<h2>Verdict</h2>",
+        table(
+            [
+                {
+                    "what": "input votes",
+                    "value": f"{votes.get('share', 0.0):.0%} of the voting weight drifted "
+                    f"({len(votes.get('drifted', []))} of {votes.get('voting', 0)} inputs)",
+                    "bar": f"≥ {votes.get('min_share', 0.0):.0%} and ≥ "
+                    f"{votes.get('min_count', 0)} inputs",
+                },
+                {
+                    "what": "persistence",
+                    "value": f"{persist.get('count', 0)} signalling windows of v"
+                    f"{result.model_version} ({', '.join(persist.get('windows', [])) or 'none'})",
+                    "bar": f"≥ {persist.get('k', '')} of the last {persist.get('n', '')} checks",
+                },
+            ]
+        ),
         "<h2>Drift scores</h2>",
         img(png_data_uri(fig), "PSI per feature"),
-        table(rows),
+        table(score_rows(result)),
     ]
     for s in [s for s in scores if s.kind != "prediction"][:4]:
-        parts.append(f"<h2>{s.feature}</h2>")
+        parts.append(f"<h2>{html.escape(s.feature)}</h2>")
         parts.append(
             img(png_data_uri(_distribution_figure(s.feature, reference, features)), s.feature)
         )
-    if result.performance:
-        perf = [p for p in result.performance if p["auc"] is not None]
-        if perf:
-            fig = figure(7.0, 3.0)
-            ax = fig.add_subplot()
-            ax.plot([p["snapshot"] for p in perf], [p["auc"] for p in perf], marker="o")
-            ax.set_ylabel("ROC AUC")
-            ax.tick_params(axis="x", rotation=60, labelsize=7)
-            parts += [
-                "<h2>Performance over time (labelled snapshots)</h2>",
-                img(png_data_uri(fig), "AUC"),
+    parts.append("<h2>Performance: estimated (CBPE) and realised</h2>")
+    expected = reference.get("expected_metric")
+    if est is not None:
+        parts.append(
+            table(
+                [
+                    {
+                        "estimated AUC (window)": _round(est["auc"]),
+                        "estimated AUC (training)": _round(est["reference"]),
+                        "drop": _round(est["drop"]),
+                        "allowed drop": _round(est["allowed_drop"]),
+                        "holdout AUC": _round(expected),
+                        "signal": "yes" if est["signal"] else "",
+                    }
+                ]
+            )
+        )
+    else:
+        parts.append("<p><em>no estimate: no predictions in the window or none stored</em></p>")
+    realised = [w for w in result.realised if w["auc"] is not None]
+    if realised:
+        fig = figure(7.0, 3.0)
+        ax = fig.add_subplot()
+        for version in sorted({str(w.get("version")) for w in realised}):
+            mine = [w for w in realised if str(w.get("version")) == version]
+            auc = np.array([w["auc"] for w in mine])
+            ax.errorbar(
+                pd.to_datetime([w["last"] for w in mine]),
+                auc,
+                yerr=[
+                    auc - np.array([w["low"] for w in mine]),
+                    np.array([w["high"] for w in mine]) - auc,
+                ],
+                marker="o",
+                capsize=3,
+                label=f"v{version} (95 % interval)",
+            )
+        if expected is not None:
+            ax.axhline(
+                expected, color="grey", linestyle="--", linewidth=1, label="holdout (current)"
+            )
+        ax.set_ylabel("ROC AUC (by last snapshot day)")
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+        ax.legend(loc="lower left", fontsize=7)
+        parts.append(img(png_data_uri(fig), "realised AUC per pooled window"))
+    parts.append(
+        table(
+            [
+                {
+                    "version": f"v{w['version']}" if w.get("version") else "",
+                    "first": w["first"],
+                    "last": w["last"],
+                    "days": w["days"],
+                    "n": w["n"],
+                    "positives": w["positives"],
+                    "AUC": _round(w["auc"]),
+                    "95 % low": _round(w["low"]),
+                    "95 % high": _round(w["high"]),
+                    "complete": "yes" if w["complete"] else "no",
+                }
+                for w in result.realised
             ]
-        parts.append(table(result.performance))
+        )
+    )
     return page(
         f"Drift — {result.model}", "".join(parts), "compared with the champion's training window"
     )
@@ -344,7 +817,8 @@ def _distribution_figure(name: str, reference: dict[str, Any], features: pd.Data
         ref_props = ref["proportions"]
     else:
         ref = reference["categorical"][name]
-        shares, labels = category_shares(features[name], list(ref["proportions"]))
+        values = _fold(features[name], ref["proportions"])
+        shares, labels = category_shares(values, list(ref["proportions"]))
         now = list(shares)
         ref_props = [ref["proportions"].get(c, 0.0) for c in labels]
     x = np.arange(len(labels))
@@ -354,6 +828,9 @@ def _distribution_figure(name: str, reference: dict[str, Any], features: pd.Data
     ax.set_ylabel("share")
     ax.legend()
     return fig
+
+
+# ---- the check --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -396,20 +873,51 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
     )
 
 
-def finish_check(
-    usecase: Any,
-    lake: Lake,
+def judge(
     inputs: DriftInputs,
     scores: list[DriftScore],
     prediction: DriftScore | None,
-) -> tuple[DriftResult, str]:
-    """Verdict and performance over time for the scores of a window; (result, report HTML)."""
+    spec: DriftSpec,
+    *,
+    realised: list[dict[str, Any]],
+    previous: Sequence[Mapping[str, Any]],
+) -> DriftResult:
+    """The verdict of a window from its scores, its realised performance and the preceding
+    checks (newest first). Pure."""
+    _, drifted = verdict(scores, prediction, spec)
+    votes = input_votes(scores, spec)
+    estimated = estimated_performance(inputs.reference, inputs.predictions, spec)
+    realised_signal = realised_drop(
+        realised, inputs.reference.get("expected_metric"), spec, version=inputs.model_version
+    )
+    signals = window_signals(votes, prediction, estimated, realised_signal)
+    window = (inputs.first.isoformat(), inputs.day.isoformat())
+    persist = persistence(signals, window, inputs.model_version, previous, spec.persistence)
+    return DriftResult(
+        model=inputs.model,
+        model_version=inputs.model_version,
+        window=window,
+        scores=scores,
+        prediction=prediction,
+        detected=persist["persistent"],
+        drifted=drifted,
+        signals=signals,
+        severity=severity(signals, persist["persistent"]),
+        estimated=estimated,
+        realised=realised,
+        votes=votes,
+        persistence=persist,
+    )
+
+
+def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[dict[str, Any]]:
+    """The champion version's realised ROC AUC over pooled labelled windows known at the
+    window's last day (:func:`pooled_performance`)."""
     from tasks.ingest import read_validated
     from tasks.score import read_predictions
     from tasks.training_set import SnapshotColumns, entity_frame
 
     day = inputs.day
-    detected, drifted = verdict(scores, prediction, usecase.drift)
     columns = SnapshotColumns.of(usecase)
     source = usecase.datasets[usecase.features.source_dataset]
     active = read_validated(lake, source, last=day, columns=[columns.entity, columns.day])
@@ -422,21 +930,33 @@ def finish_check(
         label_delay_days=usecase.target.label_delay_days,
         columns=columns,
     )
-    performance = performance_by_day(
-        read_predictions(lake, inputs.model, last=day, entity=columns.entity),
+    predictions = read_predictions(lake, inputs.model, last=day, entity=columns.entity)
+    return pooled_performance(
+        predictions,
         labelled,
         columns.label,
+        min_positives=usecase.drift.min_window_positives,
         entity=columns.entity,
     )
-    result = DriftResult(
-        model=inputs.model,
-        model_version=inputs.model_version,
-        window=(inputs.first.isoformat(), day.isoformat()),
-        scores=scores,
-        prediction=prediction,
-        detected=detected,
-        drifted=drifted,
-        performance=performance,
+
+
+def finish_check(
+    usecase: Any,
+    lake: Lake,
+    inputs: DriftInputs,
+    scores: list[DriftScore],
+    prediction: DriftScore | None,
+) -> tuple[DriftResult, str]:
+    """Verdict (signals, persistence over the stored checks of the preceding days, severity)
+    and performance for the scores of a window; (result, report HTML)."""
+    spec = usecase.drift
+    result = judge(
+        inputs,
+        scores,
+        prediction,
+        spec,
+        realised=realised_performance(usecase, lake, inputs),
+        previous=previous_results(lake.reports, inputs.model, inputs.day, spec.persistence.n),
     )
     return result, drift_report(result, inputs.reference, inputs.features)
 
@@ -453,7 +973,7 @@ def no_data_message(inputs: DriftInputs) -> str:
 
 def no_data_check(inputs: DriftInputs) -> tuple[DriftResult, str]:
     """The check of a window without feature rows: status "no-data" (not "no drift"), no scores,
-    and a report that says so; (result, report HTML)."""
+    no signal, and a report that says so; (result, report HTML)."""
     from tasks.report import cards, page
 
     result = DriftResult(
@@ -481,18 +1001,37 @@ def no_data_check(inputs: DriftInputs) -> tuple[DriftResult, str]:
 
 
 def summary_markdown(result: DriftResult, message: str = "") -> str:
-    """One line for the run's artifact: the verdict (or "No data"), model, window, drifted."""
+    """One line for the run's artifact: the verdict (or "No data"), model, window, severity,
+    signals and drifted inputs."""
     head = {"drift": "Drift detected", "no-drift": "No drift", "no-data": "No data"}[result.status]
     line = f"**{head}** for {result.model} v{result.model_version} in {' → '.join(result.window)}"
     if result.no_data:
         return f"{line}: {message}"
-    return f"{line}; drifted: {', '.join(result.drifted) or 'none'}"
+    est = result.estimated
+    perf = ""
+    if est is not None and est.get("auc") is not None:
+        perf = f"; estimated AUC {est['auc']:.3f} (training {est['reference']:.3f})"
+    done = [
+        w
+        for w in result.realised
+        if w["complete"] and w["auc"] is not None and w.get("version") == result.model_version
+    ]
+    if done:
+        w = done[-1]
+        perf += (
+            f"; realised AUC {w['auc']:.3f} [{w['low']:.3f}, {w['high']:.3f}] "
+            f"({w['first']} → {w['last']})"
+        )
+    return (
+        f"{line}: severity **{result.severity}**, signals: {', '.join(result.signals) or 'none'}; "
+        f"drifted: {', '.join(result.drifted) or 'none'}{perf}"
+    )
 
 
 def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[DriftResult, str] | None:
     """The drift check of the window ending ``day`` against the champion's reference, with
-    performance over time; returns (result, report HTML), or None without a champion. A window
-    without feature rows gives a "no-data" result (:func:`no_data_check`).
+    performance; returns (result, report HTML), or None without a champion. A window without
+    feature rows gives a "no-data" result (:func:`no_data_check`).
 
     :func:`load_inputs`, :func:`check_window`, :func:`finish_check` in this process.
     """

@@ -1,23 +1,41 @@
-"""When the closed loop trains: a pure decision over what is known on a day.
+"""When the closed loop trains: pure decisions over what is known on a day, and their record.
 
 * With no champion: train as soon as enough labelled snapshot days exist to fill the training,
   validation and holdout splits.
 * After drift is detected: wait until ``min_post_change_days`` labelled snapshot days exist since
   the change (labels arrive late), then train on data since the change only, so the new model
-  learns the new reality; the gate still has to accept it.
+  learns the new reality; the gate still has to accept it. Each drift-started attempt the gate
+  rejects (or that finds too little evidence) doubles the post-change days wanted before the
+  next one (:data:`MAX_WIDENING` times the first wait at most).
 * Otherwise: retrain when ``new_labelled_days`` more snapshot days have been labelled since the
   last training.
 
+Whatever asks (the features flow's ``driftloop.training.due``, a drift event, reconcile, a
+schedule), three rules keep the loop from storming:
+
+* **one training per as_of**: a second request for a day a training was already tried for is
+  a recorded no-op ("already trained as of D: v7 rejected");
+* **back-off**: after a rejected challenger or insufficient evidence, nothing is tried again
+  until ``retrain.backoff_rows`` newly labelled rows *and* ``retrain.backoff_positives`` newly
+  labelled positives exist beyond what that attempt saw (:func:`labelled_after`);
+* **switches per signal**: a drift event carries ``signals`` (:data:`SIGNALS`) and a
+  ``severity``; ``retrain.on_drift`` enables input and prediction drift,
+  ``retrain.on_estimated_drop`` the estimated drop, ``retrain.on_realised_drop`` the realised
+  one. An event with none of its signals enabled (or of severity ``watch``) is noted, not
+  acted on. An event without ``signals`` (sent before they existed) is input drift.
+
 What the loop remembers between runs (:class:`LoopState`) is kept in the lake's ledger zone as
-``loop-state.json``, so deployments started by different events (and the demo) share one state:
-the drift flow's event records a change (:func:`record_drift`), the train flow records what it
-trained (:func:`record_training`), and the features flow asks :func:`should_train` after every
-build and announces ``driftloop.training.due`` when it is time.
+``loop-state.json``, so deployments started by different events (and the demo) share one state.
+Only train runs write it (under the per-model training lock): they record drift events
+(:func:`note_drift`), their decision (:func:`plan_run`) and its outcome
+(:func:`record_training`, :func:`record_insufficient`). Every decision is appended to a bounded
+log (:data:`DECISION_LOG` entries) that ``driftloop status`` shows. The features flow and
+reconcile only ask :func:`should_train`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,14 +43,169 @@ from driftloop.usecase import ModelSpec, RetrainSpec, TargetSpec
 from tasks.training_set import last_snapshot_day
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from driftloop.usecase import UseCase
     from tasks.storage import Lake, Storage
 
 MIN_TRAIN_DAYS = 3
 STATE_KEY = "loop-state.json"
 TRAINING_DUE_EVENT = "driftloop.training.due"
-#: What is stored; has_champion and first_snapshot are derived from the registry and the data.
-STORED_FIELDS = ("last_trained_through", "drift_since", "train_since")
+#: the format written; files without a version (the first format) are read too
+STATE_VERSION = 2
+#: decisions kept in the loop state (the oldest are dropped)
+DECISION_LOG = 100
+#: a drift-started attempt waits for at most this many times the first wait's post-change days
+MAX_WIDENING = 8
+#: what a drift event may say it saw
+SIGNALS = ("input-drift", "prediction-drift", "estimated-drop", "realised-drop")
+#: what an event without ``signals`` saw (it was sent before signals existed)
+LEGACY_SIGNALS = ("input-drift",)
+SEVERITIES = ("watch", "drift", "severe")
+#: what is stored (``has_champion``, ``first_snapshot`` and ``evidence`` are derived)
+STORED_FIELDS = (
+    "last_trained_through",
+    "drift_since",
+    "train_since",
+    "drift_signals",
+    "drift_attempts",
+    "last_attempt",
+    "backoff",
+    "decisions",
+)
+
+Trigger = Literal["manual", "schedule", "new-labels", "drift"]
+Outcome = Literal["promoted", "rejected", "insufficient-evidence"]
+
+
+def _day(value: object) -> date | None:
+    return date.fromisoformat(str(value)[:10]) if value else None
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Labelled snapshot rows and positives (e.g. those newer than an attempt saw)."""
+
+    rows: int = 0
+    positives: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The newest training attempt: what it was as of, what it saw, how it ended."""
+
+    as_of: date
+    through: date  # the newest labelled snapshot day it could use
+    outcome: Outcome
+    version: str | None = None
+    trigger: str = "manual"
+    since: date | None = None
+
+    def describe(self) -> str:
+        if self.outcome == "insufficient-evidence":
+            return f"already tried as of {self.as_of}: insufficient evidence"
+        return f"already trained as of {self.as_of}: v{self.version} {self.outcome}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": _iso(self.as_of),
+            "through": _iso(self.through),
+            "outcome": self.outcome,
+            "version": self.version,
+            "trigger": self.trigger,
+            "since": _iso(self.since),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Attempt:
+        as_of = _day(raw["as_of"])
+        assert as_of is not None
+        return cls(
+            as_of=as_of,
+            through=_day(raw.get("through")) or as_of,
+            outcome=raw["outcome"],
+            version=raw.get("version"),
+            trigger=str(raw.get("trigger") or "manual"),
+            since=_day(raw.get("since")),
+        )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """No automatic training until enough newly labelled evidence exists after ``after``."""
+
+    day: date  # when the back-off started
+    as_of: date  # the attempt that caused it
+    after: date  # the newest labelled snapshot day that attempt saw
+    why: str  # e.g. "v7 rejected", "insufficient evidence"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "day": _iso(self.day),
+            "as_of": _iso(self.as_of),
+            "after": _iso(self.after),
+            "why": self.why,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Backoff:
+        after = _day(raw["after"])
+        assert after is not None
+        return cls(
+            day=_day(raw.get("day")) or after,
+            as_of=_day(raw.get("as_of")) or after,
+            after=after,
+            why=str(raw.get("why", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decision of the loop: on ``day``, ``action`` because ``reason``."""
+
+    day: date
+    action: str  # train, defer, back-off, duplicate, promoted, rejected, insufficient-evidence,
+    # drift (a change recorded), drift-noted (seen, not acted on)
+    reason: str
+    as_of: date | None = None
+    version: str | None = None
+    trigger: str | None = None
+    times: int = 1  # the same decision repeated in a row is one entry
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["day"], out["as_of"] = _iso(self.day), _iso(self.as_of)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Entry:
+        day = _day(raw["day"])
+        assert day is not None
+        return cls(
+            day=day,
+            action=str(raw["action"]),
+            reason=str(raw.get("reason", "")),
+            as_of=_day(raw.get("as_of")),
+            version=raw.get("version"),
+            trigger=raw.get("trigger"),
+            times=int(raw.get("times", 1)),
+        )
+
+    def line(self) -> str:
+        """``2026-02-03 rejected (drift) as of 2026-02-03 v7: <reason>``"""
+        parts = [self.day.isoformat(), self.action]
+        if self.trigger:
+            parts.append(f"({self.trigger})")
+        if self.as_of:
+            parts.append(f"as of {self.as_of}")
+        if self.version:
+            parts.append(f"v{self.version}")
+        text = " ".join(parts) + f": {self.reason}"
+        return text + (f" (x{self.times})" if self.times > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -44,10 +217,50 @@ class LoopState:
     last_trained_through: date | None = None  # newest labelled snapshot day of the last training
     drift_since: date | None = None  # first day of a detected change not yet trained on
     train_since: date | None = None  # trainings use snapshots from here on (after a change)
+    drift_signals: tuple[str, ...] = ()  # what the pending change's event saw
+    drift_attempts: int = 0  # drift-started attempts rejected / short of evidence since then
+    last_attempt: Attempt | None = None  # the newest training attempt (one per as_of)
+    backoff: Backoff | None = None  # set by a rejection or insufficient evidence
+    decisions: tuple[Entry, ...] = ()  # the decision log, oldest first
+    #: derived: labelled rows/positives after ``backoff.after`` (None: not counted)
+    evidence: Labelled | None = field(default=None, compare=False)
 
 
-def _day(value: object) -> date | None:
-    return date.fromisoformat(str(value)) if value else None
+def _stored(state: LoopState) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "last_trained_through": _iso(state.last_trained_through),
+        "drift_since": _iso(state.drift_since),
+        "train_since": _iso(state.train_since),
+        "drift_signals": list(state.drift_signals),
+        "drift_attempts": state.drift_attempts,
+        "last_attempt": state.last_attempt.to_dict() if state.last_attempt else None,
+        "backoff": state.backoff.to_dict() if state.backoff else None,
+        "decisions": [e.to_dict() for e in state.decisions[-DECISION_LOG:]],
+    }
+
+
+def parse_state(raw: dict[str, Any]) -> LoopState:
+    """The stored state from its JSON (any version; what a file lacks takes its default, and a
+    malformed decision entry is skipped rather than failing the loop)."""
+    decisions = []
+    for item in raw.get("decisions") or []:
+        try:
+            decisions.append(Entry.from_dict(item))
+        except (KeyError, TypeError, ValueError, AssertionError):
+            continue
+    attempt = raw.get("last_attempt")
+    backoff = raw.get("backoff")
+    return LoopState(
+        last_trained_through=_day(raw.get("last_trained_through")),
+        drift_since=_day(raw.get("drift_since")),
+        train_since=_day(raw.get("train_since")),
+        drift_signals=tuple(str(s) for s in raw.get("drift_signals") or ()),
+        drift_attempts=int(raw.get("drift_attempts") or 0),
+        last_attempt=Attempt.from_dict(attempt) if attempt else None,
+        backoff=Backoff.from_dict(backoff) if backoff else None,
+        decisions=tuple(decisions[-DECISION_LOG:]),
+    )
 
 
 def read_state(ledger: Storage) -> LoopState:
@@ -56,57 +269,192 @@ def read_state(ledger: Storage) -> LoopState:
 
     if not ledger.exists(STATE_KEY):
         return LoopState()
-    raw: dict[str, Any] = read_json(ledger, STATE_KEY)
-    return LoopState(
-        last_trained_through=_day(raw.get("last_trained_through")),
-        drift_since=_day(raw.get("drift_since")),
-        train_since=_day(raw.get("train_since")),
-    )
+    return parse_state(read_json(ledger, STATE_KEY))
 
 
 def write_state(ledger: Storage, state: LoopState) -> None:
     from tasks.storage import write_json
 
-    write_json(ledger, STATE_KEY, {f: getattr(state, f) for f in STORED_FIELDS})
+    write_json(ledger, STATE_KEY, _stored(state))
 
 
-def current_state(lake: Lake, usecase: UseCase, *, has_champion: bool) -> LoopState:
+# ---- newly labelled evidence --------------------------------------------------------------------
+
+
+def labelled_after(entities: pd.DataFrame, *, after: date, label: str) -> Labelled:
+    """Rows and positives of the labelled snapshots (an :func:`tasks.training_set.entity_frame`)
+    taken after ``after``. Pure."""
+    import pandas as pd
+
+    if entities.empty:
+        return Labelled()
+    day = pd.to_datetime(entities["event_timestamp"], utc=True).dt.tz_localize(None)
+    newer = entities.loc[day.dt.normalize() > pd.Timestamp(after)]
+    return Labelled(rows=len(newer), positives=int(newer[label].sum()))
+
+
+def newly_labelled(lake: Lake, usecase: UseCase, *, as_of: date, after: date) -> Labelled:
+    """The labelled snapshot rows and positives known at ``as_of`` that were taken after
+    ``after`` (read from the lake; the snapshots :func:`tasks.training.build_training_set` would
+    build, on a grid starting the day after ``after``)."""
+    from tasks.ingest import read_validated
+    from tasks.training_set import SnapshotColumns, entity_frame
+
+    assert usecase.features is not None and usecase.target is not None
+    assert usecase.model is not None
+    target = usecase.target
+    columns = SnapshotColumns.of(usecase)
+    source = usecase.datasets[usecase.features.source_dataset]
+    active = read_validated(
+        lake, source, first=after, last=as_of, columns=[columns.entity, columns.day]
+    )
+    labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=as_of)
+    frame = entity_frame(
+        active,
+        labels,
+        as_of=as_of,
+        horizon_days=target.horizon_days,
+        label_delay_days=target.label_delay_days,
+        snapshot_every_days=usecase.model.snapshot_every_days,
+        first=after + timedelta(days=1),
+        columns=columns,
+        recurring=target.recurring,
+    )
+    return labelled_after(frame, after=after, label=columns.label)
+
+
+def current_state(
+    lake: Lake, usecase: UseCase, *, has_champion: bool, day: date | None = None
+) -> LoopState:
     """The stored state completed with what the data says: the first snapshot day whose
-    feature windows are complete (first validated day of the feature source + min history)."""
+    feature windows are complete (first validated day of the feature source + min history),
+    and, during a back-off, the labelled evidence known on ``day`` (default: the pipeline's
+    newest day) after what the attempt saw."""
     from tasks.ingest import validated_partitions
 
     assert usecase.features is not None and usecase.model is not None
     days = validated_partitions(lake, usecase.datasets[usecase.features.source_dataset])
     first = min(days) + timedelta(days=max(usecase.model.min_history_days, 1)) if days else None
-    return replace(read_state(lake.ledger), has_champion=has_champion, first_snapshot=first)
+    state = replace(read_state(lake.ledger), has_champion=has_champion, first_snapshot=first)
+    if state.backoff is not None:
+        if day is None:
+            from tasks.training import latest_day
+
+            day = latest_day(lake, usecase)
+        if day is not None:
+            evidence = newly_labelled(lake, usecase, as_of=day, after=state.backoff.after)
+            state = replace(state, evidence=evidence)
+    return state
 
 
-def record_drift(state: LoopState, window_start: date) -> LoopState:
-    """A detected change starting at ``window_start``. Ignored while an earlier change is
-    pending, and when the current training data already starts at or after it."""
+# ---- the decision log ---------------------------------------------------------------------------
+
+
+def _triggers(*values: str | None) -> str | None:
+    seen: list[str] = []
+    for value in values:
+        for t in (value or "").split(", "):
+            if t and t not in seen:
+                seen.append(t)
+    return ", ".join(seen) or None
+
+
+def log(state: LoopState, entry: Entry) -> LoopState:
+    """``state`` with ``entry`` appended to its decision log. The same decision (action,
+    reason, as_of, version) as the newest entry is counted on that entry instead, whoever asked
+    (e.g. the features flow's request and a drift event's, both deferred for the same reason);
+    the log keeps the newest :data:`DECISION_LOG` entries."""
+    decisions = list(state.decisions)
+    if decisions:
+        last = decisions[-1]
+        same = (last.action, last.reason, last.as_of, last.version)
+        if same == (entry.action, entry.reason, entry.as_of, entry.version):
+            decisions[-1] = replace(
+                last,
+                day=entry.day,
+                times=last.times + entry.times,
+                trigger=_triggers(last.trigger, entry.trigger),
+            )
+            return replace(state, decisions=tuple(decisions))
+    decisions.append(entry)
+    return replace(state, decisions=tuple(decisions[-DECISION_LOG:]))
+
+
+# ---- drift events -------------------------------------------------------------------------------
+
+
+def enabled_signals(signals: list[str] | tuple[str, ...] | None, retrain: RetrainSpec) -> list[str]:
+    """The signals of a drift event that the use case lets start a training (missing signals:
+    :data:`LEGACY_SIGNALS`)."""
+    switch = {
+        "input-drift": retrain.on_drift,
+        "prediction-drift": retrain.on_drift,
+        "estimated-drop": retrain.on_estimated_drop,
+        "realised-drop": retrain.on_realised_drop,
+    }
+    seen = LEGACY_SIGNALS if signals is None else tuple(signals)
+    return [s for s in seen if switch.get(s, False)]
+
+
+def record_drift(
+    state: LoopState,
+    window_start: date,
+    *,
+    signals: list[str] | tuple[str, ...] | None = None,
+    retrain: RetrainSpec | None = None,
+) -> LoopState:
+    """A detected change starting at ``window_start``. Ignored when none of its ``signals`` is
+    switched on in ``retrain`` (default: every switch on), while an earlier change is pending,
+    and when the current training data already starts at or after it. Touches only the drift
+    fields (see :func:`note_drift` for the recorded decision)."""
+    enabled = enabled_signals(signals, retrain or RetrainSpec())
+    if not enabled:
+        return state
     if state.drift_since is not None:
         return state
     if state.train_since is not None and window_start <= state.train_since:
         return state
-    return replace(state, drift_since=window_start)
+    return replace(state, drift_since=window_start, drift_signals=tuple(enabled), drift_attempts=0)
 
 
-def record_training(
-    state: LoopState, *, trained_through: date, promoted: bool, since: date | None
+def note_drift(
+    state: LoopState,
+    *,
+    day: date,
+    window_start: date,
+    signals: list[str] | tuple[str, ...] | None,
+    severity: str | None,
+    retrain: RetrainSpec,
 ) -> LoopState:
-    """After a training run: what it was trained through (the newest of what is recorded and
-    ``trained_through``: a run finished late by the next one does not move it back); a promoted
-    model trained on data since a pending change resolves that change (later trainings start
-    there too)."""
-    if state.last_trained_through is not None:
-        trained_through = max(trained_through, state.last_trained_through)
-    state = replace(state, last_trained_through=trained_through)
-    if not promoted:
-        return state
-    state = replace(state, has_champion=True)
-    if state.drift_since is not None and since is not None and since >= state.drift_since:
-        state = replace(state, train_since=since, drift_since=None)
-    return state
+    """A drift event, recorded as a change to retrain on (:func:`record_drift`) or noted with
+    the reason it is not acted on; either way a decision in the log."""
+    seen = list(LEGACY_SIGNALS if signals is None else signals)
+    said = f"signals {', '.join(seen) or 'none'}; severity {severity or 'drift'}"
+    enabled = enabled_signals(signals, retrain)
+    after = record_drift(state, window_start, signals=signals, retrain=retrain)
+    if severity == "watch":
+        after = state
+        why = f"noted, not retraining: a change from {window_start} to watch ({said})"
+    elif not enabled:
+        why = (
+            f"noted, not retraining: a change from {window_start} ({said}), and retraining on "
+            "these signals is switched off (retrain.on_drift / on_estimated_drop / "
+            "on_realised_drop)"
+        )
+    elif after.drift_since == window_start and after != state:
+        entry = Entry(day, "drift", f"recorded a change from {window_start} ({said})")
+        return log(after, entry)
+    elif state.drift_since is not None:
+        why = f"noted: a change from {state.drift_since} is pending already ({said})"
+    else:
+        why = (
+            f"noted, not retraining: the training data already starts on {state.train_since}, "
+            f"after the change from {window_start} ({said})"
+        )
+    return log(after, Entry(day, "drift-noted", why))
+
+
+# ---- the decision -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -116,49 +464,283 @@ class TrainDecision:
     train: bool
     reason: str
     since: date | None = None
+    #: what was decided when not training: defer, back-off or duplicate
+    action: Literal["defer", "back-off", "duplicate"] = "defer"
+    detail: str = ""  # why, when training (e.g. "17/17 post-change labelled days")
 
     @property
     def trigger(self) -> Literal["new-labels", "drift"]:
         return "drift" if self.reason == "drift" else "new-labels"
 
+    @property
+    def kind(self) -> str:
+        return "train" if self.train else self.action
+
+    @property
+    def why(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.train and self.detail else self.reason
+
+
+def post_change_days_wanted(state: LoopState, *, model: ModelSpec, retrain: RetrainSpec) -> int:
+    """Labelled snapshot days after a change a drift-started training waits for: the first
+    wait doubled per rejected (or too thin) attempt, :data:`MAX_WIDENING` times at most."""
+    needed = model.holdout_days + model.validation_days + MIN_TRAIN_DAYS
+    base = max(retrain.min_post_change_days, needed)
+    return min(base * 2 ** min(state.drift_attempts, 30), base * MAX_WIDENING)
+
+
+def backoff_progress(state: LoopState, retrain: RetrainSpec) -> dict[str, Any] | None:
+    """The pending back-off with what it waits for and what exists (None: no back-off)."""
+    if state.backoff is None:
+        return None
+    seen = state.evidence or Labelled()
+    b = state.backoff
+    return {
+        "since": b.day.isoformat(),
+        "as_of": b.as_of.isoformat(),
+        "after": b.after.isoformat(),
+        "why": b.why,
+        "rows": seen.rows,
+        "rows_needed": retrain.backoff_rows,
+        "positives": seen.positives,
+        "positives_needed": retrain.backoff_positives,
+        "counted": state.evidence is not None,
+        "over": seen.rows >= retrain.backoff_rows and seen.positives >= retrain.backoff_positives,
+    }
+
 
 def should_train(
     day: date, state: LoopState, *, target: TargetSpec, model: ModelSpec, retrain: RetrainSpec
 ) -> TrainDecision:
+    """The policy's verdict for a training as of ``day`` (see the module docstring)."""
     if state.first_snapshot is None:
         return TrainDecision(False, "no data yet")
+    if state.last_attempt is not None and day <= state.last_attempt.as_of:
+        return TrainDecision(False, state.last_attempt.describe(), action="duplicate")
+    progress = backoff_progress(state, retrain)
+    if progress is not None and not progress["over"]:
+        return TrainDecision(
+            False,
+            f"backing off after {progress['why']} as of {progress['as_of']}: "
+            f"{progress['rows']}/{progress['rows_needed']} newly labelled rows and "
+            f"{progress['positives']}/{progress['positives_needed']} positives after "
+            f"{progress['after']}",
+            action="back-off",
+        )
     last = last_snapshot_day(
         day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
     )
     needed = model.holdout_days + model.validation_days + MIN_TRAIN_DAYS
-    if state.drift_since is not None and retrain.on_drift:
+    if state.drift_since is not None and enabled_signals(state.drift_signals or None, retrain):
         post = (last - state.drift_since).days + 1
-        wanted = max(retrain.min_post_change_days, needed)
+        wanted = post_change_days_wanted(state, model=model, retrain=retrain)
+        widened = (
+            f", widened after {state.drift_attempts} unsuccessful attempts"
+            if state.drift_attempts
+            else ""
+        )
         if post >= wanted:
-            return TrainDecision(True, "drift", since=state.drift_since)
+            return TrainDecision(
+                True,
+                "drift",
+                since=state.drift_since,
+                detail=f"{post}/{wanted} labelled days since the change from "
+                f"{state.drift_since}{widened}",
+            )
         return TrainDecision(
-            False, f"drift: waiting for labels after the change ({max(post, 0)}/{wanted} days)"
+            False,
+            f"drift: waiting for labels after the change ({max(post, 0)}/{wanted} days{widened})",
         )
     start = state.train_since or state.first_snapshot
     available = (last - start).days + 1
     if not state.has_champion:
         if available >= needed:
-            return TrainDecision(True, "new-labels", since=state.train_since)
+            return TrainDecision(
+                True,
+                "new-labels",
+                since=state.train_since,
+                detail=f"no champion; {available} labelled snapshot days",
+            )
         return TrainDecision(
             False,
             f"no champion: waiting for labelled snapshots ({max(available, 0)}/{needed} days)",
         )
-    if (
-        state.last_trained_through is not None
-        and (last - state.last_trained_through).days >= retrain.new_labelled_days
-    ):
-        return TrainDecision(True, "new-labels", since=state.train_since)
+    if state.last_trained_through is not None:
+        new = (last - state.last_trained_through).days
+        if new >= retrain.new_labelled_days:
+            return TrainDecision(
+                True,
+                "new-labels",
+                since=state.train_since,
+                detail=f"{new} newly labelled snapshot days since {state.last_trained_through}",
+            )
     return TrainDecision(False, "champion is current")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a train run was asked (its parameters)."""
+
+    trigger: Trigger = "manual"
+    since: date | None = None
+    drift_start: date | None = None
+    signals: list[str] | None = None
+    severity: str | None = None
+
+
+def plan_run(
+    state: LoopState,
+    *,
+    day: date,
+    request: RunRequest,
+    target: TargetSpec,
+    model: ModelSpec,
+    retrain: RetrainSpec,
+) -> tuple[LoopState, TrainDecision]:
+    """A train run's decision, recorded: the drift event it carries (if any) is noted first,
+    then a manual run trains now (on ``request.since``), a drift-started run whose change is
+    not acted on is deferred with the reason, and every other run asks :func:`should_train`.
+    Returns the state to write (the decision appended to the log) and the decision."""
+    noted: Entry | None = None
+    if request.drift_start is not None:
+        before = state
+        state = note_drift(
+            state,
+            day=day,
+            window_start=request.drift_start,
+            signals=request.signals,
+            severity=request.severity,
+            retrain=retrain,
+        )
+        noted = state.decisions[-1]
+        if noted.action == "drift-noted" and state.drift_since is not None:
+            # the change is pending already (nothing changed): the run's decision below says
+            # all there is, so a daily drift event does not flood the log
+            state = before
+    if request.trigger == "manual":
+        decision = TrainDecision(True, "manual", since=request.since, detail="asked by hand")
+    elif (
+        request.trigger == "drift"
+        and noted is not None
+        and noted.action == "drift-noted"
+        and state.drift_since is None
+    ):
+        decision = TrainDecision(False, noted.reason)
+        return state, decision  # the note is the decision
+    else:
+        decision = should_train(day, state, target=target, model=model, retrain=retrain)
+    duplicate = not decision.train and decision.action == "duplicate"
+    version = state.last_attempt.version if duplicate and state.last_attempt else None
+    entry = Entry(
+        day, decision.kind, decision.why, as_of=day, version=version, trigger=request.trigger
+    )
+    return log(state, entry), decision
+
+
+# ---- outcomes -----------------------------------------------------------------------------------
+
+
+def _drift_attempt(state: LoopState, since: date | None) -> bool:
+    """Whether a training on data from ``since`` was an attempt at the pending change."""
+    return state.drift_since is not None and since is not None and since >= state.drift_since
+
+
+def _backoff_terms(retrain: RetrainSpec | None) -> str:
+    r = retrain or RetrainSpec()
+    return f"{r.backoff_rows} newly labelled rows and {r.backoff_positives} positives"
+
+
+def record_training(
+    state: LoopState,
+    *,
+    trained_through: date,
+    promoted: bool,
+    since: date | None,
+    as_of: date | None = None,
+    version: str | None = None,
+    trigger: str = "manual",
+    day: date | None = None,
+    reason: str = "",
+    retrain: RetrainSpec | None = None,
+) -> LoopState:
+    """After a training run: what it was trained through (the newest of what is recorded and
+    ``trained_through``: a run finished late by the next one does not move it back); a promoted
+    model trained on data since a pending change resolves that change (later trainings start
+    there too) and ends any back-off; a rejected one starts a back-off (and, when it was an
+    attempt at a pending change, widens the next attempt's wait). With ``as_of`` it is the
+    newest attempt (one training per as_of) and a decision in the log."""
+    through = trained_through
+    if state.last_trained_through is not None:
+        trained_through = max(trained_through, state.last_trained_through)
+    state = replace(state, last_trained_through=trained_through)
+    outcome: Outcome = "promoted" if promoted else "rejected"
+    newest = as_of is not None and (state.last_attempt is None or as_of >= state.last_attempt.as_of)
+    if as_of is not None and newest:
+        state = replace(
+            state,
+            last_attempt=Attempt(as_of, through, outcome, version, trigger, since),
+        )
+    drift_attempt = _drift_attempt(state, since)
+    if promoted:
+        state = replace(state, has_champion=True, backoff=None)
+        if drift_attempt:
+            state = replace(
+                state, train_since=since, drift_since=None, drift_signals=(), drift_attempts=0
+            )
+        note = reason
+    else:
+        if drift_attempt:
+            state = replace(state, drift_attempts=state.drift_attempts + 1)
+        note = reason
+        if as_of is None or newest:
+            start = as_of or through
+            state = replace(
+                state,
+                backoff=Backoff(
+                    day=day or start,
+                    as_of=start,
+                    after=through,
+                    why=f"v{version} rejected" if version else "a rejected challenger",
+                ),
+            )
+            note = (reason + "; " if reason else "") + (
+                f"backing off until {_backoff_terms(retrain)} after {through}"
+            )
+    if as_of is None:
+        return state
+    return log(state, Entry(day or as_of, outcome, note, as_of, version, trigger))
+
+
+def record_insufficient(
+    state: LoopState,
+    *,
+    day: date,
+    as_of: date,
+    trained_through: date,
+    why: str,
+    trigger: str,
+    since: date | None,
+    retrain: RetrainSpec | None = None,
+) -> LoopState:
+    """An attempt that found too little evidence to train and judge a model: it counts as the
+    attempt of its as_of, starts a back-off, and (an attempt at a pending change) widens the
+    next attempt's wait. Nothing was trained: what was trained through stays."""
+    if state.last_attempt is not None and as_of < state.last_attempt.as_of:
+        return log(state, Entry(day, "insufficient-evidence", why, as_of, None, trigger))
+    if _drift_attempt(state, since):
+        state = replace(state, drift_attempts=state.drift_attempts + 1)
+    state = replace(
+        state,
+        last_attempt=Attempt(as_of, trained_through, "insufficient-evidence", None, trigger, since),
+        backoff=Backoff(day=day, as_of=as_of, after=trained_through, why="insufficient evidence"),
+    )
+    note = f"{why}; backing off until {_backoff_terms(retrain)} after {trained_through}"
+    return log(state, Entry(day, "insufficient-evidence", note, as_of, None, trigger))
 
 
 def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[str, Any]:
     """The Prefect event announcing that the policy wants a training run (the train
-    deployment's trigger renders ``reason``, ``as_of`` and ``since`` into its parameters)."""
+    deployment's trigger renders ``reason`` and ``as_of`` into its parameters)."""
     return {
         "event": TRAINING_DUE_EVENT,
         "resource": {
@@ -167,7 +749,7 @@ def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[s
         },
         "payload": {
             "reason": decision.trigger,
-            "why": decision.reason,
+            "why": decision.why,
             "as_of": day.isoformat(),
             "since": decision.since.isoformat() if decision.since else None,
         },

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.storage import ObjectInfo
 
 if TYPE_CHECKING:
-    from driftloop.usecase import UseCase
+    from driftloop.usecase import RetrainSpec, UseCase
     from tasks.ingest import IngestOutcome
     from tasks.policy import LoopState, TrainDecision
     from tasks.storage import Lake
@@ -179,6 +179,8 @@ class PendingWork:
     decision: TrainDecision | None  # the retraining policy's verdict for ``day``
     training_due: bool  # the verdict is "train" and no training has seen these labels
     unrecorded_drift: date | None  # start of a detected change the loop has not recorded
+    drift_signals: tuple[str, ...] = ()  # what that detection saw (see tasks.drift)
+    drift_severity: str | None = None
 
     def actions(self) -> list[Action]:
         """The run to start: the earliest stage with work (the others follow by events)."""
@@ -205,7 +207,12 @@ class PendingWork:
                 Action(
                     TRAIN,
                     f"drift detected from {start} is not recorded in the loop state",
-                    {"reason": "drift", "drift_start": start},
+                    {
+                        "reason": "drift",
+                        "drift_start": start,
+                        "signals": list(self.drift_signals) or None,
+                        "severity": self.drift_severity,
+                    },
                 )
             ]
         if self.training_due and self.decision is not None and self.day is not None:
@@ -242,6 +249,8 @@ class Detection:
 
     start: date  # first day of its window
     reported: datetime  # when its result was written
+    signals: tuple[str, ...] = ()  # what it saw: input-drift, estimated-drop, ...
+    severity: str | None = None
 
 
 def last_detection(lake: Lake) -> Detection | None:
@@ -255,11 +264,19 @@ def last_detection(lake: Lake) -> Detection | None:
     result: dict[str, Any] = read_json(lake.reports, newest.key)
     if not result.get("detected") or not result.get("window"):
         return None
-    return Detection(date.fromisoformat(str(result["window"][0])[:10]), newest.modified)
+    return Detection(
+        date.fromisoformat(str(result["window"][0])[:10]),
+        newest.modified,
+        signals=tuple(str(s) for s in result.get("signals") or ()),
+        severity=result.get("severity"),
+    )
 
 
 def unrecorded_drift(
-    state: LoopState, detection: Detection | None, state_written: datetime | None
+    state: LoopState,
+    detection: Detection | None,
+    state_written: datetime | None,
+    retrain: RetrainSpec | None = None,
 ) -> date | None:
     """The start of a detected change whose event never reached a train run (e.g. the run it
     started was cancelled): the detection is newer than the loop state's last write and
@@ -270,7 +287,10 @@ def unrecorded_drift(
         return None
     if state_written is not None and detection.reported <= state_written:
         return None
-    return detection.start if record_drift(state, detection.start) != state else None
+    recorded = record_drift(
+        state, detection.start, signals=detection.signals or None, retrain=retrain
+    )
+    return detection.start if recorded != state else None
 
 
 def find_work(
@@ -298,15 +318,16 @@ def find_work(
     state = decision = None
     due = False
     drift = None
+    detection: Detection | None = None
     if usecase.model is not None and usecase.target is not None and usecase.features is not None:
         state = policy.current_state(lake, usecase, has_champion=has_champion)
-        if usecase.retrain.on_drift:
-            written = (
-                lake.ledger.info(policy.STATE_KEY).modified
-                if lake.ledger.exists(policy.STATE_KEY)
-                else None
-            )
-            drift = unrecorded_drift(state, last_detection(lake), written)
+        written = (
+            lake.ledger.info(policy.STATE_KEY).modified
+            if lake.ledger.exists(policy.STATE_KEY)
+            else None
+        )
+        detection = last_detection(lake)
+        drift = unrecorded_drift(state, detection, written, usecase.retrain)
         if day is not None:
             decision = policy.should_train(
                 day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
@@ -321,6 +342,8 @@ def find_work(
         decision=decision,
         training_due=due,
         unrecorded_drift=drift,
+        drift_signals=detection.signals if drift is not None and detection else (),
+        drift_severity=detection.severity if drift is not None and detection else None,
     )
 
 

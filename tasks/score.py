@@ -8,10 +8,18 @@ comparison). Columns: the use case's entity (``customer_id`` for telco), event_t
 scoring instant: the day after, 00:00 UTC), :data:`PROBABILITY` (the probability that the target
 event happens within the horizon, whatever the target is called), model_version,
 features_asof. Scoring the same day again rewrites the same file.
+
+Who is scored follows the rule that built the model's training snapshots
+(:func:`tasks.training_set.membership`): with a terminal target (a churn), an entity whose known
+event precedes the scoring instant has left and is not scored; with a recurring target every
+active entity is. The result says how many were left out, and flags a model trained under the
+other rule (its version's ``driftloop.population_rule`` tag).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -40,6 +48,20 @@ class SkipReason(StrEnum):
     NOTHING_VALIDATED = "nothing-validated"  # no day has validated data yet
     NO_CHAMPION = "no-champion"  # no model has been promoted yet
     NO_ROWS = "no-rows"  # the day has no validated rows (its file was rejected or is missing)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a score run wrote: the scores, their key, and who was (not) scored and why.
+
+    Unpacks as ``scores, key``."""
+
+    scores: pd.DataFrame
+    key: str
+    population: dict[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.scores, self.key))
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,58 @@ def active_customers(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
     rows = read_validated(lake, spec, first=day, last=day, columns=[usecase.entity])
     ids = sorted(set(rows[usecase.entity].astype(str)))
     return pd.DataFrame({usecase.entity: ids})
+
+
+def population_mismatch(model_rule: str | None, rule: str, version: str) -> str | None:
+    """Why scoring with a model trained under another membership rule is suspect (None when
+    the rules agree; a model recorded without a rule was trained on terminal snapshots)."""
+    from tasks.training_set import TERMINAL
+
+    trained = model_rule or TERMINAL
+    if trained == rule:
+        return None
+    return (
+        f"v{version} was trained on the {trained} population rule, scoring applies the {rule} "
+        "rule: the scored population is not the trained one (retrain the model)"
+    )
+
+
+def scoring_population(
+    lake: Lake, usecase: UseCase, day: date, customers: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The active entities that belong to the population scored at the end of ``day`` (the
+    training snapshots' rule, with the events known on ``day``), and the counts: active,
+    scored, excluded by reason."""
+    from tasks.training_set import (
+        EVENT_BEFORE,
+        SnapshotColumns,
+        membership,
+        population_rule,
+    )
+
+    assert usecase.target is not None
+    recurring = usecase.target.recurring
+    counts: dict[str, Any] = {
+        "rule": population_rule(recurring),
+        "active": len(customers),
+        "scored": len(customers),
+        "excluded": {},
+    }
+    if recurring or customers.empty:
+        return customers, counts
+    labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
+    keep = membership(
+        customers[usecase.entity],
+        labels,
+        at=scoring_instant(day).date(),
+        known_by=day,
+        recurring=recurring,
+        columns=SnapshotColumns.of(usecase),
+    )
+    kept = customers.loc[keep].reset_index(drop=True)
+    counts["scored"] = len(kept)
+    counts["excluded"] = {EVENT_BEFORE: int((~keep).sum())}
+    return kept, counts
 
 
 def score_customers(
@@ -209,14 +283,18 @@ def score_day(
     *,
     version: str | None = None,
     role: str = "champion",
-) -> tuple[pd.DataFrame, str] | Skipped:
-    """Score the entities active on ``day`` with the champion (or ``version``) and write them.
+) -> Scored | Skipped:
+    """Score the members of the population at the end of ``day`` (the entities active on
+    ``day``, by the training snapshots' membership rule) with the champion (or ``version``) and
+    write them.
 
-    Returns (scores, key), or why nothing was scored: no champion yet, or no validated rows on
-    ``day`` (nothing is written then).
+    Returns what was scored (unpacks as ``scores, key``; ``population`` counts the active, the
+    scored and the excluded by reason, and flags a model trained under another rule), or why
+    nothing was scored: no champion yet, or no validated rows on ``day`` (nothing is written
+    then).
     """
     from tasks import registry
-    from tasks.training import feature_schema
+    from tasks.training import POPULATION_TAG, feature_schema
 
     assert usecase.model is not None and usecase.features is not None and usecase.target is not None
     name = usecase.model.registered_name
@@ -227,6 +305,14 @@ def score_day(
     customers = active_customers(lake, usecase, day)
     if customers.empty:
         return no_rows(usecase.features.source_dataset, day)
+    customers, population = scoring_population(lake, usecase, day, customers)
+    tags = registry.client_for(settings.tracking_uri).get_model_version(name, version).tags
+    population["model_rule"] = tags.get(POPULATION_TAG)
+    population["mismatch"] = population_mismatch(
+        tags.get(POPULATION_TAG), population["rule"], version
+    )
+    if population["mismatch"]:
+        logging.getLogger(__name__).warning("%s: %s", name, population["mismatch"])
     model = registry.load_version(settings.tracking_uri, name, version)
     schema = feature_schema(store, usecase.features.feature_service, usecase.target.name)
     scores = score_customers(
@@ -239,7 +325,7 @@ def score_day(
         version=version,
         entity=usecase.entity,
     )
-    return scores, write_predictions(lake, name, day, role, scores)
+    return Scored(scores, write_predictions(lake, name, day, role, scores), population)
 
 
 def evaluate_snapshot(
@@ -278,6 +364,7 @@ def evaluate_snapshot(
         label_delay_days=target.label_delay_days,
         first=snap,
         columns=columns,
+        recurring=target.recurring,
     )
     y = rows[columns.label].to_numpy()
     if rows.empty or y.min() == y.max():

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 PROMOTED_EVENT = "driftloop.model.promoted"
 REJECTED_EVENT = "driftloop.model.rejected"
 NOT_FEATURES = {"features_asof"}
+#: the version tag naming the membership rule of the snapshots it was trained on
+POPULATION_TAG = "driftloop.population_rule"
 #: How long a train run waits for another train run of the same model to finish.
 TRAINING_LOCK_TIMEOUT = 6 * 3600.0
 
@@ -42,13 +44,45 @@ class NotEnoughData(RuntimeError):
     """Too few labelled snapshots to train and judge a model yet."""
 
 
+class InsufficientEvidence(NotEnoughData):
+    """A split would hold fewer rows or positives than the use case's minimum (``model.min_*``):
+    no decision is made on so little evidence."""
+
+
 @dataclass(frozen=True)
 class TrainingSet:
-    """The point-in-time training set and its time-based split."""
+    """The point-in-time training set, its split by time and evidence, and who it holds."""
 
     as_of: date
     splits: dict[str, pd.DataFrame]
     schema: FeatureSchema
+    #: per snapshot day: active entities, members, exclusions by reason, positives
+    #: (:func:`tasks.training_set.population`)
+    population: pd.DataFrame | None = None
+    recurring: bool = False  # the target's membership rule
+
+    @property
+    def population_rule(self) -> str:
+        from tasks.training_set import population_rule
+
+        return population_rule(self.recurring)
+
+    def population_summary(self) -> dict[str, Any]:
+        """The population in a few lines, for the training report and the run's result."""
+        from tasks.training_set import population_summary
+
+        if self.population is None:
+            return {}
+        return population_summary(self.population, recurring=self.recurring)
+
+    def evidence(self) -> dict[str, str]:
+        """Rows / positives / snapshot days per split."""
+        out = {}
+        for name, df in self.splits.items():
+            positives = int(df[self.schema.label].sum()) if len(df) else 0
+            days = pd.to_datetime(df["event_timestamp"], utc=True).dt.normalize().nunique()
+            out[f"{name} evidence"] = f"{len(df):,} rows / {positives:,} positives / {days} days"
+        return out
 
     @property
     def rows(self) -> dict[str, int]:
@@ -105,14 +139,19 @@ def build_training_set(
     as_of: date | None = None,
     since: date | None = None,
 ) -> TrainingSet:
-    """Labelled snapshots known at ``as_of`` joined point-in-time with their features, split by time."""
+    """Labelled snapshots known at ``as_of`` joined point-in-time with their features, split by
+    time and evidence (:func:`tasks.training_set.evidence_split`). Raises
+    :class:`InsufficientEvidence` when a split cannot hold the use case's minimum rows and
+    positives, :class:`NotEnoughData` when there is nothing to train on at all."""
     from tasks.training_set import (
+        EvidenceRule,
         SnapshotColumns,
         TrainingSetError,
-        entity_frame,
-        time_split,
+        evidence_split,
+        labelled_snapshots,
         training_frame,
     )
+    from tasks.training_set import InsufficientEvidence as TooLittle
 
     target, model, service = _specs(usecase)
     as_of = as_of or latest_day(lake, usecase)
@@ -129,7 +168,7 @@ def build_training_set(
             days=model.min_history_days
         )
         first = max(first, warm) if first else warm
-    entities = entity_frame(
+    entities, population = labelled_snapshots(
         active,
         labels,
         as_of=as_of,
@@ -138,21 +177,29 @@ def build_training_set(
         snapshot_every_days=model.snapshot_every_days,
         first=first,
         columns=columns,
+        recurring=target.recurring,
     )
     if entities.empty:
         raise NotEnoughData(f"no snapshot has known labels at {as_of}")
-    frame = training_frame(store, entities, service, entity=columns.entity)
-    try:
-        splits = time_split(
-            frame, holdout_days=model.holdout_days, validation_days=model.validation_days
-        )
+    try:  # before the (slow) feature join: the evidence is counted on the labels alone
+        evidence_split(entities, EvidenceRule.of(model), label=columns.label)
+    except TooLittle as exc:
+        raise InsufficientEvidence(str(exc)) from None
     except TrainingSetError as exc:
         raise NotEnoughData(str(exc)) from None
+    frame = training_frame(store, entities, service, entity=columns.entity)
+    splits = evidence_split(frame, EvidenceRule.of(model), label=columns.label)
     for name, part in splits.items():
         if part[target.name].nunique() < 2:
-            raise NotEnoughData(f"the {name} split has only one class")
+            raise InsufficientEvidence(
+                f"insufficient evidence: the {name} split has only one class"
+            )
     return TrainingSet(
-        as_of=as_of, splits=splits, schema=feature_schema(store, service, target.name)
+        as_of=as_of,
+        splits=splits,
+        schema=feature_schema(store, service, target.name),
+        population=population,
+        recurring=target.recurring,
     )
 
 
@@ -182,17 +229,36 @@ def train_challenger(
     *,
     seed: int = 0,
     since: date | None = None,
+    trigger: str = "manual",
 ) -> TrainingResult:
-    """Fit, evaluate, profile and register a challenger; the training report goes to reports/."""
+    """Fit, evaluate, profile and register a challenger; the training report goes to reports/.
+
+    The report's details show the population the snapshots hold (the membership rule, active
+    entities, who was left out and why, positives) and the evidence of each split; the rule is
+    recorded on the version (tag ``driftloop.population_rule``) so scoring can check it applies
+    the same one. ``trigger`` (why the run trained) is a run parameter: a run stopped before
+    recording its decision is recorded by the next one as it would have been."""
     from driftloop.settings import PROJECT_ROOT
     from tasks import registry, train
 
     target, model_spec, service = _specs(usecase)
     schema = data.schema
+    population = data.population_summary()
     model = train.fit(data.splits["train"], data.splits["validation"], schema, seed=seed)
     metrics = {name: train.evaluate(model, df, schema) for name, df in data.splits.items()}
     train_scores = train.predict_scores(model, data.splits["train"], schema)
-    reference = train.reference_profile(data.splits["train"], schema, train_scores)
+    # estimated performance is compared with rows the model was not fitted on
+    unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
+    reference = train.reference_profile(
+        data.splits["train"],
+        schema,
+        train_scores,
+        window_days=usecase.drift.window_days,
+        importance=train.input_importance(model, data.splits["holdout"], schema, seed=seed),
+        expected_metric=metrics["holdout"]["roc_auc"],
+        unseen=unseen,
+        unseen_predictions=train.predict_scores(model, unseen, schema),
+    )
     report = train.training_report(
         metrics,
         model,
@@ -203,7 +269,11 @@ def train_challenger(
             "as of": str(data.as_of),
             "window": " → ".join(data.window),
             "seed": seed,
+            "trigger": trigger,
+            **({"since": str(since)} if since else {}),
             **data.rows,
+            **data.evidence(),
+            **population,
         },
         seed=seed,
     )
@@ -219,12 +289,14 @@ def train_challenger(
             "seed": seed,
             "as_of": str(data.as_of),
             **({"since": str(since)} if since else {}),
+            "trigger": trigger,
             "target": target.name,
+            "population_rule": data.population_rule,
             "horizon_days": target.horizon_days,
             "label_delay_days": target.label_delay_days,
             "boosting_iterations": train.boosting_iterations(model),
         },
-        tags={"driftloop.usecase": usecase.name},
+        tags={"driftloop.usecase": usecase.name, POPULATION_TAG: data.population_rule},
         reference=reference,
         report_html=report,
         input_example=train.model_input(data.splits["train"].head(5), schema),
@@ -236,7 +308,15 @@ def train_challenger(
     )
     key = f"training/{model_spec.registered_name}-v{version}.html"
     lake.reports.write_bytes(key, report.encode("utf-8"))
-    return TrainingResult(version, metrics, data.rows, data.window, data_hash, report_key=key)
+    return TrainingResult(
+        version,
+        metrics,
+        data.rows,
+        data.window,
+        data_hash,
+        report_key=key,
+        extra={"population": population},
+    )
 
 
 def judge(
@@ -271,7 +351,15 @@ def judge(
         y=train.labels(holdout, data.schema),
         champion_scores=champion_scores,
         challenger_scores=train.predict_scores(challenger, holdout, data.schema),
-        details={"champion before": champion_before or "(none)", "holdout rows": len(holdout)},
+        details={
+            "champion before": champion_before or "(none)",
+            "holdout rows": len(holdout),
+            "holdout positives": int(holdout[data.schema.label].sum()),
+            "holdout snapshot days": int(
+                pd.to_datetime(holdout["event_timestamp"], utc=True).dt.normalize().nunique()
+            ),
+            "population rule": data.population_rule,
+        },
     )
     key = f"promotion/{name}-v{version}.html"
     lake.reports.write_bytes(key, html.encode("utf-8"))
@@ -392,9 +480,16 @@ def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
 
 
 def _record_in_policy(
-    lake: Lake, usecase: UseCase, params: dict[str, str], *, promoted: bool
+    lake: Lake,
+    usecase: UseCase,
+    params: dict[str, str],
+    *,
+    promoted: bool,
+    version: str | None = None,
+    reason: str = "",
 ) -> None:
-    """What the interrupted run would have written to the loop state after its decision."""
+    """What the interrupted run would have written to the loop state after its decision (the
+    attempt of its as_of, a back-off after a rejection, the decision in the log)."""
     from tasks import policy
     from tasks.training_set import last_snapshot_day
 
@@ -402,15 +497,21 @@ def _record_in_policy(
     if not params.get("as_of"):
         return
     since = params.get("since")
+    as_of = date.fromisoformat(params["as_of"])
     state = policy.record_training(
         policy.read_state(lake.ledger),
         trained_through=last_snapshot_day(
-            date.fromisoformat(params["as_of"]),
+            as_of,
             horizon_days=target.horizon_days,
             label_delay_days=target.label_delay_days,
         ),
         promoted=promoted,
         since=date.fromisoformat(since) if since else None,
+        as_of=as_of,
+        version=version,
+        trigger=params.get("trigger") or "manual",
+        reason=f"recorded by the next train run: {reason}" if reason else "",
+        retrain=usecase.retrain,
     )
     policy.write_state(lake.ledger, state)
 
@@ -576,7 +677,14 @@ def recover_interrupted(
             )
             previous = decision.compared_with
             out.completed.append(version)
-        _record_in_policy(lake, usecase, params, promoted=decision.promote)
+        _record_in_policy(
+            lake,
+            usecase,
+            params,
+            promoted=decision.promote,
+            version=version,
+            reason=decision.reason,
+        )
         out.reports[version] = key
         out.announcements.append(
             (version, decision_event(name, version, decision, previous, settings.tracking_uri))

@@ -81,10 +81,16 @@ def lake(settings: Settings) -> Lake:
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """A temporary Prefect API (its own SQLite database) for flow tests."""
+    """A temporary Prefect API (its own SQLite database) for flow tests. In-process flow runs
+    send no heartbeats: each run would otherwise wait up to a second at its end for its
+    heartbeat thread (deployed workers keep theirs: ``driftloop up`` sets them)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
         yield
 
 

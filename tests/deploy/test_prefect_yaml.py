@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import yaml
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
@@ -90,3 +91,121 @@ def test_reconcile_runs_every_five_minutes_on_the_monitoring_pool() -> None:
     assert reconcile["entrypoint"] == "flows/reconcile.py:reconcile_flow"
     assert reconcile["work_pool"] == {"name": "monitoring-pool"}
     assert reconcile["schedules"] == [{"interval": 300}]
+
+
+# ---- the train deployment's triggers, rendered as the Prefect server renders them ---------------
+
+
+def _train_triggers() -> dict[str, DeploymentEventTrigger]:
+    raw = _deployments()["train"]["triggers"]
+    return {t["expect"][0]: DeploymentEventTrigger(**t) for t in raw}
+
+
+def _rendered(trigger: DeploymentEventTrigger, event: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of the run the trigger starts for ``event``: the automation `prefect
+    deploy` registers for it, its run-deployment action rendered by the server's own code."""
+    import asyncio
+    import uuid
+
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.automations import Automation, TriggeredAction
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    trigger.set_deployment_id(uuid.uuid4())
+    core = trigger.as_automation().model_dump(mode="json")
+    automation = Automation.model_validate({**core, "id": str(uuid.uuid4())})
+    [action] = automation.actions
+    assert isinstance(action, RunDeployment)
+    received = ReceivedEvent(
+        occurred=WHEN, id=uuid.uuid4(), **{k: event[k] for k in ("event", "resource", "payload")}
+    )
+    fired = TriggeredAction(
+        automation=automation,
+        triggered=WHEN,
+        triggering_labels={},
+        triggering_event=received,
+        action=action,
+    )
+    rendered: dict[str, Any] = asyncio.run(action.render_parameters(fired))
+    return rendered
+
+
+def _accepted(parameters: dict[str, Any]) -> None:
+    """The check the server runs before creating the flow run (deployments enforce their
+    parameter schema): raises when the rendered parameters do not fit the train flow's."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.train import train_flow
+
+    schema = parameter_schema(train_flow.fn).model_dump_for_openapi()
+    validate(parameters, schema, raise_on_error=True)
+
+
+def _drift_event(**payload: Any) -> dict[str, Any]:
+    return {
+        "event": "driftloop.drift.detected",
+        "resource": {"prefect.resource.id": "driftloop.model.telco_churn"},
+        "payload": {"window": ["2026-02-01", "2026-02-03"], "model_version": "3", **payload},
+    }
+
+
+def test_the_drift_trigger_renders_the_signals_as_a_list() -> None:
+    from flows.train import TrainParams
+
+    trigger = _train_triggers()["driftloop.drift.detected"]
+    event = _drift_event(signals=["input-drift", "realised-drop"], severity="severe")
+    assert _fires(trigger, event)
+    rendered = _rendered(trigger, event)
+    assert rendered == {
+        "params": {
+            "reason": "drift",
+            "drift_start": "2026-02-01",
+            "signals": ["input-drift", "realised-drop"],
+            "severity": "severe",
+        }
+    }
+    _accepted(rendered)
+    params = TrainParams(**rendered["params"])
+    assert params.signals == ["input-drift", "realised-drop"] and params.severity == "severe"
+    assert str(params.drift_start) == "2026-02-01"
+
+
+def test_a_drift_event_without_signals_renders_nulls_the_flow_reads_as_input_drift() -> None:
+    from driftloop.usecase import RetrainSpec
+    from flows.train import TrainParams
+    from tasks.policy import enabled_signals
+
+    trigger = _train_triggers()["driftloop.drift.detected"]
+    rendered = _rendered(trigger, _drift_event())  # an event sent before signals existed
+    assert rendered["params"]["signals"] is None and rendered["params"]["severity"] is None
+    _accepted(rendered)
+    params = TrainParams(**rendered["params"])
+    assert enabled_signals(params.signals, RetrainSpec()) == ["input-drift"]
+    assert enabled_signals(params.signals, RetrainSpec(on_drift=False)) == []
+
+
+def test_the_training_due_trigger_renders_reason_and_as_of() -> None:
+    from datetime import date
+
+    from flows.train import TrainParams
+    from tasks.policy import TrainDecision, training_due_event
+
+    trigger = _train_triggers()["driftloop.training.due"]
+    event = training_due_event("telco_churn", date(2026, 2, 3), TrainDecision(True, "new-labels"))
+    assert _fires(trigger, event)
+    rendered = _rendered(trigger, event)
+    assert rendered == {"params": {"reason": "new-labels", "as_of": "2026-02-03"}}
+    _accepted(rendered)
+    assert TrainParams(**rendered["params"]).as_of == date(2026, 2, 3)
+
+
+def test_the_server_refuses_a_signal_the_flow_does_not_know() -> None:
+    """The check of ``_accepted`` can fail: an unknown signal is refused before any run."""
+    from prefect.utilities.schema_tools.validation import ValidationError
+
+    trigger = _train_triggers()["driftloop.drift.detected"]
+    rendered = _rendered(trigger, _drift_event(signals=["moon-phase"]))
+    assert rendered["params"]["signals"] == ["moon-phase"]
+    with pytest.raises(ValidationError, match="signals"):
+        _accepted(rendered)

@@ -112,7 +112,12 @@ def test_a_drift_event_starts_a_training_run_that_records_the_change(loop: Local
 
     run = loop.wait_for("a train run started by the drift event", drift_run)
     assert run["state_type"] == "COMPLETED", run["state"]
-    assert run["parameters"]["params"] == {"reason": "drift", "drift_start": change}
+    assert run["parameters"]["params"] == {
+        "reason": "drift",
+        "drift_start": change,
+        "signals": None,  # an event without signals: the flow reads it as input drift
+        "severity": None,
+    }
     # not enough labels after the change yet: the run recorded it and deferred training
     assert read_state(loop.lake.ledger).drift_since is not None
 

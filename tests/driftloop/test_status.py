@@ -180,3 +180,64 @@ def test_objects_that_just_landed_are_listed_and_left_to_their_event(
     assert lines[start + 1] == "  usage/2026-01-01.csv"
     assert "reconcile would start: nothing" in lines
     assert info["pending_objects"] == ["usage/2026-01-01.csv"]
+
+
+def test_status_shows_the_last_policy_decisions_and_the_back_off(
+    local_settings: Settings, monkeypatch: Any
+) -> None:
+    from datetime import date
+
+    from tasks import policy
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    lake = Lake.from_settings(local_settings)
+    info = collect(local_settings)
+    lines = status_lines(info)
+    assert "back-off: none" in lines and "last policy decisions: none yet" in lines
+
+    day = date(2026, 2, 10)
+    state = policy.LoopState(drift_since=date(2026, 1, 31), drift_signals=("realised-drop",))
+    for i in range(12):
+        state = policy.log(state, policy.Entry(date(2026, 1, 20 + i), "defer", f"waiting {i}"))
+    state = policy.record_training(
+        state,
+        trained_through=date(2026, 1, 28),
+        promoted=False,
+        since=date(2026, 1, 31),
+        as_of=day,
+        version="7",
+        trigger="drift",
+        day=day,
+        reason="rejected: the challenger does not beat the champion",
+    )
+    policy.write_state(lake.ledger, state)
+
+    info = collect(local_settings)
+    backoff = info["policy"]["backoff"]
+    assert (backoff["why"], backoff["after"], backoff["rows"], backoff["rows_needed"]) == (
+        "v7 rejected",
+        "2026-01-28",
+        0,
+        500,
+    )
+    lines = status_lines(info)
+    assert (
+        "back-off since 2026-02-10 (after v7 rejected as of 2026-02-10): 0/500 newly labelled "
+        "rows and 0/20 positives after 2026-01-28"
+    ) in lines
+    # the shipped use case: 10 post-change days (or 4 + 3 + 3), doubled after one rejection
+    assert (
+        "pending change (realised-drop): waits for 20 labelled days after it (widened after 1 "
+        "unsuccessful attempts)"
+    ) in lines
+    start = lines.index("last policy decisions (8 of 13, newest last):")
+    shown = lines[start + 1 : start + 9]
+    assert shown[:-1] == [f"  2026-01-{25 + i} defer: waiting {5 + i}" for i in range(7)]
+    assert shown[-1] == (
+        "  2026-02-10 rejected (drift) as of 2026-02-10 v7: rejected: the challenger does not "
+        "beat the champion; backing off until 500 newly labelled rows and 20 positives after "
+        "2026-01-28"
+    )
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "back-off since 2026-02-10 (after v7 rejected" in result.output

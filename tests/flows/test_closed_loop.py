@@ -54,14 +54,16 @@ def test_summary_shape_and_days(loop) -> None:  # type: ignore[no-untyped-def]
         (first + timedelta(days=i)).isoformat() for i in days
     ]
     stored = json.loads(lake.reports.read_bytes("demo-summary.json"))
-    assert stored["daily"] == summary["daily"]
-    for key in (
-        "auc_pre_drift",
-        "auc_post_recovery",
-        "auc_stale_champion_post_drift",
-        "promotions",
-    ):
-        assert key in stored
+    for key in ("daily", "promotions", "trainings", "alarm_days", "auc_pre_drift"):
+        assert stored[key] == summary[key], key
+    # a first model was promoted by the loop itself, and every promotion is a training of its day
+    assert summary["promotions"], summary["trainings"]
+    promoted = [(t["day"], t["version"]) for t in summary["trainings"] if t["promoted"]]
+    assert promoted == [(p["day"], p["version"]) for p in summary["promotions"]]
+    # at most one training per day (one per as_of, however many events asked)
+    days = [t["day"] for t in summary["trainings"]]
+    assert len(days) == len(set(days)), summary["trainings"]
+    assert summary["alarm_days"] == [d["day"] for d in summary["daily"] if d["drift_detected"]]
 
 
 def test_nothing_defective_is_lost(loop) -> None:  # type: ignore[no-untyped-def]

@@ -118,8 +118,9 @@ def test_train_score_drift_and_serve(world: World) -> None:
     assert checked["window"] == [(weeks[-1] - timedelta(days=6)).isoformat(), str(weeks[-1])]
     assert {s["feature"] for s in checked["scores"]} >= {"seat_utilisation", "plan_tier"}
     assert lake.reports.exists(checked["report"])
-    labelled = [p for p in checked["performance"] if p["auc"] is not None]
-    assert [p["snapshot"] for p in labelled] == [str(weeks[-3] + timedelta(days=1))]
+    labelled = [p for p in checked["realised"] if p["auc"] is not None]
+    snapshot = str(weeks[-3] + timedelta(days=1))
+    assert [(p["first"], p["last"]) for p in labelled] == [(snapshot, snapshot)]
     assert labelled[0]["auc"] > 0.6
 
     # online: the champion scores one account on its online features

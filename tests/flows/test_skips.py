@@ -137,6 +137,20 @@ def test_a_rejected_day_is_not_scored_and_its_drift_check_says_no_data(
     version = trained["version"]
     lake = Lake.from_settings(world)
 
+    # a day with rows is scored under the rule the model was trained on, counting who is not
+    from driftloop.usecase import load_usecase
+    from tasks import features, score
+
+    day_before = REJECTED - timedelta(days=1)
+    usecase = load_usecase(world.usecase)
+    scored = score.score_day(world, usecase, lake, features.feature_store(world), day_before)
+    assert isinstance(scored, score.Scored)
+    population = scored.population
+    assert population["rule"] == population["model_rule"] == "terminal"
+    assert population["mismatch"] is None
+    assert population["scored"] == len(scored.scores) > 0
+    assert population["active"] == population["scored"] + sum(population["excluded"].values())
+
     state = score_flow(ScoreParams(day=REJECTED), return_state=True)
     message = (
         f"no validated usage rows on {REJECTED.isoformat()}: the day's file was rejected or has "

@@ -75,6 +75,18 @@ def test_first_model_is_judged_by_the_floor_and_becomes_champion(world: Settings
     reference = registry.load_reference(world.tracking_uri, name, "1")
     assert {"numeric", "categorical", "prediction"} <= set(reference)
     assert "minutes_mean_7d" in reference["numeric"] and "plan" in reference["categorical"]
+    # the report and the result say who the snapshots hold: churn is terminal, and churned
+    # customers who are still delivered as active are left out, with the reason
+    assert tags["driftloop.population_rule"] == "terminal"
+    population = out["population"]
+    assert population["population rule"].startswith("terminal")
+    left_out = int(population["left out: event before the snapshot (terminal target)"])
+    assert population["snapshot days"] == 20  # Jan 2 .. Jan 21 (labelled by Feb 3)
+    members = int(population["in the population"].split(" ")[0].replace(",", ""))
+    assert members == sum(out["rows"].values())
+    training_page = lake.reports.read_bytes(out["reports"]["training"]).decode()
+    assert "in the population" in training_page and "holdout evidence" in training_page
+    assert f"{left_out:,}" in training_page
 
 
 def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
@@ -88,14 +100,17 @@ def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
     assert registry.champion_version(world.tracking_uri, "telco_churn") == expected
 
 
-def test_a_policy_run_with_nothing_new_is_deferred_by_name(world: Settings) -> None:
-    """Labels did not move since the last training: the run ends "Deferred" and says why."""
+def test_a_policy_run_for_a_day_already_trained_is_deferred_by_name(world: Settings) -> None:
+    """A training as of this day exists already: the run ends "Deferred" and says which."""
+    client = registry.client_for(world.tracking_uri)
+    decision = client.get_model_version("telco_churn", "2").tags["driftloop.decision"]
     state = train_flow(TrainParams(reason="new-labels"), return_state=True)
     assert state.type.value == "COMPLETED" and state.name == "Deferred"
     out = state.result()
     assert out["trained"] is False
-    assert state.message == out["reason"] == "champion is current"
+    assert state.message == out["reason"] == f"already trained as of 2026-02-03: v2 {decision}"
     assert registry.champion_version(world.tracking_uri, "telco_churn") in ("1", "2")
+    assert len(registry.versions(world.tracking_uri, "telco_churn")) == 2
 
 
 def test_rollback_from_the_command_line(world: Settings) -> None:

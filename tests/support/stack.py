@@ -36,6 +36,10 @@ SMALL_LOOP: dict[str, dict[str, Any]] = {
         "holdout_days": 2,
         "validation_days": 2,
         "bootstrap_samples": 100,
+        # a small world: the first due day's splits hold ~17 / 11 / 9 positives
+        "min_train_positives": 10,
+        "min_validation_positives": 5,
+        "min_holdout_positives": 5,
     },
 }
 

@@ -169,21 +169,59 @@ def test_a_lost_drift_event_asks_for_a_train_run_that_records_it(
     write_json(
         lake.reports,
         "drift/telco_churn-2026-01-03.json",
-        {"detected": True, "window": [change.isoformat(), "2026-01-03"], "model_version": "1"},
+        {
+            "detected": True,
+            "window": [change.isoformat(), "2026-01-03"],
+            "model_version": "1",
+            "signals": ["input-drift", "estimated-drop"],
+            "severity": "severe",
+        },
     )
     work = _work(lake, usecase)
     assert work.unrecorded_drift == change
+    # the train run gets what the lost event would have carried
     assert work.actions() == [
         Action(
             "train",
             f"drift detected from {change} is not recorded in the loop state",
-            {"reason": "drift", "drift_start": change.isoformat()},
+            {
+                "reason": "drift",
+                "drift_start": change.isoformat(),
+                "signals": ["input-drift", "estimated-drop"],
+                "severity": "severe",
+            },
         )
     ]
     # the train run recorded it (the state is written after the report)
     state = policy.record_drift(policy.read_state(lake.ledger), change)
     policy.write_state(lake.ledger, state)
     assert _work(lake, usecase).actions() == []
+
+
+def test_a_detection_whose_signals_are_switched_off_starts_no_train_run(
+    tmp_path: Path, usecase: UseCase
+) -> None:
+    lake, _ = _lake(tmp_path, usecase, days=3)
+    _ingest(lake, usecase)
+    build_features(lake, usecase)
+    policy.write_state(lake.ledger, policy.LoopState())
+    write_json(
+        lake.reports,
+        "drift/telco_churn-2026-01-03.json",
+        {
+            "detected": True,
+            "window": ["2026-01-02", "2026-01-03"],
+            "model_version": "1",
+            "signals": ["estimated-drop"],
+            "severity": "drift",
+        },
+    )
+    off = usecase.model_copy(
+        update={"retrain": usecase.retrain.model_copy(update={"on_estimated_drop": False})}
+    )
+    assert _work(lake, off).unrecorded_drift is None
+    assert _work(lake, off).actions() == []
+    assert _work(lake, usecase).unrecorded_drift == date(2026, 1, 2)
 
 
 # ---- the ingest flow's drain loop ---------------------------------------------------------------

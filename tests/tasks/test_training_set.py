@@ -1,7 +1,9 @@
-"""Labelled snapshots, the point-in-time join through Feast, and the time split."""
+"""Labelled snapshots (terminal and recurring targets) and who they hold, the point-in-time join
+through Feast, and the split by time and evidence."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,20 @@ from driftloop.settings import PROJECT_ROOT, Settings
 from driftloop.usecase import load_usecase
 from tasks.features import apply_repo, build_features, feature_key
 from tasks.storage import Lake, read_parquet, write_parquet
-from tasks.training_set import TrainingSetError, entity_frame, time_split, training_frame
+from tasks.training_set import (
+    EVENT_BEFORE,
+    EvidenceRule,
+    InsufficientEvidence,
+    TrainingSetError,
+    entity_frame,
+    evidence_split,
+    labelled_snapshots,
+    membership,
+    population,
+    population_summary,
+    time_split,
+    training_frame,
+)
 from tests.tasks.test_features import usage
 
 USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
@@ -110,6 +125,196 @@ def test_time_split_by_snapshot_day() -> None:
     assert sum(len(p) for p in parts.values()) == len(frame)
     with pytest.raises(TrainingSetError, match="leave any for training"):
         time_split(frame, holdout_days=6, validation_days=5)
+
+
+# ---- recurring and terminal targets, and who the snapshots hold -----------------------------------
+
+# R: events on Jan 3 and Jan 9; Q: an event on Jan 10 (reported Jan 12); S: never
+POP_ACTIVE = _active({"R": (1, 12), "S": (1, 6), "Q": (5, 12)})
+POP_LABELS = _labels([("R", 3, 3), ("R", 9, 9), ("Q", 10, 12)])
+POP = {"as_of": d(14), "horizon_days": 2, "label_delay_days": 0}  # snapshots Jan 2..13
+
+
+def test_a_recurring_entity_stays_in_later_snapshots_with_its_labels() -> None:
+    recurring = entity_frame(POP_ACTIVE, POP_LABELS, recurring=True, **POP)
+    # label 1 when an event falls in [s, s + 2): s = 2, 3 (Jan 3) and s = 8, 9 (Jan 9)
+    assert _labels_of(recurring, "R") == {
+        2: 1, 3: 1, 4: 0, 5: 0, 6: 0, 7: 0, 8: 1, 9: 1, 10: 0, 11: 0, 12: 0, 13: 0
+    }  # fmt: skip
+    assert _labels_of(recurring, "Q") == {s: int(s in (9, 10)) for s in range(6, 14)}
+    assert _labels_of(recurring, "S") == {s: 0 for s in range(2, 8)}
+
+
+def test_a_terminal_entity_leaves_after_its_first_event() -> None:
+    terminal = entity_frame(POP_ACTIVE, POP_LABELS, recurring=False, **POP)
+    assert _labels_of(terminal, "R") == {2: 1, 3: 1}  # gone from s = Jan 4 (event on Jan 3)
+    assert _labels_of(terminal, "Q") == {6: 0, 7: 0, 8: 0, 9: 1, 10: 1}  # gone from Jan 11
+    assert _labels_of(terminal, "S") == {s: 0 for s in range(2, 8)}
+    assert terminal.equals(entity_frame(POP_ACTIVE, POP_LABELS, **POP))  # the default
+
+
+def test_population_counts_per_snapshot_day() -> None:
+    terminal = population(POP_ACTIVE, POP_LABELS, recurring=False, **POP)
+    excluded = f"excluded: {EVENT_BEFORE}"
+    assert list(terminal.columns) == [
+        "snapshot", "active", "members", excluded, "positives", "positive_rate"
+    ]  # fmt: skip
+    assert terminal["snapshot"].tolist() == [d(s) for s in range(2, 14)]
+    #                           s = 2  3  4  5  6  7  8  9 10 11 12 13
+    assert terminal["active"].tolist() == [2, 2, 2, 2, 3, 3, 2, 2, 2, 2, 2, 2]
+    assert terminal["members"].tolist() == [2, 2, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0]
+    assert terminal[excluded].tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2]
+    assert terminal["positives"].tolist() == [1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0]
+    rates = terminal["positive_rate"].tolist()
+    assert rates[:9] == [0.5, 0.5, 0, 0, 0, 0, 0, 1, 1]
+    assert all(pd.isna(r) for r in rates[9:])  # nobody left to be positive
+    assert (terminal["members"] + terminal[excluded] == terminal["active"]).all()
+
+    recurring = population(POP_ACTIVE, POP_LABELS, recurring=True, **POP)
+    assert recurring["members"].tolist() == recurring["active"].tolist()
+    assert recurring[excluded].sum() == 0
+    assert recurring["positives"].tolist() == [1, 1, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0]
+
+    # the counts describe exactly the rows of the entity frame
+    frame, counts = labelled_snapshots(POP_ACTIVE, POP_LABELS, **POP)
+    assert counts.equals(terminal)
+    assert len(frame) == terminal["members"].sum() == 13
+    assert frame["churned"].sum() == terminal["positives"].sum() == 4
+
+    summary = population_summary(terminal, recurring=False)
+    assert summary["snapshot days"] == 12
+    assert summary["active entity-days"] == "26"
+    assert summary["in the population"] == "13 (50.0% of the active)"
+    assert summary[f"left out: {EVENT_BEFORE}"] == "13"
+    assert summary["positives"] == "4 (30.77% of the population)"
+    assert summary["daily share in the population"] == "0.0% (2026-01-11) … 100.0% (2026-01-02)"
+    assert summary["population rule"].startswith("terminal")
+    assert population_summary(recurring, recurring=True)["in the population"] == (
+        "26 (100.0% of the active)"
+    )
+
+
+def test_scoring_membership_is_the_training_rule() -> None:
+    """At the end of Jan 12 (scored at Jan 13 00:00) with what is known on Jan 12."""
+    entities = pd.Series(["R", "S", "Q", "X"])
+    terminal = membership(
+        POP_ACTIVE.iloc[0:0]["customer_id"], POP_LABELS, at=d(13), known_by=d(12), recurring=False
+    )
+    assert terminal.tolist() == []
+    kept = membership(entities, POP_LABELS, at=d(13), known_by=d(12), recurring=False)
+    assert kept.tolist() == [False, True, False, True]  # R (Jan 3, 9) and Q (Jan 10) left
+    # Q's event is reported on Jan 12: on Jan 11 it is not known yet
+    assert membership(entities, POP_LABELS, at=d(12), known_by=d(11), recurring=False).tolist() == [
+        False, True, True, True
+    ]  # fmt: skip
+    assert membership(entities, POP_LABELS, at=d(13), known_by=d(12), recurring=True).all()
+
+
+# ---- the split by evidence ----------------------------------------------------------------------
+
+# ten snapshot days of 100 rows; positives per day, oldest first
+POSITIVES = [5, 5, 5, 5, 5, 5, 5, 4, 3, 2]
+
+
+def _evidence_frame() -> pd.DataFrame:
+    rows = []
+    for i, positives in enumerate(POSITIVES):
+        rows += [
+            {"customer_id": f"c{j}", "event_timestamp": ts(i + 1), "churned": int(j < positives)}
+            for j in range(100)
+        ]
+    return pd.DataFrame(rows)
+
+
+def _days_of(parts: dict[str, pd.DataFrame]) -> dict[str, list[int]]:
+    return {k: sorted(v["event_timestamp"].dt.day.unique()) for k, v in parts.items()}
+
+
+RULE = EvidenceRule(
+    holdout_days=2,
+    validation_days=2,
+    min_holdout_rows=100,
+    min_holdout_positives=10,
+    min_validation_positives=12,
+    min_train_rows=200,
+    min_train_positives=10,
+)
+
+
+def test_the_holdout_reaches_back_until_its_positives_are_met() -> None:
+    frame = _evidence_frame()
+    parts = evidence_split(frame, RULE, label="churned")
+    # holdout: 2 + 3 = 5, + 4 = 9, + 5 = 14 >= 10 positives → Jan 7..10; validation: 5 + 5 = 10,
+    # + 5 = 15 >= 12 → Jan 4..6; the rest trains
+    assert _days_of(parts) == {
+        "train": [1, 2, 3],
+        "validation": [4, 5, 6],
+        "holdout": [7, 8, 9, 10],
+    }
+    assert [int(p["churned"].sum()) for p in parts.values()] == [15, 15, 14]
+    assert sum(len(p) for p in parts.values()) == len(frame)
+    # with no minimum beyond the days it is the plain split by days
+    plain = evidence_split(frame, EvidenceRule(holdout_days=2, validation_days=2), label="churned")
+    assert _days_of(plain) == _days_of(time_split(frame, holdout_days=2, validation_days=2))
+    # rows count too: 450 rows take five days
+    rows = evidence_split(
+        frame,
+        EvidenceRule(holdout_days=1, validation_days=1, min_holdout_rows=450),
+        label="churned",
+    )
+    assert _days_of(rows)["holdout"] == [6, 7, 8, 9, 10]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"min_holdout_positives": 100},
+            "insufficient evidence: the holdout holds 700 rows / 29 positives over the newest 7 "
+            "of 10 snapshot days, needs >= 100 rows and >= 100 positives",
+        ),
+        (
+            {"min_holdout_rows": 900},
+            "insufficient evidence: the holdout holds 700 rows / 29 positives over the newest 7 "
+            "of 10 snapshot days, needs >= 900 rows and >= 10 positives",
+        ),
+        (
+            {"min_validation_positives": 26},
+            "insufficient evidence: the validation split holds 500 rows / 25 positives over 5 "
+            "snapshot days before the 4-day holdout, needs >= 26 positives",
+        ),
+        (
+            {"min_train_positives": 16},
+            "insufficient evidence: the training split holds 300 rows / 15 positives over 3 "
+            "snapshot days (after a 4-day holdout and 3 validation days), needs >= 200 rows and "
+            ">= 16 positives",
+        ),
+        (
+            {"min_train_rows": 301},
+            "insufficient evidence: the training split holds 300 rows / 15 positives",
+        ),
+        (
+            {"holdout_days": 6, "validation_days": 4},
+            "insufficient evidence: 10 snapshot days cannot fill 6 holdout + 4 validation days "
+            "and leave any for training (need 11)",
+        ),
+    ],
+)
+def test_too_little_evidence_raises_and_says_what_is_missing(
+    change: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InsufficientEvidence) as raised:
+        evidence_split(_evidence_frame(), replace(RULE, **change), label="churned")
+    assert str(raised.value).startswith(message)
+    assert isinstance(raised.value, TrainingSetError)
+
+
+def test_the_minima_met_exactly_are_enough() -> None:
+    rule = replace(
+        RULE, min_holdout_positives=14, min_validation_positives=15, min_train_positives=15
+    )
+    parts = evidence_split(_evidence_frame(), rule, label="churned")
+    assert _days_of(parts)["train"] == [1, 2, 3]
 
 
 # ---- the point-in-time join through Feast --------------------------------------------------------

@@ -1,0 +1,594 @@
+"""The drift verdict: empirical-null thresholds from the reference, per-input roles and weights,
+estimated and realised performance, persistence across checks and versions, severity."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from driftloop.usecase import DriftSpec, InputSpec, PersistenceSpec
+from tasks.drift import (
+    DriftInputs,
+    check_features,
+    check_predictions,
+    detected_event,
+    estimated_performance,
+    feature_groups,
+    input_votes,
+    judge,
+    persistence,
+    pooled_performance,
+    previous_results,
+    realised_drop,
+    reference_subset,
+    result_key,
+    severity,
+    window_alpha,
+)
+from tasks.drift_stats import DriftScore, bin_counts, expected_auc, psi
+from tasks.storage import LocalStorage, write_json
+from tasks.train import FeatureSchema, input_importance, reference_profile
+
+START = pd.Timestamp("2026-01-02", tz="UTC")
+SCHEMA = FeatureSchema(
+    categorical=("plan",), numeric=("usage", "tenure", "temperature"), label="churned"
+)
+
+
+def world_day(rng: np.random.Generator, day: int, rows: int, **shift: float) -> pd.DataFrame:
+    """One snapshot day: ``temperature`` has a shared part (one shock per day for every row, e.g.
+    the weather at a location) and a per-row part; ``usage`` and ``tenure`` vary per row;
+    ``shift`` moves a column's mean."""
+    plan = rng.choice(["basic", "plus", "premium"], rows, p=[0.5, 0.3, 0.2])
+    usage = rng.gamma(2.0, 10.0, rows) + shift.get("usage", 0.0)
+    return pd.DataFrame(
+        {
+            "plan": plan,
+            "usage": usage,
+            "tenure": rng.integers(0, 60, rows).astype(float) + shift.get("tenure", 0.0),
+            "temperature": rng.normal(10.0 + shift.get("temperature", 0.0), 1.5)
+            + rng.normal(0.0, 2.0, rows),
+            "churned": (rng.random(rows) < 1 / (1 + np.exp((usage - 10) / 5))).astype(int),
+            "event_timestamp": START + pd.Timedelta(days=day),
+        }
+    )
+
+
+def world(seed: int, days: int, rows: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.concat([world_day(rng, d, rows) for d in range(days)], ignore_index=True)
+
+
+def scores_of(frame: pd.DataFrame) -> np.ndarray:
+    """A calibrated-looking probability that falls with usage."""
+    return np.asarray(1 / (1 + np.exp((frame["usage"].to_numpy() - 10) / 5)), dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, Any]:
+    train = world(1, 30)
+    return reference_profile(
+        train,
+        SCHEMA,
+        scores_of(train),
+        importance={"usage": 0.6, "tenure": 0.02, "plan": 0.38, "temperature": -0.1},
+        expected_metric=0.8,
+    )
+
+
+# ---- the reference --------------------------------------------------------------------------------
+
+
+def test_the_reference_holds_one_leave_one_window_out_psi_per_window(
+    reference: dict[str, Any],
+) -> None:
+    train = world(1, 30)
+    null = reference["null"]
+    assert [w["rows"] for w in null["windows"]] == [300] * 30
+    assert null["windows"][0] == {"first": "2026-01-02", "last": "2026-01-02", "rows": 300}
+    assert set(null["psi"]) == {"plan", "usage", "tenure", "temperature"}
+    assert all(len(v) == 30 for v in null["psi"].values()) and len(null["prediction"]) == 30
+    # window 4 against the other 29, over the reference's bins
+    edges = reference["numeric"]["usage"]["edges"]
+    day = train["event_timestamp"] == START + pd.Timedelta(days=4)
+    now = bin_counts(train.loc[day, "usage"], edges)
+    rest = bin_counts(train.loc[~day, "usage"], edges)
+    assert null["psi"]["usage"][4] == pytest.approx(psi(rest / rest.sum(), now / now.sum()))
+    # the shared context column varies far more between days than the others
+    assert np.median(null["psi"]["temperature"]) > 10 * np.median(null["psi"]["tenure"])
+    assert json.loads(json.dumps(reference)) == reference
+
+
+def test_windows_of_several_days_and_the_estimated_auc() -> None:
+    train = world(2, 12, rows=100)
+    p = scores_of(train)
+    profile = reference_profile(train, SCHEMA, p, window_days=5, expected_metric=0.75)
+    windows = profile["null"]["windows"]
+    assert [(w["first"], w["last"], w["rows"]) for w in windows] == [
+        ("2026-01-02", "2026-01-06", 500),
+        ("2026-01-07", "2026-01-11", 500),
+        ("2026-01-12", "2026-01-13", 200),
+    ]
+    assert all(len(v) == 3 for v in profile["null"]["psi"].values())
+    assert profile["estimated"]["auc"] == pytest.approx(expected_auc(p))
+    assert profile["estimated"]["windows"][2] == pytest.approx(expected_auc(p[-200:]))
+    assert profile["expected_metric"] == 0.75
+    assert profile["estimated"]["rows"] == "reference"
+    assert "importance" not in profile  # none given: equal votes at check time
+    # estimated on rows the model was not fitted on, when given
+    unseen = world(3, 4, rows=100)
+    q = scores_of(unseen) * 0.5
+    again = reference_profile(train, SCHEMA, p, unseen=unseen, unseen_predictions=q)
+    assert again["estimated"]["rows"] == "unseen" and again["estimated"]["n"] == 400
+    assert again["estimated"]["auc"] == pytest.approx(expected_auc(q))
+    assert again["estimated"]["windows"][3] == pytest.approx(expected_auc(q[-100:]))
+    assert len(again["estimated"]["windows"]) == 4
+
+
+def test_the_reference_sample_is_deterministic_and_bounded(reference: dict[str, Any]) -> None:
+    train = world(1, 30)
+    sample = reference["numeric"]["usage"]["sample"]
+    assert len(sample) == 1000 and sample == sorted(sample)
+    assert set(sample) <= set(train["usage"].tolist())
+    again = reference_profile(train, SCHEMA, scores_of(train))
+    assert again["numeric"]["usage"]["sample"] == sample
+    small = reference_profile(train.head(50), SCHEMA, scores_of(train.head(50)))
+    assert sorted(small["numeric"]["usage"]["sample"]) == sorted(train["usage"].head(50))
+
+
+def test_importance_is_normalised_without_negative_votes(reference: dict[str, Any]) -> None:
+    importance = reference["importance"]
+    assert importance == pytest.approx(
+        {"usage": 0.6, "tenure": 0.02, "plan": 0.38, "temperature": 0.0}
+    )
+
+
+def test_input_importance_ranks_the_input_the_model_uses() -> None:
+    from tasks.train import feature_importance, fit
+
+    train, validation = world(3, 10), world(4, 4)
+    model = fit(train, validation, SCHEMA, seed=0, max_iter=30)
+    holdout = world(5, 3)
+    importance = input_importance(model, holdout, SCHEMA, max_rows=500)
+    # the permutation importances, negative ones as 0, normalised to sum 1
+    raw = feature_importance(model, holdout, SCHEMA, max_rows=500, seed=0)
+    clipped = {r.feature: max(0.0, r.importance) for r in raw.itertuples()}
+    assert importance == pytest.approx({f: v / sum(clipped.values()) for f, v in clipped.items()})
+    assert sum(importance.values()) == pytest.approx(1.0)
+    assert max(importance, key=lambda k: importance[k]) == "usage"
+    assert importance["usage"] > 0.5
+    single_class = holdout.assign(churned=0)
+    assert input_importance(model, single_class, SCHEMA) == {f: 0.25 for f in SCHEMA.features}
+
+
+# ---- thresholds, roles, weights -----------------------------------------------------------------
+
+
+def test_a_shared_context_column_is_quiet_under_the_empirical_null() -> None:
+    """Over training periods, a stable day exceeds the largest of 30 windows about 1 / 31 of the
+    time (a single period's largest value is itself noisy, so several are averaged); the i.i.d.
+    bound flags nearly every day; a real shift is flagged against the empirical threshold."""
+    spec = DriftSpec(psi_min=0.0)
+    sampling_only = DriftSpec(psi_min=0.0, empirical_null=False)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(4):
+        train = world(20 + seed, 30)
+        reference = reference_profile(train, SCHEMA, scores_of(train))
+        rng = np.random.default_rng(200 + seed)
+        days = [world_day(rng, 40 + d, 300) for d in range(40)]
+        for s in (spec, sampling_only):
+            hits = [
+                {x.feature: x for x in check_features(reference, d, alpha=0.01 / 5, spec=s)}[
+                    "temperature"
+                ].drifted
+                for d in days
+            ]
+            rates[s.empirical_null].append(float(np.mean(hits)))
+    assert min(rates[False]) >= 0.8  # the i.i.d. bound: nearly every ordinary day
+    assert np.mean(rates[True]) <= 0.08  # about 1 / 31 on average
+    moved = check_features(
+        reference, world_day(rng, 90, 300, temperature=8.0), alpha=0.01 / 5, spec=spec
+    )
+    temperature = {x.feature: x for x in moved}["temperature"]
+    assert temperature.drifted and temperature.threshold_source == "empirical"
+    assert temperature.null_windows == 30
+
+
+def test_ks_is_computed_against_the_stored_sample(reference: dict[str, Any]) -> None:
+    from scipy import stats
+
+    day = world_day(np.random.default_rng(3), 50, 300, usage=5.0)
+    usage = {s.feature: s for s in check_features(reference, day, alpha=0.01, spec=DriftSpec())}[
+        "usage"
+    ]
+    expected = stats.ks_2samp(reference["numeric"]["usage"]["sample"], day["usage"]).statistic
+    assert usage.ks == pytest.approx(expected)
+    assert {s.feature: s for s in check_features(reference, day, alpha=0.01, spec=DriftSpec())}[
+        "plan"
+    ].ks is None
+
+
+def test_an_old_reference_falls_back_to_the_sampling_bound_and_equal_votes(
+    reference: dict[str, Any],
+) -> None:
+    old = {k: reference[k] for k in ("numeric", "categorical", "prediction")}
+    day = world_day(np.random.default_rng(4), 50, 300)
+    scores = check_features(old, day, alpha=0.01, spec=DriftSpec(psi_min=0.0))
+    assert {s.threshold_source for s in scores} == {"sampling"}
+    assert {s.weight for s in scores} == {1.0}
+    assert all(s.null_windows == 0 for s in scores)
+    pred = check_predictions(old, scores_of(day), alpha=0.01, spec=DriftSpec(psi_min=0.0))
+    assert pred is not None and pred.threshold_source == "sampling"
+
+
+def test_an_unmonitored_input_is_not_checked(reference: dict[str, Any]) -> None:
+    spec = DriftSpec(inputs={"temperature": InputSpec(monitor=False)})
+    day = world_day(np.random.default_rng(5), 50, 300, temperature=30.0)
+    scores = check_features(reference, day, alpha=0.01, spec=spec)
+    assert [s.feature for s in scores] == ["usage", "tenure", "plan"]
+    assert window_alpha(reference, spec, with_predictions=True) == pytest.approx(0.01 / 4)
+    assert window_alpha(reference, DriftSpec(), with_predictions=True) == pytest.approx(0.01 / 5)
+    groups = feature_groups(reference, day.columns, parts=2, spec=spec)
+    assert groups == [["usage", "tenure"], ["plan"]]
+
+
+def score(name: str, drifted: bool, *, role: str = "vote", weight: float = 1.0) -> DriftScore:
+    return DriftScore(
+        feature=name,
+        kind="numeric",
+        psi=0.5 if drifted else 0.01,
+        threshold=0.2,
+        drifted=drifted,
+        n_reference=1000,
+        n_current=100,
+        role=role,
+        weight=weight,
+    )
+
+
+def test_context_inputs_do_not_vote() -> None:
+    spec = DriftSpec(min_drifted_features=1, min_drifted_share=0.3)
+    scores = [
+        score("weather", True, role="context"),
+        score("wind", True, role="context"),
+        score("usage", False),
+        score("tenure", False),
+    ]
+    votes = input_votes(scores, spec)
+    assert (votes["signal"], votes["voting"], votes["share"]) == (False, 2, 0.0)
+    votes = input_votes([*scores[:3], score("tenure", True)], spec)
+    assert (votes["signal"], votes["share"], votes["drifted"]) == (True, 0.5, ["tenure"])
+
+
+def test_a_drifting_unimportant_input_alone_does_not_signal(reference: dict[str, Any]) -> None:
+    spec = DriftSpec(min_drifted_features=1, min_drifted_share=0.3, importance_share=1.0)
+    rng = np.random.default_rng(6)
+    tenure_moves = check_features(
+        reference, world_day(rng, 50, 300, tenure=40.0), alpha=0.01, spec=spec
+    )
+    by_name = {s.feature: s for s in tenure_moves}
+    assert by_name["tenure"].drifted and by_name["tenure"].weight == pytest.approx(0.02)
+    assert not input_votes(tenure_moves, spec)["signal"]
+    # by default half of each vote is equal for every input (4 here): 0.5 * 0.02 + 0.5 / 4
+    blended = check_features(
+        reference, world_day(rng, 50, 300, tenure=40.0), alpha=0.01, spec=DriftSpec()
+    )
+    assert {s.feature: s.weight for s in blended}["tenure"] == pytest.approx(0.135)
+    usage_moves = check_features(
+        reference, world_day(rng, 51, 300, usage=25.0), alpha=0.01, spec=spec
+    )
+    votes = input_votes(usage_moves, spec)
+    assert votes["signal"] and votes["share"] >= 0.6
+    # a configured weight overrides the importance: tenure alone now carries the vote
+    weighted = DriftSpec(min_drifted_features=1, inputs={"tenure": InputSpec(weight=10.0)})
+    again = check_features(
+        reference, world_day(rng, 52, 300, tenure=40.0), alpha=0.01, spec=weighted
+    )
+    assert input_votes(again, weighted)["signal"]
+
+
+def test_the_count_bar_is_capped_at_the_voting_inputs() -> None:
+    spec = DriftSpec(min_drifted_features=3, min_drifted_share=0.3)
+    two = [score("a", True), score("b", False), score("c", True, role="context")]
+    votes = input_votes(two, spec)
+    assert votes["min_count"] == 2 and not votes["signal"]  # 1 of 2 drifted
+    assert input_votes([score("a", True), score("b", True)], spec)["signal"]
+    assert not input_votes([score("a", False)], spec)["signal"]
+
+
+def test_reference_subset_carries_the_null_and_importance(reference: dict[str, Any]) -> None:
+    part = reference_subset(reference, ["usage", "plan"])
+    assert set(part["numeric"]) == {"usage"} and set(part["categorical"]) == {"plan"}
+    assert set(part["null"]["psi"]) == {"usage", "plan"}
+    assert part["importance"] == reference["importance"]  # votes depend on the whole model
+    day = world_day(np.random.default_rng(7), 50, 300, temperature=30.0)
+    whole = {s.feature: s for s in check_features(reference, day, alpha=0.01, spec=DriftSpec())}
+    alone = check_features(part, day[["usage", "plan"]], alpha=0.01, spec=DriftSpec())
+    assert [whole[s.feature] for s in alone] == alone
+
+
+# ---- performance ----------------------------------------------------------------------------------
+
+
+def test_the_estimated_auc_drops_when_the_model_is_less_sure() -> None:
+    spec = DriftSpec(min_performance_drop=0.03, null_quantile=0.99)
+    rng = np.random.default_rng(8)
+    sure = rng.beta(0.5, 3.0, 2000)
+    reference = {"estimated": {"auc": expected_auc(sure), "windows": [0.80, 0.86, 0.84]}}
+    steady = estimated_performance(reference, rng.beta(0.5, 3.0, 2000), spec)
+    assert steady is not None and not steady["signal"]
+    assert steady["allowed_drop"] == pytest.approx(max(0.03, expected_auc(sure) - 0.80))
+    unsure = estimated_performance(reference, rng.uniform(0.1, 0.2, 2000), spec)
+    assert unsure is not None and unsure["signal"] and unsure["auc"] < 0.6
+    assert estimated_performance({}, sure, spec) is None
+    assert estimated_performance(reference, None, spec) is None
+
+
+def labelled_days(positives: list[int], rows: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    preds, labels = [], []
+    for d, pos in enumerate(positives):
+        ts = START + pd.Timedelta(days=d)
+        ids = [f"C{d:02d}{i:03d}" for i in range(rows)]
+        y = np.r_[np.ones(pos, dtype=int), np.zeros(rows - pos, dtype=int)]
+        preds.append(
+            pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "event_timestamp": ts,
+                    "churn_probability": np.clip(0.3 * y + rng.random(rows) * 0.7, 0, 1),
+                }
+            )
+        )
+        labels.append(pd.DataFrame({"customer_id": ids, "event_timestamp": ts, "churned": y}))
+    return pd.concat(preds, ignore_index=True), pd.concat(labels, ignore_index=True)
+
+
+def test_labelled_days_are_pooled_until_each_window_holds_enough_positives() -> None:
+    per_day = [3, 0, 4, 6, 2, 1, 9, 0, 5, 5]
+    preds, labels = labelled_days(per_day)
+    windows = pooled_performance(preds, labels, "churned", min_positives=10)
+    # newest first: [5, 5] -> 10; [9, 0, ... ] 9 + 1 = 10 (days 5..7); [6, 2] = 8 + 4 (days 2..4)
+    assert [(w["first"], w["last"], w["days"]) for w in windows] == [
+        ("2026-01-02", "2026-01-03", 2),
+        ("2026-01-04", "2026-01-06", 3),
+        ("2026-01-07", "2026-01-09", 3),
+        ("2026-01-10", "2026-01-11", 2),
+    ]
+    assert [w["positives"] for w in windows] == [3, 12, 10, 10]
+    assert [w["n"] for w in windows] == [100, 150, 150, 100]
+    assert [w["complete"] for w in windows] == [False, True, True, True]
+    assert all(w["positives"] >= 10 for w in windows if w["complete"])
+    assert {w["version"] for w in windows} == {None}
+    newest = windows[-1]
+    rows = labels["event_timestamp"] >= START + pd.Timedelta(days=8)
+    expected = roc_auc_score(labels.loc[rows, "churned"], preds.loc[rows, "churn_probability"])
+    assert newest["auc"] == pytest.approx(expected)
+    assert newest["low"] < newest["auc"] < newest["high"]
+
+
+def test_each_version_is_pooled_apart() -> None:
+    preds, labels = labelled_days([5, 5, 5, 5, 5, 5])
+    day = pd.to_datetime(preds["event_timestamp"]).dt.day
+    preds["model_version"] = np.where(day <= 4, "1", "2")  # days 2..4 by v1, 5..7 by v2
+    windows = pooled_performance(preds, labels, "churned", min_positives=10)
+    assert [(w["version"], w["first"], w["last"], w["complete"]) for w in windows] == [
+        ("1", "2026-01-02", "2026-01-02", False),
+        ("1", "2026-01-03", "2026-01-04", True),
+        ("2", "2026-01-05", "2026-01-05", False),
+        ("2", "2026-01-06", "2026-01-07", True),
+    ]
+    spec = DriftSpec(min_performance_drop=0.0)
+    assert realised_drop(windows, expected=0.999, spec=spec, version="2")
+    assert not realised_drop(windows, expected=0.999, spec=spec, version="3")
+
+
+def test_no_auc_without_both_classes() -> None:
+    preds, labels = labelled_days([0, 0, 0])
+    [window] = pooled_performance(preds, labels, "churned", min_positives=5)
+    assert (window["auc"], window["low"], window["high"], window["complete"]) == (
+        None,
+        None,
+        None,
+        False,
+    )
+    assert window["n"] == 150
+    assert pooled_performance(preds.iloc[0:0], labels, "churned", min_positives=5) == []
+
+
+def test_realised_drop_needs_the_whole_interval_below_the_bar() -> None:
+    spec = DriftSpec(min_performance_drop=0.03)
+    low = {"complete": True, "auc": 0.60, "low": 0.55, "high": 0.70}
+    wide = {"complete": True, "auc": 0.60, "low": 0.40, "high": 0.80}
+    assert realised_drop([wide, low], expected=0.8, spec=spec)
+    assert not realised_drop([low, wide], expected=0.8, spec=spec)  # the newest decides
+    assert not realised_drop([low, {**wide, "complete": False}], expected=0.72, spec=spec)
+    assert realised_drop([low, {**wide, "complete": False}], expected=0.8, spec=spec)
+    assert not realised_drop([low], expected=None, spec=spec)
+    # only the current version's windows signal
+    assert not realised_drop([{**low, "version": "1"}], expected=0.8, spec=spec, version="2")
+    assert realised_drop([{**low, "version": "2"}], expected=0.8, spec=spec, version="2")
+
+
+# ---- persistence and severity ---------------------------------------------------------------------
+
+
+def stored(day: int, version: str, signals: list[str], status: str = "no-drift") -> dict[str, Any]:
+    """A stored check of the window of 2026-03-<day>."""
+    d = date(2026, 3, day).isoformat()
+    return {"window": [d, d], "model_version": version, "signals": signals, "status": status}
+
+
+def test_persistence_counts_k_of_n_checks_of_the_same_version() -> None:
+    rule = PersistenceSpec(k=2, n=3)
+    now = ("2026-03-10", "2026-03-10")
+    one_before = [stored(9, "2", ["input-drift"]), stored(8, "2", [])]
+    out = persistence(["input-drift"], now, "2", one_before, rule)
+    assert (out["persistent"], out["count"], out["since"]) == (True, 2, "2026-03-09")
+    assert out["windows"] == ["2026-03-09", "2026-03-10"]
+    two_back = [stored(9, "2", []), stored(8, "2", ["prediction-drift"])]
+    out = persistence(["input-drift"], now, "2", two_back, rule)
+    assert out["persistent"] and out["since"] == "2026-03-08"
+    # older than n - 1 checks: not counted
+    three_back = [stored(9, "2", []), stored(8, "2", []), stored(7, "2", ["input-drift"])]
+    assert not persistence(["input-drift"], now, "2", three_back, rule)["persistent"]
+    # signals of the previous champion do not count for the new one
+    promoted = [stored(9, "1", ["input-drift"]), stored(8, "1", ["input-drift"])]
+    out = persistence(["input-drift"], now, "2", promoted, rule)
+    assert (out["persistent"], out["count"]) == (False, 1)
+    # a no-data check never signals, and a window without signal is never persistent
+    nodata = [stored(9, "2", ["input-drift"], status="no-data")]
+    assert not persistence(["input-drift"], now, "2", nodata, rule)["persistent"]
+    assert not persistence([], now, "2", [*one_before, stored(7, "2", ["x"])], rule)["persistent"]
+    assert persistence(["input-drift"], now, "2", [], PersistenceSpec(k=1, n=1))["persistent"]
+
+
+def test_severity_levels() -> None:
+    assert severity([], persistent=False) == "none"
+    assert severity(["input-drift"], persistent=False) == "watch"
+    assert severity(["input-drift", "prediction-drift"], persistent=True) == "drift"
+    assert severity(["input-drift", "estimated-drop"], persistent=True) == "severe"
+    assert severity(["realised-drop"], persistent=True) == "severe"
+    assert severity(["realised-drop"], persistent=False) == "watch"
+
+
+def test_previous_results_are_the_stored_checks_of_the_days_before(tmp_path: Path) -> None:
+    reports = LocalStorage(tmp_path)
+    day = date(2026, 3, 10)
+    for back, version in ((1, "2"), (3, "2"), (4, "1")):
+        write_json(reports, result_key("m", day - timedelta(days=back)), {"model_version": version})
+    write_json(reports, result_key("m", day), {"model_version": "today"})
+    write_json(reports, result_key("other", day - timedelta(days=1)), {"model_version": "x"})
+    assert previous_results(reports, "m", day, n=3) == [{"model_version": "2"}]
+    assert previous_results(reports, "m", day, n=5) == [
+        {"model_version": "2"},
+        {"model_version": "2"},
+        {"model_version": "1"},
+    ]
+    assert previous_results(reports, "m", day, n=1) == []
+
+
+def test_judge_detects_persistent_drift_and_the_event_says_why(
+    reference: dict[str, Any],
+) -> None:
+    spec = DriftSpec(persistence=PersistenceSpec(k=2, n=3))
+    day = world_day(np.random.default_rng(10), 60, 300, usage=25.0, tenure=40.0)
+    inputs = DriftInputs(
+        model="m",
+        model_version="3",
+        reference=reference,
+        first=date(2026, 3, 10),
+        day=date(2026, 3, 10),
+        features=day,
+        predictions=scores_of(day),
+    )
+    scores = check_features(reference, day, alpha=0.01 / 5, spec=spec)
+    prediction = check_predictions(reference, inputs.predictions, alpha=0.01 / 5, spec=spec)
+    first = judge(inputs, scores, prediction, spec, realised=[], previous=[])
+    assert "input-drift" in first.signals and "prediction-drift" in first.signals
+    assert (first.detected, first.severity, first.status) == (False, "watch", "no-drift")
+    before = first.to_dict()
+    before["window"] = ["2026-03-09", "2026-03-09"]
+    second = judge(inputs, scores, prediction, spec, realised=[], previous=[before])
+    assert (second.detected, second.severity, second.status) == (True, "drift", "drift")
+    event = detected_event(second)
+    payload = event["payload"]
+    assert payload["signals"] == second.signals and payload["severity"] == "drift"
+    assert payload["since"] == "2026-03-09" and payload["window"] == ["2026-03-10", "2026-03-10"]
+    assert "usage" in payload["drifted"]
+    assert payload["scores"]["usage"]["psi"] > payload["scores"]["usage"]["threshold"]
+    # a realised drop in a persistent window makes it severe
+    bad = [{"version": "3", "complete": True, "auc": 0.6, "low": 0.55, "high": 0.65}]
+    third = judge(inputs, scores, prediction, spec, realised=bad, previous=[before])
+    assert "realised-drop" in third.signals and third.severity == "severe"
+    stored_again = json.loads(json.dumps(third.to_dict()))
+    assert stored_again["severity"] == "severe" and stored_again["signals"] == third.signals
+
+
+def test_a_quiet_window_has_no_signal(reference: dict[str, Any]) -> None:
+    spec = DriftSpec()
+    day = world_day(np.random.default_rng(12), 60, 300)
+    inputs = DriftInputs(
+        model="m",
+        model_version="3",
+        reference=reference,
+        first=date(2026, 3, 10),
+        day=date(2026, 3, 10),
+        features=day,
+        predictions=scores_of(day),
+    )
+    scores = check_features(reference, day, alpha=0.01 / 5, spec=spec)
+    prediction = check_predictions(reference, inputs.predictions, alpha=0.01 / 5, spec=spec)
+    result = judge(inputs, scores, prediction, spec, realised=[], previous=[])
+    assert (result.signals, result.severity, result.detected) == ([], "none", False)
+    assert result.estimated is not None
+    assert result.estimated["auc"] == pytest.approx(expected_auc(scores_of(day)))
+    assert result.estimated["reference"] == pytest.approx(expected_auc(scores_of(world(1, 30))))
+    assert result.estimated["signal"] is False
+
+
+def test_the_rare_tail_of_the_reference_is_not_taken_for_new_categories() -> None:
+    from tasks.train import fold_categories
+
+    reference = {
+        "categorical": {
+            "city": {
+                "count": 1000,
+                "null_share": 0.0,
+                "proportions": {"a": 0.6, "b": 0.3, "__other__": 0.1},
+            }
+        }
+    }
+    window = pd.DataFrame({"city": ["a"] * 60 + ["b"] * 30 + ["c"] * 5 + ["d"] * 5})
+    spec = DriftSpec(psi_min=0.0)
+    [city] = check_features(reference, window, alpha=0.01, spec=spec)
+    assert city.psi == pytest.approx(0.0, abs=1e-12) and not city.drifted
+    no_tail = {"categorical": {"city": {**reference["categorical"]["city"]}}}
+    no_tail["categorical"]["city"]["proportions"] = {"a": 0.6, "b": 0.4}
+    [new] = check_features(no_tail, window, alpha=0.01, spec=spec)
+    assert new.drifted  # without a tail, c and d are new categories
+    folded = fold_categories(pd.Series(["a", None, "zz", 3]), ["a", "__other__"])
+    assert folded.tolist()[0] == "a" and folded.tolist()[2:] == ["__other__", "__other__"]
+    assert pd.isna(folded.tolist()[1])
+
+
+def test_the_report_shows_severity_signals_sources_and_performance(
+    reference: dict[str, Any],
+) -> None:
+    from tasks.drift import drift_report, summary_markdown
+
+    spec = DriftSpec()
+    day = world_day(np.random.default_rng(13), 60, 300, usage=25.0, tenure=40.0)
+    inputs = DriftInputs(
+        model="m",
+        model_version="3",
+        reference=reference,
+        first=date(2026, 3, 10),
+        day=date(2026, 3, 10),
+        features=day,
+        predictions=scores_of(day),
+    )
+    scores = check_features(reference, day, alpha=0.01 / 5, spec=spec)
+    prediction = check_predictions(reference, inputs.predictions, alpha=0.01 / 5, spec=spec)
+    windows = [
+        {"version": "3", "first": "2026-02-01", "last": "2026-02-03", "days": 3, "n": 900, "positives": 4,
+         "auc": None, "low": None, "high": None, "complete": False},
+        {"version": "3", "first": "2026-02-04", "last": "2026-02-06", "days": 3, "n": 900, "positives": 31,
+         "auc": 0.71, "low": 0.62, "high": 0.8, "complete": True},
+    ]  # fmt: skip
+    result = judge(inputs, scores, prediction, spec, realised=windows, previous=[])
+    page = drift_report(result, reference, day)
+    assert "severity" in page and ">watch<" in page
+    assert "input-drift" in page and "empirical" in page
+    assert "0.62" in page and "0.8" in page  # the interval of the complete window
+    assert "estimated AUC (training)" in page
+    line = summary_markdown(result)
+    assert "severity **watch**" in line and "input-drift" in line
+    assert "realised AUC 0.710 [0.620, 0.800]" in line
