@@ -110,6 +110,27 @@ def stack_e2e(res: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def loop_quality(res: dict[str, Any]) -> tuple[str, str]:
+    def days(value: int | None) -> str:
+        return "-" if value is None else f"{value}d"
+
+    parts = []
+    for r in res["scenarios"]:
+        change = (
+            f"detect {days(r['days_to_detect'])}, recovered "
+            f"{days(r['days_to_recovered_champion'])}, alarms before "
+            f"{r['alarm_days_before_change']} / after recovery "
+            f"{'-' if r['alarm_days_after_recovery'] is None else r['alarm_days_after_recovery']}"
+            if r["change"]
+            else f"alarm days {r['alarm_days']}"
+        )
+        parts.append(
+            f"{r['scenario']} ({r['live_days']} d): {change}; trained {r['trained']} "
+            f"(promoted {r['promoted']}, rejected {r['rejected']}), deferred {r['deferred']}"
+        )
+    return (f"{len(res['scenarios'])} feeds", "; ".join(parts))
+
+
 #: row name -> (script and full-size arguments, quick arguments, formatter)
 BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
     "P1 ingest+validate+materialise 1M-row day ÷ raw floor": (
@@ -147,6 +168,11 @@ BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
         ["stack_e2e.py"],
         ["--customers", "2000"],
         stack_e2e,
+    ),
+    "P9 loop quality: detection, recovery, alarms, trainings": (
+        ["loop_quality.py"],
+        ["--quick"],
+        loop_quality,
     ),
 }
 TIMEOUT = 3600.0  # seconds per bench

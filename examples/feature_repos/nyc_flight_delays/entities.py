@@ -1,0 +1,10 @@
+"""Entities: what the features describe."""
+
+from feast import Entity, ValueType
+
+aircraft = Entity(
+    name="aircraft",
+    join_keys=["tailnum"],
+    value_type=ValueType.STRING,
+    description="An aircraft, by its US registration (tail number).",
+)

@@ -1,0 +1,19 @@
+"""The daily feature table in the lake; its location follows the DRIFTLOOP_* settings."""
+
+from feast import FileSource
+from feast.data_format import ParquetFormat
+
+from driftloop.settings import load_settings
+from tasks.features import feature_source_path
+
+_settings = load_settings()
+_settings.state_path.mkdir(parents=True, exist_ok=True)  # Feast does not create it
+
+aircraft_daily = FileSource(
+    name="aircraft_daily",
+    path=feature_source_path(_settings),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    description="One row per aircraft and day with a departure from NYC; event_timestamp is the "
+    "end of the day.",
+)
