@@ -308,6 +308,12 @@ def _usecase(tmp: Path) -> Path:
             "min_history_days": 2,
             "floor": 0.5,
             "bootstrap_samples": 100,
+            # 300 customers: a few churns a day (the backends, not the evidence, are tested)
+            "min_train_rows": 100,
+            "min_train_positives": 5,
+            "min_validation_positives": 2,
+            "min_holdout_rows": 50,
+            "min_holdout_positives": 2,
         },
         retrain={"min_post_change_days": 6, "new_labelled_days": 5},
     )
