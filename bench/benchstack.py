@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from driftloop import api
 from driftloop.settings import TELEMETRY_OFF
 
 T = TypeVar("T")
@@ -113,7 +114,7 @@ def running_stack(settings: Any) -> Iterator[BenchStack]:
             f"stack up in {time.perf_counter() - t0:.1f}s: {stack.prefect_url} "
             f"({len(stack.processes)} processes)"
         )
-        with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
+        with api.client(stack.api_url) as http:
             yield BenchStack(settings, stack, http)
     finally:
         stopped = down(settings)

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from driftloop import api
 from driftloop.redact import redact
 from driftloop.settings import PROJECT_ROOT, TELEMETRY_OFF
 
@@ -346,7 +348,7 @@ def wait_for_workers(stack: Stack, timeout: float = START_TIMEOUT) -> None:
     }
     waiting = set(workers)
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=stack.api_url, timeout=10.0) as http:
+    with api.client(stack.api_url, timeout=10.0) as http:
         while waiting and time.monotonic() < deadline:
             for pool in sorted(waiting):
                 if not _alive(workers[pool]):
@@ -376,20 +378,27 @@ def deploy(env: dict[str, str], logs: Path) -> None:
 
 
 def start_catch_up(api_url: str) -> str:
-    """Start one run of the reconcile deployment now; returns its id."""
-    import httpx
+    """Start one run of the reconcile deployment now; returns its id.
 
-    with httpx.Client(base_url=api_url, timeout=30.0) as http:
-        r = http.post("/deployments/filter", json={"deployments": {"name": {"any_": [CATCH_UP]}}})
-        r.raise_for_status()
-        [dep] = r.json()
-        run = http.post(
-            f"/deployments/{dep['id']}/create_flow_run",
-            # the watcher announced what landed before the restart already: take all of it
-            json={"tags": ["catch-up"], "parameters": {"params": {"settle_seconds": 5}}},
+    Through Prefect's client, which retries a busy server's 503 and 429 with back-off; the
+    idempotency key makes a retried create return the same run instead of a second one.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        [dep] = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[CATCH_UP]))
         )
-        run.raise_for_status()
-        return str(run.json()["id"])
+        run = client.create_flow_run_from_deployment(
+            dep.id,
+            # the watcher announced what landed before the restart already: take all of it
+            parameters={"params": {"settle_seconds": 5}},
+            tags=["catch-up"],
+            idempotency_key=f"catch-up-{uuid.uuid4()}",
+        )
+        return str(run.id)
 
 
 def crash_inflight_runs(

@@ -92,11 +92,11 @@ def _when(value: str | None) -> str | None:
 async def _api_requests(api_url: str, now: datetime, timeout: float) -> list[Any]:
     import asyncio
 
-    import httpx
+    from driftloop import api
 
     since = (now - WINDOW).isoformat()
     soon = (now + timedelta(minutes=2)).isoformat()
-    async with httpx.AsyncClient(base_url=api_url.rstrip("/"), timeout=timeout) as http:
+    async with api.async_client(api_url, timeout=timeout) as http:
         answers = await asyncio.gather(
             # the runs of the last day, and those due now (not tomorrow's cron runs)
             http.post(

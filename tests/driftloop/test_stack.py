@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
+from driftloop import api
 from driftloop.stack import POOLS, read_stack
 from tasks import registry
 from tasks.ingest import open_ledger
@@ -169,7 +169,7 @@ def test_status_shows_champion_runs_and_pending(loop: LocalStack) -> None:
 def test_the_watcher_announces_each_object_once(loop: LocalStack) -> None:
     from driftloop.stack import WORKER_QUERY_SECONDS, stack_env
 
-    with httpx.Client(base_url=loop.stack.api_url) as http:
+    with api.client(loop.stack.api_url) as http:
         events = http.post(
             "/events/filter",
             json={"filter": {"event": {"name": ["driftloop.data.landed"]}}, "limit": 50},

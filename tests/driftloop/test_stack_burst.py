@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from driftloop import api
 from driftloop.settings import PROJECT_ROOT
 from driftloop.stack import down, free_port, prefect_db_bytes, up
 from driftloop.usecase import load_usecase
@@ -214,7 +215,7 @@ def test_a_burst_then_a_restart_mid_chain_loses_nothing(burst: LocalStack) -> No
         loop.settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5
     )
     loop.http.close()
-    loop.http = httpx.Client(base_url=loop.stack.api_url, timeout=30.0)
+    loop.http = api.client(loop.stack.api_url)
     t1 = time.monotonic()
     _wait(loop, "the second burst ingested once", lambda: _ingested_once(loop, first + more))
     timings["burst2_all_ingested_after_restart_s"] = time.monotonic() - t1

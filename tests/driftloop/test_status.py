@@ -14,6 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from driftloop.api import client as api_client
 from driftloop.cli import app, status_lines
 from driftloop.settings import Settings
 from driftloop.status import api_overview, collect
@@ -34,7 +35,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def _crashed_run(api: str, flow: str, message: str) -> str:
     """A run that was scheduled, then crashed on submission (as a worker reports it)."""
-    with httpx.Client(base_url=api, timeout=30) as http:
+    with api_client(api) as http:
         flow_id = http.post("/flows/", json={"name": flow}).json()["id"]
         run = http.post(
             "/flow_runs/",

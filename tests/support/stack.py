@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from driftloop import api
 from driftloop.settings import Settings, load_settings
 from driftloop.stack import Stack, down, free_port, up
 from tasks.storage import Lake, Storage
@@ -164,7 +165,7 @@ def running_stack(
         stack = up(settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5)
         # the stack's processes got these settings; the session's other tests must not see them
         mp.undo()
-        with httpx.Client(base_url=stack.api_url, timeout=30.0) as http:
+        with api.client(stack.api_url) as http:
             yield LocalStack(settings, stack, lake, feed, due, http)
     finally:
         if settings is not None:
