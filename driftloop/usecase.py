@@ -175,6 +175,12 @@ class DriftSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window_days: int = Field(default=1, ge=1, description="Feature days per check window.")
+    reference_windows: int = Field(
+        default=7,
+        ge=2,
+        description="Check windows of feature days up to a training's as_of that form the "
+        "drift reference (the newest inputs the model meets; their windows give the null).",
+    )
     alpha: float = Field(default=0.01, gt=0, lt=1, description="False-alarm rate of one check.")
     psi_min: float = Field(default=0.1, ge=0, description="Smallest PSI that counts as drift.")
     min_drifted_features: int = Field(default=2, ge=1)

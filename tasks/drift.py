@@ -1,8 +1,10 @@
 """Drift monitoring: a window of live features and predictions against the champion's reference.
 
-The reference is the training window's distributions, stored with the model at training time
-(``reference.json``, see ``tasks.train.reference_profile``), with the natural variation between
-the training period's own windows (the empirical null) and the model's importance of each input.
+The reference is stored with the model at training time (``reference.json``, see
+``tasks.train.reference_profile`` and ``tasks.training.reference_rows``): the distributions of
+the newest ``reference_windows`` windows of feature days up to the training's ``as_of`` and of
+the model's predictions on them, the natural variation between those windows (the empirical
+null) and the model's importance of each input.
 
 A check turns one window into **signals** (:func:`window_signals`):
 
@@ -798,7 +800,7 @@ def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.Da
         )
     )
     return page(
-        f"Drift — {result.model}", "".join(parts), "compared with the champion's training window"
+        f"Drift — {result.model}", "".join(parts), "compared with the champion's reference window"
     )
 
 
@@ -996,7 +998,7 @@ def no_data_check(inputs: DriftInputs) -> tuple[DriftResult, str]:
         + f"<h2>No data</h2><p>{html.escape(no_data_message(inputs), quote=False)}.</p>"
     )
     return result, page(
-        f"Drift — {result.model}", body, "compared with the champion's training window"
+        f"Drift — {result.model}", body, "compared with the champion's reference window"
     )
 
 

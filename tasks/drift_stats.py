@@ -23,8 +23,9 @@ Empirical null
     next; weekly and seasonal cycles move whole days. The sampling bound then fires on most
     ordinary days and the practical floor ``psi_min`` ends up deciding alone.
 
-    So the reference stores, next to the training distributions, how far the training period's
-    own windows lie from the rest of it: the training rows are cut by snapshot day into
+    So the reference stores, next to its distributions, how far the reference period's own
+    windows lie from the rest of it: the reference rows (the newest feature days up to the
+    training's ``as_of``, ``tasks.training.reference_rows``) are cut by day into
     consecutive windows of the check's length (``window_days``) and each window's PSI is taken
     against the reference built from all *other* windows, over the same bins or categories
     (:func:`leave_one_out_psi`). Leaving the window out keeps it from being compared with

@@ -373,7 +373,7 @@ def reference_profile(
     unseen: pd.DataFrame | None = None,
     unseen_predictions: np.ndarray | pd.Series | None = None,
 ) -> dict[str, Any]:
-    """The training window's distributions that drift checks compare against.
+    """The distributions of ``frame`` (the reference period) that drift checks compare against.
 
     ``numeric[f]`` / ``prediction``: ``edges`` (quantile bin edges of the training data, outer
     edges -inf/+inf; bins are ``edges[i] < x <= edges[i + 1]``, see :func:`bin_proportions`),

@@ -221,6 +221,30 @@ def git_sha(cwd: Path) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def reference_rows(
+    lake: Lake, usecase: UseCase, as_of: date, *, fallback: pd.DataFrame
+) -> pd.DataFrame:
+    """The feature rows drift checks compare live windows with: the newest
+    ``drift.reference_windows × drift.window_days`` feature days up to ``as_of`` (features are
+    known up to ``as_of``; labels only for older snapshots), the same rows a check reads.
+
+    Not the training rows: they are the oldest part of the labelled window, and after a change
+    the features with long lookbacks (a 30-day mean settles 30 days after a level shift) are
+    still moving, so a retrained model's training rows describe a world already gone while the
+    newest days are where it is going. ``fallback`` (e.g. the validation and holdout rows) when
+    fewer than two windows of feature days exist.
+    """
+    from tasks.drift import read_feature_window
+
+    spec = usecase.drift
+    days = spec.reference_windows * spec.window_days
+    rows = read_feature_window(lake, as_of - timedelta(days=days - 1), as_of)
+    if rows.empty or "event_timestamp" not in rows.columns:
+        return fallback
+    present = pd.to_datetime(rows["event_timestamp"], utc=True).dt.normalize().nunique()
+    return rows if present >= 2 * spec.window_days else fallback
+
+
 def train_challenger(
     settings: Settings,
     usecase: UseCase,
@@ -246,18 +270,21 @@ def train_challenger(
     population = data.population_summary()
     model = train.fit(data.splits["train"], data.splits["validation"], schema, seed=seed)
     metrics = {name: train.evaluate(model, df, schema) for name, df in data.splits.items()}
-    train_scores = train.predict_scores(model, data.splits["train"], schema)
-    # estimated performance is compared with rows the model was not fitted on
+    # the reference: the newest feature days (rows the model was not fitted on, so their
+    # probabilities are as sharp as live ones, which the CBPE estimate needs); without enough of
+    # them, the validation and holdout rows
     unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
+    newest = reference_rows(lake, usecase, data.as_of, fallback=unseen)
+    newest_scores = train.predict_scores(model, newest, schema)
     reference = train.reference_profile(
-        data.splits["train"],
+        newest,
         schema,
-        train_scores,
+        newest_scores,
         window_days=usecase.drift.window_days,
         importance=train.input_importance(model, data.splits["holdout"], schema, seed=seed),
         expected_metric=metrics["holdout"]["roc_auc"],
-        unseen=unseen,
-        unseen_predictions=train.predict_scores(model, unseen, schema),
+        unseen=newest,
+        unseen_predictions=newest_scores,
     )
     report = train.training_report(
         metrics,
