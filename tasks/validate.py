@@ -15,6 +15,7 @@ quarantined row carries the reason that really applies to it.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import date
@@ -250,6 +251,9 @@ class Validator:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        # an ephemeral context announces its temporary docs folder at INFO, once per validator
+        # (one line per landed object in a flow run's log): keep warnings only
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
         self._gx = gx
         self._context = gx.get_context(mode="ephemeral")
         self._context.variables.progress_bars = ProgressBarsConfig(globally=False)

@@ -34,8 +34,15 @@ ROW_REASON = {
 
 
 def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, dict[str, dict]]:  # type: ignore[type-arg]
-    result = simulate(lake.landing, days=days, start=date(2026, 1, 1), customers=customers,
-                      drift_day=days // 2, defect_rate=0.05, seed=11)
+    result = simulate(
+        lake.landing,
+        days=days,
+        start=date(2026, 1, 1),
+        customers=customers,
+        drift_day=days // 2,
+        defect_rate=0.05,
+        seed=11,
+    )
     ledger = Ledger(lake.ledger)
     for obj in find_pending(lake.landing, ledger):
         ingest_object(lake, ledger, USECASE, obj, max_bytes=10**9)
@@ -43,7 +50,9 @@ def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, 
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, SimulationResult, dict[str, dict]]:  # type: ignore[type-arg]
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Lake, SimulationResult, dict[str, dict]]:  # type: ignore[type-arg]
     from tasks.storage import LocalStorage
 
     lake = Lake(LocalStorage(tmp_path_factory.mktemp("lake")))
@@ -87,7 +96,10 @@ def test_row_level_quarantine_matches_truth_row_by_row(world) -> None:  # type: 
     )
     for pos, t in truth.items():
         row = got[pos]
-        assert row["_reason"] == ROW_REASON[t["kind"]].format(column=t.get("column")), (t, row["_reason"])
+        assert row["_reason"] == ROW_REASON[t["kind"]].format(column=t.get("column")), (
+            t,
+            row["_reason"],
+        )
         if t.get("column") != "customer_id":
             assert row["customer_id"] == t["customer_id"], (t, row)
         if t.get("column") != "date":
@@ -99,9 +111,13 @@ def test_nothing_defective_reaches_validated(world) -> None:  # type: ignore[no-
     spec = USECASE.datasets["usage"]
     parts = [read_parquet(lake.validated, o.key) for o in lake.validated.list("usage")]
     valid = pd.concat(parts, ignore_index=True)
-    accepted = [r for r in records.values() if r["dataset"] == "usage" and r["status"] != "rejected"]
+    accepted = [
+        r for r in records.values() if r["dataset"] == "usage" and r["status"] != "rejected"
+    ]
     assert len(valid) == sum(r["rows_valid"] for r in accepted)
-    assert sum(r["rows_total"] for r in accepted) == len(valid) + sum(r["rows_quarantined"] for r in accepted)
+    assert sum(r["rows_total"] for r in accepted) == len(valid) + sum(
+        r["rows_quarantined"] for r in accepted
+    )
     assert not valid.duplicated(["customer_id", "date"]).any()
     # the row suite, run again over everything in validated/, finds nothing
     typed, wrong = cast_frame(valid.astype("object"), spec.columns)
@@ -121,12 +137,18 @@ def test_labels_arrive_after_the_delay(world, tmp_path) -> None:  # type: ignore
     # 12 simulated days, delay 14: no churn can be known yet
     assert {k: r["rows_total"] for k, r in labels.items()} == dict.fromkeys(labels, 0)
     later = Lake(LocalStorage(tmp_path))
-    simulate(later.landing, days=30, start=date(2026, 1, 1), customers=400, seed=11,
-             label_delay_days=delay)
+    simulate(
+        later.landing,
+        days=30,
+        start=date(2026, 1, 1),
+        customers=400,
+        seed=11,
+        label_delay_days=delay,
+    )
     rows = {}
     for info in later.landing.list("labels/"):
         frame = pd.read_csv(io.BytesIO(later.landing.read_bytes(info.key)))
-        reported = date.fromisoformat(info.key[len("labels/"):-len(".csv")])
+        reported = date.fromisoformat(info.key[len("labels/") : -len(".csv")])
         rows[reported] = len(frame)
         if len(frame):
             assert set(frame["reported_date"]) == {reported.isoformat()}, info.key
@@ -142,13 +164,15 @@ def test_same_outcome_on_s3(lake: Lake, world) -> None:  # type: ignore[no-untyp
     result, records = run_world(lake, days=8, customers=120)
     from tasks.storage import LocalStorage
 
-    ref_lake = Lake(LocalStorage(local_lake.root.uri[len("file://"):] + "-ref"))
+    ref_lake = Lake(LocalStorage(local_lake.root.uri[len("file://") :] + "-ref"))
     ref_result, ref_records = run_world(ref_lake, days=8, customers=120)
     assert result.truth == ref_result.truth
 
     def strip(rs: dict[str, dict]) -> dict[str, tuple]:  # type: ignore[type-arg]
-        return {k: (r["sha256"], r["status"], r["rows_valid"], r["rows_quarantined"], r["partitions"])
-                for k, r in rs.items()}
+        return {
+            k: (r["sha256"], r["status"], r["rows_valid"], r["rows_quarantined"], r["partitions"])
+            for k, r in rs.items()
+        }
 
     assert strip(records) == strip(ref_records)
     assert [o.key for o in lake.validated.list()] == [o.key for o in ref_lake.validated.list()]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -217,3 +219,14 @@ def test_implausible_dates_use_the_file_day_and_today() -> None:
         3: ["implausible_date(d)"],
         5: ["implausible_date(d)"],
     }
+
+
+def test_a_validator_does_not_announce_its_temporary_docs_folder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tasks.validate import Validator
+
+    caplog.set_level(logging.INFO)
+    Validator()
+    Validator()
+    assert [r.getMessage() for r in caplog.records if "temporary directory" in r.getMessage()] == []
