@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 HISTORY = (date(2013, 8, 24), date(2013, 9, 30))
 LIVE = (date(2013, 10, 1), date(2013, 10, 21))
-#: At most this many live days may raise a drift alarm. October follows a training window of
-#: late September with the same airports, fleet and season; the weather and the weekday are
+#: At most this many live days may raise a drift alarm. October follows a reference of the
+#: days before the model's training day (September) with the same airports, fleet and season; the weather and the weekday are
 #: context (they never vote). What remains are the aircraft's own delay statistics, which move
 #: with single bad days (a storm on 7 October, Columbus Day on the 14th) and the champion's
 #: predictions fall when the month gets calmer: the persistence rule (2 of 3 windows) should keep
@@ -51,18 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             LocalStorage(tmp / "feed"), HISTORY[0], LIVE[1], defects_from=LIVE[0]
         )
         loop = realdata.run_loop(settings, usecase, tmp / "feed", history=HISTORY, live=LIVE)
-        print(f"nyc flights loop: {loop.seconds:.0f} s, backfill {loop.backfilled}")
-        for o in loop.outcomes:
-            print(
-                o.day,
-                f"{o.seconds:5.1f}s",
-                o.rows_validated,
-                o.rows_quarantined,
-                f"v{o.champion}",
-                o.drift_status,
-                o.drift_severity,
-                [(t.trigger, t.version, t.promoted, t.deferred) for t in o.trainings],
-            )
+        loop.print_days("nyc flights")
         yield World(loop, feed)
 
 

@@ -29,12 +29,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 HISTORY = (date(1977, 8, 22), date(1977, 9, 30))
 LIVE = (date(1977, 10, 1), date(1977, 10, 28))
-#: At most this many live days may raise a drift alarm. The reference is the model's training
-#: window (September) and October differs from it only by the calendar (a holiday, Columbus Day
-#: on 10 October, and the month), which is context and never votes; the birth counts of the
-#: states change little in a month. A 7-day window of 51 states is small (357 rows), so single
-#: windows can still cross a threshold by chance; with the persistence rule (2 of 3 windows)
-#: at most 3 of the 28 days (~10%).
+#: At most this many live days may raise a drift alarm. The reference is the newest seven weeks
+#: of feature data up to the model's training day, and October differs from it only by the
+#: calendar (a holiday, Columbus Day on 10 October, and the month), which is context and never
+#: votes; the birth counts of the states change little in a month. A 7-day window of 51 states
+#: is small (357 rows), so single windows can still cross a threshold by chance; with the
+#: persistence rule (2 of 3 windows) at most 3 of the 28 days (~10%).
 MAX_ALARM_DAYS = 3
 
 
@@ -52,18 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             LocalStorage(tmp / "feed"), HISTORY[0], LIVE[1], defects_from=LIVE[0]
         )
         loop = realdata.run_loop(settings, usecase, tmp / "feed", history=HISTORY, live=LIVE)
-        print(f"us births loop: {loop.seconds:.0f} s, backfill {loop.backfilled}")
-        for o in loop.outcomes:
-            print(
-                o.day,
-                f"{o.seconds:5.1f}s",
-                o.rows_validated,
-                o.rows_quarantined,
-                f"v{o.champion}",
-                o.drift_status,
-                o.drift_severity,
-                [(t.trigger, t.version, t.promoted, t.deferred) for t in o.trainings],
-            )
+        loop.print_days("us births")
         yield World(loop, feed)
 
 

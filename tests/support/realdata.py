@@ -74,6 +74,21 @@ class Loop:
     def lake(self) -> Lake:
         return Lake.from_settings(self.settings)
 
+    def print_days(self, name: str) -> None:
+        """One line per live day (shown with ``pytest -s`` or on a failure)."""
+        print(f"{name} loop: {self.seconds:.0f} s, backfill {self.backfilled}")
+        for o in self.outcomes:
+            print(
+                o.day,
+                f"{o.seconds:5.1f}s",
+                o.rows_validated,
+                o.rows_quarantined,
+                f"v{o.champion}",
+                o.drift_status,
+                o.drift_severity,
+                [(t.trigger, t.version, t.promoted, t.deferred) for t in o.trainings],
+            )
+
 
 def run_loop(
     settings: Settings,
