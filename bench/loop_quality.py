@@ -212,7 +212,7 @@ def run_scenario(scenario: Scenario, work: Path) -> dict[str, Any]:
     else:
         env = realdata.environment(scenario.kind, work)
     started = time.monotonic()
-    with env as (settings, usecase), realdata.without_heartbeats():
+    with env as (settings, usecase):
         write_feed(scenario, work / "feed", usecase)
         feed = LocalStorage(work / "feed")
         backfill(settings, usecase, feed, *scenario.history)

@@ -25,6 +25,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from driftloop.settings import Settings
     from driftloop.usecase import UseCase
+    from tasks.storage import Storage
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="driftloop: data → model → drift → retrain."
@@ -342,6 +343,179 @@ def drift(
     verdict = "[red]drift detected[/red]" if out["detected"] else "[green]no drift[/green]"
     detail = f" in {' → '.join(out['window'])}: drifted {out['drifted'] or 'none'}; "
     console.print(verdict + escape(detail + f"report {out['report']}"))
+
+
+def _feed_and_days(
+    settings: Settings, feed: str | None, first: str | None, last: str | None
+) -> tuple[Storage | None, date, date]:
+    """The feed (None: landing/ itself), and the first and last day to play (default: the
+    feed's first and last day); exits 2 on a bad feed or range, or while the stack runs."""
+    from driftloop.replay import days_in
+    from driftloop.stack import processes
+    from tasks.storage import Lake, StorageError, open_storage
+
+    if any(alive for _, alive in processes(settings)):
+        fail(
+            "the local stack is running: its deployments would act on the replayed days' "
+            "events too. Stop it first (`driftloop down`)"
+        )
+    lake = Lake.from_settings(settings)
+    source = None
+    if feed is not None:
+        uri = feed if "://" in feed else f"file://{Path(feed).resolve()}"
+        if uri.startswith("file://") and not Path(uri[len("file://") :]).is_dir():
+            fail(f"--feed {feed}: no such folder")
+        try:
+            source = open_storage(
+                uri, endpoint_url=settings.aws_endpoint_url, region=settings.aws_region
+            )
+        except StorageError as exc:
+            fail(f"--feed {feed}: {exc}")
+    days = sorted(days_in(lake, source))
+    if not days and (first is None or last is None):
+        where = feed if feed is not None else settings.zone("landing")
+        fail(f"{where} holds no file named with a day (YYYY-MM-DD): nothing to play")
+    start = _parse_date(first) if first else days[0]
+    end = _parse_date(last) if last else days[-1]
+    if end < start:
+        fail(f"--to {end} is before --from {start}")
+    return source, start, end
+
+
+@app.command()
+def replay(
+    first: Annotated[
+        str | None, typer.Option("--from", help="First day (default: the feed's first).")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last day (default: the feed's last).")
+    ] = None,
+    feed: Annotated[
+        str | None,
+        typer.Option(
+            help="A folder (or s3:// URI) of files named with the day they arrive on; each "
+            "day's files are landed on their day. Default: replay what landing/ holds."
+        ),
+    ] = None,
+) -> None:
+    """Run the loop day by day over a history: ingest, features, training when the policy or a
+    drift event asks (with the parameters prefect.yaml's triggers render), score, drift.
+    Resumable: days already played are skipped."""
+    settings = _settings(lake=True)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from driftloop.replay import DayOutcome, summarise
+    from driftloop.replay import replay as play
+    from driftloop.usecase import load_usecase
+
+    source, start, end = _feed_and_days(settings, feed, first, last)
+    usecase = load_usecase(settings.usecase)
+    total = (end - start).days + 1
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("replay", total=total, last="")
+
+        def on_day(o: DayOutcome) -> None:
+            bar.update(task, advance=1, last=day_line(o))
+            bar.console.print(day_line(o), markup=False)
+
+        try:
+            outcomes = play(settings, usecase, source, start, end, on_day=on_day)
+        except ValueError as exc:
+            fail(str(exc))
+    counts = summarise(outcomes)
+    console.print(
+        f"{counts['days']} days: {counts['rows_validated']:,} rows validated, "
+        f"{counts['rows_quarantined']:,} quarantined, {counts['files_rejected']} files rejected; "
+        f"drift on {len(counts['alarm_days'])} days; {counts['trained']} trained, "
+        f"{counts['promoted']} promoted, {counts['rejected']} rejected, "
+        f"{counts['deferred']} deferred; champions {counts['champions'] or 'none'}",
+        markup=False,
+    )
+
+
+def day_line(o: Any) -> str:
+    """One replayed day in one line."""
+    parts = [
+        o.day.isoformat(),
+        f"{o.rows_validated:,} valid",
+        f"{o.rows_quarantined:,} quarantined",
+        f"champion v{o.champion}" if o.champion else "no champion",
+    ]
+    if o.drift_status:
+        parts.append("DRIFT" if o.drift_detected else o.drift_status)
+    for t in o.trainings:
+        parts.append(
+            f"v{t.version} {'promoted' if t.promoted else 'rejected'} ({t.reason})"
+            if t.trained
+            else f"train deferred: {t.deferred}"
+        )
+    return "  ".join(parts)
+
+
+@app.command()
+def backfill(
+    first: Annotated[
+        str | None, typer.Option("--from", help="First day (default: the feed's first).")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last day (default: the feed's last).")
+    ] = None,
+    feed: Annotated[
+        str | None,
+        typer.Option(help="A folder (or s3:// URI) of day-named files to land first."),
+    ] = None,
+    checks: Annotated[
+        bool,
+        typer.Option(help="Also score each day with the champion and run its drift check."),
+    ] = True,
+) -> None:
+    """Ingest and build the features of past days in one go (no training); with a champion,
+    score each day and check it for drift, as the schedules would have."""
+    settings = _settings(lake=True)
+    from driftloop.replay import backfill as fill
+    from driftloop.usecase import load_usecase
+
+    source, start, end = _feed_and_days(settings, feed, first, last)
+
+    def on_day(day: date, done: dict[str, Any]) -> None:
+        drift = "DRIFT" if done["drift"] else done["drift_status"]
+        console.print(f"{day}  {done['scored']:,} scored  {drift}", markup=False)
+
+    try:
+        out = fill(
+            settings,
+            load_usecase(settings.usecase),
+            source,
+            start,
+            end,
+            checks=checks,
+            on_day=on_day,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    ingested = out["ingest"]
+    console.print(
+        f"{start} → {end}: {out['objects']} files, "
+        f"{ingested.get('rows_validated', 0):,} rows validated, "
+        f"{ingested.get('rows_quarantined', 0):,} quarantined; "
+        f"{out['feature_days']} feature days built",
+        markup=False,
+    )
+    if checks and out.get("champion") is None:
+        console.print("no champion yet: nothing scored or checked", markup=False)
+    elif checks:
+        console.print(
+            f"scored {len(out['scored'])} days with v{out['champion']}; drift on "
+            f"{len(out['drift_days'])} days",
+            markup=False,
+        )
 
 
 @app.command()

@@ -1,13 +1,14 @@
 """``make demo``: the closed loop, day by day, on a simulated telco whose reality changes.
 
-Each simulated day, that day's files land and the real flows run: ingest → features → (train +
-gate when the retraining policy says so) → score → drift. A drift check that finds drift emits
-``driftloop.drift.detected``, and the features flow announces ``driftloop.training.due`` when the
-retraining policy wants a model; the loop reads these events back from the Prefect API (an
-in-process subscription to the same events the deployment triggers of prefect.yaml use) and
-starts the train flow from them with the parameters those triggers render. A drift-started run
-records the change and waits for labels after it; the policy's later ``training.due`` trains on
-data since the change. The demo prints one line per day and writes
+The simulator writes the telco's files into a feed; the history days are backfilled and the
+live days replayed (:mod:`driftloop.replay`): each day's files land and the real flows run,
+ingest → features → (train + gate when the retraining policy says so) → score → drift, and the
+runs that events start (``driftloop.training.due``, ``driftloop.drift.detected``) are started
+with the parameters prefect.yaml's triggers render for them. A drift-started run records the
+change and waits for labels after it; the policy's later ``training.due`` trains on data since
+the change. What is demo-specific is here: the simulated world, the AUC of the champion and of
+the first champion on each day's newly complete labels, and the check of the injected defects
+against the quarantine. The demo prints one line per day and writes
 ``reports/index.html`` and ``reports/demo-summary.json``.
 
 Uses its own lake (``data/demo`` unless ``DRIFTLOOP_DATA_ROOT`` is set), recreated on every run.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -43,26 +44,6 @@ def compare_with_truth(
     return {"injected": len(truth), "caught": caught, "missed": missed}
 
 
-def wait_for_events(name: str, after: datetime, timeout: float = 30.0) -> list[Any]:
-    """Events called ``name`` the Prefect API received since ``after``, newest first."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
-
-    flt = EventFilter(
-        event=EventNameFilter(name=[name]),
-        order=EventOrder.DESC,
-        occurred=EventOccurredFilter(since=after),  # type: ignore[arg-type]
-    )
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            flt.occurred.until = datetime.now(tz=UTC) + timedelta(minutes=1)  # type: ignore[assignment]
-            events = client.read_events(filter=flt, limit=50).events
-            if events or time.monotonic() > deadline:
-                return list(events)
-            time.sleep(0.5)
-
-
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return round(sum(vals) / len(vals), 4) if vals else None
@@ -76,6 +57,9 @@ def run(
     seed: int,
     history_days: int = 30,
 ) -> dict[str, Any]:
+    """Simulate the telco's files into a feed, backfill the history days, replay the live days
+    (:mod:`driftloop.replay`: the decisions the deployments take) and follow the champion's
+    AUC, and the first champion's, on each day's newly complete labels."""
     from driftloop.settings import export_artifact_endpoint, load_settings, quiet_telemetry
     from driftloop.usecase import load_usecase
 
@@ -91,21 +75,14 @@ def run(
     from rich.table import Table
 
     from driftloop.cli import console
-    from flows.drift import DriftParams, drift_flow
-    from flows.features import FeaturesParams, features_flow
-    from flows.ingest import IngestParams, ingest_flow
-    from flows.score import ScoreParams, score_flow
-    from flows.train import TrainParams, train_flow
-    from tasks import features, registry, score
-    from tasks.drift import DETECTED_EVENT
+    from driftloop.replay import DayOutcome, backfill, replay
+    from tasks import features, score
     from tasks.ingest import open_ledger
-    from tasks.policy import TRAINING_DUE_EVENT, read_state
     from tasks.simulate import simulate
     from tasks.storage import Lake, read_parquet, write_json
 
     lake = Lake.from_settings(settings)
     feed = lake.root.child("_feed")  # the outside world: files appear in landing/ day by day
-    name = usecase.model.registered_name
     console.rule(
         f"a {customers:,}-customer telco: {history_days} days of history, then {days} live days "
         + (f"(reality changes on live day {drift_day})" if drift_day is not None else "(no change)")
@@ -121,18 +98,10 @@ def run(
         label_delay_days=usecase.target.label_delay_days,
     )
     live_start = START + timedelta(days=history_days)
-    history = [k for k in sim.objects if k.rsplit("/", 1)[-1][:10] < live_start.isoformat()]
-    for key in history:
-        lake.landing.write_bytes(key, feed.read_bytes(key))
-    backfill = ingest_flow(IngestParams(objects=history))["totals"]
-    features_flow(FeaturesParams(materialize=False))
-    console.print(f"history backfilled: {backfill}")
+    filled = backfill(settings, usecase, feed, START, live_start - timedelta(days=1))
+    console.print(f"history backfilled: {filled['ingest']}")
 
-    first_champion: str | None = None
     daily: list[dict[str, Any]] = []
-    promotions: list[dict[str, Any]] = []
-    trainings: list[dict[str, Any]] = []  # every challenger trained: day, version, reason, promoted
-    drift_first: int | None = None
     table = Table(title="the closed loop, day by day")
     for col in (
         "day",
@@ -147,120 +116,89 @@ def run(
     ):
         table.add_column(col, justify="left" if col in ("date", "event") else "right")
     started = time.monotonic()
+    first: list[str] = []  # the first champion, once there is one
 
-    def trained(d: int, out: dict[str, Any]) -> str:
-        """Record a train run's outcome; its note for the day's line."""
-        if not out["trained"]:
-            return f"train deferred: {out['reason']}"
-        version, reason, promoted = out["version"], out["reason"], out["promoted"]
-        trainings.append({"day": d, "version": version, "reason": reason, "promoted": promoted})
-        if promoted:
-            ci = out["decision"].get("delta_ci")
-            promotions.append(
-                {
-                    "day": d,
-                    "version": version,
-                    "reason": reason,
-                    "auc_delta_ci": [round(c, 4) for c in ci] if ci else None,
-                }
+    def on_day(o: DayOutcome) -> None:
+        d = (o.day - live_start).days
+        notes = [f"drift event: {', '.join(o.drift_drifted[:3])}"] if o.drift_detected else []
+        for t in o.trainings:
+            notes.append(
+                f"v{t.version} {'promoted' if t.promoted else 'rejected'} ({t.reason})"
+                if t.trained
+                else f"train deferred: {t.deferred}"
             )
-        return f"v{version} {'promoted' if promoted else 'rejected'} ({reason})"
-
-    for d in range(days):
-        day = live_start + timedelta(days=d)
-        arrived = [k for k in sim.objects if day.isoformat() in k]
-        for key in arrived:
-            lake.landing.write_bytes(key, feed.read_bytes(key))
-        ingested = ingest_flow(IngestParams(objects=arrived))["totals"]
-        built_at = datetime.now(tz=UTC)
-        built = features_flow(FeaturesParams(materialize=False))
-
-        # the features flow asks the retraining policy and announces a due training as an
-        # event; the train flow is started from that event (as the deployment trigger does)
-        notes: list[str] = []
-        if built.get("training", {}).get("due"):
-            for event in wait_for_events(TRAINING_DUE_EVENT, built_at)[:1]:
-                out = train_flow(
-                    TrainParams(
-                        as_of=date.fromisoformat(event.payload["as_of"]),
-                        reason=event.payload["reason"],
-                    )
-                )
-                notes.append(trained(d, out))
-                if out["trained"] and out["promoted"]:
-                    first_champion = first_champion or out["version"]
-
-        champion = registry.champion_version(settings.tracking_uri, name)
-        drifted = False
-        if champion is not None:
-            shadow = [first_champion] if first_champion and first_champion != champion else []
-            score_flow(ScoreParams(day=day, shadow_versions=shadow))
-            checked_at = datetime.now(tz=UTC)
-            result = drift_flow(DriftParams(day=day))
-            if result.get("detected"):
-                # the drift event starts a training run (the train deployment's trigger); it
-                # records the change and waits for labels after it before training
-                for event in wait_for_events(DETECTED_EVENT, checked_at)[:1]:
-                    drifted = True
-                    pending = read_state(lake.ledger).drift_since
-                    out = train_flow(
-                        TrainParams(
-                            as_of=day,
-                            reason="drift",
-                            drift_start=date.fromisoformat(event.payload["window"][0]),
-                            signals=event.payload.get("signals"),
-                            severity=event.payload.get("severity"),
-                        )
-                    )
-                    if pending is None and read_state(lake.ledger).drift_since is not None:
-                        drift_first = d if drift_first is None else drift_first
-                        notes.append(f"drift event: {', '.join(event.payload['drifted'][:3])}")
-                    notes.append(trained(d, out))
-        note = "; ".join(notes)
-
+        if o.champion and not first:
+            first.append(o.champion)
         store = features.feature_store(settings)
         auc = stale = None
-        if champion is not None:
-            ev = score.evaluate_snapshot(settings, usecase, lake, store, day, champion)
+        if o.champion is not None:
+            ev = score.evaluate_snapshot(settings, usecase, lake, store, o.day, o.champion)
             auc = ev["auc"] if ev else None
-            if first_champion and first_champion != champion:
-                ev_stale = score.evaluate_snapshot(
-                    settings, usecase, lake, store, day, first_champion
-                )
-                stale = ev_stale["auc"] if ev_stale else None
-            elif ev:
+            if first and first[0] != o.champion:
+                old = score.evaluate_snapshot(settings, usecase, lake, store, o.day, first[0])
+                stale = old["auc"] if old else None
+            else:
                 stale = auc
         row = {
             "day": d,
-            "date": day.isoformat(),
-            "champion_version": champion,
+            "date": o.day.isoformat(),
+            "champion_version": o.champion,
             "auc": auc,
             "stale_auc": stale,
-            "drift_detected": drifted,
-            "rows_validated": ingested["rows_validated"],
-            "rows_quarantined": ingested["rows_quarantined"],
+            "drift_detected": o.drift_detected,
+            "rows_validated": o.rows_validated,
+            "rows_quarantined": o.rows_quarantined,
         }
         daily.append(row)
+        note = "; ".join(notes)
         table.add_row(
             str(d),
-            row["date"],
-            f"v{champion}" if champion else "-",
+            o.day.isoformat(),
+            f"v{o.champion}" if o.champion else "-",
             f"{auc:.3f}" if auc is not None else "-",
             f"{stale:.3f}" if stale is not None else "-",
-            "DRIFT" if drifted else "",
-            str(row["rows_validated"]),
-            str(row["rows_quarantined"]),
+            "DRIFT" if o.drift_detected else "",
+            str(o.rows_validated),
+            str(o.rows_quarantined),
             note,
         )
         console.print(
-            f"day {d:2d} {row['date']}  champion {champion or '-':>3}  auc {auc if auc is None else round(auc, 3)}"
-            f"  {'DRIFT ' if drifted else ''}{note}"
+            f"day {d:2d} {row['date']}  champion {o.champion or '-':>3}  auc "
+            f"{auc if auc is None else round(auc, 3)}  {'DRIFT ' if o.drift_detected else ''}{note}",
+            markup=False,
         )
 
+    outcomes = replay(
+        settings,
+        usecase,
+        feed,
+        live_start,
+        live_start + timedelta(days=days - 1),
+        on_day=on_day,
+        shadow_first_champion=True,
+    )
     console.print(table)
+    trainings = [
+        {
+            "day": (o.day - live_start).days,
+            "version": t.version,
+            "reason": t.reason,
+            "promoted": t.promoted,
+            "auc_delta_ci": t.delta_ci,
+        }
+        for o in outcomes
+        for t in o.trained
+    ]
+    promotions = [
+        {"day": t["day"], "version": t["version"], "auc_delta_ci": t["auc_delta_ci"]}
+        for t in trainings
+        if t["promoted"]
+    ]
+    alarm_days = [r["day"] for r in daily if r["drift_detected"]]
+    drift_first = alarm_days[0] if alarm_days else None
     change = days if drift_day is None else drift_day
     horizon_end = usecase.target.horizon_days + usecase.target.label_delay_days - 1
-    recovery = next((p["day"] for p in promotions if p["reason"] == "drift"), None)
+    recovery = next((t["day"] for t in trainings if t["reason"] == "drift" and t["promoted"]), None)
 
     def snapshot_day(r: dict[str, Any]) -> int:
         return int(r["day"]) - horizon_end
@@ -281,12 +219,9 @@ def run(
         "drift_day": drift_day,
         "drift_detected_first_day": drift_first,
         "daily": [{k: v for k, v in r.items() if k != "stale_auc"} for r in daily],
-        "promotions": [
-            {"day": p["day"], "version": p["version"], "auc_delta_ci": p["auc_delta_ci"]}
-            for p in promotions
-        ],
-        "trainings": trainings,
-        "alarm_days": [r["day"] for r in daily if r["drift_detected"]],
+        "promotions": promotions,
+        "trainings": [{k: v for k, v in t.items() if k != "auc_delta_ci"} for t in trainings],
+        "alarm_days": alarm_days,
         "auc_pre_drift": _mean(pre),
         "auc_post_recovery": _mean(post),
         "auc_stale_champion_post_drift": _mean(stale_post),
@@ -303,7 +238,8 @@ def run(
     console.print(
         f"defects injected {check['injected']}, caught {check['caught']}, missed {check['missed']}; "
         f"drift first detected on day {drift_first} (change on day {drift_day}); "
-        f"promotions {[(p['day'], 'v' + p['version']) for p in promotions]}"
+        f"promotions {[(p['day'], 'v' + str(p['version'])) for p in promotions]}",
+        markup=False,
     )
     console.print(
         f"AUC before the change {summary['auc_pre_drift']}, after recovery {summary['auc_post_recovery']}, "
@@ -336,14 +272,7 @@ def main(
     defect_rate: Annotated[float, typer.Option(min=0, max=0.5)] = 0.01,
     seed: int = 7,
 ) -> None:
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    # the flows run in this process: no heartbeat thread, which each run would wait for at its
-    # end (heartbeats find crashed runs of deployed workers; `driftloop up` sets them there)
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        summary = run(
-            days, customers, days // 2 if drift_day is None else drift_day, defect_rate, seed
-        )
+    summary = run(days, customers, days // 2 if drift_day is None else drift_day, defect_rate, seed)
     if summary["defects"]["missed"] or not summary["promotions"]:
         raise typer.Exit(1)
 

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class TrainingRun:
     version: str | None = None
     promoted: bool | None = None
     deferred: str | None = None  # why the run did not train (the policy, too little evidence)
+    delta_ci: list[float] | None = None  # the gate's interval of challenger - champion
 
     @classmethod
     def from_result(cls, trigger: str, reason: str, out: dict[str, Any]) -> TrainingRun:
@@ -79,7 +82,12 @@ class TrainingRun:
             since=out.get("since"),
             version=str(out["version"]),
             promoted=bool(out["promoted"]),
+            delta_ci=_rounded((out.get("decision") or {}).get("delta_ci")),
         )
+
+
+def _rounded(values: Any) -> list[float] | None:
+    return [round(float(v), 4) for v in values] if values else None
 
 
 @dataclass
@@ -147,11 +155,13 @@ def feed_by_day(feed: Storage) -> dict[date, list[str]]:
     return {d: sorted(keys) for d, keys in sorted(days.items())}
 
 
-def land(lake: Lake, feed: Storage, keys: Iterable[str]) -> list[str]:
-    """Copy feed objects into landing/ under the same keys; returns the keys."""
+def land(lake: Lake, feed: Storage | None, keys: Iterable[str]) -> list[str]:
+    """Copy feed objects into landing/ under the same keys; returns the keys. With no feed the
+    objects are in landing/ already (a replay of landed history)."""
     landed = []
     for key in keys:
-        lake.landing.write_bytes(key, feed.read_bytes(key))
+        if feed is not None:
+            lake.landing.write_bytes(key, feed.read_bytes(key))
         landed.append(key)
     return landed
 
@@ -212,6 +222,18 @@ def wait_for_events(
             time.sleep(0.5)
 
 
+@contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """Flow runs in this process send no heartbeats. Each in-process flow run otherwise waits up
+    to a second at its end for its heartbeat thread: with four or five flows a replayed day,
+    that is most of a day's time. Heartbeats find crashed runs of deployed workers; a replay's
+    runs live and die with the replay."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def _check_environment(settings: Settings, usecase: UseCase) -> None:
     from driftloop.settings import load_settings
     from driftloop.usecase import load_usecase
@@ -229,44 +251,103 @@ def _check_environment(settings: Settings, usecase: UseCase) -> None:
         )
 
 
+def days_in(lake: Lake, feed: Storage | None) -> dict[date, list[str]]:
+    """The feed's objects by day; with no feed, the objects already in landing/."""
+    return feed_by_day(feed if feed is not None else lake.landing)
+
+
 def backfill(
-    settings: Settings, usecase: UseCase, feed: Storage, first: date, last: date
+    settings: Settings,
+    usecase: UseCase,
+    feed: Storage | None,
+    first: date,
+    last: date,
+    *,
+    checks: bool = False,
+    on_day: Callable[[date, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Land the feed's days ``first``..``last`` at once, then one ingest run and one features
-    run (no online materialisation). Idempotent: content already ingested is not validated
-    again and unchanged feature days are not rebuilt. Returns the ingest totals and the feature
-    days built."""
+    """Land the feed's days ``first``..``last`` at once (none: they are in landing/ already),
+    then one ingest run and one features run (no online materialisation): the bulk path for
+    a long history. With ``checks``, the champion then scores each day and the drift check runs
+    on it, as the scheduled runs would have; nothing is trained (a drift found is reported, and
+    no train run is started). Idempotent: content already ingested is not validated again,
+    unchanged feature days are not rebuilt, a day's scores and drift report are rewritten the
+    same. Returns the ingest totals, the feature days built and, with ``checks``, the days
+    scored and the days with drift."""
     from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
     from tasks.storage import Lake
 
+    if last < first:
+        raise ValueError(f"last {last} is before first {first}")
     _check_environment(settings, usecase)
     lake = Lake.from_settings(settings)
-    keys = [k for d, ks in feed_by_day(feed).items() if first <= d <= last for k in ks]
-    land(lake, feed, keys)
-    ingested = ingest_flow(IngestParams(objects=keys)) if keys else {"totals": {}}
-    built = features_flow(FeaturesParams(materialize=False))
-    return {
-        "objects": len(keys),
-        "ingest": ingested["totals"],
-        "feature_days": len(built.get("dates_built", [])),
-        "training": built.get("training"),
-    }
+    keys = [k for d, ks in days_in(lake, feed).items() if first <= d <= last for k in ks]
+    with without_heartbeats():
+        land(lake, feed, keys)
+        ingested = ingest_flow(IngestParams(objects=keys)) if keys else {"totals": {}}
+        built = features_flow(FeaturesParams(materialize=False))
+        out: dict[str, Any] = {
+            "objects": len(keys),
+            "ingest": ingested["totals"],
+            "feature_days": len(built.get("dates_built", [])),
+            "training": built.get("training"),
+        }
+        if checks:
+            out |= _check_days(settings, usecase, first, last, on_day)
+    return out
+
+
+def _check_days(
+    settings: Settings,
+    usecase: UseCase,
+    first: date,
+    last: date,
+    on_day: Callable[[date, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Score and drift-check each day with the champion of now; trains nothing."""
+    from flows.drift import DriftParams, drift_flow
+    from flows.score import ScoreParams, score_flow
+    from tasks import registry
+
+    assert usecase.model is not None
+    champion = registry.champion_version(settings.tracking_uri, usecase.model.registered_name)
+    scored: dict[str, int] = {}
+    drifted: list[str] = []
+    day = first
+    while champion is not None and day <= last:
+        count = int(score_flow(ScoreParams(day=day)).get("scored", 0))
+        result = drift_flow(DriftParams(day=day))
+        done: dict[str, Any] = {
+            "scored": count,
+            "drift_status": result.get("status"),
+            "drift": bool(result.get("detected")),
+        }
+        scored[day.isoformat()] = count
+        if done["drift"]:
+            drifted.append(day.isoformat())
+        if on_day is not None:
+            on_day(day, done)
+        day += timedelta(days=1)
+    return {"champion": champion, "scored": scored, "drift_days": drifted}
 
 
 def replay(
     settings: Settings,
     usecase: UseCase,
-    feed: Storage,
+    feed: Storage | None,
     first: date,
     last: date,
     *,
     on_day: Callable[[DayOutcome], None] | None = None,
+    shadow_first_champion: bool = False,
 ) -> list[DayOutcome]:
-    """Play the days ``first``..``last`` of ``feed`` through the loop (see the module's
-    docstring); returns one outcome per day, oldest first. Days already recorded in the lake are
-    not played again: their recorded outcome is returned. ``on_day`` is called with each day's
-    outcome (recorded or new) as it is known."""
+    """Play the days ``first``..``last`` of ``feed`` (none: of what landing/ holds) through the
+    loop (see the module's docstring); returns one outcome per day, oldest first. Days already
+    recorded in the lake are not played again: their recorded outcome is returned. ``on_day``
+    is called with each day's outcome (recorded or new) as it is known. With
+    ``shadow_first_champion``, the first champion keeps scoring next to the ones that replace
+    it (its predictions are marked shadow), so its decay can be followed."""
     from tasks.storage import Lake, write_json
 
     if last < first:
@@ -275,28 +356,37 @@ def replay(
         raise ValueError(f"use case {usecase.name!r} defines no target/features/model to loop")
     _check_environment(settings, usecase)
     lake = Lake.from_settings(settings)
-    by_day = feed_by_day(feed)
+    by_day = days_in(lake, feed)
     outcomes: list[DayOutcome] = []
+    earlier = [o for o in recorded_outcomes(lake, usecase) if o.day < first]
     day = first
-    while day <= last:
-        outcome = recorded(lake, usecase, day)
-        if outcome is None:
-            outcome = _play_day(settings, usecase, lake, feed, day, by_day.get(day, []))
-            write_json(lake.reports, outcome_key(usecase, day), outcome.to_dict())
-        outcomes.append(outcome)
-        if on_day is not None:
-            on_day(outcome)
-        day += timedelta(days=1)
+    with without_heartbeats():
+        while day <= last:
+            outcome = recorded(lake, usecase, day)
+            if outcome is None:
+                shadow = first_champion(earlier + outcomes) if shadow_first_champion else None
+                outcome = _play_day(settings, usecase, lake, feed, day, by_day.get(day, []), shadow)
+                write_json(lake.reports, outcome_key(usecase, day), outcome.to_dict())
+            outcomes.append(outcome)
+            if on_day is not None:
+                on_day(outcome)
+            day += timedelta(days=1)
     return outcomes
+
+
+def first_champion(outcomes: Iterable[DayOutcome]) -> str | None:
+    """The first version that was champion in these outcomes."""
+    return next((o.champion for o in outcomes if o.champion), None)
 
 
 def _play_day(
     settings: Settings,
     usecase: UseCase,
     lake: Lake,
-    feed: Storage,
+    feed: Storage | None,
     day: date,
     keys: list[str],
+    shadow: str | None = None,
 ) -> DayOutcome:
     from flows.drift import DriftParams, drift_flow
     from flows.features import FeaturesParams, features_flow
@@ -304,38 +394,38 @@ def _play_day(
     from flows.score import ScoreParams, score_flow
     from tasks import registry
     from tasks.drift import DETECTED_EVENT
+    from tasks.ingest import open_ledger
     from tasks.policy import TRAINING_DUE_EVENT
 
     assert usecase.model is not None
     name = usecase.model.registered_name
     resource = f"driftloop.model.{name}"
+    prefect_yaml = settings.project_dir / "prefect.yaml"
     started = time.monotonic()
     out = DayOutcome(day=day, objects=list(keys))
 
     land(lake, feed, keys)
     if keys:
-        totals = ingest_flow(IngestParams(objects=keys))["totals"]
-        out.rows_validated = int(totals.get("rows_validated", 0))
-        out.rows_quarantined = int(totals.get("rows_quarantined", 0))
-        out.files_rejected = int(totals.get("rejected", 0))
+        ingest_flow(IngestParams(objects=keys))
+        # counted from the ledger, not from this run: a day played again after a kill finds its
+        # files ingested already, and its outcome must read the same
+        ledger = open_ledger(lake.ledger)
+        for record in filter(None, map(ledger.latest, keys)):
+            out.rows_validated += int(record["rows_valid"])
+            out.rows_quarantined += int(record["rows_quarantined"])
+            out.files_rejected += record["status"] == "rejected"
 
     built_at = datetime.now(tz=UTC)
     built = features_flow(FeaturesParams(materialize=False))
     out.training_due = built.get("training")
     if (out.training_due or {}).get("due"):
         for event in wait_for_events(TRAINING_DUE_EVENT, built_at, resource=resource)[:1]:
-            payload = event.payload
-            out.trainings.append(
-                _train(
-                    "training.due",
-                    str(payload["reason"]),
-                    as_of=date.fromisoformat(payload["as_of"]),
-                )
-            )
+            out.trainings += _train_from(prefect_yaml, "training.due", event)
 
     champion = registry.champion_version(settings.tracking_uri, name)
     if champion is not None:
-        scored = score_flow(ScoreParams(day=day))
+        shadows = [shadow] if shadow and shadow != champion else []
+        scored = score_flow(ScoreParams(day=day, shadow_versions=shadows))
         out.scored = int(scored.get("scored", 0))
         checked_at = datetime.now(tz=UTC)
         result = drift_flow(DriftParams(day=day))
@@ -346,39 +436,25 @@ def _play_day(
         out.drift_drifted = list(result.get("drifted") or [])
         if out.drift_detected:
             for event in wait_for_events(DETECTED_EVENT, checked_at, resource=resource)[:1]:
-                payload = event.payload
-                out.trainings.append(
-                    _train(
-                        "drift.detected",
-                        "drift",
-                        as_of=day,
-                        drift_start=date.fromisoformat(payload["window"][0]),
-                        signals=payload.get("signals"),
-                    )
-                )
+                out.trainings += _train_from(prefect_yaml, "drift.detected", event)
     out.champion = registry.champion_version(settings.tracking_uri, name)
     out.seconds = round(time.monotonic() - started, 2)
     return out
 
 
-def _train(
-    trigger: str,
-    reason: str,
-    *,
-    as_of: date,
-    drift_start: date | None = None,
-    signals: Any = None,
-) -> TrainingRun:
-    """Start the train flow as the deployment trigger of ``trigger`` would."""
+def _train_from(prefect_yaml: Path, trigger: str, event: Any) -> list[TrainingRun]:
+    """Start the train flow as the train deployment's trigger in ``prefect_yaml`` would for
+    ``event`` (a Prefect event read back from the API): with the parameters it renders, or not
+    at all when no trigger of it fires."""
+    from driftloop.triggers import triggered
     from flows.train import TrainParams, train_flow
 
-    params: dict[str, Any] = {"as_of": as_of, "reason": reason}
-    if drift_start is not None:
-        params["drift_start"] = drift_start
-    if signals is not None and "signals" in TrainParams.model_fields:
-        params["signals"] = signals
-    out = train_flow(TrainParams(**params))
-    return TrainingRun.from_result(trigger, reason, out)
+    raw = {"event": event.event, "resource": dict(event.resource), "payload": event.payload}
+    rendered = triggered(prefect_yaml, "train", raw)
+    if rendered is None:
+        return []
+    params = TrainParams.model_validate(rendered.get("params") or {})
+    return [TrainingRun.from_result(trigger, params.reason, train_flow(params))]
 
 
 def summarise(outcomes: list[DayOutcome]) -> dict[str, Any]:

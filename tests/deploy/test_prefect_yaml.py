@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-from prefect.events.schemas.events import Resource, ResourceSpecification
 
 from driftloop.settings import PROJECT_ROOT
+from driftloop.triggers import deployments, render
+from driftloop.triggers import fires as _fires
 from tasks.ingest import IngestOutcome
 from tasks.reconcile import batch_validated_event
 from tasks.storage import ObjectInfo
@@ -23,20 +23,17 @@ LANDING = "s3://lake/landing"
 WHEN = datetime(2026, 1, 5, tzinfo=UTC)
 
 
+def _rendered(trigger: DeploymentEventTrigger, event: dict[str, Any]) -> dict[str, Any]:
+    return render(trigger, event, when=WHEN)
+
+
 def _deployments() -> dict[str, dict[str, Any]]:
-    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text("utf-8"))
-    return {d["name"]: d for d in config["deployments"]}
+    return deployments(PROJECT_ROOT / "prefect.yaml")
 
 
 def _trigger(deployment: str) -> DeploymentEventTrigger:
     [raw] = _deployments()[deployment]["triggers"]
     return DeploymentEventTrigger(**raw)
-
-
-def _fires(trigger: DeploymentEventTrigger, event: dict[str, Any]) -> bool:
-    match = trigger.match
-    assert isinstance(match, ResourceSpecification)
-    return event["event"] in trigger.expect and match.matches(Resource(event["resource"]))
 
 
 def test_collision_strategies() -> None:
@@ -101,35 +98,6 @@ def _train_triggers() -> dict[str, DeploymentEventTrigger]:
     return {t["expect"][0]: DeploymentEventTrigger(**t) for t in raw}
 
 
-def _rendered(trigger: DeploymentEventTrigger, event: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of the run the trigger starts for ``event``: the automation `prefect
-    deploy` registers for it, its run-deployment action rendered by the server's own code."""
-    import asyncio
-    import uuid
-
-    from prefect.server.events.actions import RunDeployment
-    from prefect.server.events.schemas.automations import Automation, TriggeredAction
-    from prefect.server.events.schemas.events import ReceivedEvent
-
-    trigger.set_deployment_id(uuid.uuid4())
-    core = trigger.as_automation().model_dump(mode="json")
-    automation = Automation.model_validate({**core, "id": str(uuid.uuid4())})
-    [action] = automation.actions
-    assert isinstance(action, RunDeployment)
-    received = ReceivedEvent(
-        occurred=WHEN, id=uuid.uuid4(), **{k: event[k] for k in ("event", "resource", "payload")}
-    )
-    fired = TriggeredAction(
-        automation=automation,
-        triggered=WHEN,
-        triggering_labels={},
-        triggering_event=received,
-        action=action,
-    )
-    rendered: dict[str, Any] = asyncio.run(action.render_parameters(fired))
-    return rendered
-
-
 def _accepted(parameters: dict[str, Any]) -> None:
     """The check the server runs before creating the flow run (deployments enforce their
     parameter schema): raises when the rendered parameters do not fit the train flow's."""
@@ -160,6 +128,7 @@ def test_the_drift_trigger_renders_the_signals_as_a_list() -> None:
     assert rendered == {
         "params": {
             "reason": "drift",
+            "as_of": "2026-02-03",
             "drift_start": "2026-02-01",
             "signals": ["input-drift", "realised-drop"],
             "severity": "severe",

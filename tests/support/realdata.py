@@ -47,18 +47,6 @@ def environment(
                 os.environ[key] = value
 
 
-@contextmanager
-def without_heartbeats() -> Iterator[None]:
-    """Flow runs in this process send no heartbeats. Each in-process flow run otherwise waits up
-    to a second at its end for its heartbeat thread (it sleeps in 1-second steps): with four or
-    five flows a replayed day, that is most of a day's time. Only for in-process runs against a
-    test API: a deployed stack uses heartbeats to find crashed runs."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
 @dataclass(frozen=True)
 class Loop:
     """A replayed loop: its lake, the history backfilled and the live days' outcomes."""
@@ -99,15 +87,13 @@ def run_loop(
     live: tuple[date, date],
     on_day: Callable[[DayOutcome], None] | None = None,
 ) -> Loop:
-    """Backfill the history days, then replay the live days of the feed in ``feed_root``
-    (:func:`without_heartbeats`)."""
+    """Backfill the history days, then replay the live days of the feed in ``feed_root``."""
     import time
 
     feed = LocalStorage(feed_root)
     started = time.monotonic()
-    with without_heartbeats():
-        filled = backfill(settings, usecase, feed, *history)
-        outcomes = replay(settings, usecase, feed, *live, on_day=on_day)
+    filled = backfill(settings, usecase, feed, *history)
+    outcomes = replay(settings, usecase, feed, *live, on_day=on_day)
     return Loop(settings, usecase, feed, filled, outcomes, time.monotonic() - started)
 
 

@@ -1,0 +1,317 @@
+"""The loop driver: its own rules without running flows (which day a feed object belongs to, how
+a day's outcome is recorded, settings the flows would not use are refused), and the `replay` and
+`backfill` commands on the simulator (killed anywhere and resumed, a replay ends as an
+uninterrupted one; days already played change nothing; bad ranges and feeds are named)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftloop.replay import (
+    OUTCOME_PREFIX,
+    DayOutcome,
+    TrainingRun,
+    day_of_key,
+    feed_by_day,
+    recorded_outcomes,
+    replay,
+    summarise,
+)
+from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.usecase import UseCase, load_usecase
+from tasks.simulate import simulate
+from tasks.storage import Lake, LocalStorage
+
+
+@pytest.mark.parametrize(
+    ("key", "day"),
+    [
+        ("usage/2026-01-05.csv", date(2026, 1, 5)),
+        ("departures/2013-10-07-reexport.csv", date(2013, 10, 7)),
+        ("activity/week-2026-01-04.parquet", date(2026, 1, 4)),
+        ("archive/2025-12-31/births/1977-10-01.csv", date(1977, 10, 1)),  # the last one counts
+        ("births/1977-09-31.csv", None),  # no such day
+        ("births/1977-09-31-2026-02-03.csv", date(2026, 2, 3)),
+        ("README.md", None),
+    ],
+)
+def test_the_day_of_a_feed_object_is_the_last_date_in_its_key(key: str, day: date | None) -> None:
+    assert day_of_key(key) == day
+
+
+def test_feed_objects_are_grouped_by_day(tmp_path: Path) -> None:
+    feed = LocalStorage(tmp_path)
+    for key in ("b/2026-01-02.csv", "a/2026-01-02.csv", "a/2026-01-01.csv", "notes.txt"):
+        feed.write_bytes(key, b"x\n")
+    assert feed_by_day(feed) == {
+        date(2026, 1, 1): ["a/2026-01-01.csv"],
+        date(2026, 1, 2): ["a/2026-01-02.csv", "b/2026-01-02.csv"],
+    }
+
+
+def test_an_outcome_survives_its_record() -> None:
+    outcome = DayOutcome(
+        day=date(2013, 10, 15),
+        objects=["departures/2013-10-15.csv"],
+        rows_validated=977,
+        rows_quarantined=4,
+        champion="1",
+        scored=700,
+        drift_status="drift",
+        drift_detected=True,
+        drift_severity="severe",
+        drift_signals=["prediction-drift"],
+        drift_drifted=["prediction"],
+        trainings=[
+            TrainingRun("training.due", "new-labels", "2013-10-15", True, None, "3", False),
+            TrainingRun("drift.detected", "drift", "2013-10-15", False, deferred="already"),
+        ],
+    )
+    again = DayOutcome.from_dict(outcome.to_dict())
+    assert again == outcome
+    assert [t.version for t in again.trained] == ["3"]
+    assert [t.deferred for t in again.deferred] == ["already"]
+    counts = summarise([again, DayOutcome(day=date(2013, 10, 16), champion="1")])
+    assert counts["alarm_days"] == ["2013-10-15"]
+    assert (counts["trained"], counts["promoted"], counts["rejected"], counts["deferred"]) == (
+        1,
+        0,
+        1,
+        1,
+    )
+
+
+def test_a_replay_refuses_settings_the_flows_would_not_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
+    settings = load_settings()
+    usecase = load_usecase(settings.usecase)
+    monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "another"))
+    with pytest.raises(ValueError, match="DRIFTLOOP_DATA_ROOT"):
+        replay(
+            settings, usecase, LocalStorage(tmp_path / "feed"), date(2026, 1, 1), date(2026, 1, 2)
+        )
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "another").exists()
+
+
+# ---- the replay command on the simulator: resumable, idempotent, the deployments' decisions ----
+
+HISTORY_DAYS, LIVE_DAYS, CUSTOMERS = 20, 6, 600
+START_DAY = date(2026, 1, 1)
+ZONES = ("validated", "quarantine", "features", "predictions")
+SHORT: dict[
+    str, dict[str, Any]
+] = {  # the telco use case with horizons short enough for a model within the live days
+    "target": {"horizon_days": 3, "label_delay_days": 2},
+    "model": {
+        "holdout_days": 2,
+        "validation_days": 2,
+        "min_history_days": 7,
+        "floor": 0.5,
+        "bootstrap_samples": 100,
+        # a few hundred customers churn a handful a day: evidence minimums to match
+        "min_train_positives": 8,
+        "min_validation_positives": 4,
+        "min_holdout_positives": 4,
+    },
+    "retrain": {"min_post_change_days": 6, "new_labelled_days": 5},
+}
+
+
+def _world(root: Path, feed: Path) -> dict[str, str]:
+    """A lake at ``root`` with the history backfilled from the simulated ``feed``; the
+    environment the CLI runs in."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.support.usecases import usecase_with
+
+    root.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "DRIFTLOOP_DATA_ROOT": str(root),
+        "DRIFTLOOP_USECASE": str(usecase_with(root.parent, **SHORT)),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    if not feed.exists():
+        simulate(
+            LocalStorage(feed),
+            days=HISTORY_DAYS + LIVE_DAYS,
+            start=START_DAY,
+            customers=CUSTOMERS,
+            drift_day=HISTORY_DAYS + 2,
+            defect_rate=0.02,
+            seed=3,
+            label_delay_days=2,
+        )
+    last_history = START_DAY + timedelta(days=HISTORY_DAYS - 1)
+    done = _cli(["backfill", "--feed", str(feed), "--to", str(last_history)], env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def _cli(
+    args: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _live(feed: Path) -> list[str]:
+    first = START_DAY + timedelta(days=HISTORY_DAYS)
+    return ["--feed", str(feed), "--from", str(first)]
+
+
+def _zones(root: Path) -> dict[str, object]:
+    """Every data file's bytes (the build manifests by what they built: their input
+    fingerprints are file stats, which differ between two lakes by nature)."""
+    out: dict[str, object] = {}
+    for zone in ZONES:
+        for p in sorted((root / zone).rglob("*")):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            key = p.relative_to(root).as_posix()
+            if key.startswith("features/_manifests/"):
+                out[key] = {d: v["rows"] for d, v in json.loads(p.read_text())["dates"].items()}
+            else:
+                out[key] = p.read_bytes()
+    return out
+
+
+def _registry(env: dict[str, str]) -> list[tuple[str, tuple[str, ...], str | None, str | None]]:
+    """Every registered version: its aliases, and the gate's decision and reason tags."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(_settings(env).tracking_uri)
+    found = [
+        client.get_model_version("telco_churn", v.version)  # with its aliases
+        for v in client.search_model_versions("name='telco_churn'")
+    ]
+    return sorted(
+        (
+            v.version,
+            tuple(sorted(v.aliases)),
+            v.tags.get("driftloop.decision"),
+            v.tags.get("driftloop.reason"),
+        )
+        for v in found
+    )
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return load_settings(data_root=env["DRIFTLOOP_DATA_ROOT"], usecase=env["DRIFTLOOP_USECASE"])
+
+
+def _usecase(env: dict[str, str]) -> UseCase:
+    return load_usecase(Path(env["DRIFTLOOP_USECASE"]))
+
+
+def _outcomes(root: Path) -> list[dict[str, Any]]:
+    """The recorded day outcomes without their timing and the runs they started (a day killed
+    after its train run registered a version is played again: the version is decided then,
+    and that day's train run finds its ``as_of`` trained already)."""
+    out = []
+    for p in sorted((root / "reports" / OUTCOME_PREFIX / "telco_churn").glob("*.json")):
+        raw = json.loads(p.read_text())
+        for key in ("seconds", "trainings"):
+            raw.pop(key)
+        out.append(raw)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    feed = tmp_path / "feed"
+    whole = _world(tmp_path / "whole" / "lake", feed)
+    done = _cli(["replay", *_live(feed)], whole)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout, done.stderr[-3000:])
+    expected = _zones(Path(whole["DRIFTLOOP_DATA_ROOT"]))
+    registry = _registry(whole)
+    outcomes = _outcomes(Path(whole["DRIFTLOOP_DATA_ROOT"]))
+    # the loop did decide things in these days: a champion, scores, a drift verdict
+    assert len(outcomes) == LIVE_DAYS
+    assert any(v[1] == ("champion",) for v in registry), registry
+    played = [o for o in recorded_outcomes(Lake.from_settings(_settings(whole)), _usecase(whole))]
+    assert any(o.trained for o in played), played
+    assert any(k.startswith("predictions/") for k in expected)
+
+    killed = _world(tmp_path / "killed" / "lake", feed)
+    root = Path(killed["DRIFTLOOP_DATA_ROOT"])
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(2):  # killed twice at random points, each after some progress
+        before = len(_outcomes(root))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftloop.cli", "replay", *_live(feed)],
+            cwd=PROJECT_ROOT,
+            env=killed,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                if len(_outcomes(root)) > before:
+                    break
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.0, 6.0))  # somewhere inside the next day
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert kills >= 2 and len(_outcomes(root)) < LIVE_DAYS, "the kills came too late"
+    done = _cli(["replay", *_live(feed)], killed)
+    assert done.returncode == 0, done.stderr
+    assert _zones(root) == expected
+    assert _registry(killed) == registry
+    assert _outcomes(root) == outcomes
+
+    # a replay over days already played changes nothing and trains nothing
+    again = _cli(["replay", *_live(feed)], killed)
+    assert again.returncode == 0, again.stderr
+    assert _zones(root) == expected and _registry(killed) == registry
+    assert f"{LIVE_DAYS} days" in again.stdout
+
+
+def test_a_replay_names_a_feed_without_days_and_a_backwards_range(tmp_path: Path) -> None:
+    env = {**os.environ, "DRIFTLOOP_DATA_ROOT": str(tmp_path / "lake")}
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text("no days here")
+    out = _cli(["replay", "--feed", str(tmp_path / "empty")], env, timeout=120)
+    assert out.returncode == 2
+    assert "holds no file named with a day (YYYY-MM-DD)" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = _cli(
+        ["replay", "--feed", str(tmp_path / "empty"), "--from", "2026-02-02", "--to", "2026-02-01"],
+        env,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "--to 2026-02-01 is before --from 2026-02-02" in out.stderr
+    out = _cli(["backfill", "--feed", str(tmp_path / "nowhere")], env, timeout=120)
+    assert out.returncode == 2 and "no such folder" in out.stderr
