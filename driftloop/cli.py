@@ -77,6 +77,17 @@ def _settings(*, usecase: bool = True, lake: bool = False) -> Settings:
             f"{settings.local_root} does not exist (point DRIFTLOOP_DATA_ROOT at the lake, or "
             "create it: `driftloop simulate` writes a simulated one)"
         )
+    # the commands (by function name) that run a flow or start servers: the use case must pass
+    # `driftloop check` (its problems, the same lines, exit 2) before anything starts; skipped
+    # while nothing it reads changed since it last passed. down/status/promote are not held up.
+    command = sys._getframe(1).f_code.co_name
+    gated = ("ingest", "features", "train", "score", "drift", "serve", "watch", "up")
+    if usecase and command in (*gated, "reconcile", "replay"):
+        from driftloop.check import check_cached
+
+        problems = check_cached(settings)
+        if problems:
+            fail("\n".join(map(str, problems)))
     export_artifact_endpoint(settings)  # also reaches the processes `driftloop up` starts
     return settings
 
@@ -843,6 +854,19 @@ def api_lines(api: dict[str, Any]) -> list[str]:
     if api["runs_truncated"]:
         lines.append(f"(only the newest {api['runs_last_day']} runs of the last day were read)")
     return lines
+
+
+@app.command()
+def check() -> None:
+    """Check the settings, the use case, its suites, feature builder and Feast repository: every
+    problem, one per line (exit 2), else a one-line summary. Runs no flow and starts nothing."""
+    settings = _settings(usecase=False)
+    from driftloop.check import run_check
+
+    report = run_check(settings)
+    if report.problems:
+        fail("\n".join(map(str, report.problems)))
+    console.print(f"OK: {report.summary()}", markup=False, soft_wrap=True)
 
 
 def print_training_summary(out: dict[str, Any]) -> None:

@@ -13,12 +13,38 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ColumnType = Literal["string", "int", "float", "date", "datetime", "bool"]
 
 
 class UseCaseError(ValueError):
-    """The use-case file or one of its suites is malformed."""
+    """The use-case file or one of its suites is malformed.
+
+    ``problems`` holds every mistake found, as ``(field, message)`` pairs: ``field`` is the
+    dotted path in the file (``features.builder``), or ``""`` for the file as a whole.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: tuple[tuple[str, str], ...] = tuple(problems or [("", message)])
+
+
+def _raise_located(model: str, errors: list[tuple[tuple[str, ...], str, Any]]) -> None:
+    """Raise every ``(location, message, value)`` at once, each at its own field (pydantic
+    prefixes the locations of nested models), instead of one error for the whole model."""
+    if errors:
+        raise ValidationError.from_exception_data(
+            model,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("usecase_reference", "{message}", {"message": msg}),
+                    loc=loc,
+                    input=value,
+                )
+                for loc, msg, value in errors
+            ],
+        )
 
 
 class DateWindow(BaseModel):
@@ -60,13 +86,36 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_columns(self) -> DatasetSpec:
-        missing = [c for c in [*self.key, self.partition_by] if c not in self.columns]
+        errors: list[tuple[tuple[str, ...], str, Any]] = []
+        missing = [c for c in self.key if c not in self.columns]
         if missing:
-            raise ValueError(f"key/partition columns {missing} are not in columns")
-        if self.columns[self.partition_by] not in ("date", "datetime"):
-            raise ValueError(f"partition_by column {self.partition_by!r} must be a date")
+            errors.append((("key",), f"key columns {missing} are not in columns", self.key))
+        if self.partition_by not in self.columns:
+            errors.append(
+                (
+                    ("partition_by",),
+                    f"partition_by column {self.partition_by!r} is not in columns "
+                    f"({', '.join(self.columns)})",
+                    self.partition_by,
+                )
+            )
+        elif self.columns[self.partition_by] not in ("date", "datetime"):
+            errors.append(
+                (
+                    ("partition_by",),
+                    f"partition_by column {self.partition_by!r} must be a date",
+                    self.partition_by,
+                )
+            )
         if not self.landing_prefix.endswith("/"):
-            raise ValueError(f"landing_prefix {self.landing_prefix!r} must end with '/'")
+            errors.append(
+                (
+                    ("landing_prefix",),
+                    f"landing_prefix {self.landing_prefix!r} must end with '/'",
+                    self.landing_prefix,
+                )
+            )
+        _raise_located("DatasetSpec", errors)
         return self
 
 
@@ -281,35 +330,56 @@ class UseCase(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> UseCase:
+        """Every dataset and column the use case names exists (all mistakes at once)."""
+        errors: list[tuple[tuple[str, ...], str, Any]] = []
         if self.target and self.target.labels_dataset not in self.datasets:
-            raise ValueError(
-                f"target.labels_dataset {self.target.labels_dataset!r} is not a dataset"
+            errors.append(
+                (
+                    ("target", "labels_dataset"),
+                    f"target.labels_dataset {self.target.labels_dataset!r} is not a dataset "
+                    f"({', '.join(self.datasets)})",
+                    self.target.labels_dataset,
+                )
             )
-        if self.features and self.features.source_dataset not in self.datasets:
-            raise ValueError(
-                f"features.source_dataset {self.features.source_dataset!r} is not a dataset"
-            )
-        if self.target:
+        elif self.target:
             labels = self.datasets[self.target.labels_dataset]
             wanted = {
-                "entity": self.entity,
-                "target.event_column": self.target.event_column,
-                "target.reported_column": self.reported_column,
+                ("entity",): self.entity,
+                ("target", "event_column"): self.target.event_column,
+                ("target", "reported_column"): self.reported_column,
             }
-            for what, column in wanted.items():
+            for loc, column in wanted.items():
+                what = ".".join(loc)
                 if column not in labels.columns:
-                    raise ValueError(
-                        f"{what} {column!r} is not a column of labels dataset {labels.name!r}"
+                    errors.append(
+                        (
+                            loc,
+                            f"{what} {column!r} is not a column of labels dataset {labels.name!r}",
+                            column,
+                        )
                     )
-            for column in (self.target.event_column, self.reported_column):
-                if labels.columns[column] not in ("date", "datetime"):
-                    raise ValueError(f"labels column {column!r} must be a date")
-        if self.features:
+                elif loc != ("entity",) and labels.columns[column] not in ("date", "datetime"):
+                    errors.append((loc, f"labels column {column!r} must be a date", column))
+        if self.features and self.features.source_dataset not in self.datasets:
+            errors.append(
+                (
+                    ("features", "source_dataset"),
+                    f"features.source_dataset {self.features.source_dataset!r} is not a dataset "
+                    f"({', '.join(self.datasets)})",
+                    self.features.source_dataset,
+                )
+            )
+        elif self.features:
             source = self.datasets[self.features.source_dataset]
             if self.entity not in source.columns:
-                raise ValueError(
-                    f"entity {self.entity!r} is not a column of source dataset {source.name!r}"
+                errors.append(
+                    (
+                        ("entity",),
+                        f"entity {self.entity!r} is not a column of source dataset {source.name!r}",
+                        self.entity,
+                    )
                 )
+        _raise_located("UseCase", errors)
         return self
 
     @property
@@ -341,20 +411,68 @@ class UseCase(BaseModel):
         return data
 
 
+def suite_columns(suite: dict[str, Any]) -> list[str]:
+    """Every column a suite's expectations name (``column``, ``column_A``/``column_B``,
+    ``column_list``, ``column_set``), in order of appearance."""
+    cols: list[str] = []
+    for exp in suite.get("expectations", []):
+        kwargs = exp.get("kwargs", {}) if isinstance(exp, dict) else {}
+        if not isinstance(kwargs, dict):
+            continue
+        named = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+        for k in ("column_list", "column_set"):
+            if isinstance(kwargs.get(k), list):
+                named += kwargs[k]
+        cols += [str(c) for c in named if str(c) not in cols]
+    return cols
+
+
+def _suite_problems(usecase: UseCase) -> list[tuple[str, str]]:
+    """Every suite that is missing, is not a suite, or names a column its dataset lacks."""
+    problems: list[tuple[str, str]] = []
+    for name, spec in usecase.datasets.items():
+        for field in ("batch_suite", "row_suite"):
+            where = f"datasets.{name}.{field}"
+            try:
+                suite = usecase.suite(getattr(spec, field))
+            except UseCaseError as exc:
+                problems.append((where, str(exc)))
+                continue
+            unknown = [c for c in suite_columns(suite) if c not in spec.columns]
+            if unknown:
+                problems.append(
+                    (
+                        where,
+                        f"expectation suite {suite['name']!r} names columns {unknown} that "
+                        f"dataset {name!r} does not have",
+                    )
+                )
+    return problems
+
+
 def load_usecase(path: Path, project_root: Path | None = None) -> UseCase:
-    """Parse a use-case YAML file; errors name the file and the offending field."""
+    """Parse a use-case YAML file; errors name the file and the offending field.
+
+    The :class:`UseCaseError` lists every mistake found (``problems``): unknown or mistyped
+    fields, datasets and columns that are referenced but not defined, missing or broken
+    expectation suites and suite rules about columns the dataset does not have.
+    """
+
+    def whole(message: str) -> UseCaseError:
+        return UseCaseError(f"use case file {path} {message}", [("", message)])
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UseCaseError(f"use case file {path} does not exist") from None
+        raise whole("does not exist") from None
     except UnicodeDecodeError as exc:
-        raise UseCaseError(f"use case file {path} is not UTF-8 text: {exc.reason}") from None
+        raise whole(f"is not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
-        raise UseCaseError(f"use case file {path} cannot be read: {exc.strerror}") from None
+        raise whole(f"cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UseCaseError(f"use case file {path} is not valid YAML: {exc}") from None
+        raise whole(f"is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise UseCaseError(f"use case file {path} must hold a mapping")
+        raise whole("must hold a mapping")
     for name, spec in (raw.get("datasets") or {}).items():
         if isinstance(spec, dict):
             spec.setdefault("name", name)
@@ -362,9 +480,12 @@ def load_usecase(path: Path, project_root: Path | None = None) -> UseCase:
     try:
         usecase = UseCase(**raw, root=root)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise UseCaseError(f"use case file {path} is invalid:\n  " + "\n  ".join(lines)) from None
-    for spec in usecase.datasets.values():  # fail early on a broken suite, not mid-run
-        usecase.suite(spec.batch_suite)
-        usecase.suite(spec.row_suite)
+        problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+    else:  # fail early on a broken suite, not mid-run
+        problems = _suite_problems(usecase)
+    if problems:
+        lines = [f"{where}: {message}" for where, message in problems]
+        raise UseCaseError(
+            f"use case file {path} is invalid:\n  " + "\n  ".join(lines), problems
+        ) from None
     return usecase

@@ -278,12 +278,30 @@ def load_builder(dotted: str) -> Callable[[pd.DataFrame, date, date], pd.DataFra
         raise ValueError(f"feature builder {dotted!r} must look like 'module:function'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"feature builder {dotted!r}: cannot import {module_name}: {exc}") from exc
+    except Exception as exc:  # also a module that fails while it runs (SyntaxError, ...)
+        raise ValueError(
+            f"feature builder {dotted!r}: {_import_failure(module_name, exc)}"
+        ) from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"feature builder {dotted!r}: {module_name} has no function {attr!r}")
     return fn
+
+
+def _import_failure(module_name: str, exc: Exception) -> str:
+    """Why ``module_name`` did not import, naming the module that failed: the builder's own
+    (absent: not installed, or its folder not on ``sys.path``/PYTHONPATH) or one it imports."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        if module_name == exc.name or module_name.startswith(exc.name + "."):
+            return (
+                f"cannot import {module_name}: no module named {exc.name!r} (not installed, or "
+                "its folder is not on sys.path: add it to PYTHONPATH)"
+            )
+        return (
+            f"cannot import {module_name}: it imports {exc.name!r}, which is not installed "
+            "or not on sys.path"
+        )
+    return f"cannot import {module_name}: {type(exc).__name__}: {exc}"
 
 
 # ---- incremental build --------------------------------------------------------------------------
@@ -674,15 +692,25 @@ def _repo_modules(repo: Path) -> Iterator[list[str]]:
         sys.modules.update(saved)
 
 
-def load_repo_objects(repo: Path) -> RepoObjects:
-    """Import every module of the feature repository and collect its Feast objects."""
+def load_repo_objects(repo: Path, errors: dict[str, Exception] | None = None) -> RepoObjects:
+    """Import every module of the feature repository and collect its Feast objects.
+
+    A module that fails to import raises, unless ``errors`` is given: then the failure is
+    recorded there (by module name) and the other modules are still read.
+    """
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
 
     kinds: dict[type, list[Any]] = {Entity: [], DataSource: [], FeatureView: [], FeatureService: []}
     with _repo_modules(repo) as names:
         for name in names:
-            module = importlib.import_module(name)
+            try:
+                module = importlib.import_module(name)
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors[name] = exc
+                continue
             for attr in dir(module):
                 obj = getattr(module, attr)
                 for kind, found in kinds.items():

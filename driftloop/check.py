@@ -1,0 +1,435 @@
+"""``driftloop check``: every mistake of the settings, the use case and its definitions, at once.
+
+A mistake in a use case (a mistyped field, a dataset or column that does not exist, a feature
+builder that does not import or does not produce what the Feast views declare, a feature service
+the repository does not define) would otherwise surface deep inside a flow run. :func:`check`
+finds them before anything runs, without a Prefect server, a flow, ``feast apply`` or MLflow:
+
+* the use case loads (:func:`driftloop.usecase.load_usecase`: fields, dataset and column
+  references, suite files and the columns their rules name), one problem per mistake;
+* every expectation of every suite is one Great Expectations knows, with valid arguments;
+* the feature builder imports, and runs on an empty (else a small synthetic) typed frame of its
+  source dataset; its output holds every column the feature service's views read;
+* the Feast repository imports (as ``feast apply`` imports it, without applying), defines the
+  use case's feature service, its views join on the use case's entity and read the feature
+  table where these settings put it, and ``drift.inputs`` names only inputs of the service.
+
+User mistakes never raise: they come back as :class:`Problem` objects, ``where`` naming the
+setting, file or field, ``message`` what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from driftloop.settings import ENV_PREFIX, Settings, settings_env
+from driftloop.usecase import UseCase, UseCaseError, load_usecase
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.features import RepoObjects
+
+#: Columns the feature flow itself needs in a builder's output (besides the views' columns).
+FLOW_COLUMNS = ("date",)
+#: A day for the builder's trial run (any day: the frame is empty or synthetic).
+TRIAL_DAY = date(2024, 1, 31)
+#: The stamp of the last check that found nothing (see :func:`check_cached`).
+STAMP_FILE = "check.json"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake: ``where`` names the setting, file or field, ``message`` says what is wrong."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """What :func:`run_check` found, and what it checked (for a one-line summary)."""
+
+    problems: list[Problem] = field(default_factory=list)
+    usecase: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    feature_service: str | None = None
+
+    def summary(self) -> str:
+        return (
+            f"use case {self.usecase}: datasets {', '.join(self.datasets)}; "
+            f"{len(self.features)} features from feature service {self.feature_service or '-'}"
+        )
+
+
+def check(settings: Settings) -> list[Problem]:
+    """Every problem of the settings, the use case and its definitions (empty: all good)."""
+    return run_check(settings).problems
+
+
+def run_check(settings: Settings) -> CheckReport:
+    """:func:`check`, with what was checked."""
+    report = CheckReport()
+    shown = _shown(settings.usecase, settings.project_dir)
+
+    def add(where: str, message: str) -> None:
+        report.problems.append(Problem(where, message))
+
+    if not settings.usecase.is_file():
+        add(f"{ENV_PREFIX}USECASE", f"{settings.usecase}: no such file")
+        return report
+    usecase: UseCase | None = None
+    try:
+        usecase = load_usecase(settings.usecase)
+    except UseCaseError as exc:
+        for where, message in exc.problems:
+            add(f"{shown}: {where}" if where else shown, message)
+    except (ValueError, OSError) as exc:  # defensive: load_usecase reports these itself
+        add(shown, str(exc))
+    if usecase is not None:
+        report.usecase = usecase.name
+        report.datasets = list(usecase.datasets)
+        for problem in _suite_problems(usecase):
+            add(f"{shown}: {problem[0]}", problem[1])
+
+    repo = settings.feature_repo
+    objects: RepoObjects | None = None
+    if not repo.is_dir():
+        add(f"{ENV_PREFIX}FEATURE_REPO", f"{repo}: no such folder")
+    else:
+        objects, repo_problems = _parse_repo(settings)
+        for message in repo_problems:
+            add(f"{ENV_PREFIX}FEATURE_REPO", message)
+    if usecase is None or usecase.features is None:
+        return report
+
+    spec = usecase.features
+    report.feature_service = spec.feature_service
+    builder, message = _import_builder(spec.builder)
+    if message:
+        add(f"{shown}: features.builder", message)
+    if objects is None:
+        return report
+    services = {s.name: s for s in objects.feature_services}
+    service = services.get(spec.feature_service)
+    if service is None:
+        add(
+            f"{shown}: features.feature_service",
+            f"the feature repository {repo} defines no feature service "
+            f"{spec.feature_service!r} (it defines: {', '.join(sorted(services)) or 'none'})",
+        )
+        return report
+    views = {v.name: v for v in objects.feature_views}
+    entities = {e.name: e for e in objects.entities}
+    wanted: dict[str, list[str]] = {}  # column the builder must produce → views that read it
+    for projection in service.feature_view_projections:
+        view = views.get(projection.name)
+        if view is None:  # Feast refuses a service over a view the repo does not define
+            add(
+                f"{ENV_PREFIX}FEATURE_REPO",
+                f"feature service {service.name!r} reads feature view {projection.name!r}, "
+                f"which {repo} does not define",
+            )
+            continue
+        keys = [entities[n].join_key for n in view.entities if n in entities] or view.join_keys
+        if keys != [usecase.entity]:
+            add(
+                f"{shown}: entity",
+                f"feature view {view.name!r} of feature service {service.name!r} joins on "
+                f"{keys}, but the use case's entity is {usecase.entity!r}",
+            )
+        timestamp = getattr(view.batch_source, "timestamp_field", "") or ""
+        for column in [*keys, timestamp, *(f.name for f in projection.features)]:
+            if column:
+                wanted.setdefault(column, []).append(view.name)
+        report.features += [f.name for f in projection.features]
+    from tasks.training import NOT_FEATURES
+
+    inputs = [f for f in report.features if f not in NOT_FEATURES]
+    for name in usecase.drift.inputs:
+        if name not in inputs:
+            add(
+                f"{shown}: drift.inputs.{name}",
+                f"{name!r} is not an input of feature service {service.name!r} "
+                f"(its inputs: {', '.join(inputs)})",
+            )
+    if builder is not None:
+        for message in _builder_output_problems(usecase, builder, wanted):
+            add(f"{shown}: features.builder", message)
+    return report
+
+
+# ---- the parts ----------------------------------------------------------------------------------
+
+
+def _shown(path: Path, project_dir: Path) -> str:
+    """``path`` relative to the project when it lies inside it (``usecases/x.yaml``)."""
+    try:
+        return str(path.resolve().relative_to(project_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _suite_problems(usecase: UseCase) -> list[tuple[str, str]]:
+    """Expectations Great Expectations does not know, or whose arguments it refuses."""
+    import logging
+
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    problems = []
+    quiet = logging.getLogger("great_expectations")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # GX logs a traceback for an unknown expectation
+    try:
+        for name, spec in usecase.datasets.items():
+            for attr in ("batch_suite", "row_suite"):
+                suite = usecase.suite(getattr(spec, attr))
+                for i, exp in enumerate(suite["expectations"]):
+                    try:
+                        if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
+                            raise ValueError("an expectation needs a 'type' and 'kwargs'")
+                        ExpectationConfiguration(
+                            type=exp["type"], kwargs=exp.get("kwargs") or {}
+                        ).to_domain_obj()
+                    except Exception as exc:
+                        rule = exp.get("type") if isinstance(exp, dict) else exp
+                        problems.append(
+                            (
+                                f"datasets.{name}.{attr}",
+                                f"expectation {i} ({rule}) of suite {suite['name']!r} is not a "
+                                f"valid Great Expectations expectation: {_one_line(exc)}",
+                            )
+                        )
+    finally:
+        quiet.setLevel(level)
+    return problems
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _settings_environment(settings: Settings) -> Iterator[None]:
+    """The ``DRIFTLOOP_*`` environment of ``settings`` while the Feast repository is imported
+    (its sources.py builds the settings from the environment, as in a flow run)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    for key in saved:
+        if key != "DRIFTLOOP_REQUIRE_SERVICES":
+            del os.environ[key]
+    os.environ.update(settings_env(settings))
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def _parse_repo(settings: Settings) -> tuple[RepoObjects | None, list[str]]:
+    """The Feast objects of the repository (imported as ``feast apply`` imports it, nothing
+    registered) and what is wrong with it."""
+    from tasks.features import feature_source_path, load_repo_objects
+
+    repo = settings.feature_repo.resolve()
+    errors: dict[str, Exception] = {}
+    try:
+        with _settings_environment(settings), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            objects = load_repo_objects(repo, errors)
+    except Exception as exc:  # the repository as a whole (e.g. an unreadable .feastignore)
+        return None, [f"{repo} cannot be read as a Feast repository: {_one_line(exc)}"]
+    problems = [
+        f"{repo / (name.replace('.', '/') + '.py')} does not import: "
+        f"{type(exc).__name__}: {_one_line(exc)}"
+        for name, exc in errors.items()
+    ]
+    expected = feature_source_path(settings)
+    for source in objects.data_sources:
+        path = getattr(source, "path", expected)
+        if path != expected:
+            problems.append(
+                f"feature source {source.name!r} reads {path}, but these settings put the "
+                f"feature table at {expected}"
+            )
+    return objects, problems
+
+
+def _import_builder(dotted: str) -> tuple[Any, str]:
+    """The builder function, or None and why it cannot be had (the module that failed)."""
+    from tasks.features import load_builder
+
+    importlib.invalidate_caches()  # a module written since the last import is seen
+    try:
+        return load_builder(dotted), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _trial_frames(usecase: UseCase) -> Iterator[pd.DataFrame]:
+    """Inputs for a trial run of the builder: an empty typed frame of the source dataset's
+    columns, then a small synthetic one (two entities over the lookback window)."""
+    import pandas as pd
+
+    assert usecase.features is not None
+    spec = usecase.datasets[usecase.features.source_dataset]
+    dtypes = {
+        "string": "string",
+        "int": "Int64",
+        "float": "float64",
+        "date": "datetime64[ns]",
+        "datetime": "datetime64[ns]",
+        "bool": "boolean",
+    }
+    yield pd.DataFrame({c: pd.Series(dtype=dtypes[t]) for c, t in spec.columns.items()})
+    days = pd.date_range(
+        TRIAL_DAY - timedelta(days=usecase.features.lookback_days - 1), TRIAL_DAY, freq="D"
+    )
+    rows: list[dict[str, Any]] = []
+    for entity in ("e1", "e2"):
+        for day in days:
+            row: dict[str, Any] = {}
+            for column, kind in spec.columns.items():
+                if column == usecase.entity:
+                    row[column] = entity
+                elif kind in ("date", "datetime"):
+                    row[column] = day
+                else:
+                    row[column] = {"string": "a", "int": 1, "float": 1.0, "bool": False}[kind]
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(spec.columns))
+    yield frame.astype({c: dtypes[t] for c, t in spec.columns.items()})
+
+
+def _builder_output_problems(
+    usecase: UseCase, builder: Any, wanted: dict[str, list[str]]
+) -> list[str]:
+    """Run the builder on a trial frame; the columns of ``wanted`` (and the flow's own) it does
+    not produce."""
+    assert usecase.features is not None
+    dotted = usecase.features.builder
+    failure: Exception | None = None
+    for frame in _trial_frames(usecase):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = builder(frame, TRIAL_DAY, TRIAL_DAY)
+            columns = set(map(str, out.columns))
+        except Exception as exc:
+            failure = exc
+            continue
+        problems = []
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            views = sorted({v for c in missing for v in wanted[c]})
+            problems.append(
+                f"the output of {dotted} lacks {missing}, which feature views "
+                f"{views} of feature service {usecase.features.feature_service!r} read"
+            )
+        flow_missing = [c for c in FLOW_COLUMNS if c not in columns]
+        if flow_missing:
+            problems.append(
+                f"the output of {dotted} lacks {flow_missing}, which the feature flow needs"
+            )
+        return problems
+    return [
+        f"{dotted} fails on a trial frame of dataset "
+        f"{usecase.features.source_dataset!r} ({type(failure).__name__}: "
+        f"{_one_line(failure or Exception())}); its output columns were not checked"
+    ]
+
+
+# ---- the gate of the commands that run flows or start servers ----------------------------------
+
+
+def fingerprint(settings: Settings) -> str:
+    """A digest of everything :func:`check` reads: the settings, the use case and its suites,
+    the Feast repository's files, the builder's module file, the library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+
+    def feed(label: str, data: bytes) -> None:
+        digest.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    def feed_file(path: Path) -> None:
+        try:
+            feed(str(path), path.read_bytes())
+        except OSError:
+            feed(str(path), b"<missing>")
+
+    feed("settings", json.dumps(settings_env(settings), sort_keys=True).encode())
+    for package in ("feast", "great-expectations", "pandas", "pydantic"):
+        try:
+            feed(package, version(package).encode())
+        except PackageNotFoundError:
+            feed(package, b"")
+    for module in (sys.modules[__name__].__file__, sys.modules[load_usecase.__module__].__file__):
+        if module:
+            feed_file(Path(module))
+    feed_file(settings.usecase)
+    try:
+        usecase = load_usecase(settings.usecase)
+    except (UseCaseError, ValueError, OSError):
+        usecase = None
+    if usecase is not None:
+        for spec in usecase.datasets.values():
+            for suite in (spec.batch_suite, spec.row_suite):
+                feed_file(suite if suite.is_absolute() else usecase.root / suite)
+        if usecase.features is not None:
+            module = usecase.features.builder.partition(":")[0]
+            try:
+                found = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                found = None
+            origin = found.origin if found is not None else None
+            feed("builder", (origin or "<not found>").encode())
+            if origin and origin.endswith(".py"):
+                feed_file(Path(origin))
+    repo = settings.feature_repo
+    if repo.is_dir():
+        for path in sorted(repo.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                feed_file(path)
+    return digest.hexdigest()
+
+
+def check_cached(settings: Settings) -> list[Problem]:
+    """:func:`check`, skipped when nothing it reads changed since it last found no problem.
+
+    The stamp (``<state dir>/check.json``) is written only after a clean check, and only when
+    the state directory's parent exists (a check creates no lake). Commands that run flows or
+    start servers go through this gate; ``driftloop check`` always checks everything.
+    """
+    stamp = settings.state_path / STAMP_FILE
+    digest = fingerprint(settings)
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == digest:
+            return []
+    problems = check(settings)
+    if not problems and settings.state_path.parent.is_dir():
+        with contextlib.suppress(OSError):
+            settings.state_path.mkdir(exist_ok=True)
+            tmp = stamp.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"fingerprint": digest}), encoding="utf-8")
+            tmp.replace(stamp)
+    return problems
