@@ -44,9 +44,11 @@ def fail(message: str, code: int = EXIT_USAGE, *, style: str = "red") -> NoRetur
     raise typer.Exit(code)
 
 
-def _settings(*, usecase: bool = True, lake: bool = False) -> Settings:
+def _settings(*, usecase: bool = True, lake: bool = False, checked: bool = False) -> Settings:
     """The settings, or exit 2 naming what is wrong. ``usecase``: the use-case file must load;
-    ``lake``: a local data root must exist (commands that read the lake)."""
+    ``lake``: a local data root must exist (commands that read the lake); ``checked``: the use
+    case and its definitions must pass `driftloop check` (commands that run flows or start
+    servers)."""
     from driftloop.redact import redact
     from driftloop.settings import (
         SettingsError,
@@ -77,12 +79,9 @@ def _settings(*, usecase: bool = True, lake: bool = False) -> Settings:
             f"{settings.local_root} does not exist (point DRIFTLOOP_DATA_ROOT at the lake, or "
             "create it: `driftloop simulate` writes a simulated one)"
         )
-    # the commands (by function name) that run a flow or start servers: the use case must pass
-    # `driftloop check` (its problems, the same lines, exit 2) before anything starts; skipped
-    # while nothing it reads changed since it last passed. down/status/promote are not held up.
-    command = sys._getframe(1).f_code.co_name
-    gated = ("ingest", "features", "train", "score", "drift", "serve", "watch", "up")
-    if usecase and command in (*gated, "reconcile", "replay"):
+    if checked:
+        # the use case must pass `driftloop check` (its problems, the same lines, exit 2) before
+        # a flow runs or a server starts; skipped while nothing it reads changed since it passed
         from driftloop.check import check_cached
 
         problems = check_cached(settings)
@@ -210,7 +209,7 @@ def ingest(
     ] = None,
 ) -> None:
     """Validate newly landed objects: accepted rows to validated/, the rest to quarantine/."""
-    settings = _settings(lake=True)
+    settings = _settings(lake=True, checked=True)
     from flows.ingest import IngestParams, ingest_flow
 
     summary = ingest_flow(IngestParams(objects=key or None))
@@ -226,7 +225,7 @@ def features(
     force: Annotated[bool, typer.Option(help="Rebuild even when inputs are unchanged.")] = False,
 ) -> None:
     """Build features for newly validated days, apply the Feast repo, materialise online."""
-    _settings(lake=True)
+    _settings(lake=True, checked=True)
     from flows.features import FeaturesParams, features_flow
 
     dates = [_parse_date(d) for d in day] if day else None
@@ -242,7 +241,7 @@ def train(
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Train a challenger and run the promotion gate (exit 3: nothing to train on yet)."""
-    _settings(lake=True)
+    _settings(lake=True, checked=True)
     from flows.train import TrainParams, train_flow
     from tasks.training import NotEnoughData
 
@@ -305,7 +304,7 @@ def serve(
 
     from driftloop.serve import create_app
 
-    settings = _settings()
+    settings = _settings(checked=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     console.print(f"docs: http://{host}:{port}/docs", markup=False)
     uvicorn.run(
@@ -322,7 +321,7 @@ def score(
     ] = None,
 ) -> None:
     """Batch-score the active customers with the champion (predictions/ zone)."""
-    _settings(lake=True)
+    _settings(lake=True, checked=True)
     from flows.score import ScoreParams, score_flow
 
     out = score_flow(ScoreParams(day=_parse_date(day) if day else None))
@@ -341,7 +340,7 @@ def drift(
     ] = None,
 ) -> None:
     """Check the newest window for drift against the champion's training reference."""
-    _settings(lake=True)
+    _settings(lake=True, checked=True)
     from flows.drift import DriftParams, drift_flow
 
     out = drift_flow(DriftParams(day=_parse_date(day) if day else None))
@@ -412,7 +411,7 @@ def replay(
     """Run the loop day by day over a history: ingest, features, training when the policy or a
     drift event asks (with the parameters prefect.yaml's triggers render), score, drift.
     Resumable: days already played are skipped."""
-    settings = _settings(lake=True)
+    settings = _settings(lake=True, checked=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from driftloop.replay import DayOutcome, summarise
@@ -489,7 +488,7 @@ def backfill(
 ) -> None:
     """Ingest and build the features of past days in one go (no training); with a champion,
     score each day and check it for drift, as the schedules would have."""
-    settings = _settings(lake=True)
+    settings = _settings(lake=True, checked=True)
     from driftloop.replay import backfill as fill
     from driftloop.usecase import load_usecase
 
@@ -542,7 +541,7 @@ def watch(
     import signal
     import time
 
-    settings = _settings()
+    settings = _settings(checked=True)
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
@@ -598,7 +597,7 @@ def up(
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (another if busy).")] = 5000,
 ) -> None:
     """Start the local stack: Prefect server, MLflow UI, pools, deployments, workers, watcher."""
-    settings = _settings()
+    settings = _settings(checked=True)
     from driftloop.redact import redact
     from driftloop.stack import StackError, describe
     from driftloop.stack import up as start
@@ -669,7 +668,7 @@ def reconcile(
 ) -> None:
     """Start the ingest, features or train run the lake says is missing (once; the reconcile
     deployment does it every 5 minutes)."""
-    settings = _settings(lake=True)
+    settings = _settings(lake=True, checked=True)
     api_url = _api_url(settings)
     if not api_url:
         fail("no Prefect API: start the stack (`make up`) or set PREFECT_API_URL")
