@@ -131,6 +131,22 @@ def loop_quality(res: dict[str, Any]) -> tuple[str, str]:
     return (f"{len(res['scenarios'])} feeds", "; ".join(parts))
 
 
+def cli_api(res: dict[str, Any]) -> tuple[str, str]:
+    extra = (
+        f"; ephemeral server per command (before) {res['ephemeral_s']}s"
+        + (f" ({res['ephemeral_error']})" if res.get("ephemeral_error") else "")
+        + f", reuse ÷ ephemeral {res['ratio_reuse_ephemeral']}x"
+        if "ephemeral_s" in res
+        else ""
+    )
+    stack = f"; with the stack running {res['stack_s']}s" if "stack_s" in res else ""
+    return (
+        f"{res['ratio_reuse_first']}x",
+        f"{res['command']}: first {res['first_s']}s (starts the local API server), reuse "
+        f"{res['reuse_s']}s{extra}{stack}",
+    )
+
+
 #: row name -> (script and full-size arguments, quick arguments, formatter)
 BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
     "P1 ingest+validate+materialise 1M-row day ÷ raw floor": (
@@ -173,6 +189,11 @@ BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
         ["loop_quality.py"],
         ["--quick"],
         loop_quality,
+    ),
+    "P10 CLI command with nothing to do: reuse ÷ first": (
+        ["cli_api.py"],
+        ["--repeat", "1", "--no-ephemeral"],
+        cli_api,
     ),
 }
 TIMEOUT = 3600.0  # seconds per bench

@@ -1,6 +1,7 @@
 """The ``driftloop`` command line.
 
-Exit codes: 0 done; 1 the local stack could not be started or stopped; 2 a bad setting, use-case
+Exit codes: 0 done; 1 the local stack or the local Prefect API server could not be started or
+stopped; 2 a bad setting, use-case
 file or option, or a data root that does not exist (the message names the variable); 3 nothing to
 train on yet (no validated data, or not enough labelled snapshots). Errors go to stderr as one
 message, shown whole, without a traceback.
@@ -33,7 +34,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
-EXIT_STACK = 1  # the local stack could not be started or stopped
+EXIT_STACK = 1  # the local stack or the local Prefect API server could not be started/stopped
 EXIT_USAGE = 2  # bad settings, use case, options; the data root does not exist
 EXIT_NOT_READY = 3  # nothing to train on yet
 
@@ -210,6 +211,7 @@ def ingest(
 ) -> None:
     """Validate newly landed objects: accepted rows to validated/, the rest to quarantine/."""
     settings = _settings(lake=True, checked=True)
+    _prefect_api(settings)
     from flows.ingest import IngestParams, ingest_flow
 
     summary = ingest_flow(IngestParams(objects=key or None))
@@ -225,7 +227,7 @@ def features(
     force: Annotated[bool, typer.Option(help="Rebuild even when inputs are unchanged.")] = False,
 ) -> None:
     """Build features for newly validated days, apply the Feast repo, materialise online."""
-    _settings(lake=True, checked=True)
+    _prefect_api(_settings(lake=True, checked=True))
     from flows.features import FeaturesParams, features_flow
 
     dates = [_parse_date(d) for d in day] if day else None
@@ -241,7 +243,7 @@ def train(
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Train a challenger and run the promotion gate (exit 3: nothing to train on yet)."""
-    _settings(lake=True, checked=True)
+    _prefect_api(_settings(lake=True, checked=True))
     from flows.train import TrainParams, train_flow
     from tasks.training import NotEnoughData
 
@@ -321,7 +323,7 @@ def score(
     ] = None,
 ) -> None:
     """Batch-score the active customers with the champion (predictions/ zone)."""
-    _settings(lake=True, checked=True)
+    _prefect_api(_settings(lake=True, checked=True))
     from flows.score import ScoreParams, score_flow
 
     out = score_flow(ScoreParams(day=_parse_date(day) if day else None))
@@ -340,7 +342,7 @@ def drift(
     ] = None,
 ) -> None:
     """Check the newest window for drift against the champion's training reference."""
-    _settings(lake=True, checked=True)
+    _prefect_api(_settings(lake=True, checked=True))
     from flows.drift import DriftParams, drift_flow
 
     out = drift_flow(DriftParams(day=_parse_date(day) if day else None))
@@ -419,6 +421,7 @@ def replay(
     from driftloop.usecase import load_usecase
 
     source, start, end = _feed_and_days(settings, feed, first, last)
+    _prefect_api(settings)
     usecase = load_usecase(settings.usecase)
     total = (end - start).days + 1
     with Progress(
@@ -493,6 +496,7 @@ def backfill(
     from driftloop.usecase import load_usecase
 
     source, start, end = _feed_and_days(settings, feed, first, last)
+    _prefect_api(settings)
 
     def on_day(day: date, done: dict[str, Any]) -> None:
         drift = "DRIFT" if done["drift"] else done["drift_status"]
@@ -542,6 +546,7 @@ def watch(
     import time
 
     settings = _settings(checked=True)
+    _prefect_api(settings)
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
@@ -614,7 +619,7 @@ def up(
     info = describe(stack)
     lines = [
         f"Prefect UI   {info['prefect_ui']}",
-        f"Prefect API  {info['prefect_api']}  (export PREFECT_API_URL to use the CLI)",
+        f"Prefect API  {info['prefect_api']}  (the CLI commands use it)",
         f"MLflow UI    {info['mlflow_ui']}",
         f"work pools   {', '.join(info['pools'])} (one worker each)",
         f"landing      {settings.zone('landing')} (watched; new files start ingest)",
@@ -628,7 +633,8 @@ def up(
 
 @app.command()
 def down() -> None:
-    """Stop exactly what `driftloop up` started (its runs still in flight are marked crashed)."""
+    """Stop exactly what `driftloop up` started (its runs still in flight are marked crashed), and
+    the local Prefect API server the other commands share."""
     settings = _settings(usecase=False)
     from driftloop.redact import redact
     from driftloop.stack import StackError
@@ -646,14 +652,18 @@ def down() -> None:
     )
 
 
-def _api_url(settings: Settings) -> str | None:
-    """The Prefect API to talk to: the local stack's, else ``PREFECT_API_URL``."""
-    import os
+def _prefect_api(settings: Settings) -> str:
+    """The Prefect API of a command that runs flows or talks to Prefect, exported as
+    ``PREFECT_API_URL``: the configured one, the running stack's, else the local API server of the
+    state folder, started once and reused (``driftloop.localapi``; exit 1 when it cannot start)."""
+    from driftloop.localapi import ensure_api
+    from driftloop.procs import StackError
+    from driftloop.redact import redact
 
-    from driftloop.stack import read_stack
-
-    stack = read_stack(settings)
-    return stack.api_url if stack else os.environ.get("PREFECT_API_URL")
+    try:
+        return ensure_api(settings)
+    except StackError as exc:
+        fail(redact(str(exc)), EXIT_STACK)
 
 
 @app.command()
@@ -669,9 +679,7 @@ def reconcile(
     """Start the ingest, features or train run the lake says is missing (once; the reconcile
     deployment does it every 5 minutes)."""
     settings = _settings(lake=True, checked=True)
-    api_url = _api_url(settings)
-    if not api_url:
-        fail("no Prefect API: start the stack (`make up`) or set PREFECT_API_URL")
+    api_url = _prefect_api(settings)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.reconcile import ReconcileParams, reconcile_flow
@@ -740,6 +748,8 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     lines += [f"{name}: {value}" for name, value in info["backends"].items() if value]
     if info["stack"]:
         lines.append(f"stack: {info['stack']}")
+    if info.get("local_api"):
+        lines.append(f"local Prefect API server: {info['local_api']}")
     drift = info["last_drift"]
     lines.append(
         "last drift check: "

@@ -64,6 +64,10 @@ def run(
     from driftloop.usecase import load_usecase
 
     quiet_telemetry()
+    # the flows run in this process against a temporary Prefect server of its own (the demo's
+    # lake is recreated on every run); on a busy machine it can take more than the default
+    # 20 s to answer
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if "DRIFTLOOP_DATA_ROOT" not in os.environ:
         shutil.rmtree(DEMO_ROOT, ignore_errors=True)
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(DEMO_ROOT)

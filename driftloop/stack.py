@@ -3,7 +3,9 @@ deployments, one worker per pool and the landing watcher, all on 127.0.0.1.
 
 Everything started is recorded (PID, command line, log file) in ``<state_dir>/stack/stack.json``;
 ``down`` stops exactly those processes (each was started in its own process group, so a worker's
-flow-run subprocesses go with it) and nothing else. The Prefect server keeps its SQLite database
+flow-run subprocesses go with it) and the local Prefect API server the CLI commands share
+(:mod:`driftloop.localapi`), and nothing else. How processes are started, checked and stopped by
+PID is :mod:`driftloop.procs`. The Prefect server keeps its SQLite database
 under ``<state_dir>/stack/prefect`` (``DRIFTLOOP_PREFECT_DATABASE_URL`` selects PostgreSQL).
 
 Secrets stay out of command lines and state files: the database URLs reach the Prefect and MLflow
@@ -29,22 +31,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from driftloop import api
+from driftloop.procs import (
+    START_TIMEOUT,
+    Proc,
+    StackError,
+    alive,
+    bin_path,
+    free_port,
+    spawn,
+    stop,
+    wait_http,
+)
 from driftloop.redact import redact
 from driftloop.settings import PROJECT_ROOT, TELEMETRY_OFF
 
@@ -96,22 +103,8 @@ VACUUM_EVERY_SECONDS = 900
 DATABASE_TIMEOUT_SECONDS = 30
 #: concurrency leases in files under PREFECT_HOME (Prefect keeps them in the server's memory)
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
-START_TIMEOUT = 120.0
 #: states of a flow run that is (or claims to be) on its way: with no worker, it never ends
 INFLIGHT_STATES = ("RUNNING", "PENDING")
-
-
-class StackError(RuntimeError):
-    """The stack cannot be started or stopped as asked."""
-
-
-@dataclass
-class Proc:
-    name: str
-    pid: int
-    cmdline: list[str]
-    log: str
-    started: int | None = None  # kernel start time of the PID: tells it from a reused PID
 
 
 @dataclass
@@ -153,49 +146,6 @@ def _write_stack(settings: Settings, stack: Stack) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(stack), indent=2))  # Proc command lines are redacted
     tmp.replace(path)
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
-    """``preferred`` when it is free, otherwise a free port the OS picks."""
-    if preferred and port_is_free(preferred, host):
-        return preferred
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of a PID from /proc, or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()  # the command name may contain spaces
-    return fields[0], int(fields[19])
-
-
-def _alive(proc: Proc) -> bool:
-    """The recorded process still runs and is the one we started (not a reused PID)."""
-    if not Path("/proc").is_dir():  # no /proc (macOS): trust the PID
-        try:
-            os.kill(proc.pid, 0)
-        except OSError:
-            return False
-        return True
-    stat = _proc_stat(proc.pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    return proc.started is None or stat[1] == proc.started
 
 
 def prefect_home(settings: Settings) -> Path:
@@ -249,14 +199,20 @@ def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     return env
 
 
-def server_env(settings: Settings, port: int) -> dict[str, str]:
+def server_env(settings: Settings, port: int, *, home: Path | None = None) -> dict[str, str]:
     """The Prefect server's environment: :func:`stack_env` plus where it listens, its database
     (the URL, which may carry a password, goes only here), how long events and finished runs are
-    kept, and concurrency leases in files under ``PREFECT_HOME`` (they survive a restart)."""
+    kept, and concurrency leases in files under ``PREFECT_HOME`` (they survive a restart).
+
+    ``home``: another ``PREFECT_HOME`` with its own SQLite database in it (the CLI's local API
+    server); by default the stack's (:func:`prefect_home`, its database :func:`prefect_db_path`
+    or ``DRIFTLOOP_PREFECT_DATABASE_URL``)."""
     api_url = f"http://127.0.0.1:{port}/api"
     env = stack_env(settings, api_url)
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    sqlite = prefect_db_path(settings)
+    sqlite = prefect_db_path(settings) if home is None else home / "prefect.db"
+    if home is not None:
+        env["PREFECT_HOME"] = str(home)
     env.update(
         {
             "PREFECT_UI_API_URL": api_url,
@@ -281,46 +237,6 @@ def server_env(settings: Settings, port: int) -> dict[str, str]:
         }
     )
     return env
-
-
-def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> Proc:
-    log = logs / f"{name}.log"
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            cmd,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    stat = _proc_stat(popen.pid)
-    return Proc(
-        name=name,
-        pid=popen.pid,
-        cmdline=[redact(arg) for arg in cmd],
-        log=str(log),
-        started=stat[1] if stat else None,
-    )
-
-
-def _wait_http(url: str, proc: Proc, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(proc):
-            raise StackError(f"{proc.name} exited during start-up; see {proc.log}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise StackError(f"{proc.name} did not answer at {url} within {timeout:.0f}s; see {proc.log}")
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def create_pools(api_url: str) -> list[str]:
@@ -351,7 +267,7 @@ def wait_for_workers(stack: Stack, timeout: float = START_TIMEOUT) -> None:
     with api.client(stack.api_url, timeout=10.0) as http:
         while waiting and time.monotonic() < deadline:
             for pool in sorted(waiting):
-                if not _alive(workers[pool]):
+                if not alive(workers[pool]):
                     raise StackError(f"the {pool} worker exited; see {workers[pool].log}")
                 r = http.post(f"/work_pools/{pool}/workers/filter", json={})
                 if r.status_code == 200 and r.json():
@@ -366,7 +282,7 @@ def deploy(env: dict[str, str], logs: Path) -> None:
     """``prefect deploy --all`` from the project root (prefect.yaml)."""
     with (logs / "deploy.log").open("ab") as out:
         done = subprocess.run(
-            [_bin("prefect"), "--no-prompt", "deploy", "--all"],
+            [bin_path("prefect"), "--no-prompt", "deploy", "--all"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=out,
@@ -491,19 +407,28 @@ def ensure_zombie_automation(
         return str(client.create_automation(automation))
 
 
-def start_prefect_server(settings: Settings, port: int, logs: Path) -> Proc:
-    """Start the Prefect server on 127.0.0.1:``port`` with :func:`server_env` (not waited for)."""
-    prefect_home(settings).mkdir(parents=True, exist_ok=True)
-    return _spawn(
-        "prefect-server",
-        [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        server_env(settings, port),
+def start_prefect_server(
+    settings: Settings,
+    port: int,
+    logs: Path,
+    *,
+    name: str = "prefect-server",
+    home: Path | None = None,
+) -> Proc:
+    """Start the Prefect server on 127.0.0.1:``port`` with :func:`server_env` (not waited for),
+    detached (its own session); its output goes to ``<logs>/<name>.log``. ``home``: as in
+    :func:`server_env`."""
+    (home or prefect_home(settings)).mkdir(parents=True, exist_ok=True)
+    return spawn(
+        name,
+        [bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_env(settings, port, home=home),
         logs,
     )
 
 
 def wait_for_server(stack: Stack, server: Proc, timeout: float = START_TIMEOUT) -> None:
-    _wait_http(f"{stack.api_url}/health", server, timeout)
+    wait_http(f"{stack.api_url}/health", server, timeout)
 
 
 class _Steps:
@@ -533,7 +458,7 @@ def up(
     """
     step = _Steps(progress)
     existing = read_stack(settings)
-    if existing and any(_alive(p) for p in existing.processes):
+    if existing and any(alive(p) for p in existing.processes):
         raise StackError(
             f"the stack is already up ({existing.prefect_url}); `make down` stops it first"
         )
@@ -559,10 +484,10 @@ def up(
         stack.processes.append(server)
         _write_stack(settings, stack)
         settings.state_path.mkdir(parents=True, exist_ok=True)
-        mlflow = _spawn(
+        mlflow = spawn(
             "mlflow",
             [
-                _bin("mlflow"),
+                bin_path("mlflow"),
                 "server",  # store and artifact root: MLFLOW_* in its environment
                 "--host",
                 "127.0.0.1",
@@ -592,10 +517,10 @@ def up(
         deploy(env, logs)
         step(f"deployed {', '.join(POOLS)}")
         for deployment, pool in POOLS.items():
-            worker = _spawn(
+            worker = spawn(
                 f"worker-{pool}",
                 [
-                    _bin("prefect"),
+                    bin_path("prefect"),
                     "worker",
                     "start",
                     "--pool",
@@ -610,93 +535,71 @@ def up(
             )
             stack.processes.append(worker)
         step(f"started {len(POOLS)} workers (one per pool)")
-        watcher = _spawn(
+        watcher = spawn(
             "landing-watcher",
-            [_bin("driftloop"), "watch", "--interval", str(watch_interval)],
+            [bin_path("driftloop"), "watch", "--interval", str(watch_interval)],
             env,
             logs,
         )
         stack.processes.append(watcher)
         _write_stack(settings, stack)
         step(f"started the landing watcher on {settings.zone('landing')}")
-        _wait_http(f"{stack.mlflow_url}/health", mlflow)
+        wait_http(f"{stack.mlflow_url}/health", mlflow)
         step(f"MLflow is up on {stack.mlflow_url}")
         wait_for_workers(stack)
         step("every pool has a worker polling it")
         start_catch_up(stack.api_url)  # what landed or was due while the stack was down
         step("started a reconcile run to catch up: ready")
     except BaseException:
-        down(settings)
+        down(settings, local_api=False)  # what this start started, not the commands' server
         raise
     return stack
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _wait_gone(procs: list[Proc], timeout: float) -> list[Proc]:
-    deadline = time.monotonic() + timeout
-    left = [p for p in procs if _alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if _alive(p)]
-    return left
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our child (tests start the stack in-process)."""
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def down(
-    settings: Settings, *, timeout: float = 15.0, crashed: list[str] | None = None
+    settings: Settings,
+    *,
+    timeout: float = 15.0,
+    crashed: list[str] | None = None,
+    local_api: bool = True,
 ) -> list[str]:
-    """Stop what ``up`` started (watcher and workers first, the server last); returns names.
+    """Stop what ``up`` started (watcher and workers first, the server last), then (``local_api``)
+    the local Prefect API server of the CLI commands (:mod:`driftloop.localapi`) if one runs;
+    returns the names of what was running.
 
     Between the two, the flow runs of the stack's deployments still RUNNING or PENDING are marked
     CRASHED (their ids are appended to ``crashed`` when given); an unreachable server is skipped.
     """
-    stack = read_stack(settings)
-    if stack is None:
-        return []
+    from driftloop import localapi
+
     stopped: list[str] = []
-    order = sorted(stack.processes, key=lambda p: p.name in ("prefect-server", "mlflow"))
-    servers = [p for p in order if p.name in ("prefect-server", "mlflow")]
-    for group in ([p for p in order if p.name not in ("prefect-server", "mlflow")], servers):
-        if group is servers and any(p.name == "prefect-server" and _alive(p) for p in group):
-            try:
-                ids = crash_inflight_runs(
-                    stack.api_url, "the local stack was stopped (driftloop down) during the run"
-                )
-            except Exception as exc:  # never keep the stack from stopping
-                log.warning("could not mark in-flight runs crashed: %s", redact(str(exc)))
-            else:
-                if crashed is not None:
-                    crashed.extend(ids)
-        alive = [p for p in group if _alive(p)]
-        for p in alive:
-            _signal_group(p.pid, signal.SIGTERM)
-        for p in alive:
-            _reap(p.pid)
-        left = _wait_gone(alive, timeout)
-        for p in left:
-            _signal_group(p.pid, signal.SIGKILL)
-        for p in alive:
-            _reap(p.pid)
-        if _wait_gone(left, 5.0):
-            raise StackError(f"could not stop {[p.name for p in left]}")
-        stopped += [p.name for p in alive]
-    stack_file(settings).unlink(missing_ok=True)
+    stack = read_stack(settings)
+    if stack is not None:
+        order = sorted(stack.processes, key=lambda p: p.name in ("prefect-server", "mlflow"))
+        servers = [p for p in order if p.name in ("prefect-server", "mlflow")]
+        for group in ([p for p in order if p.name not in ("prefect-server", "mlflow")], servers):
+            if group is servers and any(p.name == "prefect-server" and alive(p) for p in group):
+                try:
+                    ids = crash_inflight_runs(
+                        stack.api_url,
+                        "the local stack was stopped (driftloop down) during the run",
+                    )
+                except Exception as exc:  # never keep the stack from stopping
+                    log.warning("could not mark in-flight runs crashed: %s", redact(str(exc)))
+                else:
+                    if crashed is not None:
+                        crashed.extend(ids)
+            stopped += [p.name for p in stop(group, timeout)]
+        stack_file(settings).unlink(missing_ok=True)
+    if local_api and localapi.stop_server(settings, timeout=timeout) is not None:
+        stopped.append(localapi.SERVER_NAME)
     return stopped
 
 
 def processes(settings: Settings) -> Iterator[tuple[Proc, bool]]:
     stack = read_stack(settings)
     for p in stack.processes if stack else []:
-        yield p, _alive(p)
+        yield p, alive(p)
 
 
 def describe(stack: Stack) -> dict[str, Any]:

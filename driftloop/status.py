@@ -1,5 +1,6 @@
 """``driftloop status``: what the loop is doing and why, gathered from the registry, the lake and
-the Prefect API (the stack's, or ``PREFECT_API_URL``).
+the Prefect API (the stack's, or ``PREFECT_API_URL``, or the local API server the CLI commands
+share: it is read, never started here).
 
 It answers "why is nothing happening?": the work the lake says is pending (what
 ``driftloop reconcile`` would start), the runs of the last day (the failed and crashed ones
@@ -196,6 +197,7 @@ def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
 
 def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, Any]:
     """Everything ``driftloop status`` shows, as plain values (see the module docstring)."""
+    from driftloop.localapi import running_server
     from driftloop.redact import redact
     from driftloop.stack import processes, read_stack
     from driftloop.usecase import load_usecase
@@ -217,7 +219,12 @@ def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, An
             champion = f"{name} v{version}" if version else f"{name}: none yet"
             has_champion = version is not None
     alive = sum(ok for _, ok in processes(settings))
-    api_url = stack.api_url if stack else os.environ.get("PREFECT_API_URL")
+    local = running_server(settings)
+    api_url = (
+        stack.api_url
+        if stack
+        else os.environ.get("PREFECT_API_URL") or (local.api_url if local else None)
+    )
     now = datetime.now(tz=UTC)
     work = reconcile.find_work(
         lake, usecase, has_champion=has_champion, now=now, settle_seconds=settle_seconds
@@ -240,6 +247,8 @@ def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, An
             if stack
             else None
         ),
+        # the one the CLI commands share when there is no stack (driftloop.localapi)
+        "local_api": f"{local.api_url} (pid {local.proc.pid})" if local else None,
         "last_drift": last_drift(settings),
         "pending": reconcile.work_summary(work),
         "policy": policy_overview(work.state, usecase) if work.state is not None else None,

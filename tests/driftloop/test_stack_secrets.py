@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from driftloop.procs import alive
 from driftloop.settings import Settings, load_settings
-from driftloop.stack import Stack, _alive, down, free_port, read_stack, stack_dir, up
+from driftloop.stack import Stack, down, free_port, read_stack, stack_dir, up
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -204,7 +205,7 @@ def test_up_crashes_runs_a_dead_stack_left_running(
         os.killpg(proc.pid, signal.SIGKILL)
     for proc in first.processes:
         os.waitpid(proc.pid, 0)
-    assert not any(_alive(p) for p in first.processes)
+    assert not any(alive(p) for p in first.processes)
     assert _state(prefect_db, left)[0] == "RUNNING"
 
     second = up(settings, prefect_port=free_port(), mlflow_port=free_port(), watch_interval=0.5)

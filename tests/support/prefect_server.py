@@ -10,17 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from driftloop.procs import Proc, alive, free_port, reap
 from driftloop.settings import Settings
-from driftloop.stack import (
-    Proc,
-    Stack,
-    _alive,
-    _reap,
-    free_port,
-    stack_dir,
-    start_prefect_server,
-    wait_for_server,
-)
+from driftloop.stack import Stack, stack_dir, start_prefect_server, wait_for_server
 
 
 class StackServer:
@@ -48,11 +40,11 @@ class StackServer:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + 20
-            while _alive(proc) and time.monotonic() < deadline:
-                _reap(proc.pid)
+            while alive(proc) and time.monotonic() < deadline:
+                reap(proc.pid)
                 time.sleep(0.2)
-            _reap(proc.pid)
-            if not _alive(proc):
+            reap(proc.pid)
+            if not alive(proc):
                 break
 
     @property
