@@ -160,6 +160,14 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     registered_name: str
+    estimator: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:\w+$",
+        description="module:function building the unfitted classifier, called as "
+        "function(seed=..., categorical=(...), numeric=(...)) and returning a scikit-learn "
+        "estimator or pipeline with fit and predict_proba (see tasks.train.build_estimator). "
+        "None: the built-in calibrated histogram gradient boosting.",
+    )
     metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     holdout_days: int = Field(default=7, ge=1)
     validation_days: int = Field(default=7, ge=1)

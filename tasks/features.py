@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.ingest import read_validated, validated_partitions
+from tasks.plugins import load_function
 from tasks.storage import (
     Lake,
     LocalStorage,
@@ -273,35 +274,7 @@ def _as_date(value: date | datetime | str) -> date:
 
 def load_builder(dotted: str) -> Callable[[pd.DataFrame, date, date], pd.DataFrame]:
     """Resolve ``"package.module:function"`` to the function."""
-    module_name, sep, attr = dotted.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"feature builder {dotted!r} must look like 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # also a module that fails while it runs (SyntaxError, ...)
-        raise ValueError(
-            f"feature builder {dotted!r}: {_import_failure(module_name, exc)}"
-        ) from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"feature builder {dotted!r}: {module_name} has no function {attr!r}")
-    return fn
-
-
-def _import_failure(module_name: str, exc: Exception) -> str:
-    """Why ``module_name`` did not import, naming the module that failed: the builder's own
-    (absent: not installed, or its folder not on ``sys.path``/PYTHONPATH) or one it imports."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        if module_name == exc.name or module_name.startswith(exc.name + "."):
-            return (
-                f"cannot import {module_name}: no module named {exc.name!r} (not installed, or "
-                "its folder is not on sys.path: add it to PYTHONPATH)"
-            )
-        return (
-            f"cannot import {module_name}: it imports {exc.name!r}, which is not installed "
-            "or not on sys.path"
-        )
-    return f"cannot import {module_name}: {type(exc).__name__}: {exc}"
+    return load_function(dotted, "feature builder")
 
 
 # ---- incremental build --------------------------------------------------------------------------

@@ -16,8 +16,8 @@ tracking URI, and MLflow is imported only when a function needs it.
 
 Models are stored in MLflow's ``skops`` format, its safe default: loading only instantiates the
 types on an allow-list (scikit-learn's public estimators plus :data:`SKOPS_TRUSTED_TYPES`, the
-private helper classes a calibrated gradient-boosting pipeline contains) instead of running
-arbitrary pickled code.
+private helper classes a calibrated gradient-boosting pipeline contains, plus those of a use
+case's own estimator: see :func:`trusted_types`) instead of running arbitrary pickled code.
 """
 
 from __future__ import annotations
@@ -83,6 +83,65 @@ SKOPS_TRUSTED_TYPES: Final = (
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
+#: Types skops does not trust by default that are data, not code, and that scikit-learn's own
+#: estimators hold (``SimpleImputer`` keeps the dtypes it fitted): a dtype is rebuilt from its
+#: name, so trusting it runs nothing. Trusted for any model that holds them.
+DATA_TYPES: Final = ("numpy.dtype",)
+
+
+def _estimator_packages(model: Any) -> set[str]:
+    """Top-level packages of the classes of ``model`` and of every estimator inside it (steps,
+    transformers, wrapped and fitted sub-estimators), found by walking the objects' attributes."""
+    packages: set[str] = set()
+    seen: set[int] = set()
+    todo: list[Any] = [model]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, list | tuple):
+            todo.extend(obj)
+        elif hasattr(obj, "get_params") and not isinstance(obj, type):
+            packages.add(type(obj).__module__.partition(".")[0])
+            todo.extend(vars(obj).values())
+    return packages
+
+
+def trusted_types(model: Any, found: Collection[str] | None = None) -> list[str]:
+    """The types that loading ``model`` from its skops file must trust: :data:`SKOPS_TRUSTED_TYPES`
+    plus those of the types skops does not trust by default that are plain data
+    (:data:`DATA_TYPES`) or come from a package one of the model's estimator classes comes from (``sklearn.tree._tree.Tree`` for a random forest, a
+    use case's own helper classes for an estimator defined in its own package).
+
+    Why not trust every type the dump holds: the allow-list is what keeps loading from running
+    arbitrary code. A type from a package the use case already chose its estimator from (by
+    naming it in ``model.estimator``) adds no code the model did not already depend on; anything
+    else — a function from ``builtins`` or ``os``, a class of some unrelated library that ended up
+    inside the model — stays untrusted, and :func:`log_challenger` refuses to log such a model.
+
+    ``found``: the untrusted types of the model's skops dump, when already known.
+    """
+    if found is None:
+        found = skops_untrusted_types(model)
+    packages = _estimator_packages(model) - {"builtins"}
+    extra = sorted(
+        t
+        for t in found
+        if (t.partition(".")[0] in packages or t in DATA_TYPES) and t not in SKOPS_TRUSTED_TYPES
+    )
+    return [*SKOPS_TRUSTED_TYPES, *extra]
+
+
+def skops_untrusted_types(model: Any) -> list[str]:
+    """The types in ``model``'s skops dump that skops does not trust by default."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
 #: What a scoring environment needs to load the model (pinned to the versions that wrote it).
 MODEL_REQUIREMENTS: Final = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
 
@@ -246,6 +305,14 @@ def log_challenger(
             params={str(k): _text(v)[:6000] for k, v in params.items()},
             model_type="sklearn",
         )
+        found = skops_untrusted_types(model)
+        trusted = trusted_types(model, found)
+        refused = sorted(set(found) - set(trusted))
+        if refused:
+            raise RegistryError(
+                f"the model holds types that loading it would have to trust but that come from "
+                f"none of the packages of its estimator classes: {refused}"
+            )
         signature = infer_signature(input_example, model.predict_proba(input_example))
         with tempfile.TemporaryDirectory(prefix="driftloop-model-") as tmp:
             local = Path(tmp) / "model"
@@ -262,7 +329,7 @@ def log_challenger(
                 input_example=input_example,
                 conda_env=_conda_env(),
                 serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                skops_trusted_types=trusted,
                 pyfunc_predict_fn="predict_proba",
             )
             client.log_model_artifacts(logged.model_id, str(local))

@@ -13,6 +13,10 @@ The fit's ``seed`` drives its one random part: every tree split considers a rand
 (``max_features``) of the input columns. Early stopping and calibration use the given validation
 rows, not a random split, so they are deterministic: one seed gives one model, bit for bit.
 
+A use case may name its own classifier instead (``model.estimator``, see
+:func:`build_estimator`); it is fitted on the training rows as it is given, with no calibration
+or class weights added.
+
 Everything here is plain, typed functions of DataFrames; nothing talks to MLflow or Prefect.
 """
 
@@ -46,9 +50,10 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from tasks import report
 from tasks.drift_stats import bin_proportions, expected_auc
+from tasks.plugins import load_function
 from tasks.report import figure, img, png_data_uri
 
-#: The fitted model type: a calibrated, frozen preprocessing + boosting pipeline.
+#: The default fitted model type: a calibrated, frozen preprocessing + boosting pipeline.
 Model: TypeAlias = CalibratedClassifierCV
 
 CALIBRATION_BINS = 10
@@ -164,6 +169,59 @@ def build_pipeline(
     return Pipeline([("prep", prep), ("clf", clf)])
 
 
+def build_estimator(estimator: str, schema: FeatureSchema, *, seed: int) -> Any:
+    """The unfitted classifier that a use case's ``model.estimator`` names.
+
+    ``estimator`` is ``"package.module:function"`` (resolved like ``features.builder``; the
+    module must be importable where training *and* scoring run). The function is called with
+    keyword arguments only::
+
+        function(seed=seed, categorical=("plan", ...), numeric=("tenure_months", ...))
+
+    * ``seed`` (int): the training seed; use it as the ``random_state`` of every random part,
+      so that one seed gives one model.
+    * ``categorical`` (tuple of str): the categorical input columns. Their values are strings
+      (``object`` dtype) with NaN for missing; scoring may bring values training never saw.
+    * ``numeric`` (tuple of str): the numeric input columns, ``float64`` with NaN for missing.
+
+    It returns an *unfitted* scikit-learn compatible classifier or pipeline with ``fit(X, y)``
+    and ``predict_proba(X)``: ``X`` is a DataFrame of exactly those columns (see
+    :func:`model_input`), ``y`` the 0/1 labels, and column 1 of ``predict_proba`` is
+    P(label = 1). The estimator must accept the NaNs (impute them if it cannot) and handle the
+    categoricals itself (e.g. one-hot encode them). It is fitted once, on the training rows;
+    the validation rows are only evaluated. Nothing is added: no class weights, no calibration
+    (wrap it in ``CalibratedClassifierCV`` if its probabilities need it: the drift monitor's
+    performance estimate reads them as probabilities). The fitted object is what is logged
+    (skops format); the types it holds are trusted on loading only when they come from the
+    packages its estimators' classes come from (see ``tasks.registry.trusted_types``).
+
+    Raises ValueError naming ``model.estimator`` when the function cannot be imported, fails,
+    or returns something without ``fit`` and ``predict_proba``.
+    """
+    function = load_function(estimator, "model.estimator")
+    try:
+        built = function(
+            seed=seed, categorical=tuple(schema.categorical), numeric=tuple(schema.numeric)
+        )
+    except Exception as exc:
+        raise ValueError(
+            f"model.estimator {estimator!r}: calling it with seed, categorical and numeric "
+            f"failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    missing = [
+        method
+        for method in ("fit", "predict_proba")
+        if isinstance(built, type) or not callable(getattr(built, method, None))
+    ]
+    if missing:
+        raise ValueError(
+            f"model.estimator {estimator!r} returned {type(built).__name__} {built!r:.200}, "
+            f"which has no {' and no '.join(missing)} method: it must return an unfitted "
+            "scikit-learn estimator or pipeline (an instance, not a class)"
+        )
+    return built
+
+
 def _check_both_classes(y: np.ndarray, split: str) -> None:
     if len(y) == 0 or y.min() == y.max():
         raise ValueError(
@@ -178,17 +236,28 @@ def fit(
     schema: FeatureSchema,
     *,
     seed: int,
+    estimator: str | None = None,
     **params: Any,
-) -> Model:
+) -> Any:
     """Train on ``train``, early-stop and calibrate on ``validation``; return the calibrated model.
 
-    ``params`` go to :func:`build_pipeline` (``max_iter``, ``learning_rate``, ...).
+    ``params`` go to :func:`build_pipeline` (``max_iter``, ``learning_rate``, ...). With
+    ``estimator`` (a use case's ``model.estimator``) the classifier it names is fitted on the
+    training rows instead and returned as it is (see :func:`build_estimator`); it is resolved
+    before anything is fitted, so a bad reference fails at once.
     """
+    if estimator is not None:
+        if params:
+            raise TypeError(f"model.estimator {estimator!r} takes no pipeline parameters: {params}")
+        custom = build_estimator(estimator, schema, seed=seed)
     y_train = labels(train, schema)
     y_val = labels(validation, schema)
     _check_both_classes(y_train, "training")
     _check_both_classes(y_val, "validation")
     x_train = model_input(train, schema)
+    if estimator is not None:
+        custom.fit(x_train, y_train)
+        return custom
     x_val = model_input(validation, schema)
 
     pipeline = build_pipeline(schema, seed=seed, **params)

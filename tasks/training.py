@@ -268,7 +268,13 @@ def train_challenger(
     target, model_spec, service = _specs(usecase)
     schema = data.schema
     population = data.population_summary()
-    model = train.fit(data.splits["train"], data.splits["validation"], schema, seed=seed)
+    model = train.fit(
+        data.splits["train"],
+        data.splits["validation"],
+        schema,
+        seed=seed,
+        estimator=model_spec.estimator,
+    )
     metrics = {name: train.evaluate(model, df, schema) for name, df in data.splits.items()}
     # the reference: the newest feature days (rows the model was not fitted on, so their
     # probabilities are as sharp as live ones, which the CBPE estimate needs); without enough of
@@ -321,7 +327,12 @@ def train_challenger(
             "population_rule": data.population_rule,
             "horizon_days": target.horizon_days,
             "label_delay_days": target.label_delay_days,
-            "boosting_iterations": train.boosting_iterations(model),
+            # the built-in model's early stopping; a named estimator is recorded by its name
+            **(
+                {"boosting_iterations": train.boosting_iterations(model)}
+                if model_spec.estimator is None
+                else {"estimator": model_spec.estimator}
+            ),
         },
         tags={"driftloop.usecase": usecase.name, POPULATION_TAG: data.population_rule},
         reference=reference,

@@ -6,6 +6,7 @@ import pytest
 
 from driftloop.settings import PROJECT_ROOT
 from driftloop.usecase import UseCaseError, load_usecase
+from tests.support.estimators import telco_usecase_file
 
 SHIPPED = sorted((PROJECT_ROOT / "usecases").glob("*.yaml"))
 
@@ -59,6 +60,17 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
     p = _write(tmp_path, "name: x\nentity: id\ncolour: red\ndatasets: {}\n")
     with pytest.raises(UseCaseError, match="colour"):
         load_usecase(p)
+
+
+def test_model_estimator_is_optional_and_must_be_a_module_function(tmp_path: Path) -> None:
+    shipped = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml").model
+    assert shipped is not None and shipped.estimator is None
+    named = telco_usecase_file(tmp_path, "tests.support.estimators:logistic")
+    model = load_usecase(named, project_root=PROJECT_ROOT).model
+    assert model is not None and model.estimator == "tests.support.estimators:logistic"
+    bad = telco_usecase_file(tmp_path, "tests.support.estimators.logistic")
+    with pytest.raises(UseCaseError, match=r"model\.estimator"):
+        load_usecase(bad, project_root=PROJECT_ROOT)
 
 
 def test_not_yaml(tmp_path: Path) -> None:

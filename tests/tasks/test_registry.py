@@ -12,18 +12,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import Pipeline
 
 from driftloop.settings import PROJECT_ROOT, export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from tasks.registry import (
     CHALLENGER,
     CHAMPION,
+    SKOPS_TRUSTED_TYPES,
     STALE,
     CandidateInfo,
     RegistryError,
+    _download,
     _Ranked,
     _resample_counts,
     _weighted_metric,
@@ -41,6 +47,7 @@ from tasks.registry import (
     promote,
     rollback,
     sanity_checks,
+    trusted_types,
     version_for_alias,
     version_inputs,
 )
@@ -53,6 +60,7 @@ from tasks.train import (
     predict_scores,
     reference_profile,
 )
+from tests.support.estimators import telco_usecase_file
 from tests.tasks.test_train import SCHEMA, make_frame
 
 POLICY = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml").model
@@ -169,6 +177,65 @@ def test_log_challenger_round_trips(
     inputs = version_inputs(store.uri, name, version)
     assert inputs["plan"] == "string" and inputs["tenure_months"] == "double"
     assert list(inputs) == list(SCHEMA.features)
+
+
+@pytest.mark.parametrize(
+    ("function", "classifier", "extra_trusted"),
+    [
+        ("logistic", LogisticRegression, {"numpy.dtype"}),  # SimpleImputer's fitted dtypes
+        ("forest", RandomForestClassifier, {"sklearn.tree._tree.Tree"}),
+    ],
+)
+def test_a_use_cases_own_estimator_is_logged_loaded_and_scores_the_same(
+    tmp_path: Path,
+    store: Store,
+    frames: dict[str, pd.DataFrame],
+    function: str,
+    classifier: type,
+    extra_trusted: set[str],
+) -> None:
+    named = f"tests.support.estimators:{function}"
+    usecase = load_usecase(telco_usecase_file(tmp_path, named), project_root=PROJECT_ROOT)
+    assert usecase.model is not None and usecase.model.estimator == named
+    train, holdout = frames["new_train"], frames["new_holdout"]
+    model = fit(train, frames["new_validation"], SCHEMA, seed=0, estimator=usecase.model.estimator)
+    assert type(model) is Pipeline and type(model[-1]) is classifier  # as built: no calibration
+
+    name = store.name()
+    version = register(store, name, model, train)
+    loaded = load_version(store.uri, name, version)
+    assert type(loaded) is Pipeline and type(loaded[-1]) is classifier
+    rows = model_input(holdout, SCHEMA)
+    assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+    assert roc_auc_score(holdout["churned"], predict_scores(loaded, holdout, SCHEMA)) > 0.7
+
+    # the logged model trusts the built-in list plus its own types, and only those
+    mlmodel = yaml.safe_load(
+        (_download(client_for(store.uri), name, version, str(tmp_path)) / "MLmodel").read_text()
+    )
+    trusted = set(mlmodel["flavors"]["sklearn"]["skops_trusted_types"])
+    assert trusted == set(SKOPS_TRUSTED_TYPES) | extra_trusted
+
+
+def test_types_from_outside_the_estimators_packages_are_not_trusted(
+    store: Store, frames: dict[str, pd.DataFrame]
+) -> None:
+    import operator
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    train = frames["new_train"]
+    negate = make_pipeline(SimpleImputer(), FunctionTransformer(operator.neg), StandardScaler())
+    prep = ColumnTransformer([("num", negate, list(SCHEMA.numeric))])
+    model = Pipeline([("prep", prep), ("clf", LogisticRegression(max_iter=500))])
+    model.fit(model_input(train, SCHEMA), train["churned"])
+    trusted = trusted_types(model)
+    assert "numpy.dtype" in trusted and "_operator.neg" not in trusted  # not sklearn's
+    with pytest.raises(RegistryError, match="_operator.neg"):
+        register(store, store.name(), model, train)
 
 
 def test_s3_artifact_root_on_an_s3_compatible_endpoint(

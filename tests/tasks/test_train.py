@@ -15,6 +15,7 @@ from tasks.train import (
     FeatureSchema,
     bin_proportions,
     boosting_iterations,
+    build_estimator,
     calibration_table,
     data_fingerprint,
     evaluate,
@@ -324,3 +325,32 @@ def test_the_seed_reaches_the_fit(model: object, splits: dict[str, pd.DataFrame]
     assert (moved > 1e-9).mean() > 0.5, moved.max()
     # both are still models of the same signal
     assert evaluate(other, holdout, SCHEMA)["roc_auc"] > 0.74
+
+
+# ---- a use case's own estimator -----------------------------------------------------------------
+
+
+def test_a_named_estimator_is_built_with_the_seed_and_the_columns() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    pipeline = build_estimator("tests.support.estimators:logistic", SCHEMA, seed=3)
+    assert isinstance(pipeline[-1], LogisticRegression)
+    assert pipeline[-1].random_state == 3
+    columns = {c for _, _, cols in pipeline.named_steps["prep"].transformers for c in cols}
+    assert columns == set(SCHEMA.features)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "why"),
+    [
+        ("tests.support.no_such_module:logistic", "cannot import tests.support.no_such_module"),
+        ("tests.support.estimators:nope", "has no function 'nope'"),
+        ("tests.support.estimators:not_an_estimator", "str .* has no fit and no predict_proba"),
+        ("tests.support.estimators:wrong_arguments", "calling it with seed, categorical"),
+        ("tests.support.estimators", "must look like 'module:function'"),
+    ],
+)
+def test_a_bad_estimator_fails_before_training_naming_the_field(estimator: str, why: str) -> None:
+    frame = make_frame(50, 1)
+    with pytest.raises(ValueError, match=rf"^model\.estimator '{re.escape(estimator)}'.*{why}"):
+        fit(frame, frame, SCHEMA, seed=0, estimator=estimator)
