@@ -124,6 +124,10 @@ def run_check(settings: Settings) -> CheckReport:
     builder, message = _import_builder(spec.builder)
     if message:
         add(f"{shown}: features.builder", message)
+    if usecase.model is not None and usecase.model.estimator:
+        _, message = _import_function(usecase.model.estimator, "model.estimator")
+        if message:
+            add(f"{shown}: model.estimator", message)
     if objects is None:
         return report
     services = {s.name: s for s in objects.feature_services}
@@ -276,11 +280,16 @@ def _parse_repo(settings: Settings) -> tuple[RepoObjects | None, list[str]]:
 
 def _import_builder(dotted: str) -> tuple[Any, str]:
     """The builder function, or None and why it cannot be had (the module that failed)."""
-    from tasks.features import load_builder
+    return _import_function(dotted, "feature builder")
+
+
+def _import_function(dotted: str, field: str) -> tuple[Any, str]:
+    """The function a use case names in ``field``, or None and why it cannot be had."""
+    from tasks.plugins import load_function
 
     importlib.invalidate_caches()  # a module written since the last import is seen
     try:
-        return load_builder(dotted), ""
+        return load_function(dotted, field), ""
     except ValueError as exc:
         return None, str(exc)
 

@@ -122,6 +122,21 @@ def test_a_builder_function_that_does_not_exist(tmp_path: Path) -> None:
     assert "tasks.features has no function 'no_such_builder'" in problem.message
 
 
+def test_a_model_estimator_that_does_not_import_or_exist(tmp_path: Path) -> None:
+    path = _telco_copy(
+        tmp_path, lambda raw: raw["model"].update(estimator="driftloop_no_such_mod:model")
+    )
+    problem = _only(check(_settings(tmp_path, path)))
+    assert problem.where == f"{path}: model.estimator"
+    assert "no module named 'driftloop_no_such_mod'" in problem.message
+    path = _telco_copy(
+        tmp_path, lambda raw: raw["model"].update(estimator="tests.support.estimators:nope")
+    )
+    problem = _only(check(_settings(tmp_path, path)))
+    assert problem.where == f"{path}: model.estimator"
+    assert "tests.support.estimators has no function 'nope'" in problem.message
+
+
 def test_a_builder_output_without_a_feature_the_views_declare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
