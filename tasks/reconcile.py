@@ -181,6 +181,7 @@ class PendingWork:
     unrecorded_drift: date | None  # start of a detected change the loop has not recorded
     drift_signals: tuple[str, ...] = ()  # what that detection saw (see tasks.drift)
     drift_severity: str | None = None
+    drift_end: date | None = None  # the last day of that detection's window
 
     def actions(self) -> list[Action]:
         """The run to start: the earliest stage with work (the others follow by events)."""
@@ -209,6 +210,7 @@ class PendingWork:
                     f"drift detected from {start} is not recorded in the loop state",
                     {
                         "reason": "drift",
+                        "as_of": _iso(self.drift_end),
                         "drift_start": start,
                         "signals": list(self.drift_signals) or None,
                         "severity": self.drift_severity,
@@ -251,6 +253,7 @@ class Detection:
     reported: datetime  # when its result was written
     signals: tuple[str, ...] = ()  # what it saw: input-drift, estimated-drop, ...
     severity: str | None = None
+    end: date | None = None  # last day of its window
 
 
 def last_detection(lake: Lake) -> Detection | None:
@@ -269,6 +272,7 @@ def last_detection(lake: Lake) -> Detection | None:
         newest.modified,
         signals=tuple(str(s) for s in result.get("signals") or ()),
         severity=result.get("severity"),
+        end=date.fromisoformat(str(result["window"][-1])[:10]),
     )
 
 
@@ -344,6 +348,7 @@ def find_work(
         unrecorded_drift=drift,
         drift_signals=detection.signals if drift is not None and detection else (),
         drift_severity=detection.severity if drift is not None and detection else None,
+        drift_end=detection.end if drift is not None and detection else None,
     )
 
 

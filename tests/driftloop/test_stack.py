@@ -114,6 +114,7 @@ def test_a_drift_event_starts_a_training_run_that_records_the_change(loop: Local
     assert run["state_type"] == "COMPLETED", run["state"]
     assert run["parameters"]["params"] == {
         "reason": "drift",
+        "as_of": change,  # the checked window's last day
         "drift_start": change,
         "signals": None,  # an event without signals: the flow reads it as input drift
         "severity": None,

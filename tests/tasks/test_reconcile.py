@@ -186,6 +186,7 @@ def test_a_lost_drift_event_asks_for_a_train_run_that_records_it(
             f"drift detected from {change} is not recorded in the loop state",
             {
                 "reason": "drift",
+                "as_of": "2026-01-03",  # the window's last day, as the drift trigger renders
                 "drift_start": change.isoformat(),
                 "signals": ["input-drift", "estimated-drop"],
                 "severity": "severe",
