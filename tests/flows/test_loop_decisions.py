@@ -18,7 +18,12 @@ from driftloop.settings import load_settings
 from tasks.ingest import open_ledger
 from tasks.storage import Lake
 
-pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
+# each module fixture runs a 60-day loop (~4 min on a quiet machine); a loaded one needs more
+pytestmark = [
+    pytest.mark.usefixtures("prefect_harness"),
+    pytest.mark.slow,
+    pytest.mark.timeout(1500),
+]
 
 DAYS, CUSTOMERS, CHANGE, HISTORY = 60, 1000, 30, 30
 
