@@ -296,7 +296,7 @@ def run_evidently(
 
 
 def ours_report(stored: str, frame: pd.DataFrame, scores: list[Any], drifted: list[str]) -> str:
-    """The check's HTML report (what a person reads), as ``tasks.drift.run_check`` writes it."""
+    """The check's HTML report (what a person reads), as ``tasks.drift.finish_check`` writes it."""
     from tasks.drift import DriftResult, drift_report
 
     result = DriftResult(

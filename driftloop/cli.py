@@ -894,14 +894,12 @@ def print_training_summary(out: dict[str, Any]) -> None:
     console.print(f"gate: {verdict} — " + escape(str(out["decision"]["reason"])))
 
 
-def print_ingest_summary(summary: dict[str, Any], *, only_problems: bool = False) -> None:
+def print_ingest_summary(summary: dict[str, Any]) -> None:
     rows = summary["objects"]
-    if only_problems:
-        rows = [r for r in rows if r["status"] == "rejected"]
-    if not summary["objects"]:
+    if not rows:
         console.print("nothing new landed: the ledger already holds every object")
         return
-    table = Table(title="rejected files" if only_problems else "ingest")
+    table = Table(title="ingest")
     table.add_column("object", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for col in ("rows", "validated", "quarantined"):

@@ -1028,21 +1028,3 @@ def summary_markdown(result: DriftResult, message: str = "") -> str:
         f"{line}: severity **{result.severity}**, signals: {', '.join(result.signals) or 'none'}; "
         f"drifted: {', '.join(result.drifted) or 'none'}{perf}"
     )
-
-
-def run_check(settings: Any, usecase: Any, lake: Lake, day: date) -> tuple[DriftResult, str] | None:
-    """The drift check of the window ending ``day`` against the champion's reference, with
-    performance; returns (result, report HTML), or None without a champion. A window without
-    feature rows gives a "no-data" result (:func:`no_data_check`).
-
-    :func:`load_inputs`, :func:`check_window`, :func:`finish_check` in this process.
-    """
-    inputs = load_inputs(settings, usecase, lake, day)
-    if inputs is None:
-        return None
-    if inputs.features.empty:
-        return no_data_check(inputs)
-    scores, prediction = check_window(
-        inputs.reference, inputs.features, inputs.predictions, usecase.drift
-    )
-    return finish_check(usecase, lake, inputs, scores, prediction)

@@ -294,12 +294,6 @@ def read_manifest(lake: Lake) -> dict[str, Any]:
     return manifest
 
 
-def rows_built(lake: Lake, dates: list[date]) -> int:
-    """Feature rows of the given days, according to the manifest."""
-    entries = read_manifest(lake).get("dates", {})
-    return sum(int(entries.get(d.isoformat(), {}).get("rows", 0)) for d in dates)
-
-
 def latest_feature_timestamp(lake: Lake) -> datetime | None:
     """``event_timestamp`` of the newest built day with rows (None when there is none)."""
     entries = read_manifest(lake).get("dates", {})

@@ -173,7 +173,7 @@ def _ok(done: subprocess.CompletedProcess[str]) -> None:
     assert "Starting temporary server" not in done.stdout + done.stderr
 
 
-def test_the_first_command_starts_the_server_the_next_reuses_it_and_down_stops_it(
+def test_a_server_is_started_reused_replaced_when_dead_and_stopped_by_down(
     cli: Cli,
 ) -> None:
     assert read_server(cli.settings) is None
@@ -204,6 +204,17 @@ def test_the_first_command_starts_the_server_the_next_reuses_it_and_down_stops_i
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"local Prefect API server: {recorded.api_url} (pid {server.pid})" in status.stdout
 
+    # a server that died is replaced by the next command
+    os.killpg(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(server)
+    _ok(cli.run("ingest")[0])
+    dead, server = server, cli.server()
+    assert server.pid != dead.pid and alive(server)
+    assert _servers(marked(cli.mark)) == [server.pid]
+
     down, _ = cli.run("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopped {SERVER_NAME}" in down.stdout
@@ -213,20 +224,6 @@ def test_the_first_command_starts_the_server_the_next_reuses_it_and_down_stops_i
     again, _ = cli.run("down")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing was running" in again.stdout
-
-
-def test_a_dead_server_is_replaced_by_the_next_command(cli: Cli) -> None:
-    _ok(cli.run("ingest")[0])
-    dead = cli.server()
-    os.killpg(dead.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while alive(dead) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(dead)
-    _ok(cli.run("ingest")[0])
-    new = cli.server()
-    assert new.pid != dead.pid and alive(new)
-    assert _servers(marked(cli.mark)) == [new.pid]
 
 
 def test_two_commands_started_at_once_share_one_server(cli: Cli) -> None:
