@@ -357,6 +357,20 @@ def drift(
     console.print(verdict + escape(detail + f"report {out['report']}"))
 
 
+# the day range and feed of `replay` and `backfill`
+FirstDay = Annotated[
+    str | None, typer.Option("--from", help="First day (default: the feed's first).")
+]
+LastDay = Annotated[str | None, typer.Option("--to", help="Last day (default: the feed's last).")]
+Feed = Annotated[
+    str | None,
+    typer.Option(
+        help="A folder (or s3:// URI) of files named with the day they arrive on; each day's "
+        "files are landed on their day. Default: what landing/ holds."
+    ),
+]
+
+
 def _feed_and_days(
     settings: Settings, feed: str | None, first: str | None, last: str | None
 ) -> tuple[Storage | None, date, date]:
@@ -395,21 +409,7 @@ def _feed_and_days(
 
 
 @app.command()
-def replay(
-    first: Annotated[
-        str | None, typer.Option("--from", help="First day (default: the feed's first).")
-    ] = None,
-    last: Annotated[
-        str | None, typer.Option("--to", help="Last day (default: the feed's last).")
-    ] = None,
-    feed: Annotated[
-        str | None,
-        typer.Option(
-            help="A folder (or s3:// URI) of files named with the day they arrive on; each "
-            "day's files are landed on their day. Default: replay what landing/ holds."
-        ),
-    ] = None,
-) -> None:
+def replay(first: FirstDay = None, last: LastDay = None, feed: Feed = None) -> None:
     """Run the loop day by day over a history: ingest, features, training when the policy or a
     drift event asks (with the parameters prefect.yaml's triggers render), score, drift.
     Resumable: days already played are skipped."""
@@ -474,16 +474,9 @@ def day_line(o: Any) -> str:
 
 @app.command()
 def backfill(
-    first: Annotated[
-        str | None, typer.Option("--from", help="First day (default: the feed's first).")
-    ] = None,
-    last: Annotated[
-        str | None, typer.Option("--to", help="Last day (default: the feed's last).")
-    ] = None,
-    feed: Annotated[
-        str | None,
-        typer.Option(help="A folder (or s3:// URI) of day-named files to land first."),
-    ] = None,
+    first: FirstDay = None,
+    last: LastDay = None,
+    feed: Feed = None,
     checks: Annotated[
         bool,
         typer.Option(help="Also score each day with the champion and run its drift check."),
