@@ -478,6 +478,9 @@ def up(
     mlflow_env = dict(env)
     mlflow_env["MLFLOW_BACKEND_STORE_URI"] = settings.tracking_uri
     mlflow_env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = settings.artifact_root
+    # tracking and the registry are all the loop uses: no job runner process (MLflow's GenAI
+    # evaluation jobs and trace roll-ups) polling its queue next to the server
+    mlflow_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     try:
         step(f"starting the Prefect server on {stack.prefect_url}")
         server = start_prefect_server(settings, prefect_port, logs)

@@ -28,6 +28,7 @@ from driftloop.procs import Proc, alive, proc_stat
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.stack import Stack, _write_stack, stack_dir
 from tests.support.prefect_server import stack_server
+from tests.support.procs import descendants, stat
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,11 +44,6 @@ def _proc_files(pid: int) -> tuple[list[bytes], list[str]] | None:
     return env, cmd
 
 
-def _stat(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def marked(mark: str) -> dict[int, list[str]]:
     """PID -> command line of every live process carrying ``mark`` in its environment."""
     want = f"{MARKER}={mark}".encode()
@@ -58,25 +54,6 @@ def marked(mark: str) -> dict[int, list[str]]:
             if files is not None and want in files[0]:
                 out[int(entry.name)] = files[1]
     return out
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (by parent PID)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _servers(procs: dict[int, list[str]]) -> list[int]:
@@ -185,7 +162,7 @@ def test_a_server_is_started_reused_replaced_when_dead_and_stopped_by_down(
     assert _servers(marked(cli.mark)) == [server.pid]
     assert set(marked(cli.mark)) <= {server.pid} | descendants(server.pid)
     # detached: its own session and process group, not the command's
-    _state, _ppid, pgrp, session = _stat(server.pid)[:4]
+    _state, _ppid, pgrp, session = stat(server.pid)[:4]
     assert int(pgrp) == int(session) == server.pid
     assert Path(server.log).name == f"{SERVER_NAME}.log"
     recorded = read_server(cli.settings)

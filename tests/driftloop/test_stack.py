@@ -14,6 +14,7 @@ from driftloop.stack import POOLS, read_stack
 from tasks import registry
 from tasks.ingest import open_ledger
 from tasks.policy import read_state
+from tests.support.procs import cmdline, descendants
 from tests.support.stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -46,6 +47,11 @@ def test_up_creates_a_pool_a_worker_and_a_deployment_per_flow(loop: LocalStack) 
     assert recorded is not None
     assert {p.name for p in recorded.processes} >= {"prefect-server", "mlflow", "landing-watcher"}
     assert loop.http.get(f"{loop.stack.mlflow_url}/health").status_code == 200
+    # the MLflow server runs without a job runner beside it (the loop uses no MLflow jobs)
+    [mlflow] = [p for p in recorded.processes if p.name == "mlflow"]
+    below = [cmdline(pid) for pid in descendants(mlflow.pid)]
+    assert below and all("mlflow" in cmd for cmd in below), below  # the server's own workers
+    assert not [cmd for cmd in below if "_job_runner" in cmd or "huey" in cmd], below
 
 
 def test_landed_files_run_ingest_features_train_and_promote_through_triggers(
