@@ -32,8 +32,14 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/python -m driftloop.demo --days $(DEMO_DAYS) --customers $(DEMO_CUSTOMERS)
 
+# two pytest-xdist workers (the slow tests mostly wait on servers and subprocesses), the longest
+# modules first (tests/conftest.py); one OpenMP thread per process: two workers' scikit-learn
+# fits each spinning threads for every core made training 4x slower.
+# `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/python -m pytest \
+	  -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
