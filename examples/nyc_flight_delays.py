@@ -30,11 +30,9 @@ import importlib.util
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
 
 from examples._grid import DayGrid, as_day, known_at, naive_days, ratio
 from tasks.storage import Storage
@@ -483,34 +481,7 @@ def _deliver(feed: Storage, key: str, frame: pd.DataFrame) -> None:
     feed.write_bytes(key, out.to_csv(index=False).encode("utf-8"))
 
 
-def main(
-    feed: Annotated[Path, typer.Argument(help="Folder to deliver the daily files into.")],
-    first: Annotated[str, typer.Option("--from", help="First day (2013-01-01 or later).")] = (
-        "2013-08-24"
-    ),
-    last: Annotated[str, typer.Option("--to", help="Last day (2013-12-31 or earlier).")] = (
-        "2013-10-21"
-    ),
-    defects_from: Annotated[
-        str | None, typer.Option(help="Inject a few defects on the days after this one.")
-    ] = None,
-) -> None:
-    """Deliver the departures and long delays of the days FROM..TO into FEED as the daily CSV
-    files a provider would send (a feed for ``driftloop backfill`` / ``driftloop replay``)."""
-    from tasks.storage import LocalStorage
-
-    out = write_feed(
-        LocalStorage(feed),
-        date.fromisoformat(first),
-        date.fromisoformat(last),
-        defects_from=date.fromisoformat(defects_from) if defects_from else None,
-    )
-    print(
-        f"{len(out.objects)} files: {out.departures:,} departures, {out.events:,} long delays, "
-        f"{out.quarantined():,} rows the row suites should quarantine, "
-        f"{len(out.rejected_files)} file(s) to reject; in {feed}"
-    )
-
-
 if __name__ == "__main__":
-    typer.run(main)
+    from examples._cli import run_feed_writer
+
+    run_feed_writer(write_feed, "2013-08-24", "2013-10-21")

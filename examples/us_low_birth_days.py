@@ -354,3 +354,9 @@ def _inject_birth_defects(rows: pd.DataFrame, offset: int | None) -> tuple[pd.Da
             "duplicate_row",
         ]
     return rows, []
+
+
+if __name__ == "__main__":
+    from examples._cli import run_feed_writer
+
+    run_feed_writer(write_feed, "1977-08-22", "1977-10-28")
