@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,11 +33,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
-#: The longest test modules, longest first (seconds on an idle 2-core machine, measured with
-#: ``--durations``). ``make test`` runs two pytest-xdist workers with ``--dist loadgroup``: each
-#: module is one unit of work (its module fixtures are built once), the modules sharing the
-#: ``local_stack`` session fixture are one unit, and the longest units start first so that the
-#: two workers end together.
+#: The modules whose tests run on the session's ``local_stack`` (one ``driftloop up``).
+STACK_MODULES = {
+    "tests/browser/test_named_states.py",
+    "tests/browser/test_prefect_ui.py",
+    "tests/driftloop/test_stack.py",
+}
+#: The longest units of work, longest first (seconds on an idle 2-core machine, measured with
+#: ``--durations``).
 LONGEST_FIRST = [
     "tests/flows/test_loop_decisions.py",  # 790: two 60-day loops
     "tests/driftloop/test_stack_burst.py",  # 415: two stacks, 60 landed days
@@ -51,22 +55,35 @@ LONGEST_FIRST = [
 ]
 
 
-@pytest.hookimpl(tryfirst=True)
+def work_unit(nodeid: str) -> str:
+    """The unit of work of a test under pytest-xdist: its module (module fixtures are built
+    once), or ``local_stack`` for the modules sharing that stack."""
+    module = nodeid.split("::", 1)[0]
+    return "local_stack" if module in STACK_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test``'s workers (``-n 2``) take whole units of work, in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByUnit(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """One xdist group per module (the modules that use ``local_stack`` share one), the longest
-    groups first (a stable sort: the rest keep their order)."""
-    stack_modules = {
-        item.nodeid.split("::")[0]
-        for item in items
-        if "local_stack" in getattr(item, "fixturenames", ())
-    }
-    groups = {}
+    """The longest units of work first (a stable sort: the rest keep their order), so that two
+    workers end together; every test on ``local_stack`` is in one of :data:`STACK_MODULES`."""
     for item in items:
-        module = item.nodeid.split("::")[0]
-        groups[item.nodeid] = "local_stack" if module in stack_modules else module
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+        uses_stack = "local_stack" in getattr(item, "fixturenames", ())
+        if uses_stack and work_unit(item.nodeid) != "local_stack":
+            raise pytest.UsageError(
+                f"{item.nodeid} uses local_stack: add its module to STACK_MODULES"
+            )
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
