@@ -28,9 +28,9 @@ def run_feed_writer(write_feed: Callable[..., Any], first: str, last: str) -> No
 
         out = write_feed(
             LocalStorage(feed),
-            date.fromisoformat(start),
-            date.fromisoformat(end),
-            defects_from=date.fromisoformat(defects_from) if defects_from else None,
+            _day(start, "--from"),
+            _day(end, "--to"),
+            defects_from=_day(defects_from, "--defects-from") if defects_from else None,
         )
         print(
             f"{len(out.objects)} files in {feed}: {out.quarantined():,} rows the row suites "
@@ -38,3 +38,10 @@ def run_feed_writer(write_feed: Callable[..., Any], first: str, last: str) -> No
         )
 
     typer.run(main)
+
+
+def _day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day (YYYY-MM-DD)", param_hint=flag) from None
