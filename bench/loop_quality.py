@@ -15,6 +15,11 @@ which have no known change: all alarm days), and the training runs: trained, pro
 rejected, deferred (the policy or the evidence said no). Nothing is asserted; times are printed
 for orientation only (other work on the machine inflates them).
 
+``telco-year`` (only with ``--only telco-year``) is the long-history run: a year of 1,000
+simulated customers, reality changing on live day 180; it prints the wall time and the per-day
+cost of each stage (land, ingest, features, train, score, drift) and shows whether the loop
+retrains in circles over a long history.
+
     .venv/bin/python bench/loop_quality.py [--quick] [--only telco-stable nyc-flights]
 """
 
@@ -79,6 +84,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             + ("" if change is None else f", reality changes on live day {change}"),
         )
 
+    year = telco("telco-year", 30, 365, 180, 1000, short=False)
     if quick:
         return [
             telco("telco-stable", 10, 18, None, 500, short=True),
@@ -116,6 +122,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             (date(1977, 10, 1), date(1977, 12, 31)),
             note="51 states; Thanksgiving, Christmas",
         ),
+        year,
     ]
 
 
@@ -171,6 +178,7 @@ def quality(outcomes: list[Any], change: date | None) -> dict[str, Any]:
         "alarm_days_before_change": None,
         "alarm_days_after_recovery": None,
         "wall_s_per_day": round(sum(o.seconds for o in outcomes) / max(len(outcomes), 1), 1),
+        "stage_s_per_day": stage_split(outcomes),
     }
     if change is None:
         return out
@@ -190,6 +198,19 @@ def quality(outcomes: list[Any], change: date | None) -> dict[str, Any]:
     out["alarm_days_before_change"] = sum(d < change for d in alarms)
     if recovered is not None:
         out["alarm_days_after_recovery"] = sum(d > recovered for d in alarms)
+    return out
+
+
+STAGES = ("land", "ingest", "features", "train", "score", "drift")
+
+
+def stage_split(outcomes: list[Any]) -> dict[str, float]:
+    """Mean wall seconds per live day of each stage, and the rest (flow-run overhead between
+    stages, registry reads)."""
+    days = max(len(outcomes), 1)
+    out = {s: round(sum(o.stage_seconds.get(s, 0.0) for o in outcomes) / days, 2) for s in STAGES}
+    total = sum(o.seconds for o in outcomes) / days
+    out["other"] = round(total - sum(out.values()), 2)
     return out
 
 
@@ -280,6 +301,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    print()
+    print("mean seconds per live day, by stage")
+    print("scenario".ljust(14) + "".join(f"{s:>10}" for s in (*STAGES, "other")))
+    for r in rows:
+        split = r["stage_s_per_day"]
+        print(r["scenario"].ljust(14) + "".join(f"{split[s]:>10}" for s in (*STAGES, "other")))
     for r in rows:
         print(
             f"{r['scenario']}: {r['note']}; history {r['history'][0]}..{r['history'][1]}, live {r['live'][0]}..{r['live'][1]}; {r['wall_s']} s"
@@ -295,7 +322,11 @@ def main() -> int:
     quiet_telemetry()
     from prefect.testing.utilities import prefect_test_harness
 
-    chosen = [s for s in scenarios(args.quick) if not args.only or s.name in args.only]
+    chosen = [
+        s
+        for s in scenarios(args.quick)
+        if (s.name in args.only if args.only else s.name != "telco-year")
+    ]
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="driftloop-loop-quality-") as tmp,

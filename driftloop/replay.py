@@ -109,6 +109,8 @@ class DayOutcome:
     drift_drifted: list[str] = field(default_factory=list)
     trainings: list[TrainingRun] = field(default_factory=list)
     seconds: float = 0.0
+    #: wall seconds of each stage of the day: land, ingest, features, train, score, drift
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def trained(self) -> list[TrainingRun]:
@@ -403,43 +405,67 @@ def _play_day(
     prefect_yaml = settings.project_dir / "prefect.yaml"
     started = time.monotonic()
     out = DayOutcome(day=day, objects=list(keys))
+    stage = _StageClock(out.stage_seconds)
 
-    land(lake, feed, keys)
+    with stage("land"):
+        land(lake, feed, keys)
     if keys:
-        ingest_flow(IngestParams(objects=keys))
-        # counted from the ledger, not from this run: a day played again after a kill finds its
-        # files ingested already, and its outcome must read the same
-        ledger = open_ledger(lake.ledger)
-        for record in filter(None, map(ledger.latest, keys)):
-            out.rows_validated += int(record["rows_valid"])
-            out.rows_quarantined += int(record["rows_quarantined"])
-            out.files_rejected += record["status"] == "rejected"
+        with stage("ingest"):
+            ingest_flow(IngestParams(objects=keys))
+            # counted from the ledger, not from this run: a day played again after a kill finds
+            # its files ingested already, and its outcome must read the same
+            ledger = open_ledger(lake.ledger)
+            for record in filter(None, map(ledger.latest, keys)):
+                out.rows_validated += int(record["rows_valid"])
+                out.rows_quarantined += int(record["rows_quarantined"])
+                out.files_rejected += record["status"] == "rejected"
 
     built_at = datetime.now(tz=UTC)
-    built = features_flow(FeaturesParams(materialize=False))
+    with stage("features"):
+        built = features_flow(FeaturesParams(materialize=False))
     out.training_due = built.get("training")
     if (out.training_due or {}).get("due"):
-        for event in wait_for_events(TRAINING_DUE_EVENT, built_at, resource=resource)[:1]:
-            out.trainings += _train_from(prefect_yaml, "training.due", event)
+        with stage("train"):
+            for event in wait_for_events(TRAINING_DUE_EVENT, built_at, resource=resource)[:1]:
+                out.trainings += _train_from(prefect_yaml, "training.due", event)
 
     champion = registry.champion_version(settings.tracking_uri, name)
     if champion is not None:
         shadows = [shadow] if shadow and shadow != champion else []
-        scored = score_flow(ScoreParams(day=day, shadow_versions=shadows))
+        with stage("score"):
+            scored = score_flow(ScoreParams(day=day, shadow_versions=shadows))
         out.scored = int(scored.get("scored", 0))
         checked_at = datetime.now(tz=UTC)
-        result = drift_flow(DriftParams(day=day))
+        with stage("drift"):
+            result = drift_flow(DriftParams(day=day))
         out.drift_status = result.get("status")
         out.drift_detected = bool(result.get("detected"))
         out.drift_severity = result.get("severity")
         out.drift_signals = result.get("signals")
         out.drift_drifted = list(result.get("drifted") or [])
         if out.drift_detected:
-            for event in wait_for_events(DETECTED_EVENT, checked_at, resource=resource)[:1]:
-                out.trainings += _train_from(prefect_yaml, "drift.detected", event)
+            with stage("train"):
+                for event in wait_for_events(DETECTED_EVENT, checked_at, resource=resource)[:1]:
+                    out.trainings += _train_from(prefect_yaml, "drift.detected", event)
     out.champion = registry.champion_version(settings.tracking_uri, name)
     out.seconds = round(time.monotonic() - started, 2)
     return out
+
+
+class _StageClock:
+    """``with clock("score"): ...`` adds the block's wall seconds to ``totals["score"]``."""
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = self.totals.get(name, 0.0) + time.monotonic() - began
+            self.totals[name] = round(spent, 2)
 
 
 def _train_from(prefect_yaml: Path, trigger: str, event: Any) -> list[TrainingRun]:

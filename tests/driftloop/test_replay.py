@@ -224,13 +224,13 @@ def _usecase(env: dict[str, str]) -> UseCase:
 
 
 def _outcomes(root: Path) -> list[dict[str, Any]]:
-    """The recorded day outcomes without their timing and the runs they started (a day killed
+    """The recorded day outcomes without their timings and the runs they started (a day killed
     after its train run registered a version is played again: the version is decided then,
     and that day's train run finds its ``as_of`` trained already)."""
     out = []
     for p in sorted((root / "reports" / OUTCOME_PREFIX / "telco_churn").glob("*.json")):
         raw = json.loads(p.read_text())
-        for key in ("seconds", "trainings"):
+        for key in ("seconds", "stage_seconds", "trainings"):
             raw.pop(key)
         out.append(raw)
     return out
