@@ -193,14 +193,14 @@ def main() -> None:
         t0 = time.perf_counter()
         store = apply_repo(settings)
         t["apply"] = time.perf_counter() - t0
-        end = latest_feature_timestamp(lake)
+        end = latest_feature_timestamp(lake, "customer_daily")
         assert end is not None
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Feast's progress lines
             materialize(store, end)
         t["materialize"] = time.perf_counter() - t0
         t_ours = sum(t.values())
-        features = read_parquet(lake.zone("features"), feature_key(built))
+        features = read_parquet(lake.zone("features"), feature_key("customer_daily", built))
 
         out = Path(tmp) / "floor"
         out.mkdir()

@@ -101,9 +101,11 @@ def build_world(work: Path, *, customers: int, days: int, seed: int) -> tuple[An
         f"{t_ingest:.1f}s, features flow {t_features:.1f}s, train flow {t_train:.1f}s "
         f"-> champion v{out['version']}"
     )
-    latest = latest_feature_timestamp(lake)
+    latest = latest_feature_timestamp(lake, "customer_daily")
     assert latest is not None
-    day = read_parquet(lake.zone("features"), feature_key(latest.date() - timedelta(days=1)))
+    day = read_parquet(
+        lake.zone("features"), feature_key("customer_daily", latest.date() - timedelta(days=1))
+    )
     return settings, sorted(day["customer_id"].astype(str).unique())
 
 

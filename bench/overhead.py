@@ -66,7 +66,7 @@ def plain(settings: Any, lake: Any) -> dict[str, float]:
     t0 = time.perf_counter()
     built = features.build_features(lake, usecase)
     store = features.apply_repo(settings)
-    end = features.latest_feature_timestamp(lake)
+    end = features.latest_feature_timestamp(lake, "customer_daily")
     assert end is not None and built
     with contextlib.redirect_stdout(sys.stderr):
         features.materialize(store, end)

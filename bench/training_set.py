@@ -257,11 +257,13 @@ def flat_file_store(settings: Any, work: Path) -> dict[str, Any]:
     """
     from feast import FeatureStore, RepoConfig
 
-    from tasks.features import FEATURE_TABLE, load_repo_objects, repo_config_dict
+    from tasks.features import load_repo_objects, repo_config_dict
 
-    flat = work / "flat" / FEATURE_TABLE
+    flat = work / "flat" / "customer_daily"
     flat.mkdir(parents=True)
-    for part in sorted((settings.local_root / "features" / FEATURE_TABLE).glob("date=*/*.parquet")):
+    for part in sorted(
+        (settings.local_root / "features" / "customer_daily").glob("date=*/*.parquet")
+    ):
         os.link(part, flat / f"{part.parent.name.removeprefix('date=')}.parquet")
     state = work / "file_state"
     state.mkdir()
@@ -379,13 +381,15 @@ def online_latency(
 
     rng = np.random.default_rng(seed)
     for _ in range(5):  # warm-up: registry cache, SQLite connection
-        online_features(store, list(rng.choice(ids, size=batch, replace=False)), SERVICE)
+        online_features(
+            store, list(rng.choice(ids, size=batch, replace=False)), SERVICE, entity="customer_id"
+        )
     samples = []
     nulls = 0
     for _ in range(calls):
         wanted = list(rng.choice(ids, size=batch, replace=False))
         t0 = time.perf_counter()
-        df = online_features(store, wanted, SERVICE)
+        df = online_features(store, wanted, SERVICE, entity="customer_id")
         samples.append(time.perf_counter() - t0)
         nulls += int(df["plan"].isna().sum())
     return {
@@ -507,7 +511,7 @@ def main() -> None:
 
         # ---- 1. point-in-time training set through driftloop (DuckDB) ----
         t0 = time.perf_counter()
-        frame = training_frame(store, entities.drop(columns="kind"), SERVICE)
+        frame = training_frame(store, entities.drop(columns="kind"), SERVICE, entity="customer_id")
         t_tf = time.perf_counter() - t0
         rows_out = len(frame)
         null_rows = int(frame["features_asof"].isna().sum())
@@ -534,7 +538,9 @@ def main() -> None:
 
         # ---- 3. training ----
         t0 = time.perf_counter()
-        validation = training_frame(store, validation_entities.drop(columns="kind"), SERVICE)
+        validation = training_frame(
+            store, validation_entities.drop(columns="kind"), SERVICE, entity="customer_id"
+        )
         t_val = time.perf_counter() - t0
         schema = feature_schema(store, SERVICE, target.name)
         t0 = time.perf_counter()
@@ -551,7 +557,7 @@ def main() -> None:
         del frame, validation, model
 
         # ---- 4. online reads ----
-        end = latest_feature_timestamp(lake)
+        end = latest_feature_timestamp(lake, "customer_daily")
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Feast's progress lines
             loaded = materialize(store, end)

@@ -158,6 +158,13 @@ def run_check(settings: Settings) -> CheckReport:
                 f"feature view {view.name!r} of feature service {service.name!r} joins on "
                 f"{keys}, but the use case's entity is {usecase.entity!r}",
             )
+        source = getattr(view.batch_source, "name", None)
+        if source != usecase.feature_table:
+            add(
+                f"{shown}: features.table",
+                f"feature view {view.name!r} of feature service {service.name!r} reads source "
+                f"{source!r}, but the use case's feature table is {usecase.feature_table!r}",
+            )
         timestamp = getattr(view.batch_source, "timestamp_field", "") or ""
         for column in [*keys, timestamp, *(f.name for f in projection.features)]:
             if column:
@@ -252,7 +259,7 @@ def _settings_environment(settings: Settings) -> Iterator[None]:
 def _parse_repo(settings: Settings) -> tuple[RepoObjects | None, list[str]]:
     """The Feast objects of the repository (imported as ``feast apply`` imports it, nothing
     registered) and what is wrong with it."""
-    from tasks.features import feature_source_path, load_repo_objects
+    from tasks.features import load_repo_objects, source_path_problems
 
     repo = settings.feature_repo.resolve()
     errors: dict[str, Exception] = {}
@@ -267,15 +274,7 @@ def _parse_repo(settings: Settings) -> tuple[RepoObjects | None, list[str]]:
         f"{type(exc).__name__}: {_one_line(exc)}"
         for name, exc in errors.items()
     ]
-    expected = feature_source_path(settings)
-    for source in objects.data_sources:
-        path = getattr(source, "path", expected)
-        if path != expected:
-            problems.append(
-                f"feature source {source.name!r} reads {path}, but these settings put the "
-                f"feature table at {expected}"
-            )
-    return objects, problems
+    return objects, problems + source_path_problems(settings, objects.data_sources)
 
 
 def _import_builder(dotted: str) -> tuple[Any, str]:

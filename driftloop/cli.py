@@ -322,7 +322,7 @@ def score(
         str | None, typer.Option(help="Day to score (YYYY-MM-DD); default newest.")
     ] = None,
 ) -> None:
-    """Batch-score the active customers with the champion (predictions/ zone)."""
+    """Batch-score the active entities with the champion (predictions/ zone)."""
     _prefect_api(_settings(lake=True, checked=True))
     from flows.score import ScoreParams, score_flow
 

@@ -6,9 +6,13 @@ looked up then and re-read at most every ``refresh_seconds`` afterwards.
 
 | route | does | errors |
 |---|---|---|
-| ``POST /predict`` | ``{"customer_id"}`` → one prediction | 422 malformed id, 404 unknown, 503 no champion |
-| ``POST /predict/batch`` | ``{"customer_ids": [...]}`` (1 to 1000) → predictions in order | same |
+| ``POST /predict`` | ``{"<entity>": id}`` → one prediction | 422 malformed id, 404 unknown, 503 no champion |
+| ``POST /predict/batch`` | ``{"<entity>s": [...]}`` (1 to 1000) → predictions in order | same |
 | ``GET /health`` | status and the champion version served | 503 while there is nothing to serve |
+
+The fields are named after the use case: ``<entity>`` is its entity (``customer_id`` for telco),
+and a prediction holds the id, the probability under the use case's prediction column
+(``churn_probability``), ``model_version`` and ``features_asof``.
 
 A request body larger than ``max_body_bytes`` (1 MiB by default) is refused with 413, whether
 its ``Content-Length`` says so or the streamed body turns out larger. A 422 names where the
@@ -23,17 +27,19 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from driftloop.usecase import load_usecase
 from tasks.serve import (
     DEFAULT_REFRESH_SECONDS,
     MAX_BATCH,
@@ -60,48 +66,83 @@ _RULE_CONTEXT = ("pattern", "expected", "min_length", "max_length", "ge", "gt", 
 # ---- the API's types ----------------------------------------------------------------------------
 
 
-class PredictRequest(BaseModel):
-    """One customer to score."""
+@dataclass(frozen=True)
+class ApiTypes:
+    """The request and answer types of the prediction routes, named after the use case: the id
+    field is its entity (``customer_id``), a batch's is the plural (``customer_ids``), and the
+    probability is its prediction column (``churn_probability``)."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"customer_id": "C0000042"}]}
+    entity: str
+    prediction: str
+    request: type[BaseModel]
+    batch_request: type[BaseModel]
+    prediction_model: type[BaseModel]
+    batch_response: type[BaseModel]
+
+    @property
+    def batch_field(self) -> str:
+        return f"{self.entity}s"
+
+
+def api_types(entity: str, prediction: str, target: str) -> ApiTypes:
+    """:class:`ApiTypes` for a use case whose entity, prediction column and target are named
+    ``entity``, ``prediction`` and ``target``."""
+    one = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description=f"The {entity} to score; must match the use case's id pattern.",
+        ),
+    ]
+    request = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"One {entity} to score.",
+        **{entity: one},  # type: ignore[call-overload]
     )
-
-    customer_id: str = Field(
-        min_length=1,
-        max_length=256,
-        description="The customer's id; must match the use case's id pattern.",
+    many = Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]],
+        Field(min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} ids."),
+    ]
+    batch_request = create_model(
+        "BatchPredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Ids ({entity}) to score in one call (scored by the same champion).",
+        **{f"{entity}s": many},  # type: ignore[call-overload]
     )
-
-
-class BatchPredictRequest(BaseModel):
-    """Customers to score in one call (scored by the same champion)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"customer_ids": ["C0000042", "C0000043"]}]},
+    probability = Annotated[
+        float,
+        Field(ge=0.0, le=1.0, description=f"P({target} within the horizon)."),
+    ]
+    prediction_model = create_model(
+        "Prediction",
+        __doc__=f"The champion's probability of {target} for one {entity}.",
+        **{  # type: ignore[call-overload]
+            entity: (str, ...),
+            prediction: (probability, ...),
+            "model_version": (
+                str,
+                Field(description="The registered model version that scored."),
+            ),
+            "features_asof": (
+                datetime | None,
+                Field(
+                    description="When the features were computed (end of their last feature "
+                    "day, UTC)."
+                ),
+            ),
+        },
     )
-
-    customer_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} customer ids."
+    batch_response = create_model(
+        "BatchPredictResponse",
+        predictions=(
+            list[prediction_model],  # type: ignore[valid-type]
+            Field(description="One per requested id, in order."),
+        ),
+        model_version=(str, Field(description="The version that scored every prediction.")),
     )
-
-
-class Prediction(BaseModel):
-    """The champion's churn probability for one customer."""
-
-    customer_id: str
-    churn_probability: float = Field(ge=0.0, le=1.0, description="P(churn within the horizon).")
-    model_version: str = Field(description="The registered model version that scored.")
-    features_asof: datetime | None = Field(
-        description="When the customer's features were computed (end of their last feature "
-        "day, UTC)."
-    )
-
-
-class BatchPredictResponse(BaseModel):
-    predictions: list[Prediction] = Field(description="One per requested id, in order.")
-    model_version: str = Field(description="The version that scored every prediction.")
+    return ApiTypes(entity, prediction, request, batch_request, prediction_model, batch_response)
 
 
 class HealthResponse(BaseModel):
@@ -137,7 +178,7 @@ def _predictor(request: Request) -> Predictor:
 
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": UnknownIdsResponse, "description": "Unknown customer id(s)."},
+    404: {"model": UnknownIdsResponse, "description": "Unknown id(s)."},
     413: {"model": ErrorResponse, "description": "Request body larger than the limit."},
     503: {"model": ErrorResponse, "description": "No champion to serve yet."},
 }
@@ -266,10 +307,15 @@ def create_app(
         await run_in_threadpool(app.state.predictor.champions.refresh)
         yield
 
+    usecase = load_usecase(settings.usecase)
+    if usecase.target is None:
+        raise ValueError(f"use case {usecase.name!r} defines no target to predict")
+    types = api_types(usecase.entity, usecase.prediction_column, usecase.target.name)
     app = FastAPI(
         title="driftloop online inference",
-        description="Churn probabilities from the current champion model, on the customers' "
-        "online features. A newly promoted champion (or a rollback) is served within "
+        description=f"{usecase.name}: the probability of {usecase.target.name} from the "
+        f"current champion model, on the online features of each {usecase.entity}. A newly "
+        "promoted champion (or a rollback) is served within "
         f"`refresh_seconds` ({refresh_seconds:g} s) without a restart.",
         version="1",
         lifespan=lifespan,
@@ -298,26 +344,37 @@ def create_app(
     async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
-    @app.post("/predict", responses=ERRORS, summary="Score one customer")
-    def predict(body: PredictRequest, predictor: PredictorDep) -> Prediction:
-        """The champion's churn probability for one customer, from their online features."""
+    def predict(body: BaseModel, predictor: PredictorDep) -> BaseModel:
+        """The champion's probability for one id, from its online features."""
         try:
-            [row] = predictor.predict([body.customer_id])
+            [row] = predictor.predict([getattr(body, types.entity)])
         except InvalidIds as exc:
-            raise _invalid(exc, "customer_id", batch=False) from None
-        return Prediction(**row)
+            raise _invalid(exc, types.entity, batch=False) from None
+        return types.prediction_model(**row)
 
-    @app.post("/predict/batch", responses=ERRORS, summary="Score up to 1000 customers")
-    def predict_batch(body: BatchPredictRequest, predictor: PredictorDep) -> BatchPredictResponse:
+    def predict_batch(body: BaseModel, predictor: PredictorDep) -> BaseModel:
         """Predictions for every id, in the order asked, all from the same champion. Any unknown
         id fails the whole call with 404 listing the unknown ids."""
         try:
-            rows = predictor.predict(body.customer_ids)
+            rows = predictor.predict(getattr(body, types.batch_field))
         except InvalidIds as exc:
-            raise _invalid(exc, "customer_ids", batch=True) from None
-        return BatchPredictResponse(
-            predictions=[Prediction(**r) for r in rows], model_version=rows[0]["model_version"]
+            raise _invalid(exc, types.batch_field, batch=True) from None
+        return types.batch_response(
+            predictions=[types.prediction_model(**r) for r in rows],
+            model_version=rows[0]["model_version"],
         )
+
+    # the types are built for this use case, so they are set on the routes here (FastAPI reads
+    # a route's parameters and answer from its annotations)
+    predict.__annotations__ |= {"body": types.request, "return": types.prediction_model}
+    predict_batch.__annotations__ |= {
+        "body": types.batch_request,
+        "return": types.batch_response,
+    }
+    app.post("/predict", responses=ERRORS, summary=f"Score one {types.entity}")(predict)
+    app.post("/predict/batch", responses=ERRORS, summary=f"Score up to {MAX_BATCH} ids")(
+        predict_batch
+    )
 
     @app.get(
         "/health",

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ColumnType = Literal["string", "int", "float", "date", "datetime", "bool"]
+#: A name that becomes a folder, a column or an API field: letters, digits and underscores.
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class UseCaseError(ValueError):
@@ -141,6 +143,12 @@ class TargetSpec(BaseModel):
         "stays and can have the event again; its label is 1 when at least one event falls in "
         "the horizon.",
     )
+    prediction: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="The predicted probability's column in predictions/ and its key in the "
+        "serving API's answers. Default: <name>_probability.",
+    )
 
 
 class FeatureSpec(BaseModel):
@@ -152,6 +160,12 @@ class FeatureSpec(BaseModel):
     builder: str = Field(pattern=r"^[\w.]+:\w+$", description="module:function")
     lookback_days: int = Field(ge=1)
     feature_service: str
+    table: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="The feature table: its folder in the lake (features/<table>/) and the name "
+        "of its Feast file source. Default: the use case's name.",
+    )
 
 
 class ModelSpec(BaseModel):
@@ -389,6 +403,19 @@ class UseCase(BaseModel):
                 )
         _raise_located("UseCase", errors)
         return self
+
+    @property
+    def feature_table(self) -> str:
+        """The feature table's name (``features.table``, else the use case's name)."""
+        return (self.features.table if self.features else None) or self.name
+
+    @property
+    def prediction_column(self) -> str:
+        """The predicted probability's column (``target.prediction``, else
+        ``<target.name>_probability``)."""
+        if self.target is None:
+            raise ValueError(f"use case {self.name!r} defines no target")
+        return self.target.prediction or f"{self.target.name}_probability"
 
     @property
     def reported_column(self) -> str:

@@ -11,7 +11,7 @@ from feast import FileSource
 from feast.data_format import ParquetFormat
 
 from driftloop.settings import load_settings
-from tasks.features import FEATURE_TABLE, feature_source_path
+from tasks.features import feature_source_path
 
 _settings = load_settings()
 # Feast creates its registry and SQLite files but not their parent folders: make sure the state
@@ -19,8 +19,8 @@ _settings = load_settings()
 _settings.state_path.mkdir(parents=True, exist_ok=True)
 
 customer_daily = FileSource(
-    name=FEATURE_TABLE,
-    path=feature_source_path(_settings),
+    name="customer_daily",  # the use case's features.table
+    path=feature_source_path(_settings, "customer_daily"),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
     description="One row per customer and day with usage "

@@ -99,16 +99,16 @@ def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
     )
     rows: dict[date, int] = {}
     for days, frames in zip(ranges, computed, strict=True):
-        rows |= write_feature_days(lake, days, frames)
+        rows |= write_feature_days(lake, plan.table, days, frames)
     built = finish_features(lake, plan, rows)
     store = apply_repo(settings)
-    end = stage.latest_feature_timestamp(lake)
+    end = stage.latest_feature_timestamp(lake, plan.table)
     loaded: dict[str, Any] = {}
     if params.materialize and end is not None:
         since = stage.day_start(min(built)) + timedelta(days=1) if built else None
         loaded = materialize(store, end, since=since)
 
-    summary = stage.flow_summary(lake, built, loaded, project=settings.feast_project)
+    summary = stage.flow_summary(lake, plan.table, built, loaded, project=settings.feast_project)
     if built or loaded:
         create_table_artifact(
             key="features-summary",

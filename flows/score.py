@@ -1,4 +1,4 @@
-"""Score: the champion scores the customers active on a day (point-in-time Feast features)."""
+"""Score: the champion scores the entities active on a day (point-in-time Feast features)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ feature_store = task(name="feature-store", cache_policy=NO_CACHE)(features.featu
 score_day = task(name="score-day", cache_policy=NO_CACHE, retries=1)(score.score_day)
 
 
-@flow(name="score", description="Batch-score active customers with the champion model.")
+@flow(name="score", description="Batch-score the entities active on a day with the champion model.")
 def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     settings = load_settings()
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
@@ -61,7 +61,7 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
                 "day": str(day),
                 "rows": len(scores),
                 "model_version": scores["model_version"].iloc[0] if len(scores) else None,
-                "mean_probability": float(scores["churn_probability"].mean())
+                "mean_probability": float(scores[usecase.prediction_column].mean())
                 if len(scores)
                 else None,
                 "key": key,
@@ -69,7 +69,11 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
         ],
         description=f"{name}: predictions for {day}",
     )
-    emit_event(**score.written_event(name, day, "champion", scores, key))
+    emit_event(
+        **score.written_event(
+            name, day, "champion", scores, key, prediction=usecase.prediction_column
+        )
+    )
     return {
         "day": str(day),
         "scored": len(scores),

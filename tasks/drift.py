@@ -122,14 +122,15 @@ class DriftResult:
         return out
 
 
-def read_feature_window(lake: Lake, first: date, last: date) -> pd.DataFrame:
-    """The feature rows of days ``first``..``last`` (missing days are skipped)."""
+def read_feature_window(lake: Lake, table: str, first: date, last: date) -> pd.DataFrame:
+    """The rows of feature table ``table`` of days ``first``..``last`` (missing days are
+    skipped)."""
     zone = lake.zone("features")
     frames = []
     day = first
     while day <= last:
-        if zone.exists(feature_key(day)):
-            frames.append(read_parquet(zone, feature_key(day)))
+        if zone.exists(feature_key(table, day)):
+            frames.append(read_parquet(zone, feature_key(table, day)))
         day += timedelta(days=1)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -406,12 +407,13 @@ def pooled_performance(
     label: str,
     *,
     min_positives: int,
-    entity: str = "customer_id",
+    entity: str,
+    prediction: str,
     confidence: float = 0.95,
 ) -> list[dict[str, Any]]:
     """Realised ROC AUC over pooled windows of labelled snapshot days, per model version.
 
-    ``predictions``: <entity>, event_timestamp, churn_probability and, optionally,
+    ``predictions``: <entity>, event_timestamp, <prediction> and, optionally,
     model_version; ``labelled``: the entity frame of known labels (<entity>, event_timestamp,
     <label>). Each version's snapshot days are pooled from the newest backwards: a window
     closes once it holds at least ``min_positives`` positives and one negative (``complete``);
@@ -421,8 +423,6 @@ def pooled_performance(
     present. Ordered by last day (then version); at most the newest
     :data:`MAX_REALISED_WINDOWS`.
     """
-    from tasks.score import PROBABILITY
-
     if predictions.empty or labelled.empty:
         return []
     p = predictions.assign(event_timestamp=pd.to_datetime(predictions["event_timestamp"], utc=True))
@@ -435,7 +435,7 @@ def pooled_performance(
     out = []
     for version, rows in joined.groupby("model_version", sort=True, dropna=False):
         days = [
-            (str(ts)[:10], day[label].to_numpy(dtype="int64"), day[PROBABILITY].to_numpy("float64"))
+            (str(ts)[:10], day[label].to_numpy(dtype="int64"), day[prediction].to_numpy("float64"))
             for ts, day in rows.groupby("event_timestamp", sort=True)
         ]
         for pool, complete in _pool_days(days, min_positives):
@@ -852,7 +852,7 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
     """The champion's reference and the feature rows and predictions of the window ending
     ``day``; None without a champion."""
     from tasks import registry
-    from tasks.score import PROBABILITY, read_predictions
+    from tasks.score import read_predictions
     from tasks.training_set import SnapshotColumns
 
     name = usecase.model.registered_name
@@ -862,7 +862,10 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
     reference = registry.load_reference(settings.tracking_uri, name, version)
     first = day - timedelta(days=usecase.drift.window_days - 1)
     columns = SnapshotColumns.of(usecase)
-    window_preds = read_predictions(lake, name, first=first, last=day, entity=columns.entity)
+    prediction = usecase.prediction_column
+    window_preds = read_predictions(
+        lake, name, first=first, last=day, entity=columns.entity, prediction=prediction
+    )
     window_preds = window_preds[window_preds["model_version"].astype(str) == str(version)]
     return DriftInputs(
         model=name,
@@ -870,8 +873,8 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
         reference=reference,
         first=first,
         day=day,
-        features=read_feature_window(lake, first, day),
-        predictions=window_preds[PROBABILITY].to_numpy() if len(window_preds) else None,
+        features=read_feature_window(lake, usecase.feature_table, first, day),
+        predictions=window_preds[prediction].to_numpy() if len(window_preds) else None,
     )
 
 
@@ -932,13 +935,17 @@ def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[
         label_delay_days=usecase.target.label_delay_days,
         columns=columns,
     )
-    predictions = read_predictions(lake, inputs.model, last=day, entity=columns.entity)
+    prediction = usecase.prediction_column
+    predictions = read_predictions(
+        lake, inputs.model, last=day, entity=columns.entity, prediction=prediction
+    )
     return pooled_performance(
         predictions,
         labelled,
         columns.label,
         min_positives=usecase.drift.min_window_positives,
         entity=columns.entity,
+        prediction=prediction,
     )
 
 

@@ -5,9 +5,10 @@ Three parts:
 * :func:`telco_daily_features` — the pure feature function of the telco use case: one row per
   customer and day with usage, the customer's profile as of that day and rolling aggregates
   over calendar windows ending that day.
-* :func:`build_features` — incremental build of the feature table in the ``features`` zone,
-  one Parquet file per day at ``features/customer_daily/date=YYYY-MM-DD/part-00000.parquet``.
-  A manifest (``features/_manifests/customer_daily.json``) maps every built day to a
+* :func:`build_features` — incremental build of the use case's feature table in the ``features``
+  zone, one Parquet file per day at ``features/<table>/date=YYYY-MM-DD/part-00000.parquet``
+  (``<table>``: ``features.table`` of the use case, ``customer_daily`` for telco). A manifest
+  (``features/_manifests/<table>.json``) maps every built day to a
   fingerprint of its inputs (keys and etags of the validated partitions in the day's lookback
   window); only days whose fingerprint changed are rebuilt, so a re-run on unchanged input
   writes nothing.
@@ -27,7 +28,7 @@ import hashlib
 import importlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
     from driftloop.usecase import FeatureSpec, UseCase
 
-FEATURE_TABLE = "customer_daily"
-MANIFEST_KEY = f"_manifests/{FEATURE_TABLE}.json"
 PART_NAME = "part-00000.parquet"
 MANIFEST_VERSION = 1
 MATERIALIZED_EVENT = "driftloop.features.materialized"
@@ -280,23 +279,29 @@ def load_builder(dotted: str) -> Callable[[pd.DataFrame, date, date], pd.DataFra
 # ---- incremental build --------------------------------------------------------------------------
 
 
-def feature_key(day: date) -> str:
-    """Key (in the features zone) of one day's feature file."""
-    return f"{FEATURE_TABLE}/date={day.isoformat()}/{PART_NAME}"
+def feature_key(table: str, day: date) -> str:
+    """Key (in the features zone) of one day's file of feature table ``table``."""
+    return f"{table}/date={day.isoformat()}/{PART_NAME}"
 
 
-def read_manifest(lake: Lake) -> dict[str, Any]:
-    """The build manifest (empty when nothing was built yet)."""
+def manifest_key(table: str) -> str:
+    """Key (in the features zone) of the build manifest of feature table ``table``."""
+    return f"_manifests/{table}.json"
+
+
+def read_manifest(lake: Lake, table: str) -> dict[str, Any]:
+    """The build manifest of ``table`` (empty when nothing was built yet)."""
     features = lake.zone("features")
-    if not features.exists(MANIFEST_KEY):
+    if not features.exists(manifest_key(table)):
         return {"version": MANIFEST_VERSION, "dates": {}}
-    manifest: dict[str, Any] = read_json(features, MANIFEST_KEY)
+    manifest: dict[str, Any] = read_json(features, manifest_key(table))
     return manifest
 
 
-def latest_feature_timestamp(lake: Lake) -> datetime | None:
-    """``event_timestamp`` of the newest built day with rows (None when there is none)."""
-    entries = read_manifest(lake).get("dates", {})
+def latest_feature_timestamp(lake: Lake, table: str) -> datetime | None:
+    """``event_timestamp`` of the newest built day of ``table`` with rows (None when there is
+    none)."""
+    entries = read_manifest(lake, table).get("dates", {})
     days = [date.fromisoformat(d) for d, e in entries.items() if int(e.get("rows", 0)) > 0]
     if not days:
         return None
@@ -321,7 +326,7 @@ def build_features(
     rows: dict[date, int] = {}
     for days in date_ranges(plan.todo, plan.lookback_days):
         built = compute_features(lake, usecase, days, plan.inputs(days))
-        rows.update(write_feature_days(lake, days, built))
+        rows.update(write_feature_days(lake, plan.table, days, built))
     return finish_features(lake, plan, rows)
 
 
@@ -329,6 +334,7 @@ def build_features(
 class FeaturePlan:
     """What a feature build has to do: the days to (re)build and the inputs they read."""
 
+    table: str  # the feature table built
     header: dict[str, Any]  # builder and window the manifest was made with
     entries: dict[str, dict[str, Any]]  # manifest entries still valid, by ISO day
     fingerprints: dict[date, str]  # of every considered day
@@ -350,7 +356,7 @@ def plan_features(
     spec = _feature_spec(usecase)
     dataset = usecase.datasets[spec.source_dataset]
     partitions = validated_partitions(lake, dataset)
-    manifest = read_manifest(lake)
+    manifest = read_manifest(lake, usecase.feature_table)
     header = _manifest_header(spec)
     entries: dict[str, dict[str, Any]] = dict(manifest.get("dates", {}))
     if {k: manifest.get(k) for k in header} != header:
@@ -365,6 +371,7 @@ def plan_features(
     if dates is None:
         gone = sorted(k for k in entries if date.fromisoformat(k) not in partitions)
     return FeaturePlan(
+        table=usecase.feature_table,
         header=header,
         entries=entries,
         fingerprints=prints,
@@ -414,18 +421,19 @@ def compute_features(
 
 
 def write_feature_days(
-    lake: Lake, days: list[date], built: dict[date, pd.DataFrame]
+    lake: Lake, table: str, days: list[date], built: dict[date, pd.DataFrame]
 ) -> dict[date, int]:
-    """Write (or, without rows, remove) the feature file of each day; returns rows per day."""
+    """Write (or, without rows, remove) the file of ``table`` of each day; returns rows per
+    day."""
     features = lake.zone("features")
     rows: dict[date, int] = {}
     for day in days:
         frame = built.get(day)
         if frame is None or frame.empty:
-            features.delete(feature_key(day))
+            features.delete(feature_key(table, day))
             rows[day] = 0
         else:
-            _write_feature_file(lake, day, frame)
+            _write_feature_file(lake, table, day, frame)
             rows[day] = len(frame)
     return rows
 
@@ -441,13 +449,13 @@ def finish_features(lake: Lake, plan: FeaturePlan, rows: dict[date, int]) -> lis
     features = lake.zone("features")
     entries = dict(plan.entries)
     for key in plan.gone:
-        features.delete(feature_key(date.fromisoformat(key)))
+        features.delete(feature_key(plan.table, date.fromisoformat(key)))
         entries.pop(key, None)
     for day in plan.todo:
         entries[day.isoformat()] = {"fingerprint": plan.fingerprints[day], "rows": rows[day]}
     if plan.todo or plan.gone:
         manifest = {**plan.header, "dates": dict(sorted(entries.items()))}
-        write_json(features, MANIFEST_KEY, manifest)
+        write_json(features, manifest_key(plan.table), manifest)
     return list(plan.todo)
 
 
@@ -498,13 +506,13 @@ def _split_by_day(built: pd.DataFrame) -> dict[date, pd.DataFrame]:
     return {day: rows for day, rows in built.groupby(days, sort=True)}
 
 
-def _write_feature_file(lake: Lake, day: date, rows: pd.DataFrame) -> None:
+def _write_feature_file(lake: Lake, table: str, day: date, rows: pd.DataFrame) -> None:
     """One day's rows, with Parquet types the DuckDB offline store reads natively."""
     out = rows.reset_index(drop=True).copy()
     out["date"] = pd.to_datetime(out["date"]).dt.date  # date32, like the hive partition value
     for col in ("event_timestamp", "features_asof"):  # DuckDB reads timestamp[us, UTC] natively
         out[col] = pd.to_datetime(out[col], utc=True).astype("datetime64[us, UTC]")
-    write_parquet(lake.zone("features"), feature_key(day), out)
+    write_parquet(lake.zone("features"), feature_key(table, day), out)
 
 
 # ---- Feast --------------------------------------------------------------------------------------
@@ -528,9 +536,25 @@ def offline_features_dir(settings: Settings) -> Path:
     return settings.state_path / OFFLINE_MIRROR
 
 
-def feature_source_path(settings: Settings) -> str:
-    """Absolute location of the feature table for the offline store (a glob over all days)."""
-    return str(offline_features_dir(settings) / FEATURE_TABLE / "date=*" / "*.parquet")
+def feature_source_path(settings: Settings, table: str) -> str:
+    """Absolute location of feature table ``table`` for the offline store (a glob over all
+    days). A Feast repository's file source named ``table`` reads this path."""
+    return str(offline_features_dir(settings) / table / "date=*" / "*.parquet")
+
+
+def source_path_problems(settings: Settings, sources: Iterable[Any]) -> list[str]:
+    """What is wrong with the paths of a repository's file sources: each must read the feature
+    table it is named after, where these settings put it (:func:`feature_source_path`)."""
+    problems = []
+    for source in sources:
+        path = getattr(source, "path", None)
+        expected = feature_source_path(settings, source.name)
+        if path is not None and path != expected:
+            problems.append(
+                f"feature source {source.name!r} reads {path}, but these settings put the "
+                f"feature table {source.name!r} at {expected}"
+            )
+    return problems
 
 
 def sync_offline_source(settings: Settings, lake: Lake | None = None) -> MirrorResult | None:
@@ -703,14 +727,12 @@ def apply_repo(settings: Settings, store: FeatureStore | None = None) -> Feature
 
     store = store or feature_store(settings)
     objects = load_repo_objects(settings.feature_repo)
-    expected = feature_source_path(settings)
-    for source in objects.data_sources:
-        if getattr(source, "path", expected) != expected:
-            raise FeatureRepoError(
-                f"feature source {source.name!r} reads {source.path}, but these settings put "
-                f"the feature table at {expected}; feature_repo/sources.py takes its paths "
-                "from the DRIFTLOOP_* environment, so build the settings from the same one"
-            )
+    problems = source_path_problems(settings, objects.data_sources)
+    if problems:
+        raise FeatureRepoError(
+            "; ".join(problems) + "; a repository's sources take their paths from the "
+            "DRIFTLOOP_* environment (feature_source_path), so build the settings from the same one"
+        )
     repo = RepoContents(
         projects=[],
         data_sources=objects.data_sources,
@@ -771,7 +793,7 @@ def service_features(store: FeatureStore, service: str) -> list[str]:
 
 
 def online_features(
-    store: FeatureStore, customer_ids: list[str], service: str, *, entity: str = "customer_id"
+    store: FeatureStore, ids: list[str], service: str, *, entity: str
 ) -> pd.DataFrame:
     """The online feature vectors of these entities through a feature service.
 
@@ -780,7 +802,7 @@ def online_features(
     online store does not know).
     """
     fs = store.get_feature_service(service)
-    rows = [{entity: str(c)} for c in customer_ids]
+    rows = [{entity: str(c)} for c in ids]
     df: pd.DataFrame = store.get_online_features(features=fs, entity_rows=rows).to_df()
     return df[[entity, *service_features(store, service)]]
 
@@ -795,20 +817,21 @@ def day_start(day: date) -> datetime:
 
 def flow_summary(
     lake: Lake,
+    table: str,
     built: list[date],
     loaded: dict[str, tuple[datetime, datetime]],
     *,
     project: str,
 ) -> dict[str, Any]:
     """What a features run did: days built, rows, online-store intervals, and a table."""
-    entries = read_manifest(lake).get("dates", {})
+    entries = read_manifest(lake, table).get("dates", {})
     days: list[dict[str, Any]] = [
         {"day": d.isoformat(), "rows": int(entries.get(d.isoformat(), {}).get("rows", 0))}
         for d in built
     ]
-    latest = latest_feature_timestamp(lake)
+    latest = latest_feature_timestamp(lake, table)
     materialized = {v: [s.isoformat(), e.isoformat()] for v, (s, e) in sorted(loaded.items())}
-    table = days or [{"view": v, "from": s, "to": e} for v, (s, e) in materialized.items()]
+    shown = days or [{"view": v, "from": s, "to": e} for v, (s, e) in materialized.items()]
     rows = sum(int(d["rows"]) for d in days)
     return {
         "project": project,
@@ -817,7 +840,7 @@ def flow_summary(
         "materialized": materialized,
         "latest_feature_timestamp": latest.isoformat() if latest else None,
         "totals": {"days_built": len(built), "rows": rows, "views_materialized": len(loaded)},
-        "table": table,
+        "table": shown,
     }
 
 

@@ -5,9 +5,9 @@ registered model on their point-in-time features (Feast offline store), written 
 Layout: ``predictions/<model>/date=YYYY-MM-DD/<role>.parquet`` where ``role`` is ``champion`` (the
 model behind the alias when the day was scored) or ``shadow-v<N>`` (a model scored alongside for
 comparison). Columns: the use case's entity (``customer_id`` for telco), event_timestamp (the
-scoring instant: the day after, 00:00 UTC), :data:`PROBABILITY` (the probability that the target
-event happens within the horizon, whatever the target is called), model_version,
-features_asof. Scoring the same day again rewrites the same file.
+scoring instant: the day after, 00:00 UTC), the use case's prediction column
+(``target.prediction``, by default ``<target>_probability``: ``churn_probability`` for telco; the
+probability that the target event happens within the horizon), model_version, features_asof. Scoring the same day again rewrites the same file.
 
 Who is scored follows the rule that built the model's training snapshots
 (:func:`tasks.training_set.membership`): with a terminal target (a churn), an entity whose known
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from tasks.train import FeatureSchema
 
 WRITTEN_EVENT = "driftloop.predictions.written"
-#: The predicted probability's column in predictions/ (the same name for every use case).
-PROBABILITY = "churn_probability"
 
 
 class SkipReason(StrEnum):
@@ -111,11 +109,11 @@ def no_rows(dataset: str, day: date) -> Skipped:
 
 
 def scoring_instant(day: date) -> datetime:
-    """A day's usage is complete at the next midnight: that is when its customers are scored."""
+    """A day's rows are complete at the next midnight: that is when its entities are scored."""
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
-def active_customers(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
+def active_entities(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
     """The entity ids (column ``usecase.entity``) with a validated row of the feature source
     dataset on ``day`` (sorted, unique)."""
     assert usecase.features is not None
@@ -140,7 +138,7 @@ def population_mismatch(model_rule: str | None, rule: str, version: str) -> str 
 
 
 def scoring_population(
-    lake: Lake, usecase: UseCase, day: date, customers: pd.DataFrame
+    lake: Lake, usecase: UseCase, day: date, entities: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The active entities that belong to the population scored at the end of ``day`` (the
     training snapshots' rule, with the events known on ``day``), and the counts: active,
@@ -156,53 +154,52 @@ def scoring_population(
     recurring = usecase.target.recurring
     counts: dict[str, Any] = {
         "rule": population_rule(recurring),
-        "active": len(customers),
-        "scored": len(customers),
+        "active": len(entities),
+        "scored": len(entities),
         "excluded": {},
     }
-    if recurring or customers.empty:
-        return customers, counts
+    if recurring or entities.empty:
+        return entities, counts
     labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
     keep = membership(
-        customers[usecase.entity],
+        entities[usecase.entity],
         labels,
         at=scoring_instant(day).date(),
         known_by=day,
         recurring=recurring,
         columns=SnapshotColumns.of(usecase),
     )
-    kept = customers.loc[keep].reset_index(drop=True)
+    kept = entities.loc[keep].reset_index(drop=True)
     counts["scored"] = len(kept)
     counts["excluded"] = {EVENT_BEFORE: int((~keep).sum())}
     return kept, counts
 
 
-def score_customers(
+def score_entities(
     store: FeatureStore,
     model: Any,
     schema: FeatureSchema,
     service: str,
-    customers: pd.DataFrame,
+    entities: pd.DataFrame,
     at: datetime,
     *,
     version: str,
-    entity: str = "customer_id",
+    entity: str,
+    prediction: str,
 ) -> pd.DataFrame:
-    """Score the ids in column ``entity`` of ``customers`` with ``model`` on their features as
-    known at ``at``."""
+    """Score the ids in column ``entity`` of ``entities`` with ``model`` on their features as
+    known at ``at``; the scores go to column ``prediction``."""
     from tasks.train import predict_scores
     from tasks.training_set import training_frame
 
-    entities = pd.DataFrame(
-        {entity: customers[entity].astype(str), "event_timestamp": pd.Timestamp(at)}
-    )
-    if entities.empty:
+    rows = pd.DataFrame({entity: entities[entity].astype(str), "event_timestamp": pd.Timestamp(at)})
+    if rows.empty:
         return pd.DataFrame(
-            columns=[entity, "event_timestamp", PROBABILITY, "model_version", "features_asof"]
+            columns=[entity, "event_timestamp", prediction, "model_version", "features_asof"]
         )
-    frame = training_frame(store, entities, service, entity=entity)
+    frame = training_frame(store, rows, service, entity=entity)
     out = frame[[entity, "event_timestamp"]].copy()
-    out[PROBABILITY] = predict_scores(model, frame, schema)
+    out[prediction] = predict_scores(model, frame, schema)
     out["model_version"] = str(version)
     out["features_asof"] = frame["features_asof"]
     return out.reset_index(drop=True)
@@ -227,10 +224,11 @@ def read_predictions(
     first: date | None = None,
     last: date | None = None,
     role: str = "champion",
-    entity: str = "customer_id",
+    entity: str,
+    prediction: str,
 ) -> pd.DataFrame:
     """Predictions of one role for scoring days in ``[first, last]``, with a ``day`` column
-    (``entity`` names the id column of an empty result)."""
+    (``entity`` and ``prediction`` name the columns of an empty result)."""
     zone = lake.zone("predictions")
     frames = []
     for info in zone.list(model_name):
@@ -245,7 +243,7 @@ def read_predictions(
             columns=[
                 entity,
                 "event_timestamp",
-                PROBABILITY,
+                prediction,
                 "model_version",
                 "features_asof",
                 "day",
@@ -255,7 +253,7 @@ def read_predictions(
 
 
 def written_event(
-    model_name: str, day: date, role: str, scores: pd.DataFrame, key: str
+    model_name: str, day: date, role: str, scores: pd.DataFrame, key: str, *, prediction: str
 ) -> dict[str, Any]:
     return {
         "event": WRITTEN_EVENT,
@@ -269,7 +267,7 @@ def written_event(
             "rows": len(scores),
             "model_versions": sorted(set(scores["model_version"].astype(str))),
             "key": key,
-            "mean_probability": float(scores[PROBABILITY].mean()) if len(scores) else None,
+            "mean_probability": float(scores[prediction].mean()) if len(scores) else None,
         },
     }
 
@@ -302,10 +300,10 @@ def score_day(
         version = registry.champion_version(settings.tracking_uri, name)
         if version is None:
             return no_champion(name, day)
-    customers = active_customers(lake, usecase, day)
-    if customers.empty:
+    entities = active_entities(lake, usecase, day)
+    if entities.empty:
         return no_rows(usecase.features.source_dataset, day)
-    customers, population = scoring_population(lake, usecase, day, customers)
+    entities, population = scoring_population(lake, usecase, day, entities)
     tags = registry.client_for(settings.tracking_uri).get_model_version(name, version).tags
     population["model_rule"] = tags.get(POPULATION_TAG)
     population["mismatch"] = population_mismatch(
@@ -315,15 +313,16 @@ def score_day(
         logging.getLogger(__name__).warning("%s: %s", name, population["mismatch"])
     model = registry.load_version(settings.tracking_uri, name, version)
     schema = feature_schema(store, usecase.features.feature_service, usecase.target.name)
-    scores = score_customers(
+    scores = score_entities(
         store,
         model,
         schema,
         usecase.features.feature_service,
-        customers,
+        entities,
         scoring_instant(day),
         version=version,
         entity=usecase.entity,
+        prediction=usecase.prediction_column,
     )
     return Scored(scores, write_predictions(lake, name, day, role, scores), population)
 
@@ -371,7 +370,7 @@ def evaluate_snapshot(
         return None
     model = registry.load_version(settings.tracking_uri, usecase.model.registered_name, version)
     schema = feature_schema(store, usecase.features.feature_service, target.name)
-    scores = score_customers(
+    scores = score_entities(
         store,
         model,
         schema,
@@ -380,10 +379,11 @@ def evaluate_snapshot(
         rows["event_timestamp"].iloc[0].to_pydatetime(),
         version=version,
         entity=columns.entity,
+        prediction=usecase.prediction_column,
     )
     return {
         "snapshot": snap.isoformat(),
-        "auc": float(roc_auc_score(y, scores[PROBABILITY])),
+        "auc": float(roc_auc_score(y, scores[usecase.prediction_column])),
         "n": len(rows),
         "positives": int(y.sum()),
     }

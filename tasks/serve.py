@@ -1,4 +1,5 @@
-"""Online inference: the current champion scoring customers on their online features.
+"""Online inference: the current champion scoring the use case's entities on their online
+features.
 
 Two parts, both plain and testable without a server:
 
@@ -7,7 +8,7 @@ Two parts, both plain and testable without a server:
   promotion (or a rollback) is picked up without a restart and without reloading per request.
   When a new version cannot be loaded, or the registry cannot be read, the model already loaded
   keeps serving and the problem is reported by :meth:`ChampionCache.status`.
-* :class:`Predictor` validates customer ids against the use case's id pattern, reads their
+* :class:`Predictor` validates entity ids against the use case's id pattern, reads their
   online feature vectors through the champion's feature service and scores them.
 
 Errors carry what the HTTP layer needs: :class:`InvalidIds` (malformed ids → 422),
@@ -41,14 +42,11 @@ log = logging.getLogger("driftloop.serve")
 
 DEFAULT_REFRESH_SECONDS = 5.0
 MAX_BATCH = 1000
-#: The id column of :data:`FeatureReader` frames and the id key of predictions, whatever the use
-#: case's entity (the join key the online store is asked with) is called.
-ID_COLUMN = "customer_id"
 #: Model-version tag naming the feature service the version was trained on.
 FEATURE_SERVICE_TAG = "driftloop.feature_service"
 REGEX_EXPECTATION = "expect_column_values_to_match_regex"
 
-#: (ids, feature service) -> one row per id, in order: ``customer_id`` then the features.
+#: (ids, feature service) -> one row per id, in order: the entity's id column then the features.
 FeatureReader = Callable[[list[str], str], pd.DataFrame]
 
 
@@ -88,15 +86,15 @@ class InvalidIds(ServeError):
 class UnknownIds(ServeError):
     """The online store holds no features for some ids."""
 
-    def __init__(self, ids: Sequence[str], requested: int) -> None:
+    def __init__(self, ids: Sequence[str], requested: int, entity: str) -> None:
         self.ids = list(ids)
         shown = ", ".join(self.ids[:20]) + (", ..." if len(self.ids) > 20 else "")
         if requested == 1 and len(self.ids) == 1:
-            text = f"customer {self.ids[0]} is unknown: the online store holds no features for it"
+            text = f"{entity} {self.ids[0]} is unknown: the online store holds no features for it"
         else:
             text = (
-                f"{len(self.ids)} of {requested} customers are unknown (the online store holds "
-                f"no features for them): {shown}"
+                f"{len(self.ids)} of {requested} ids ({entity}) are unknown (the online store "
+                f"holds no features for them): {shown}"
             )
         super().__init__(text)
 
@@ -312,10 +310,11 @@ def _as_utc(value: object) -> datetime | None:
 
 
 class Predictor:
-    """Scores customers with the current champion on their online features.
+    """Scores entities with the current champion on their online features.
 
     ``read_features`` is :func:`tasks.features.online_features` bound to a store (see
-    :func:`build_predictor`); ``id_pattern`` is the use case's id regex (None: any non-empty id),
+    :func:`build_predictor`); ``entity`` names the id column of its frames and the id key of
+    the predictions, ``prediction`` the key of the probability; ``id_pattern`` is the use case's id regex (None: any non-empty id),
     which must match the whole id (``re.fullmatch``: a ``$`` in the pattern does not let a
     trailing newline through).
     ``scoring_threads`` caps the OpenMP threads of one scoring call (None: no cap): spreading a
@@ -327,13 +326,15 @@ class Predictor:
         champions: ChampionCache,
         read_features: FeatureReader,
         *,
-        entity: str = ID_COLUMN,
+        entity: str,
+        prediction: str,
         id_pattern: str | None = None,
         max_batch: int = MAX_BATCH,
         scoring_threads: int | None = 1,
     ) -> None:
         self.champions = champions
         self.entity = entity
+        self.prediction = prediction
         self.id_pattern = id_pattern
         self.max_batch = max_batch
         self.scoring_threads = scoring_threads
@@ -354,39 +355,41 @@ class Predictor:
             raise InvalidIds(bad, self.id_pattern, self.entity)
         return [str(v) for v in ids]
 
-    def predict(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """One prediction per id, in order: ``customer_id``, ``churn_probability``,
-        ``model_version`` and ``features_asof`` (when the features were computed).
+    def predict(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """One prediction per id, in order: the id (keyed by the entity's name), the probability
+        (keyed by :attr:`prediction`), ``model_version`` and ``features_asof`` (when the
+        features were computed).
 
         Every prediction of one call comes from the same champion. Raises :class:`InvalidIds`,
         :class:`NoChampion` or :class:`UnknownIds` (in that order of checking).
         """
-        if len(customer_ids) > self.max_batch:
-            raise ValueError(f"at most {self.max_batch} ids per call, got {len(customer_ids)}")
-        ids = self.check_ids(customer_ids)
-        if not ids:
+        if len(ids) > self.max_batch:
+            raise ValueError(f"at most {self.max_batch} ids per call, got {len(ids)}")
+        asked = self.check_ids(ids)
+        if not asked:
             return []
         champion = self.champions.get()
-        unique = list(dict.fromkeys(ids))
+        unique = list(dict.fromkeys(asked))
         frame = self._read(unique, champion.feature_service).reset_index(drop=True)
-        if list(frame[ID_COLUMN].astype(str)) != unique:
+        if list(frame[self.entity].astype(str)) != unique:
             raise ServeError("the online store answered for other ids than were asked")
-        features = [c for c in frame.columns if c != ID_COLUMN]
+        features = [c for c in frame.columns if c != self.entity]
         unknown = frame[features].isna().all(axis=1).to_numpy()
         if unknown.any():
-            raise UnknownIds([c for c, u in zip(unique, unknown, strict=True) if u], len(unique))
+            missing = [c for c, u in zip(unique, unknown, strict=True) if u]
+            raise UnknownIds(missing, len(unique), self.entity)
         scores = self._score(champion, frame)
         asof = frame["features_asof"] if "features_asof" in frame else [None] * len(frame)
         by_id = {
             cid: {
-                "customer_id": cid,
-                "churn_probability": float(score),
+                self.entity: cid,
+                self.prediction: float(score),
                 "model_version": champion.version,
                 "features_asof": _as_utc(stamp),
             }
             for cid, score, stamp in zip(unique, scores, asof, strict=True)
         }
-        return [dict(by_id[cid]) for cid in ids]
+        return [dict(by_id[cid]) for cid in asked]
 
     def health(self) -> ChampionStatus:
         return self.champions.status()
@@ -430,7 +433,11 @@ def build_predictor(
         refresh_seconds=refresh_seconds,
     )
     return Predictor(
-        champions, reader, entity=usecase.entity, id_pattern=entity_id_pattern(usecase)
+        champions,
+        reader,
+        entity=usecase.entity,
+        prediction=usecase.prediction_column,
+        id_pattern=entity_id_pattern(usecase),
     )
 
 
@@ -441,10 +448,10 @@ class OnlineFeatures:
     several more re-reading the definition from the registry on every call; definitions are
     read once per service (and again after :meth:`forget`). Reads are serialised: the SQLite
     online store shares one connection between threads. ``entity`` is the join key of the
-    services' Feast entity; the frames name the id column :data:`ID_COLUMN` whatever it is.
+    services' Feast entity, and the frames' id column.
     """
 
-    def __init__(self, store: FeatureStore, *, entity: str = ID_COLUMN) -> None:
+    def __init__(self, store: FeatureStore, *, entity: str) -> None:
         self.store = store
         self.entity = entity
         self._services: dict[str, tuple[Any, list[str]]] = {}
@@ -454,7 +461,7 @@ class OnlineFeatures:
         with self._lock:
             self._services.pop(service, None)
 
-    def __call__(self, customer_ids: list[str], service: str) -> pd.DataFrame:
+    def __call__(self, ids: list[str], service: str) -> pd.DataFrame:
         from tasks.features import service_features
 
         with self._lock:
@@ -462,7 +469,6 @@ class OnlineFeatures:
                 definition = self.store.get_feature_service(service)
                 self._services[service] = (definition, service_features(self.store, service))
             definition, names = self._services[service]
-            rows = [{self.entity: str(c)} for c in customer_ids]
+            rows = [{self.entity: str(c)} for c in ids]
             frame = self.store.get_online_features(features=definition, entity_rows=rows).to_df()
-        out = frame[[self.entity, *names]]
-        return out if self.entity == ID_COLUMN else out.rename(columns={self.entity: ID_COLUMN})
+        return frame[[self.entity, *names]]

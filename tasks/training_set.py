@@ -365,7 +365,7 @@ def population_summary(counts: pd.DataFrame, *, recurring: bool) -> dict[str, An
 
 
 def training_frame(
-    store: FeatureStore, entity_df: pd.DataFrame, service: str, *, entity: str = "customer_id"
+    store: FeatureStore, entity_df: pd.DataFrame, service: str, *, entity: str
 ) -> pd.DataFrame:
     """The entity rows with their point-in-time features through a feature service.
 

@@ -207,6 +207,35 @@ def test_drift_settings_for_an_input_the_service_does_not_serve(tmp_path: Path) 
     assert "'minutez' is not an input of feature service 'churn_v1'" in problem.message
 
 
+def test_a_feature_table_the_repository_has_no_source_for(tmp_path: Path) -> None:
+    path = _telco_copy(tmp_path, lambda raw: raw["features"].update(table="customers_daily"))
+    problems = check(_settings(tmp_path, path))
+    assert [p.where for p in problems] == [f"{path}: features.table"] * 2  # the service's 2 views
+    assert [p.message.split(" of feature service")[0] for p in problems] == [
+        "feature view 'customer_profile'",
+        "feature view 'usage_aggregates'",
+    ]
+    assert all(
+        "reads source 'customer_daily', but the use case's feature table is 'customers_daily'"
+        in p.message
+        for p in problems
+    )
+
+
+def test_a_feature_table_or_prediction_that_is_no_plain_name(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["features"]["table"] = "../customer_daily"
+        raw["target"]["prediction"] = "churn probability"
+
+    path = _telco_copy(tmp_path, edit)
+    problems = check(_settings(tmp_path, path))
+    assert sorted(p.where for p in problems) == [
+        f"{path}: features.table",
+        f"{path}: target.prediction",
+    ]
+    assert all("should match pattern" in p.message for p in problems)
+
+
 def test_two_mistakes_at_load_give_two_problems(tmp_path: Path) -> None:
     def edit(raw: dict[str, Any]) -> None:
         raw["features"]["source_dataset"] = "usages"

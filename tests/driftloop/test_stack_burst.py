@@ -86,7 +86,7 @@ def _ingested_once(loop: LocalStack, keys: list[str]) -> bool:
 def _features_built(loop: LocalStack) -> bool:
     usecase = load_usecase(loop.settings.usecase)
     days = {d.isoformat() for d in validated_partitions(loop.lake, usecase.datasets["usage"])}
-    built = set(read_manifest(loop.lake).get("dates", {}))
+    built = set(read_manifest(loop.lake, "customer_daily").get("dates", {}))
     return bool(days) and days <= built
 
 

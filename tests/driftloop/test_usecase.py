@@ -28,6 +28,31 @@ def test_dataset_for_key() -> None:
     assert uc.dataset_for_key("other/x.csv") is None
 
 
+@pytest.mark.parametrize(
+    ("name", "table", "prediction"),
+    [
+        ("telco_churn", "customer_daily", "churn_probability"),
+        ("nyc_flight_delays", "aircraft_daily", "delayed_probability"),
+        ("us_low_birth_days", "state_daily", "quiet_day_probability"),
+    ],
+)
+def test_output_names_come_from_the_usecase(name: str, table: str, prediction: str) -> None:
+    uc = load_usecase(PROJECT_ROOT / "usecases" / f"{name}.yaml")
+    assert (uc.feature_table, uc.prediction_column) == (table, prediction)
+
+
+def test_output_names_default_to_the_usecase_and_target_names(tmp_path: Path) -> None:
+    import yaml
+
+    raw = yaml.safe_load((PROJECT_ROOT / "usecases" / "telco_churn.yaml").read_text())
+    raw["name"] = "phone_plans"
+    del raw["features"]["table"], raw["target"]["prediction"]
+    path = tmp_path / "phone_plans.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    uc = load_usecase(path, project_root=PROJECT_ROOT)
+    assert (uc.feature_table, uc.prediction_column) == ("phone_plans", "churned_probability")
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "usecases").mkdir(exist_ok=True)
     p = tmp_path / "usecases" / "bad.yaml"

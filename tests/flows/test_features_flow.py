@@ -55,7 +55,9 @@ def test_features_flow_end_to_end(
     assert event.payload["rows"] == 10  # type: ignore[attr-defined]
     assert event.payload["dates"] == result["dates_built"]  # type: ignore[attr-defined]
 
-    online = online_features(feature_store(local_settings), ["A", "B"], "churn_v1")
+    online = online_features(
+        feature_store(local_settings), ["A", "B"], "churn_v1", entity="customer_id"
+    )
     assert online["minutes_mean_7d"].tolist() == [30.0, 5.0]  # Jan 5: mean of 10..50
     assert online["plan"].tolist() == ["basic", "premium"]
 
@@ -72,7 +74,7 @@ def test_features_flow_end_to_end(
     later = features_flow(FeaturesParams())
     assert later["dates_built"] == ["2026-01-06"]
     assert later["latest_feature_timestamp"] == "2026-01-07T00:00:00+00:00"
-    online = online_features(feature_store(local_settings), ["A"], "churn_v1")
+    online = online_features(feature_store(local_settings), ["A"], "churn_v1", entity="customer_id")
     assert online["minutes_mean_7d"].tolist() == [35.0]
 
 

@@ -80,6 +80,9 @@ def test_features_reach_the_offline_table_and_the_online_store(world: World) -> 
 
 
 def test_train_score_drift_and_serve(world: World) -> None:
+    from fastapi.testclient import TestClient
+
+    from driftloop.serve import create_app
     from flows.drift import DriftParams, drift_flow
     from flows.score import ScoreParams, score_flow
     from flows.train import TrainParams, train_flow
@@ -110,8 +113,17 @@ def test_train_score_drift_and_serve(world: World) -> None:
     assert earlier["scored"] > 0 and newest["scored"] > 0
     lake = Lake.from_settings(settings)
     predictions = read_parquet(lake.zone("predictions"), newest["key"].removeprefix("predictions/"))
-    assert list(predictions.columns[:2]) == [saas.ENTITY, "event_timestamp"]
-    assert predictions["churn_probability"].between(0, 1).all()
+    # named after the use case: its entity, its target, its feature table
+    assert list(predictions.columns) == [
+        saas.ENTITY,
+        "event_timestamp",
+        "cancelled_probability",
+        "model_version",
+        "features_asof",
+    ]
+    assert predictions["cancelled_probability"].between(0, 1).all()
+    tables = {i.key.split("/")[0] for i in lake.zone("features").list("")}
+    assert tables == {"account_weekly", "_manifests"}
 
     # drift: the newest week against the training reference, with performance once labelled
     checked = drift_flow(DriftParams())
@@ -127,14 +139,25 @@ def test_train_score_drift_and_serve(world: World) -> None:
     predictor = build_predictor(settings, refresh_seconds=0)
     account = str(predictions[saas.ENTITY].iloc[0])
     [row] = predictor.predict([account])
-    assert row["customer_id"] == account and row["model_version"] == trained["version"]
-    assert 0.0 <= row["churn_probability"] <= 1.0
+    assert row[saas.ENTITY] == account and row["model_version"] == trained["version"]
+    assert set(row) == {saas.ENTITY, "cancelled_probability", "model_version", "features_asof"}
     assert row["features_asof"] == datetime.combine(
         weeks[-1] + timedelta(days=1), datetime.min.time(), tzinfo=UTC
     )
-    assert abs(row["churn_probability"] - float(predictions["churn_probability"].iloc[0])) < 1e-9
+    assert (
+        abs(row["cancelled_probability"] - float(predictions["cancelled_probability"].iloc[0]))
+        < 1e-9
+    )
     with pytest.raises(InvalidIds, match="account_id"):
         predictor.predict(["C0000001"])
+    # the serving API asks and answers in the use case's names
+    client = TestClient(create_app(settings, predictor=predictor))
+    answer = client.post("/predict", json={saas.ENTITY: account})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cancelled_probability"] == pytest.approx(row["cancelled_probability"])
+    batch = client.post("/predict/batch", json={f"{saas.ENTITY}s": [account, account]})
+    assert [p[saas.ENTITY] for p in batch.json()["predictions"]] == [account, account]
+    assert client.post("/predict", json={"customer_id": account}).status_code == 422
 
 
 def test_the_definitions_are_a_valid_use_case(world: World) -> None:

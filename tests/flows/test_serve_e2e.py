@@ -108,9 +108,11 @@ def server(world: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def customers(world: Settings) -> list[str]:
     """Customers with features on the newest feature day (so in the online store)."""
     lake = Lake.from_settings(world)
-    latest = latest_feature_timestamp(lake)
+    latest = latest_feature_timestamp(lake, "customer_daily")
     assert latest is not None
-    day = read_parquet(lake.zone("features"), feature_key(latest.date() - timedelta(days=1)))
+    day = read_parquet(
+        lake.zone("features"), feature_key("customer_daily", latest.date() - timedelta(days=1))
+    )
     return sorted(day["customer_id"])[:5]
 
 
@@ -140,7 +142,7 @@ def offline_scores(settings: Settings, version: str, ids: list[str]) -> list[flo
     from tasks.training import feature_schema
 
     store = feature_store(settings)
-    frame = online_features(store, ids, SERVICE)
+    frame = online_features(store, ids, SERVICE, entity="customer_id")
     model = registry.load_version(settings.tracking_uri, NAME, version)
     return [float(s) for s in predict_scores(model, frame, feature_schema(store, SERVICE, "y"))]
 
@@ -168,7 +170,9 @@ def test_prediction_equals_offline_scoring_with_the_champion(
     assert 0.0 <= body["churn_probability"] <= 1.0
     [expected] = offline_scores(world, first_champion.version, customers[:1])
     assert body["churn_probability"] == pytest.approx(expected, abs=1e-12)
-    asof = online_features(feature_store(world), customers[:1], SERVICE)["features_asof"].iloc[0]
+    asof = online_features(feature_store(world), customers[:1], SERVICE, entity="customer_id")[
+        "features_asof"
+    ].iloc[0]
     assert body["features_asof"] == asof.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     batch = server.http.post("/predict/batch", json={"customer_ids": customers})

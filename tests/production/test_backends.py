@@ -558,15 +558,22 @@ def test_online_features_from_redis_equal_the_offline_values(
     store = feature_store(run.settings)
     assert store.config.online_store.type == "redis"
     lake = Lake.from_settings(run.settings)
-    end = latest_feature_timestamp(lake)
+    end = latest_feature_timestamp(lake, "customer_daily")
     assert end is not None
-    last_day = read_parquet(lake.zone("features"), feature_key(end.date() - timedelta(days=1)))
-    ids = sorted(last_day["customer_id"])[:: max(1, len(last_day) // 8)][:8]
-    online = online_features(store, ids, "churn_v1")
-    offline = training_frame(
-        store, pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)}), "churn_v1"
+    last_day = read_parquet(
+        lake.zone("features"), feature_key("customer_daily", end.date() - timedelta(days=1))
     )
-    embedded = online_features(feature_store(runs["embedded"].settings), ids, "churn_v1")
+    ids = sorted(last_day["customer_id"])[:: max(1, len(last_day) // 8)][:8]
+    online = online_features(store, ids, "churn_v1", entity="customer_id")
+    offline = training_frame(
+        store,
+        pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)}),
+        "churn_v1",
+        entity="customer_id",
+    )
+    embedded = online_features(
+        feature_store(runs["embedded"].settings), ids, "churn_v1", entity="customer_id"
+    )
     assert list(online["customer_id"]) == ids
     for col in [c for c in online.columns if c != "customer_id"]:
         _same(online[col], offline[col], col)

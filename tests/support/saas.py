@@ -191,6 +191,7 @@ features:
   builder: tests.support.saas:saas_weekly_features
   lookback_days: {LOOKBACK_DAYS}
   feature_service: {FEATURE_SERVICE}
+  table: account_weekly
 
 model:
   registered_name: {NAME}
@@ -338,7 +339,7 @@ _settings.state_path.mkdir(parents=True, exist_ok=True)
 
 account_weekly = FileSource(
     name="account_weekly",
-    path=feature_source_path(_settings),
+    path=feature_source_path(_settings, "account_weekly"),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )

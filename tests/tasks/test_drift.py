@@ -41,6 +41,9 @@ SCHEMA = FeatureSchema(
     categorical=("plan",), numeric=("usage", "tenure", "temperature"), label="churned"
 )
 
+#: the telco use case's id and prediction columns
+TELCO_NAMES = {"entity": "customer_id", "prediction": "churn_probability"}
+
 
 def world_day(rng: np.random.Generator, day: int, rows: int, **shift: float) -> pd.DataFrame:
     """One snapshot day: ``temperature`` has a shared part (one shock per day for every row, e.g.
@@ -354,7 +357,7 @@ def labelled_days(positives: list[int], rows: int = 50) -> tuple[pd.DataFrame, p
 def test_labelled_days_are_pooled_until_each_window_holds_enough_positives() -> None:
     per_day = [3, 0, 4, 6, 2, 1, 9, 0, 5, 5]
     preds, labels = labelled_days(per_day)
-    windows = pooled_performance(preds, labels, "churned", min_positives=10)
+    windows = pooled_performance(preds, labels, "churned", min_positives=10, **TELCO_NAMES)
     # newest first: [5, 5] -> 10; [9, 0, ... ] 9 + 1 = 10 (days 5..7); [6, 2] = 8 + 4 (days 2..4)
     assert [(w["first"], w["last"], w["days"]) for w in windows] == [
         ("2026-01-02", "2026-01-03", 2),
@@ -378,7 +381,7 @@ def test_each_version_is_pooled_apart() -> None:
     preds, labels = labelled_days([5, 5, 5, 5, 5, 5])
     day = pd.to_datetime(preds["event_timestamp"]).dt.day
     preds["model_version"] = np.where(day <= 4, "1", "2")  # days 2..4 by v1, 5..7 by v2
-    windows = pooled_performance(preds, labels, "churned", min_positives=10)
+    windows = pooled_performance(preds, labels, "churned", min_positives=10, **TELCO_NAMES)
     assert [(w["version"], w["first"], w["last"], w["complete"]) for w in windows] == [
         ("1", "2026-01-02", "2026-01-02", False),
         ("1", "2026-01-03", "2026-01-04", True),
@@ -392,7 +395,7 @@ def test_each_version_is_pooled_apart() -> None:
 
 def test_no_auc_without_both_classes() -> None:
     preds, labels = labelled_days([0, 0, 0])
-    [window] = pooled_performance(preds, labels, "churned", min_positives=5)
+    [window] = pooled_performance(preds, labels, "churned", min_positives=5, **TELCO_NAMES)
     assert (window["auc"], window["low"], window["high"], window["complete"]) == (
         None,
         None,
@@ -400,7 +403,9 @@ def test_no_auc_without_both_classes() -> None:
         False,
     )
     assert window["n"] == 150
-    assert pooled_performance(preds.iloc[0:0], labels, "churned", min_positives=5) == []
+    assert (
+        pooled_performance(preds.iloc[0:0], labels, "churned", min_positives=5, **TELCO_NAMES) == []
+    )
 
 
 def test_realised_drop_needs_the_whole_interval_below_the_bar() -> None:

@@ -22,7 +22,6 @@ from driftloop.usecase import load_usecase
 from tasks.features import (
     AGGREGATE_COLUMNS,
     FEATURE_COLUMNS,
-    MANIFEST_KEY,
     apply_repo,
     build_features,
     feature_key,
@@ -31,6 +30,7 @@ from tasks.features import (
     latest_feature_timestamp,
     load_builder,
     load_repo_objects,
+    manifest_key,
     materialize,
     offline_features_dir,
     online_features,
@@ -340,9 +340,9 @@ def test_build_is_incremental(sim_settings: Settings) -> None:
     all_days = [SIM_START + timedelta(days=i) for i in range(SIM_DAYS)]
 
     assert build_features(lake, USECASE) == all_days
-    manifest = read_manifest(lake)
+    manifest = read_manifest(lake, "customer_daily")
     assert sorted(manifest["dates"]) == [d.isoformat() for d in all_days]
-    first = read_parquet(lake.zone("features"), feature_key(all_days[0]))
+    first = read_parquet(lake.zone("features"), feature_key("customer_daily", all_days[0]))
     assert len(first) == manifest["dates"][all_days[0].isoformat()]["rows"] > 250
 
     # the same input again: nothing is rebuilt and nothing at all is written
@@ -361,29 +361,31 @@ def test_build_is_incremental(sim_settings: Settings) -> None:
     assert rebuilt == [changed + timedelta(days=i) for i in range(30)]
     after = _features_state(lake)
     for d in all_days:
-        same = before[feature_key(d)] == after[feature_key(d)]
+        same = before[feature_key("customer_daily", d)] == after[feature_key("customer_daily", d)]
         assert same == (d not in rebuilt), d
-    assert after[MANIFEST_KEY] != before[MANIFEST_KEY]
+    assert after[manifest_key("customer_daily")] != before[manifest_key("customer_daily")]
 
     # a partition disappears: its day's file goes, its window's days rebuild
     gone = all_days[-1]
     for info in lake.validated.list(f"usage/date={gone.isoformat()}/"):
         lake.validated.delete(info.key)
     assert build_features(lake, USECASE) == []
-    assert not lake.zone("features").exists(feature_key(gone))
-    assert gone.isoformat() not in read_manifest(lake)["dates"]
+    assert not lake.zone("features").exists(feature_key("customer_daily", gone))
+    assert gone.isoformat() not in read_manifest(lake, "customer_daily")["dates"]
 
     # explicit days with force: rebuilt even though unchanged, and written identically
     again = build_features(lake, USECASE, dates=[all_days[0]], force=True)
     assert again == [all_days[0]]
-    assert read_parquet(lake.zone("features"), feature_key(all_days[0])).equals(first)
+    assert read_parquet(lake.zone("features"), feature_key("customer_daily", all_days[0])).equals(
+        first
+    )
 
 
 def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> None:
     lake = Lake.from_settings(sim_settings)
     build_features(lake, USECASE)
     store = apply_repo(sim_settings)
-    end = latest_feature_timestamp(lake)
+    end = latest_feature_timestamp(lake, "customer_daily")
     assert end == datetime(2026, 2, 6, tzinfo=UTC)  # day 36 = Feb 5, known at Feb 6
 
     loaded = materialize(store, end)
@@ -396,11 +398,13 @@ def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> N
 def _assert_online_matches_offline(store: object, lake: Lake, end: datetime) -> None:
     from tasks.training_set import training_frame
 
-    last_day = read_parquet(lake.zone("features"), feature_key(end.date() - timedelta(days=1)))
+    last_day = read_parquet(
+        lake.zone("features"), feature_key("customer_daily", end.date() - timedelta(days=1))
+    )
     ids = [*sorted(last_day["customer_id"])[:25], "nobody"]
-    online = online_features(store, ids, "churn_v1")  # type: ignore[arg-type]
+    online = online_features(store, ids, "churn_v1", entity="customer_id")  # type: ignore[arg-type]
     entities = pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)})
-    offline = training_frame(store, entities, "churn_v1")  # type: ignore[arg-type]
+    offline = training_frame(store, entities, "churn_v1", entity="customer_id")  # type: ignore[arg-type]
     assert list(online["customer_id"]) == ids
     columns = [c for c in offline.columns if c not in ("customer_id", "event_timestamp")]
     assert list(online.columns) == ["customer_id", *columns]
@@ -431,7 +435,7 @@ def test_feature_store_offline_equals_online_redis(
     store = apply_repo(settings)
     assert store.config.online_store.type == "redis"
     try:
-        end = latest_feature_timestamp(lake)
+        end = latest_feature_timestamp(lake, "customer_daily")
         assert end is not None
         materialize(store, end)
         _assert_online_matches_offline(store, lake, end)
@@ -464,7 +468,9 @@ def test_s3_lake_offline_store_reads_a_synced_local_mirror(
 
     mirror_dir = tmp_path / "state" / "offline-mirror" / "features"
     assert offline_features_dir(settings) == mirror_dir
-    assert feature_source_path(settings) == str(mirror_dir / "customer_daily/date=*/*.parquet")
+    assert feature_source_path(settings, "customer_daily") == str(
+        mirror_dir / "customer_daily/date=*/*.parquet"
+    )
     store = apply_repo(settings)  # builds the store, which syncs the mirror
     mirror = LocalStorage(mirror_dir)
     zone = lake.zone("features")
@@ -474,24 +480,26 @@ def test_s3_lake_offline_store_reads_a_synced_local_mirror(
     again = sync_offline_source(settings)  # nothing changed: nothing copied
     assert again is not None and not again.changed and again.unchanged == len(mirror.list())
 
-    end = latest_feature_timestamp(lake)
+    end = latest_feature_timestamp(lake, "customer_daily")
     assert end is not None
     assert set(materialize(store, end)) == {"customer_profile", "usage_aggregates"}
     _assert_online_matches_offline(store, lake, end)
 
     # the last day is rebuilt in the lake and the day before deleted: a new store reads that
     last, gone = end.date() - timedelta(days=1), end.date() - timedelta(days=2)
-    rows = read_parquet(zone, feature_key(last))
+    rows = read_parquet(zone, feature_key("customer_daily", last))
     rows["minutes_mean_7d"] = 1234.5
-    write_parquet(zone, feature_key(last), rows)
-    zone.delete(feature_key(gone))
+    write_parquet(zone, feature_key("customer_daily", last), rows)
+    zone.delete(feature_key("customer_daily", gone))
     from tasks.training_set import training_frame
 
     ids = sorted(rows["customer_id"])[:5]
     entities = pd.DataFrame({"customer_id": ids, "event_timestamp": [end] * len(ids)})
-    offline = training_frame(feature_store(settings), entities, "churn_v1")
+    offline = training_frame(feature_store(settings), entities, "churn_v1", entity="customer_id")
     assert (offline["minutes_mean_7d"] == 1234.5).all()
-    assert not mirror.exists(feature_key(gone)) and mirror.exists(feature_key(last))
+    assert not mirror.exists(feature_key("customer_daily", gone)) and mirror.exists(
+        feature_key("customer_daily", last)
+    )
     assert sync_offline_source(load_settings(data_root=str(validated_lake))) is None  # local lake
 
 
@@ -531,7 +539,7 @@ def test_feature_store_config_follows_settings(local_settings: Settings) -> None
     assert store.config.online_store.type == "sqlite"
     assert store.config.online_store.path == str(state / "feast_online.db")
     assert store.config.offline_store.type == "duckdb"
-    path = feature_source_path(local_settings)
+    path = feature_source_path(local_settings, "customer_daily")
     assert path == str(local_settings.local_root / "features/customer_daily/date=*/*.parquet")
     redis = repo_config_dict(load_settings(online_store="redis", redis_url="10.0.0.1:6380,db=3"))
     assert redis["online_store"] == {"type": "redis", "connection_string": "10.0.0.1:6380,db=3"}
@@ -604,5 +612,5 @@ def test_feast_cli_plan_and_apply(tmp_path: Path) -> None:
     ]
     assert [s.name for s in registered.list_feature_services()] == ["churn_v1"]
     source = registered.get_data_source("customer_daily")
-    assert getattr(source, "path", None) == feature_source_path(settings)
+    assert getattr(source, "path", None) == feature_source_path(settings, "customer_daily")
     assert not list(repo.glob("data")), "the CLI must not write into feature_repo/"

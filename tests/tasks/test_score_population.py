@@ -50,11 +50,11 @@ def _usecase(tmp: Path, recurring: bool) -> UseCase:
 def test_a_terminal_target_scores_no_one_whose_event_is_known(
     local_settings: Settings, tmp_path: Path
 ) -> None:
-    from tasks.score import active_customers
+    from tasks.score import active_entities
 
     lake = _lake(local_settings)
     usecase = _usecase(tmp_path, recurring=False)
-    active = active_customers(lake, usecase, DAY)
+    active = active_entities(lake, usecase, DAY)
     assert active["customer_id"].tolist() == ["A", "B", "C", "D"]
     kept, counts = scoring_population(lake, usecase, DAY, active)
     assert kept["customer_id"].tolist() == ["A", "C"]
@@ -69,11 +69,11 @@ def test_a_terminal_target_scores_no_one_whose_event_is_known(
 def test_a_recurring_target_scores_every_active_entity(
     local_settings: Settings, tmp_path: Path
 ) -> None:
-    from tasks.score import active_customers
+    from tasks.score import active_entities
 
     lake = _lake(local_settings)
     usecase = _usecase(tmp_path, recurring=True)
-    active = active_customers(lake, usecase, DAY)
+    active = active_entities(lake, usecase, DAY)
     kept, counts = scoring_population(lake, usecase, DAY, active)
     assert kept["customer_id"].tolist() == ["A", "B", "C", "D"]
     assert counts == {"rule": "recurring", "active": 4, "scored": 4, "excluded": {}}

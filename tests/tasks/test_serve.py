@@ -37,6 +37,8 @@ from tasks.train import FeatureSchema
 SCHEMA = FeatureSchema(categorical=("plan",), numeric=("monthly_charge",), label="churned")
 ASOF = pd.Timestamp("2026-02-04", tz=UTC)
 TELCO_PATTERN = r"^C[0-9]{7}\Z"  # as the shipped row suites say
+#: the telco use case's id key and prediction column
+TELCO_NAMES = {"entity": "customer_id", "prediction": "churn_probability"}
 
 
 # ---- fakes --------------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ def features() -> Features:
 
 @pytest.fixture
 def predictor(registry: Registry, clock: Clock, features: Features) -> Predictor:
-    return Predictor(registry.cache(clock), features, id_pattern=TELCO_PATTERN)
+    return Predictor(registry.cache(clock), features, **TELCO_NAMES, id_pattern=TELCO_PATTERN)
 
 
 @pytest.fixture
@@ -314,7 +316,7 @@ def test_malformed_ids_are_rejected_before_anything_is_read(
     registry: Registry, clock: Clock, features: Features
 ) -> None:
     registry.alias = None  # no champion either: the ids are checked first
-    predictor = Predictor(registry.cache(clock), features, id_pattern=TELCO_PATTERN)
+    predictor = Predictor(registry.cache(clock), features, **TELCO_NAMES, id_pattern=TELCO_PATTERN)
     bad = ["C000001", "c0000001", "C0000001 ", "C00000012", "", "X0000001"]
     with pytest.raises(InvalidIds) as info:
         predictor.predict(["C0000001", *bad])
@@ -330,7 +332,7 @@ def test_malformed_ids_are_rejected_before_anything_is_read(
 def test_without_a_pattern_any_non_empty_id_is_looked_up(
     registry: Registry, clock: Clock, features: Features
 ) -> None:
-    predictor = Predictor(registry.cache(clock), features, id_pattern=None)
+    predictor = Predictor(registry.cache(clock), features, **TELCO_NAMES, id_pattern=None)
     with pytest.raises(UnknownIds):
         predictor.predict(["anything"])
     with pytest.raises(InvalidIds):
@@ -353,10 +355,10 @@ def test_predictions_in_order_with_version_and_feature_time(
 
 
 def test_unknown_ids_are_named(predictor: Predictor) -> None:
-    with pytest.raises(UnknownIds, match="customer C0000009 is unknown") as one:
+    with pytest.raises(UnknownIds, match="customer_id C0000009 is unknown") as one:
         predictor.predict(["C0000009"])
     assert one.value.ids == ["C0000009"]
-    with pytest.raises(UnknownIds, match="2 of 3 customers are unknown") as some:
+    with pytest.raises(UnknownIds, match=r"2 of 3 ids \(customer_id\) are unknown") as some:
         predictor.predict(["C0000008", "C0000001", "C0000009", "C0000008"])
     assert some.value.ids == ["C0000008", "C0000009"]
 
@@ -404,7 +406,7 @@ def test_unknown_id_is_404(client: TestClient) -> None:
     r = client.post("/predict", json={"customer_id": "C0000009"})
     assert r.status_code == 404
     assert r.json() == {
-        "detail": "customer C0000009 is unknown: the online store holds no features for it",
+        "detail": "customer_id C0000009 is unknown: the online store holds no features for it",
         "unknown_ids": ["C0000009"],
     }
     r = client.post("/predict/batch", json={"customer_ids": ["C0000001", "C0000009"]})
@@ -663,12 +665,12 @@ def test_the_pattern_must_match_the_whole_id_even_when_it_ends_in_dollar(
     registry: Registry, clock: Clock, features: Features
 ) -> None:
     # Python's "$" also matches before a final newline; the whole id must match
-    predictor = Predictor(registry.cache(clock), features, id_pattern="^C[0-9]{7}$")
+    predictor = Predictor(registry.cache(clock), features, **TELCO_NAMES, id_pattern="^C[0-9]{7}$")
     with pytest.raises(InvalidIds) as info:
         predictor.predict(["C0000001", "C0000001\n"])
     assert [b.position for b in info.value.bad] == [1]
     # an unanchored pattern is anchored too: the id is the match, not a substring of it
-    unanchored = Predictor(registry.cache(clock), features, id_pattern="C[0-9]{7}")
+    unanchored = Predictor(registry.cache(clock), features, **TELCO_NAMES, id_pattern="C[0-9]{7}")
     with pytest.raises(InvalidIds):
         unanchored.predict(["xC0000001"])
     assert features.calls == []

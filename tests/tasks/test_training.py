@@ -24,7 +24,7 @@ def _lake(tmp_path: Path, days: list[date]) -> Lake:
         rows = pd.DataFrame(
             {"customer_id": ["a", "b", "c"], "event_timestamp": [ts] * 3, "x": [i, i, i]}
         )
-        write_parquet(zone, feature_key(day), rows)
+        write_parquet(zone, feature_key("customer_daily", day), rows)
     return lake
 
 

@@ -360,7 +360,7 @@ def test_point_in_time_join_uses_only_features_known_then(hand_built_store: Any)
         columns=["customer_id", "event_timestamp"],
     )
     entities["churned"] = [0, 0, 0, 1, 0, 1, 0, 0]
-    out = training_frame(hand_built_store, entities, "churn_v1")
+    out = training_frame(hand_built_store, entities, "churn_v1", entity="customer_id")
 
     assert len(out) == len(entities)
     assert out["customer_id"].tolist() == entities["customer_id"].tolist()
@@ -381,13 +381,13 @@ def test_training_frame_rejects_features_from_the_future(
     hand_built_store: Any, local_settings: Settings
 ) -> None:
     lake = Lake.from_settings(local_settings)
-    key = feature_key(d(5))
+    key = feature_key("customer_daily", d(5))
     bad = read_parquet(lake.zone("features"), key)
     bad["features_asof"] = bad["features_asof"] + pd.Timedelta(days=2)  # claims to be later
     write_parquet(lake.zone("features"), key, bad)
     entities = pd.DataFrame({"customer_id": ["A"], "event_timestamp": [ts(6)]})
     with pytest.raises(TrainingSetError, match="after their event_timestamp"):
-        training_frame(hand_built_store, entities, "churn_v1")
+        training_frame(hand_built_store, entities, "churn_v1", entity="customer_id")
 
 
 class _DroppingStore:
@@ -412,7 +412,7 @@ class _DroppingStore:
 def test_training_frame_rejects_dropped_entity_rows(hand_built_store: Any) -> None:
     entities = pd.DataFrame({"customer_id": ["A", "GHOST"], "event_timestamp": [ts(6), ts(6)]})
     with pytest.raises(TrainingSetError, match="dropped"):
-        training_frame(_DroppingStore(hand_built_store), entities, "churn_v1")  # type: ignore[arg-type]
+        training_frame(_DroppingStore(hand_built_store), entities, "churn_v1", entity="customer_id")  # type: ignore[arg-type]
 
 
 def test_training_frame_on_a_labelled_entity_frame(hand_built_store: Any) -> None:
@@ -423,7 +423,7 @@ def test_training_frame_on_a_labelled_entity_frame(hand_built_store: Any) -> Non
     frame = entity_frame(
         active, labels, as_of=d(11) + timedelta(days=3), horizon_days=2, label_delay_days=0
     )
-    out = training_frame(hand_built_store, frame, "churn_v1")
+    out = training_frame(hand_built_store, frame, "churn_v1", entity="customer_id")
     assert len(out) == len(frame) and out["churned"].sum() == 2  # s = Jan 10 and Jan 11
     assert out["features_asof"].notna().all()
     assert (out["features_asof"] == out["event_timestamp"]).all()  # the previous day's features

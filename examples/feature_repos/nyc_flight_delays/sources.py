@@ -11,7 +11,7 @@ _settings.state_path.mkdir(parents=True, exist_ok=True)  # Feast does not create
 
 aircraft_daily = FileSource(
     name="aircraft_daily",
-    path=feature_source_path(_settings),
+    path=feature_source_path(_settings, "aircraft_daily"),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
     description="One row per aircraft and day with a departure from NYC; event_timestamp is the "

@@ -11,7 +11,7 @@ _settings.state_path.mkdir(parents=True, exist_ok=True)  # Feast does not create
 
 state_daily = FileSource(
     name="state_daily",
-    path=feature_source_path(_settings),
+    path=feature_source_path(_settings, "state_daily"),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
     description="One row per state and day; event_timestamp is the end of the day.",
