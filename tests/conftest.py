@@ -43,8 +43,8 @@ STACK_MODULES = {
 #: ``--durations``).
 LONGEST_FIRST = [
     "tests/flows/test_loop_decisions.py",  # 790: two 60-day loops
+    "tests/driftloop/test_replay.py",  # 560: two replays killed twice and resumed
     "tests/driftloop/test_stack_burst.py",  # 415: two stacks, 60 landed days
-    "tests/driftloop/test_replay.py",  # 340: a replay killed twice and resumed
     "local_stack",  # 340: the browser and stack tests on one `driftloop up`
     "tests/driftloop/test_localapi.py",  # 330: a local API server per test
     "tests/realdata/test_nyc_flight_delays.py",  # 210

@@ -1,7 +1,8 @@
 """The loop driver: its own rules without running flows (which day a feed object belongs to, how
 a day's outcome is recorded, settings the flows would not use are refused), and the `replay` and
-`backfill` commands on the simulator (killed anywhere and resumed, a replay ends as an
-uninterrupted one; days already played change nothing; bad ranges and feeds are named)."""
+`backfill` commands on the simulator and on real births data (killed anywhere and resumed, a
+replay ends as an uninterrupted one; days already played change nothing; bad ranges and feeds
+are named)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,7 @@ def test_a_replay_refuses_settings_the_flows_would_not_use(
     assert not (tmp_path / "lake").exists() and not (tmp_path / "another").exists()
 
 
-# ---- the replay command on the simulator: resumable, idempotent, the deployments' decisions ----
+# ---- the replay command on the simulator and on real data: resumable, idempotent ----
 
 HISTORY_DAYS, LIVE_DAYS, CUSTOMERS = 20, 6, 600
 START_DAY = date(2026, 1, 1)
@@ -130,33 +132,80 @@ SHORT: dict[
 }
 
 
-def _world(root: Path, feed: Path) -> dict[str, str]:
-    """A lake at ``root`` with the history backfilled from the simulated ``feed``; the
-    environment the CLI runs in."""
-    from prefect.settings import PREFECT_API_URL
+@dataclass(frozen=True)
+class History:
+    """A feed, the use case it is played with, its backfilled history and its live days."""
 
-    from tests.support.usecases import usecase_with
+    name: str  # the use case's name: its registered model and its outcome folder
+    last_history: date
+    live: tuple[date, date]
+
+    @property
+    def live_days(self) -> int:
+        return (self.live[1] - self.live[0]).days + 1
+
+    def environment(self, root: Path) -> dict[str, str]:
+        from tests.support.usecases import usecase_with
+
+        if self.name == "telco_churn":
+            return {"DRIFTLOOP_USECASE": str(usecase_with(root.parent, **SHORT))}
+        return {  # a real use case as shipped, with its example Feast repository
+            "DRIFTLOOP_USECASE": str(PROJECT_ROOT / "usecases" / f"{self.name}.yaml"),
+            "DRIFTLOOP_FEATURE_REPO": str(PROJECT_ROOT / "examples" / "feature_repos" / self.name),
+        }
+
+    def write_feed(self, feed: Path) -> None:
+        if self.name == "telco_churn":
+            simulate(
+                LocalStorage(feed),
+                days=HISTORY_DAYS + LIVE_DAYS,
+                start=START_DAY,
+                customers=CUSTOMERS,
+                drift_day=HISTORY_DAYS + 2,
+                defect_rate=0.02,
+                seed=3,
+                label_delay_days=2,
+            )
+        else:
+            from examples import us_low_birth_days as births
+
+            first = self.last_history - timedelta(days=39)
+            births.write_feed(LocalStorage(feed), first, self.live[1], defects_from=self.live[0])
+
+    def live_args(self, feed: Path) -> list[str]:
+        return ["--feed", str(feed), "--from", str(self.live[0]), "--to", str(self.live[1])]
+
+
+HISTORIES = {
+    # the simulator: the reality change on live day 2, a champion within the live days
+    "simulated-telco": History(
+        "telco_churn",
+        START_DAY + timedelta(days=HISTORY_DAYS - 1),
+        (START_DAY + timedelta(days=HISTORY_DAYS), START_DAY + timedelta(days=HISTORY_DAYS + 5)),
+    ),
+    # real births per US state (few positives, defects and a rejected re-export in the live
+    # days), 40 days of history: the first model is trained and promoted in the live days
+    "us-births": History(
+        "us_low_birth_days", date(1977, 9, 30), (date(1977, 10, 1), date(1977, 10, 15))
+    ),
+}
+
+
+def _world(history: History, root: Path, feed: Path) -> dict[str, str]:
+    """A lake at ``root`` with the history backfilled from ``feed`` (written the first time);
+    the environment the CLI runs in."""
+    from prefect.settings import PREFECT_API_URL
 
     root.mkdir(parents=True)
     env = {
         **os.environ,
         "DRIFTLOOP_DATA_ROOT": str(root),
-        "DRIFTLOOP_USECASE": str(usecase_with(root.parent, **SHORT)),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        **history.environment(root),
     }
     if not feed.exists():
-        simulate(
-            LocalStorage(feed),
-            days=HISTORY_DAYS + LIVE_DAYS,
-            start=START_DAY,
-            customers=CUSTOMERS,
-            drift_day=HISTORY_DAYS + 2,
-            defect_rate=0.02,
-            seed=3,
-            label_delay_days=2,
-        )
-    last_history = START_DAY + timedelta(days=HISTORY_DAYS - 1)
-    done = _cli(["backfill", "--feed", str(feed), "--to", str(last_history)], env)
+        history.write_feed(feed)
+    done = _cli(["backfill", "--feed", str(feed), "--to", str(history.last_history)], env)
     assert done.returncode == 0, done.stderr
     return env
 
@@ -172,11 +221,6 @@ def _cli(
         text=True,
         timeout=timeout,
     )
-
-
-def _live(feed: Path) -> list[str]:
-    first = START_DAY + timedelta(days=HISTORY_DAYS)
-    return ["--feed", str(feed), "--from", str(first)]
 
 
 def _zones(root: Path) -> dict[str, object]:
@@ -195,14 +239,16 @@ def _zones(root: Path) -> dict[str, object]:
     return out
 
 
-def _registry(env: dict[str, str]) -> list[tuple[str, tuple[str, ...], str | None, str | None]]:
+def _registry(
+    env: dict[str, str], name: str
+) -> list[tuple[str, tuple[str, ...], str | None, str | None]]:
     """Every registered version: its aliases, and the gate's decision and reason tags."""
     from mlflow import MlflowClient
 
     client = MlflowClient(_settings(env).tracking_uri)
     found = [
-        client.get_model_version("telco_churn", v.version)  # with its aliases
-        for v in client.search_model_versions("name='telco_churn'")
+        client.get_model_version(name, v.version)  # with its aliases
+        for v in client.search_model_versions(f"name='{name}'")
     ]
     return sorted(
         (
@@ -223,12 +269,12 @@ def _usecase(env: dict[str, str]) -> UseCase:
     return load_usecase(Path(env["DRIFTLOOP_USECASE"]))
 
 
-def _outcomes(root: Path) -> list[dict[str, Any]]:
+def _outcomes(root: Path, name: str) -> list[dict[str, Any]]:
     """The recorded day outcomes without their timings and the runs they started (a day killed
     after its train run registered a version is played again: the version is decided then,
     and that day's train run finds its ``as_of`` trained already)."""
     out = []
-    for p in sorted((root / "reports" / OUTCOME_PREFIX / "telco_churn").glob("*.json")):
+    for p in sorted((root / "reports" / OUTCOME_PREFIX / name).glob("*.json")):
         raw = json.loads(p.read_text())
         for key in ("seconds", "stage_seconds", "trainings"):
             raw.pop(key)
@@ -238,32 +284,36 @@ def _outcomes(root: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("which", sorted(HISTORIES))
 def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
-    tmp_path: Path,
+    which: str, tmp_path: Path
 ) -> None:
+    history = HISTORIES[which]
+    name = history.name
     feed = tmp_path / "feed"
-    whole = _world(tmp_path / "whole" / "lake", feed)
-    done = _cli(["replay", *_live(feed)], whole)
+    whole = _world(history, tmp_path / "whole" / "lake", feed)
+    done = _cli(["replay", *history.live_args(feed)], whole)
     assert done.returncode == 0, done.stderr
     print(done.stdout, done.stderr[-3000:])
     expected = _zones(Path(whole["DRIFTLOOP_DATA_ROOT"]))
-    registry = _registry(whole)
-    outcomes = _outcomes(Path(whole["DRIFTLOOP_DATA_ROOT"]))
+    registry = _registry(whole, name)
+    outcomes = _outcomes(Path(whole["DRIFTLOOP_DATA_ROOT"]), name)
     # the loop did decide things in these days: a champion, scores, a drift verdict
-    assert len(outcomes) == LIVE_DAYS
+    assert len(outcomes) == history.live_days
     assert any(v[1] == ("champion",) for v in registry), registry
     played = [o for o in recorded_outcomes(Lake.from_settings(_settings(whole)), _usecase(whole))]
     assert any(o.trained for o in played), played
+    assert any(o.drift_status in ("drift", "no-drift") for o in played), played
     assert any(k.startswith("predictions/") for k in expected)
 
-    killed = _world(tmp_path / "killed" / "lake", feed)
+    killed = _world(history, tmp_path / "killed" / "lake", feed)
     root = Path(killed["DRIFTLOOP_DATA_ROOT"])
     rng = random.Random(5)
     kills = 0
     for _ in range(2):  # killed twice at random points, each after some progress
-        before = len(_outcomes(root))
+        before = len(_outcomes(root, name))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.cli", "replay", *_live(feed)],
+            [sys.executable, "-m", "driftloop.cli", "replay", *history.live_args(feed)],
             cwd=PROJECT_ROOT,
             env=killed,
             stdout=subprocess.DEVNULL,
@@ -273,7 +323,7 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and proc.poll() is None:
-                if len(_outcomes(root)) > before:
+                if len(_outcomes(root, name)) > before:
                     break
                 time.sleep(0.2)
             time.sleep(rng.uniform(0.0, 6.0))  # somewhere inside the next day
@@ -284,18 +334,18 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-    assert kills >= 2 and len(_outcomes(root)) < LIVE_DAYS, "the kills came too late"
-    done = _cli(["replay", *_live(feed)], killed)
+    assert kills >= 2 and len(_outcomes(root, name)) < history.live_days, "the kills came too late"
+    done = _cli(["replay", *history.live_args(feed)], killed)
     assert done.returncode == 0, done.stderr
     assert _zones(root) == expected
-    assert _registry(killed) == registry
-    assert _outcomes(root) == outcomes
+    assert _registry(killed, name) == registry
+    assert _outcomes(root, name) == outcomes
 
     # a replay over days already played changes nothing and trains nothing
-    again = _cli(["replay", *_live(feed)], killed)
+    again = _cli(["replay", *history.live_args(feed)], killed)
     assert again.returncode == 0, again.stderr
-    assert _zones(root) == expected and _registry(killed) == registry
-    assert f"{LIVE_DAYS} days" in again.stdout
+    assert _zones(root) == expected and _registry(killed, name) == registry
+    assert f"{history.live_days} days" in again.stdout
 
 
 def test_a_replay_names_a_feed_without_days_and_a_backwards_range(tmp_path: Path) -> None:
