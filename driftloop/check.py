@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.settings import ENV_PREFIX, Settings, settings_env
-from driftloop.usecase import UseCase, UseCaseError, load_usecase
+from driftloop.usecase import FeatureTable, UseCase, UseCaseError, load_usecase
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,9 +121,12 @@ def run_check(settings: Settings) -> CheckReport:
 
     spec = usecase.features
     report.feature_service = spec.feature_service
-    builder, message = _import_builder(spec.builder)
-    if message:
-        add(f"{shown}: features.builder", message)
+    tables = usecase.feature_tables
+    builders: dict[str, Any] = {}
+    for table in tables:
+        builders[table.name], message = _import_builder(table.builder)
+        if message:
+            add(f"{shown}: {table.field}.builder", message)
     if usecase.model is not None and usecase.model.estimator:
         _, message = _import_function(usecase.model.estimator, "model.estimator")
         if message:
@@ -141,7 +144,11 @@ def run_check(settings: Settings) -> CheckReport:
         return report
     views = {v.name: v for v in objects.feature_views}
     entities = {e.name: e for e in objects.entities}
-    wanted: dict[str, list[str]] = {}  # column the builder must produce → views that read it
+    by_key = {t.key: t for t in tables}
+    # per table: column its builder must produce → views that read it
+    wanted: dict[str, dict[str, list[str]]] = {t.name: {} for t in tables}
+    for table in tables[1:]:  # the entity's rows carry each context's key
+        wanted[tables[0].name].setdefault(table.key, []).append(f"context {table.field}")
     for projection in service.feature_view_projections:
         view = views.get(projection.name)
         if view is None:  # Feast refuses a service over a view the repo does not define
@@ -152,23 +159,27 @@ def run_check(settings: Settings) -> CheckReport:
             )
             continue
         keys = [entities[n].join_key for n in view.entities if n in entities] or view.join_keys
-        if keys != [usecase.entity]:
+        found = by_key.get(keys[0]) if len(keys) == 1 else None
+        if found is None:
+            contexts = [t.key for t in tables[1:]]
             add(
                 f"{shown}: entity",
                 f"feature view {view.name!r} of feature service {service.name!r} joins on "
-                f"{keys}, but the use case's entity is {usecase.entity!r}",
+                f"{keys}, but the use case's entity is {usecase.entity!r}"
+                + (f" and its contexts' keys are {contexts}" if contexts else ""),
             )
+        table = found or tables[0]
         source = getattr(view.batch_source, "name", None)
-        if source != usecase.feature_table:
+        if source != table.name:
             add(
-                f"{shown}: features.table",
+                f"{shown}: {table.field}.table",
                 f"feature view {view.name!r} of feature service {service.name!r} reads source "
-                f"{source!r}, but the use case's feature table is {usecase.feature_table!r}",
+                f"{source!r}, but the feature table of {table.key!r} is {table.name!r}",
             )
         timestamp = getattr(view.batch_source, "timestamp_field", "") or ""
         for column in [*keys, timestamp, *(f.name for f in projection.features)]:
             if column:
-                wanted.setdefault(column, []).append(view.name)
+                wanted[table.name].setdefault(column, []).append(view.name)
         report.features += [f.name for f in projection.features]
     from tasks.training import NOT_FEATURES
 
@@ -180,9 +191,12 @@ def run_check(settings: Settings) -> CheckReport:
                 f"{name!r} is not an input of feature service {service.name!r} "
                 f"(its inputs: {', '.join(inputs)})",
             )
-    if builder is not None:
-        for message in _builder_output_problems(usecase, builder, wanted):
-            add(f"{shown}: features.builder", message)
+    for table in tables:
+        if builders[table.name] is not None:
+            for message in _builder_output_problems(
+                usecase, table, builders[table.name], wanted[table.name]
+            ):
+                add(f"{shown}: {table.field}.builder", message)
     return report
 
 
@@ -293,13 +307,12 @@ def _import_function(dotted: str, field: str) -> tuple[Any, str]:
         return None, str(exc)
 
 
-def _trial_frames(usecase: UseCase) -> Iterator[pd.DataFrame]:
-    """Inputs for a trial run of the builder: an empty typed frame of the source dataset's
-    columns, then a small synthetic one (two entities over the lookback window)."""
+def _trial_frames(usecase: UseCase, table: FeatureTable) -> Iterator[pd.DataFrame]:
+    """Inputs for a trial run of a table's builder: an empty typed frame of its source
+    dataset's columns, then a small synthetic one (two ids over the lookback window)."""
     import pandas as pd
 
-    assert usecase.features is not None
-    spec = usecase.datasets[usecase.features.source_dataset]
+    spec = usecase.datasets[table.source_dataset]
     dtypes = {
         "string": "string",
         "int": "Int64",
@@ -309,15 +322,13 @@ def _trial_frames(usecase: UseCase) -> Iterator[pd.DataFrame]:
         "bool": "boolean",
     }
     yield pd.DataFrame({c: pd.Series(dtype=dtypes[t]) for c, t in spec.columns.items()})
-    days = pd.date_range(
-        TRIAL_DAY - timedelta(days=usecase.features.lookback_days - 1), TRIAL_DAY, freq="D"
-    )
+    days = pd.date_range(TRIAL_DAY - timedelta(days=table.lookback_days - 1), TRIAL_DAY, freq="D")
     rows: list[dict[str, Any]] = []
     for entity in ("e1", "e2"):
         for day in days:
             row: dict[str, Any] = {}
             for column, kind in spec.columns.items():
-                if column == usecase.entity:
+                if column == table.key:
                     row[column] = entity
                 elif kind in ("date", "datetime"):
                     row[column] = day
@@ -329,14 +340,14 @@ def _trial_frames(usecase: UseCase) -> Iterator[pd.DataFrame]:
 
 
 def _builder_output_problems(
-    usecase: UseCase, builder: Any, wanted: dict[str, list[str]]
+    usecase: UseCase, table: FeatureTable, builder: Any, wanted: dict[str, list[str]]
 ) -> list[str]:
-    """Run the builder on a trial frame; the columns of ``wanted`` (and the flow's own) it does
-    not produce."""
+    """Run a table's builder on a trial frame; the columns of ``wanted`` (and the flow's own)
+    it does not produce."""
     assert usecase.features is not None
-    dotted = usecase.features.builder
+    dotted = table.builder
     failure: Exception | None = None
-    for frame in _trial_frames(usecase):
+    for frame in _trial_frames(usecase, table):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -352,6 +363,10 @@ def _builder_output_problems(
             problems.append(
                 f"the output of {dotted} lacks {missing}, which feature views "
                 f"{views} of feature service {usecase.features.feature_service!r} read"
+                if not any(v.startswith("context ") for v in views)
+                else f"the output of {dotted} lacks {missing}, which {views} look up"
+                if all(v.startswith("context ") for v in views)
+                else f"the output of {dotted} lacks {missing}, which {views} read or look up"
             )
         flow_missing = [c for c in FLOW_COLUMNS if c not in columns]
         if flow_missing:
@@ -361,7 +376,7 @@ def _builder_output_problems(
         return problems
     return [
         f"{dotted} fails on a trial frame of dataset "
-        f"{usecase.features.source_dataset!r} ({type(failure).__name__}: "
+        f"{table.source_dataset!r} ({type(failure).__name__}: "
         f"{_one_line(failure or Exception())}); its output columns were not checked"
     ]
 
@@ -403,8 +418,8 @@ def fingerprint(settings: Settings) -> str:
         for spec in usecase.datasets.values():
             for suite in (spec.batch_suite, spec.row_suite):
                 feed_file(suite if suite.is_absolute() else usecase.root / suite)
-        if usecase.features is not None:
-            module = usecase.features.builder.partition(":")[0]
+        for table in usecase.feature_tables:
+            module = table.builder.partition(":")[0]
             try:
                 found = importlib.util.find_spec(module)
             except (ImportError, ValueError):

@@ -7,6 +7,7 @@ Loaded from a YAML file (``usecases/<name>.yaml``); everything downstream takes 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -151,6 +152,42 @@ class TargetSpec(BaseModel):
     )
 
 
+class ContextSpec(BaseModel):
+    """A further feature source keyed by something other than the entity: a location, a
+    carrier, a product. Its dataset is validated on its own, its builder makes its own feature
+    table, and the main builder's rows carry ``key``, so that each entity row is joined, point
+    in time, with the context row of its key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_dataset: str
+    key: str = Field(
+        pattern=NAME_PATTERN,
+        description="The context's id column: in its dataset, in its builder's rows (the join "
+        "key of its Feast entity) and in the main builder's rows.",
+    )
+    builder: str = Field(pattern=r"^[\w.]+:\w+$", description="module:function")
+    lookback_days: int = Field(ge=1)
+    table: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Its feature table (features/<table>/, the name of its Feast file source). "
+        "Default: the context's name.",
+    )
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One feature table a use case builds: the main one (keyed by the entity) or a context's."""
+
+    name: str  # features/<name>/ in the lake; its Feast file source has this name
+    source_dataset: str
+    builder: str
+    lookback_days: int
+    key: str  # the id column of its rows
+    field: str  # where the use case declares it: "features" or "features.context.<name>"
+
+
 class FeatureSpec(BaseModel):
     """How validated rows become feature rows, and the feature service models read."""
 
@@ -165,6 +202,10 @@ class FeatureSpec(BaseModel):
         pattern=NAME_PATTERN,
         description="The feature table: its folder in the lake (features/<table>/) and the name "
         "of its Feast file source. Default: the use case's name.",
+    )
+    context: dict[str, ContextSpec] = Field(
+        default_factory=dict,
+        description="Further feature sources keyed by something other than the entity, by name.",
     )
 
 
@@ -401,8 +442,72 @@ class UseCase(BaseModel):
                         self.entity,
                     )
                 )
+        errors += self._context_errors()
         _raise_located("UseCase", errors)
         return self
+
+    def _context_errors(self) -> list[tuple[tuple[str, ...], str, Any]]:
+        errors: list[tuple[tuple[str, ...], str, Any]] = []
+        if self.features is None:
+            return errors
+        tables = [self.feature_table]
+        for name, ctx in self.features.context.items():
+            loc = ("features", "context", name)
+            if ctx.source_dataset not in self.datasets:
+                errors.append(
+                    (
+                        (*loc, "source_dataset"),
+                        f"{ctx.source_dataset!r} is not a dataset ({', '.join(self.datasets)})",
+                        ctx.source_dataset,
+                    )
+                )
+            elif ctx.key not in self.datasets[ctx.source_dataset].columns:
+                errors.append(
+                    (
+                        (*loc, "key"),
+                        f"{ctx.key!r} is not a column of dataset {ctx.source_dataset!r}",
+                        ctx.key,
+                    )
+                )
+            if ctx.key == self.entity:
+                errors.append(
+                    (
+                        (*loc, "key"),
+                        "a context is keyed by something other than the entity",
+                        ctx.key,
+                    )
+                )
+            table = ctx.table or name
+            if table in tables:
+                errors.append(((*loc, "table"), f"feature table {table!r} is taken", table))
+            tables.append(table)
+        return errors
+
+    @property
+    def feature_tables(self) -> list[FeatureTable]:
+        """The feature tables the use case builds: the main one first, then its contexts'."""
+        spec = self.features
+        if spec is None:
+            return []
+        main = FeatureTable(
+            self.feature_table,
+            spec.source_dataset,
+            spec.builder,
+            spec.lookback_days,
+            self.entity,
+            "features",
+        )
+        return [main] + [
+            FeatureTable(
+                ctx.table or name,
+                ctx.source_dataset,
+                ctx.builder,
+                ctx.lookback_days,
+                ctx.key,
+                f"features.context.{name}",
+            )
+            for name, ctx in spec.context.items()
+        ]
 
     @property
     def feature_table(self) -> str:

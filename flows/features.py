@@ -87,28 +87,37 @@ def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
     usecase = load_usecase(settings.usecase)
 
     sweep(lake.root)  # temporary files of writers killed mid-write
-    plan = plan_features(lake, usecase, dates=params.dates, force=params.force)
-    ranges = stage.date_ranges(plan.todo, plan.lookback_days, parts=partitions(settings))
-    computed = run_partitions(
-        settings,
-        compute_features,
-        [
-            {"lake": lake, "usecase": usecase, "days": days, "partitions": plan.inputs(days)}
-            for days in ranges
-        ],
-    )
-    rows: dict[date, int] = {}
-    for days, frames in zip(ranges, computed, strict=True):
-        rows |= write_feature_days(lake, plan.table, days, frames)
-    built = finish_features(lake, plan, rows)
+    built: list[date] = []
+    for table in usecase.feature_tables:  # the main table, then the contexts'
+        plan = plan_features(lake, usecase, dates=params.dates, force=params.force, table=table)
+        ranges = stage.date_ranges(plan.todo, plan.lookback_days, parts=partitions(settings))
+        computed = run_partitions(
+            settings,
+            compute_features,
+            [
+                {
+                    "lake": lake,
+                    "usecase": usecase,
+                    "days": days,
+                    "partitions": plan.inputs(days),
+                    "table": table,
+                }
+                for days in ranges
+            ],
+        )
+        rows: dict[date, int] = {}
+        for days, frames in zip(ranges, computed, strict=True):
+            rows |= write_feature_days(lake, plan.table, days, frames)
+        built = sorted({*built, *finish_features(lake, plan, rows)})
     store = apply_repo(settings)
-    end = stage.latest_feature_timestamp(lake, plan.table)
+    main = usecase.feature_table
+    end = stage.latest_feature_timestamp(lake, main)
     loaded: dict[str, Any] = {}
     if params.materialize and end is not None:
         since = stage.day_start(min(built)) + timedelta(days=1) if built else None
         loaded = materialize(store, end, since=since)
 
-    summary = stage.flow_summary(lake, plan.table, built, loaded, project=settings.feast_project)
+    summary = stage.flow_summary(lake, main, built, loaded, project=settings.feast_project)
     if built or loaded:
         create_table_artifact(
             key="features-summary",

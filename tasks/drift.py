@@ -135,6 +135,45 @@ def read_feature_window(lake: Lake, table: str, first: date, last: date) -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def read_input_window(lake: Lake, usecase: Any, first: date, last: date) -> pd.DataFrame:
+    """The main feature table's rows of days ``first``..``last`` with each context's features
+    joined as the feature service joins them: per row, the newest context row of its key at
+    or before its ``event_timestamp`` (from the same days)."""
+    rows = read_feature_window(lake, usecase.feature_table, first, last)
+    for table in usecase.feature_tables[1:]:
+        context = read_feature_window(lake, table.name, first, last)
+        if rows.empty or context.empty or table.key not in rows.columns:
+            continue
+        taken = [c for c in context.columns if c not in rows.columns]
+        right = context[[table.key, "event_timestamp", *taken]].dropna(subset=[table.key])
+        right = right.assign(
+            event_timestamp=pd.to_datetime(right["event_timestamp"], utc=True).astype(
+                "datetime64[ns, UTC]"
+            ),
+            **{table.key: right[table.key].astype(str)},
+        ).sort_values("event_timestamp", kind="stable")
+        left = rows.assign(
+            _row=np.arange(len(rows)),
+            _at=pd.to_datetime(rows["event_timestamp"], utc=True).astype("datetime64[ns, UTC]"),
+            _key=rows[table.key].astype("object").where(rows[table.key].notna(), None),
+        )
+        keyed = left.loc[left["_key"].notna()].astype({"_key": str}).sort_values("_at")
+        joined = pd.merge_asof(
+            keyed[["_row", "_at", "_key"]],
+            right.rename(columns={"event_timestamp": "_at", table.key: "_key"}),
+            on="_at",
+            by="_key",
+            direction="backward",
+        )
+        rows = (
+            left.merge(joined[["_row", *taken]], on="_row", how="left")
+            .sort_values("_row")
+            .drop(columns=["_row", "_at", "_key"])
+            .reset_index(drop=True)
+        )
+    return rows
+
+
 # ---- per-input settings ---------------------------------------------------------------------------
 
 
@@ -873,7 +912,7 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
         reference=reference,
         first=first,
         day=day,
-        features=read_feature_window(lake, usecase.feature_table, first, day),
+        features=read_input_window(lake, usecase, first, day),
         predictions=window_preds[prediction].to_numpy() if len(window_preds) else None,
     )
 

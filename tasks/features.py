@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from driftloop.settings import Settings
-    from driftloop.usecase import FeatureSpec, UseCase
+    from driftloop.usecase import FeatureSpec, FeatureTable, UseCase
 
 PART_NAME = "part-00000.parquet"
 MANIFEST_VERSION = 1
@@ -311,7 +311,8 @@ def latest_feature_timestamp(lake: Lake, table: str) -> datetime | None:
 def build_features(
     lake: Lake, usecase: UseCase, *, dates: list[date] | None = None, force: bool = False
 ) -> list[date]:
-    """(Re)build the feature files of the days whose inputs changed; returns those days.
+    """(Re)build the feature files of the days whose inputs changed, in every feature table of
+    the use case (:attr:`UseCase.feature_tables`); returns those days.
 
     ``dates=None`` considers every day with a validated partition of the source dataset (and
     removes the files of days whose partitions are gone); explicit ``dates`` limit the build
@@ -322,12 +323,16 @@ def build_features(
     range of :func:`date_ranges` :func:`compute_features` (pure) and
     :func:`write_feature_days`, then :func:`finish_features`.
     """
-    plan = plan_features(lake, usecase, dates=dates, force=force)
-    rows: dict[date, int] = {}
-    for days in date_ranges(plan.todo, plan.lookback_days):
-        built = compute_features(lake, usecase, days, plan.inputs(days))
-        rows.update(write_feature_days(lake, plan.table, days, built))
-    return finish_features(lake, plan, rows)
+    _feature_spec(usecase)
+    done: set[date] = set()
+    for table in usecase.feature_tables:
+        plan = plan_features(lake, usecase, dates=dates, force=force, table=table)
+        rows: dict[date, int] = {}
+        for days in date_ranges(plan.todo, plan.lookback_days):
+            built = compute_features(lake, usecase, days, plan.inputs(days), table=table)
+            rows.update(write_feature_days(lake, plan.table, days, built))
+        done.update(finish_features(lake, plan, rows))
+    return sorted(done)
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,7 @@ class FeaturePlan:
     """What a feature build has to do: the days to (re)build and the inputs they read."""
 
     table: str  # the feature table built
+    source: FeatureTable  # what builds it
     header: dict[str, Any]  # builder and window the manifest was made with
     entries: dict[str, dict[str, Any]]  # manifest entries still valid, by ISO day
     fingerprints: dict[date, str]  # of every considered day
@@ -350,13 +356,19 @@ class FeaturePlan:
 
 
 def plan_features(
-    lake: Lake, usecase: UseCase, *, dates: list[date] | None = None, force: bool = False
+    lake: Lake,
+    usecase: UseCase,
+    *,
+    dates: list[date] | None = None,
+    force: bool = False,
+    table: FeatureTable | None = None,
 ) -> FeaturePlan:
-    """Which days to build (see :func:`build_features`); reads the manifest, writes nothing."""
-    spec = _feature_spec(usecase)
+    """Which days of ``table`` (default: the main feature table) to build (see
+    :func:`build_features`); reads the manifest, writes nothing."""
+    spec = table or _main_table(usecase)
     dataset = usecase.datasets[spec.source_dataset]
     partitions = validated_partitions(lake, dataset)
-    manifest = read_manifest(lake, usecase.feature_table)
+    manifest = read_manifest(lake, spec.name)
     header = _manifest_header(spec)
     entries: dict[str, dict[str, Any]] = dict(manifest.get("dates", {}))
     if {k: manifest.get(k) for k in header} != header:
@@ -371,7 +383,8 @@ def plan_features(
     if dates is None:
         gone = sorted(k for k in entries if date.fromisoformat(k) not in partitions)
     return FeaturePlan(
-        table=usecase.feature_table,
+        table=spec.name,
+        source=spec,
         header=header,
         entries=entries,
         fingerprints=prints,
@@ -404,13 +417,16 @@ def compute_features(
     usecase: UseCase,
     days: list[date],
     partitions: dict[date, list[ObjectInfo]],
+    *,
+    table: FeatureTable | None = None,
 ) -> dict[date, pd.DataFrame]:
-    """The feature rows of a range of days, by day (days without rows are left out).
+    """The rows of feature table ``table`` (default: the main one) of a range of days, by day
+    (days without rows are left out).
 
     Pure: reads the given validated ``partitions`` (those of :meth:`FeaturePlan.inputs`) and
     writes nothing, so ranges can be computed side by side on any worker that sees the lake.
     """
-    spec = _feature_spec(usecase)
+    spec = table or _main_table(usecase)
     dataset = usecase.datasets[spec.source_dataset]
     window_start = days[0] - timedelta(days=spec.lookback_days - 1)
     usage = read_validated(lake, dataset, first=window_start, last=days[-1], partitions=partitions)
@@ -465,7 +481,12 @@ def _feature_spec(usecase: UseCase) -> FeatureSpec:
     return usecase.features
 
 
-def _manifest_header(spec: FeatureSpec) -> dict[str, Any]:
+def _main_table(usecase: UseCase) -> FeatureTable:
+    _feature_spec(usecase)
+    return usecase.feature_tables[0]
+
+
+def _manifest_header(spec: FeatureTable) -> dict[str, Any]:
     return {
         "version": MANIFEST_VERSION,
         "source_dataset": spec.source_dataset,
@@ -792,6 +813,67 @@ def service_features(store: FeatureStore, service: str) -> list[str]:
     return [f.name for p in fs.feature_view_projections for f in p.features]
 
 
+@dataclass(frozen=True)
+class ServiceJoin:
+    """How a feature service's views are joined to entity rows: the views keyed by the entity
+    first, then, per context key, the views keyed by it (looked up with the key the entity's
+    views serve). ``steps`` is ``[(join key, ["view:feature", ...]), ...]``, the entity's first.
+    """
+
+    entity: str
+    steps: list[tuple[str, list[str]]]
+
+    @property
+    def single(self) -> bool:
+        """Every view is keyed by the entity: one lookup does."""
+        return len(self.steps) == 1
+
+
+def service_join(store: FeatureStore, service: Any, entity: str) -> ServiceJoin:
+    """The :class:`ServiceJoin` of ``service`` (a FeatureService) for entity rows keyed by
+    ``entity``. Raises :class:`FeatureRepoError` for a view keyed by several columns, or by a
+    context key that the entity's views do not serve."""
+    by_key: dict[str, list[str]] = {entity: []}
+    for projection in service.feature_view_projections:
+        keys = store.get_feature_view(projection.name).join_keys
+        if len(keys) != 1:
+            raise FeatureRepoError(
+                f"feature view {projection.name!r} of feature service {service.name!r} joins on "
+                f"{keys}; driftloop joins on one key per view"
+            )
+        refs = [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
+        by_key.setdefault(keys[0], []).extend(refs)
+    served = {ref.split(":", 1)[1] for ref in by_key[entity]}
+    for key in by_key:
+        if key != entity and key not in served:
+            raise FeatureRepoError(
+                f"feature service {service.name!r} has views keyed by {key!r}, but none of its "
+                f"views keyed by {entity!r} serves {key!r} to look them up with"
+            )
+    return ServiceJoin(entity, list(by_key.items()))
+
+
+def join_context(
+    rows: pd.DataFrame,
+    key: str,
+    refs: list[str],
+    lookup: Callable[[pd.DataFrame], pd.DataFrame],
+    row_id: str,
+) -> pd.DataFrame:
+    """``rows`` with the features ``lookup`` finds for their ``key`` (null where the key is
+    null or unknown). ``lookup`` gets the rows that have a key (``row_id``, ``key`` and, offline,
+    ``event_timestamp``) and returns their features with ``row_id``; columns ``rows`` already
+    has (the key, timestamps, ``features_asof``) are not taken from it."""
+    known = rows.loc[rows[key].notna(), [c for c in (row_id, key, "event_timestamp") if c in rows]]
+    found = lookup(known.astype({key: str})) if len(known) else pd.DataFrame({row_id: []})
+    extra = [c for c in found.columns if c not in rows.columns]
+    out = rows.merge(found[[row_id, *extra]], on=row_id, how="left")
+    for name in (ref.split(":", 1)[1] for ref in refs):
+        if name not in out.columns:  # no row had a key: the features are null
+            out[name] = None
+    return out
+
+
 def online_features(
     store: FeatureStore, ids: list[str], service: str, *, entity: str
 ) -> pd.DataFrame:
@@ -802,9 +884,32 @@ def online_features(
     online store does not know).
     """
     fs = store.get_feature_service(service)
-    rows = [{entity: str(c)} for c in ids]
-    df: pd.DataFrame = store.get_online_features(features=fs, entity_rows=rows).to_df()
-    return df[[entity, *service_features(store, service)]]
+    return read_online(store, fs, service_join(store, fs, entity), ids)
+
+
+def read_online(
+    store: FeatureStore, service: Any, join: ServiceJoin, ids: list[str]
+) -> pd.DataFrame:
+    """One row per id, in order: ``join.entity`` then the features of ``service`` (a
+    FeatureService) from the online store, context views looked up with the key the entity's
+    views serve."""
+    rows = [{join.entity: str(c)} for c in ids]
+    if join.single:
+        df: pd.DataFrame = store.get_online_features(features=service, entity_rows=rows).to_df()
+    else:
+        df = store.get_online_features(features=join.steps[0][1], entity_rows=rows).to_df()
+        df["_row"] = np.arange(len(df))
+        for key, refs in join.steps[1:]:
+
+            def lookup(known: pd.DataFrame, key: str = key, refs: list[str] = refs) -> pd.DataFrame:
+                wanted = [{key: v} for v in known[key]]
+                found = store.get_online_features(features=refs, entity_rows=wanted).to_df()
+                return found.drop(columns=[key]).assign(_row=known["_row"].to_numpy())
+
+            df = join_context(df, key, refs, lookup, "_row")
+        df = df.sort_values("_row").drop(columns="_row")
+    names = [f.name for p in service.feature_view_projections for f in p.features]
+    return df[[join.entity, *names]].reset_index(drop=True)
 
 
 # ---- what the flow publishes --------------------------------------------------------------------

@@ -454,7 +454,7 @@ class OnlineFeatures:
     def __init__(self, store: FeatureStore, *, entity: str) -> None:
         self.store = store
         self.entity = entity
-        self._services: dict[str, tuple[Any, list[str]]] = {}
+        self._services: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def forget(self, service: str) -> None:
@@ -462,13 +462,12 @@ class OnlineFeatures:
             self._services.pop(service, None)
 
     def __call__(self, ids: list[str], service: str) -> pd.DataFrame:
-        from tasks.features import service_features
+        from tasks.features import read_online, service_join
 
         with self._lock:
             if service not in self._services:
                 definition = self.store.get_feature_service(service)
-                self._services[service] = (definition, service_features(self.store, service))
-            definition, names = self._services[service]
-            rows = [{self.entity: str(c)} for c in ids]
-            frame = self.store.get_online_features(features=definition, entity_rows=rows).to_df()
-        return frame[[self.entity, *names]]
+                join = service_join(self.store, definition, self.entity)
+                self._services[service] = (definition, join)
+            definition, join = self._services[service]
+            return read_online(self.store, definition, join, ids)

@@ -234,11 +234,11 @@ def reference_rows(
     newest days are where it is going. ``fallback`` (e.g. the validation and holdout rows) when
     fewer than two windows of feature days exist.
     """
-    from tasks.drift import read_feature_window
+    from tasks.drift import read_input_window
 
     spec = usecase.drift
     days = spec.reference_windows * spec.window_days
-    rows = read_feature_window(lake, usecase.feature_table, as_of - timedelta(days=days - 1), as_of)
+    rows = read_input_window(lake, usecase, as_of - timedelta(days=days - 1), as_of)
     if rows.empty or "event_timestamp" not in rows.columns:
         return fallback
     present = pd.to_datetime(rows["event_timestamp"], utc=True).dt.normalize().nunique()

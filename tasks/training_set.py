@@ -384,9 +384,23 @@ def training_frame(
     entities["event_timestamp"] = pd.to_datetime(entities["event_timestamp"], utc=True)
     entities[ROW_ID] = np.arange(len(entities), dtype=np.int64)
 
+    from tasks.features import join_context, service_join
+
     feature_service = store.get_feature_service(service)
-    job = store.get_historical_features(entity_df=entities, features=feature_service)
-    result: pd.DataFrame = job.to_df()
+    join = service_join(store, feature_service, entity)
+    if join.single:
+        job = store.get_historical_features(entity_df=entities, features=feature_service)
+        result: pd.DataFrame = job.to_df()
+    else:  # the entity's views, then each context's views with the key they served
+        result = store.get_historical_features(
+            entity_df=entities, features=join.steps[0][1]
+        ).to_df()
+        for key, refs in join.steps[1:]:
+
+            def lookup(known: pd.DataFrame, refs: list[str] = refs) -> pd.DataFrame:
+                return store.get_historical_features(entity_df=known, features=refs).to_df()
+
+            result = join_context(result, key, refs, lookup, ROW_ID)
 
     if len(result) != len(entities) or set(result[ROW_ID]) != set(entities[ROW_ID]):
         raise TrainingSetError(

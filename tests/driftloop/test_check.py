@@ -216,7 +216,7 @@ def test_a_feature_table_the_repository_has_no_source_for(tmp_path: Path) -> Non
         "feature view 'usage_aggregates'",
     ]
     assert all(
-        "reads source 'customer_daily', but the use case's feature table is 'customers_daily'"
+        "reads source 'customer_daily', but the feature table of 'customer_id' is 'customers_daily'"
         in p.message
         for p in problems
     )
@@ -234,6 +234,68 @@ def test_a_feature_table_or_prediction_that_is_no_plain_name(tmp_path: Path) -> 
         f"{path}: target.prediction",
     ]
     assert all("should match pattern" in p.message for p in problems)
+
+
+def _saas_copy(tmp: Path, edit: Any = None) -> tuple[Path, Path]:
+    """The use case with a context source (tests/support/saas.py) under ``tmp``, after
+    ``edit(raw)``; its path and its Feast repository."""
+    from tests.support import saas
+
+    defs = saas.write_definitions(tmp / "project")
+    if edit is not None:
+        raw = yaml.safe_load(defs.usecase.read_text())
+        edit(raw)
+        defs.usecase.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return defs.usecase, defs.feature_repo
+
+
+def test_a_usecase_with_a_context_source_passes(tmp_path: Path) -> None:
+    path, repo = _saas_copy(tmp_path)
+    report = run_check(_settings(tmp_path, path, repo))
+    assert report.problems == []
+    assert {"incidents_4w", "outage_minutes_4w", "seat_utilisation"} <= set(report.features)
+
+
+def test_a_context_key_the_entity_rows_do_not_carry(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:  # the builder drops plan_tier from its rows
+        raw["features"]["builder"] = "tests.support.saas:saas_features_without_tier"
+
+    path, repo = _saas_copy(tmp_path, edit)
+    problems = check(_settings(tmp_path, path, repo))
+    assert [p.where for p in problems] == [f"{path}: features.builder"]
+    assert "lacks ['plan_tier']" in problems[0].message
+    assert "context features.context.tier_status" in problems[0].message
+
+
+def test_a_context_view_reading_the_entity_table(tmp_path: Path) -> None:
+    path, repo = _saas_copy(tmp_path)
+    views = repo / "views.py"
+    views.write_text(
+        views.read_text().replace("    source=tier_weekly,\n", "    source=account_weekly,\n")
+    )
+    problem = _only(check(_settings(tmp_path, path, repo)))
+    assert problem.where == f"{path}: features.context.tier_status.table"
+    assert "'tier_reliability'" in problem.message and "'tier_weekly'" in problem.message
+
+
+def test_context_mistakes_at_load_are_located(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        context = raw["features"]["context"]["tier_status"]
+        context["source_dataset"] = "tier_statuses"
+        raw["features"]["context"]["again"] = {
+            **context,
+            "source_dataset": "activity",
+            "key": "account_id",
+            "table": "account_weekly",
+        }
+
+    path, repo = _saas_copy(tmp_path, edit)
+    problems = check(_settings(tmp_path, path, repo))
+    assert sorted(p.where for p in problems) == [
+        f"{path}: features.context.again.key",
+        f"{path}: features.context.again.table",
+        f"{path}: features.context.tier_status.source_dataset",
+    ]
 
 
 def test_two_mistakes_at_load_give_two_problems(tmp_path: Path) -> None:

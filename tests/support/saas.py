@@ -5,7 +5,9 @@ activity export (one row per account and week, dated by the Sunday that ends the
 CSV, later as Parquet), and the labels are cancellations logged up to three days after they
 happen, exported once a week as CSV. The cancellation hazard depends on a hidden account health
 that also drives seat utilisation, logins, API calls, support tickets and overdue invoices, so
-the features carry a real signal.
+the features carry a real signal. A second feature source is context shared by many accounts: a
+weekly status export per plan tier (incidents, outage minutes), keyed by the tier, which the
+feature service joins to each account through the tier its activity reports.
 
 The module holds what a user of driftloop writes for their own data, as files written into a
 folder laid out like the project (``usecases/``, ``expectations/<name>/``, ``feature_repo/``),
@@ -49,6 +51,13 @@ ACTIVITY_COLUMNS = {
     "invoice_amount": "float",
     "invoice_overdue": "bool",
 }
+TIER_COLUMNS = {
+    "plan_tier": "string",
+    "week_end": "date",
+    "incidents": "int",
+    "outage_minutes": "float",
+}
+TIER_FEATURES = ("incidents_4w", "outage_minutes_4w")
 CANCELLATION_COLUMNS = {
     "account_id": "string",
     "cancelled_on": "date",
@@ -140,6 +149,61 @@ def saas_weekly_features(activity: pd.DataFrame, start: date, end: date) -> pd.D
     return result
 
 
+def saas_features_without_tier(activity: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """:func:`saas_weekly_features` without the ``plan_tier`` column (a broken builder, for
+    ``driftloop check``'s tests)."""
+    return saas_weekly_features(activity, start, end).drop(columns="plan_tier")
+
+
+def saas_tier_features(status: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """One feature row per plan tier and weekly status report dated in ``[start, end]``: the
+    incidents and outage minutes of the tier over the reports in the 28 days ending on the
+    report's Sunday ``d``, known once ``d`` is over (``event_timestamp = features_asof = d + 1
+    day``). Pure."""
+    day = pd.to_datetime(status["week_end"]).dt.normalize().astype("datetime64[ns]")
+    rows = status.assign(day=day).drop_duplicates(["plan_tier", "day"], keep="last")
+    out_days = rows.loc[(rows["day"] >= pd.Timestamp(start)) & (rows["day"] <= pd.Timestamp(end))]
+    columns = ["plan_tier", "date", "event_timestamp", "features_asof", *TIER_FEATURES]
+    if out_days.empty:
+        return pd.DataFrame(
+            {
+                "plan_tier": pd.Series(dtype="object"),
+                "date": pd.Series(dtype="datetime64[ns]"),
+                "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+                "features_asof": pd.Series(dtype="datetime64[ns, UTC]"),
+                "incidents_4w": pd.Series(dtype="int64"),
+                "outage_minutes_4w": pd.Series(dtype="float64"),
+            }
+        )[columns]
+    pairs = out_days[["plan_tier", "day"]].merge(
+        rows[["plan_tier", "day", "incidents", "outage_minutes"]].rename(columns={"day": "past"}),
+        on="plan_tier",
+    )
+    window = (pairs["past"] <= pairs["day"]) & (
+        pairs["past"] > pairs["day"] - pd.Timedelta(days=LOOKBACK_DAYS)
+    )
+    agg = (
+        pairs.loc[window]
+        .groupby(["plan_tier", "day"], sort=True)
+        .agg(
+            incidents_4w=("incidents", "sum"),
+            outage_minutes_4w=("outage_minutes", "sum"),
+        )
+        .reset_index()
+    )
+    asof = (agg["day"] + pd.Timedelta(days=1)).dt.tz_localize(UTC)
+    return pd.DataFrame(
+        {
+            "plan_tier": agg["plan_tier"].astype(object),
+            "date": agg["day"],
+            "event_timestamp": asof,
+            "features_asof": asof,
+            "incidents_4w": agg["incidents_4w"].astype("int64"),
+            "outage_minutes_4w": agg["outage_minutes_4w"].astype("float64"),
+        }
+    )
+
+
 def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = num.to_numpy(dtype="float64") / den.to_numpy(dtype="float64")
@@ -192,6 +256,15 @@ features:
   lookback_days: {LOOKBACK_DAYS}
   feature_service: {FEATURE_SERVICE}
   table: account_weekly
+  # context shared by many accounts: the status of their plan tier, from its own dataset and
+  # feature table, joined to each account through the plan_tier its rows carry
+  context:
+    tier_status:
+      source_dataset: tier_status
+      key: plan_tier
+      builder: tests.support.saas:saas_tier_features
+      lookback_days: {LOOKBACK_DAYS}
+      table: tier_weekly
 
 model:
   registered_name: {NAME}
@@ -204,6 +277,9 @@ model:
 
 drift:
   window_days: 7             # a week holds one report per account
+  inputs:                    # the same for every account of a tier: context, no vote
+    incidents_4w: {{role: context}}
+    outage_minutes_4w: {{role: context}}
 
 datasets:
   activity:
@@ -224,6 +300,15 @@ datasets:
 {columns(CANCELLATION_COLUMNS)}
     batch_suite: expectations/{NAME}/cancellations.batch.json
     row_suite: expectations/{NAME}/cancellations.rows.json
+  tier_status:
+    description: One row per plan tier and week, dated by the Sunday ending the week.
+    landing_prefix: tier_status/
+    key: [plan_tier, week_end]
+    partition_by: week_end
+    columns:
+{columns(TIER_COLUMNS)}
+    batch_suite: expectations/{NAME}/tier_status.batch.json
+    row_suite: expectations/{NAME}/tier_status.rows.json
 """
 
 
@@ -282,6 +367,32 @@ def suites() -> dict[str, dict[str, Any]]:
                 _expect("compound_columns_to_be_unique", column_list=[ENTITY, "week_end"]),
             ],
         },
+        "tier_status.batch.json": {
+            "name": f"{NAME}.tier_status.batch",
+            "expectations": [
+                _expect(
+                    "table_columns_to_match_set", column_set=list(TIER_COLUMNS), exact_match=True
+                ),
+                _expect("table_row_count_to_be_between", min_value=1, max_value=1000),
+            ],
+        },
+        "tier_status.rows.json": {
+            "name": f"{NAME}.tier_status.rows",
+            "expectations": [
+                *[_expect("column_values_to_not_be_null", column=c) for c in TIER_COLUMNS],
+                _expect("column_values_to_be_in_set", column="plan_tier", value_set=list(PLANS)),
+                _expect(
+                    "column_values_to_be_between", column="incidents", min_value=0, max_value=1000
+                ),
+                _expect(
+                    "column_values_to_be_between",
+                    column="outage_minutes",
+                    min_value=0,
+                    max_value=10080,
+                ),
+                _expect("compound_columns_to_be_unique", column_list=["plan_tier", "week_end"]),
+            ],
+        },
         "cancellations.batch.json": {
             "name": f"{NAME}.cancellations.batch",
             "expectations": [
@@ -324,6 +435,13 @@ account = Entity(
     value_type=ValueType.STRING,
     description="A subscribing account.",
 )
+
+tier = Entity(
+    name="tier",
+    join_keys=["plan_tier"],
+    value_type=ValueType.STRING,
+    description="A plan tier: context shared by its accounts.",
+)
 ''',
     "sources.py": '''\
 """The weekly feature table in the lake (its location follows the DRIFTLOOP_* settings)."""
@@ -343,16 +461,23 @@ account_weekly = FileSource(
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
 )
+
+tier_weekly = FileSource(
+    name="tier_weekly",
+    path=feature_source_path(_settings, "tier_weekly"),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+)
 ''',
     "views.py": '''\
 """Feature views over the weekly feature table."""
 
 from datetime import timedelta
 
-from entities import account
+from entities import account, tier
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String, UnixTimestamp
-from sources import account_weekly
+from sources import account_weekly, tier_weekly
 
 # Two missed weekly reports and the account's features count as missing.
 TTL = timedelta(days=21)
@@ -389,14 +514,30 @@ engagement = FeatureView(
     source=account_weekly,
     online=True,
 )
+
+tier_reliability = FeatureView(
+    name="tier_reliability",
+    entities=[tier],
+    ttl=TTL,
+    schema=[
+        Field(name="plan_tier", dtype=String),
+        Field(name="incidents_4w", dtype=Int64),
+        Field(name="outage_minutes_4w", dtype=Float64),
+    ],
+    source=tier_weekly,
+    online=True,
+)
 ''',
     "services.py": '''\
-"""The feature service the retention model reads."""
+"""The feature service the retention model reads: the account's views, and its tier's
+(looked up with the plan_tier that account_profile serves)."""
 
 from feast import FeatureService
-from views import account_profile, engagement
+from views import account_profile, engagement, tier_reliability
 
-retention_v1 = FeatureService(name="retention_v1", features=[account_profile, engagement])
+retention_v1 = FeatureService(
+    name="retention_v1", features=[account_profile, engagement, tier_reliability]
+)
 ''',
 }
 
@@ -439,6 +580,7 @@ class Landed:
     cancellations: int = 0
     bad_rows: dict[str, list[str]] = field(default_factory=dict)  # landing key -> defects
     rejected_files: list[str] = field(default_factory=list)
+    tier_status: pd.DataFrame | None = None  # every delivered tier row, bad ones included
 
     @property
     def quarantined_rows(self) -> int:
@@ -563,12 +705,43 @@ def simulate_saas(
         _deliver(landing, key, cancellations, as_csv=True)
         landed.objects.append(key)
 
+    landed.tier_status = _deliver_tier_status(landing, landed, week_ends, seed)
+
     # a re-export that lost columns on the way: rejected whole by the batch suite
     key = f"activity/week-{week_ends[1].isoformat()}-reexport.csv"
     _deliver(landing, key, week.drop(columns=["seats_used", "logins"]).head(50), as_csv=True)
     landed.objects.append(key)
     landed.rejected_files.append(key)
     return landed
+
+
+def _deliver_tier_status(
+    landing: Storage, landed: Landed, week_ends: list[date], seed: int
+) -> pd.DataFrame:
+    """One status file per week (``tier_status/<sunday>.csv``): a row per tier with its
+    incidents and outage minutes (its own random stream: the activity stays as it was). In the
+    fourth week a row with negative outage minutes for a fifth, unknown tier is appended: the
+    row suite quarantines it alone."""
+    rng = np.random.default_rng(seed + 1000)
+    delivered = []
+    for w, week_end in enumerate(week_ends):
+        status = pd.DataFrame(
+            {
+                "plan_tier": list(PLANS),
+                "week_end": week_end,
+                "incidents": rng.poisson([3.0, 2.0, 1.0, 0.5]).astype("int64"),
+                "outage_minutes": np.round(rng.gamma(2.0, [30.0, 20.0, 10.0, 5.0]), 1),
+            }
+        )
+        key = f"tier_status/{week_end.isoformat()}.csv"
+        if w == 3:
+            bad = status.iloc[[0]].assign(plan_tier="legacy", outage_minutes=-15.0)
+            status = pd.concat([status, bad], ignore_index=True)
+            landed.bad_rows[key] = ["in_set(plan_tier)+between(outage_minutes)"]
+        _deliver(landing, key, status, as_csv=True)
+        landed.objects.append(key)
+        delivered.append(status)
+    return pd.concat(delivered, ignore_index=True)
 
 
 def _inject_activity_defects(

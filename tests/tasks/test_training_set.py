@@ -399,6 +399,9 @@ class _DroppingStore:
     def get_feature_service(self, name: str) -> Any:
         return self.real.get_feature_service(name)
 
+    def get_feature_view(self, name: str) -> Any:
+        return self.real.get_feature_view(name)
+
     def get_historical_features(self, *, entity_df: pd.DataFrame, features: Any) -> Any:
         job = self.real.get_historical_features(entity_df=entity_df, features=features)
 
