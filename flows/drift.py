@@ -53,11 +53,10 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
     if inputs.features.empty:
         return no_data(lake, day, inputs)
     reference, features = inputs.reference, inputs.features
-    alpha = drift.window_alpha(
-        reference, usecase.drift, with_predictions=inputs.predictions is not None
-    )
+    spec = inputs.spec(usecase)
+    alpha = drift.window_alpha(reference, spec, with_predictions=inputs.predictions is not None)
     groups = drift.feature_groups(
-        reference, features.columns, parts=partitions(settings), spec=usecase.drift
+        reference, features.columns, parts=partitions(settings), spec=spec
     )
     scored = run_partitions(
         settings,
@@ -67,15 +66,13 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
                 "reference": drift.reference_subset(reference, names),
                 "features": features[names],
                 "alpha": alpha,
-                "spec": usecase.drift,
+                "spec": spec,
             }
             for names in groups
         ],
     )
     scores = [score for group in scored for score in group]
-    prediction = drift.check_predictions(
-        reference, inputs.predictions, alpha=alpha, spec=usecase.drift
-    )
+    prediction = drift.check_predictions(reference, inputs.predictions, alpha=alpha, spec=spec)
     result, html = finish_check(usecase, lake, inputs, scores, prediction)
 
     key = f"drift/{result.model}-{day}.html"

@@ -135,16 +135,21 @@ def read_feature_window(lake: Lake, table: str, first: date, last: date) -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_input_window(lake: Lake, usecase: Any, first: date, last: date) -> pd.DataFrame:
+def read_input_window(
+    lake: Lake, usecase: Any, first: date, last: date
+) -> tuple[pd.DataFrame, list[str]]:
     """The main feature table's rows of days ``first``..``last`` with each context's features
     joined as the feature service joins them: per row, the newest context row of its key at
-    or before its ``event_timestamp`` (from the same days)."""
+    or before its ``event_timestamp`` (from the same days); and the names of the columns that
+    came from contexts."""
     rows = read_feature_window(lake, usecase.feature_table, first, last)
+    from_context: list[str] = []
     for table in usecase.feature_tables[1:]:
         context = read_feature_window(lake, table.name, first, last)
         if rows.empty or context.empty or table.key not in rows.columns:
             continue
         taken = [c for c in context.columns if c not in rows.columns]
+        from_context += taken
         right = context[[table.key, "event_timestamp", *taken]].dropna(subset=[table.key])
         right = right.assign(
             event_timestamp=pd.to_datetime(right["event_timestamp"], utc=True).astype(
@@ -171,7 +176,7 @@ def read_input_window(lake: Lake, usecase: Any, first: date, last: date) -> pd.D
             .drop(columns=["_row", "_at", "_key"])
             .reset_index(drop=True)
         )
-    return rows
+    return rows, from_context
 
 
 # ---- per-input settings ---------------------------------------------------------------------------
@@ -181,6 +186,16 @@ def monitored(name: str, spec: DriftSpec) -> bool:
     """Whether the input is checked at all (``inputs.<name>.monitor``, default yes)."""
     setting = spec.inputs.get(name)
     return setting is None or setting.monitor
+
+
+def effective_spec(spec: DriftSpec, context_inputs: Iterable[str]) -> DriftSpec:
+    """``spec`` with the inputs that come from context feature tables in the role
+    ``context`` unless ``drift.inputs`` says otherwise: shared by many entities, they are
+    reported but do not vote."""
+    from driftloop.usecase import InputSpec
+
+    added = {n: InputSpec(role="context") for n in context_inputs if n not in spec.inputs}
+    return spec.model_copy(update={"inputs": {**spec.inputs, **added}}) if added else spec
 
 
 def input_role(name: str, spec: DriftSpec) -> str:
@@ -885,6 +900,11 @@ class DriftInputs:
     day: date
     features: pd.DataFrame
     predictions: np.ndarray | None  # the champion's predictions in the window, if any
+    context_inputs: tuple[str, ...] = ()  # the feature columns that come from contexts
+
+    def spec(self, usecase: Any) -> DriftSpec:
+        """The use case's drift settings for this window (context inputs as context)."""
+        return effective_spec(usecase.drift, self.context_inputs)
 
 
 def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInputs | None:
@@ -906,14 +926,16 @@ def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInpu
         lake, name, first=first, last=day, entity=columns.entity, prediction=prediction
     )
     window_preds = window_preds[window_preds["model_version"].astype(str) == str(version)]
+    features, context_inputs = read_input_window(lake, usecase, first, day)
     return DriftInputs(
         model=name,
         model_version=version,
         reference=reference,
         first=first,
         day=day,
-        features=read_input_window(lake, usecase, first, day),
+        features=features,
         predictions=window_preds[prediction].to_numpy() if len(window_preds) else None,
+        context_inputs=tuple(context_inputs),
     )
 
 
@@ -997,7 +1019,7 @@ def finish_check(
 ) -> tuple[DriftResult, str]:
     """Verdict (signals, persistence over the stored checks of the preceding days, severity)
     and performance for the scores of a window; (result, report HTML)."""
-    spec = usecase.drift
+    spec = inputs.spec(usecase)
     result = judge(
         inputs,
         scores,

@@ -238,7 +238,7 @@ def reference_rows(
 
     spec = usecase.drift
     days = spec.reference_windows * spec.window_days
-    rows = read_input_window(lake, usecase, as_of - timedelta(days=days - 1), as_of)
+    rows, _ = read_input_window(lake, usecase, as_of - timedelta(days=days - 1), as_of)
     if rows.empty or "event_timestamp" not in rows.columns:
         return fallback
     present = pd.to_datetime(rows["event_timestamp"], utc=True).dt.normalize().nunique()

@@ -277,9 +277,6 @@ model:
 
 drift:
   window_days: 7             # a week holds one report per account
-  inputs:                    # the same for every account of a tier: context, no vote
-    incidents_4w: {{role: context}}
-    outage_minutes_4w: {{role: context}}
 
 datasets:
   activity:

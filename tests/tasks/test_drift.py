@@ -19,13 +19,16 @@ from tasks.drift import (
     check_features,
     check_predictions,
     detected_event,
+    effective_spec,
     estimated_performance,
     feature_groups,
+    input_role,
     input_votes,
     judge,
     persistence,
     pooled_performance,
     previous_results,
+    read_input_window,
     realised_drop,
     reference_subset,
     result_key,
@@ -597,3 +600,61 @@ def test_the_report_shows_severity_signals_sources_and_performance(
     line = summary_markdown(result)
     assert "severity **watch**" in line and "input-drift" in line
     assert "realised AUC 0.710 [0.620, 0.800]" in line
+
+
+# ---- context inputs ---------------------------------------------------------------------------
+
+
+def test_context_inputs_default_to_the_context_role_unless_configured() -> None:
+    spec = DriftSpec(inputs={"outage_minutes_4w": InputSpec(role="vote")})
+    effective = effective_spec(spec, ["incidents_4w", "outage_minutes_4w"])
+    assert input_role("incidents_4w", effective) == "context"
+    assert input_role("outage_minutes_4w", effective) == "vote"  # configured: kept
+    assert input_role("seat_utilisation", effective) == "vote"
+    assert effective_spec(spec, []) is spec
+
+
+def test_the_input_window_joins_each_context_row_as_of_the_entity_row(tmp_path: Path) -> None:
+    """An account row gets its tier's newest row at or before its time; a tier without a row
+    by then, or an account without a tier, gets nulls."""
+    from driftloop.usecase import load_usecase
+    from tasks.features import feature_key
+    from tasks.storage import Lake, write_parquet
+    from tests.support import saas
+
+    defs = saas.write_definitions(tmp_path / "project")
+    usecase = load_usecase(defs.usecase)
+    lake = Lake(LocalStorage(tmp_path / "lake"))
+    features = lake.zone("features")
+
+    def at(day: date) -> pd.Timestamp:
+        return pd.Timestamp(day + timedelta(days=1), tz="UTC")
+
+    d1, d2, d3 = date(2026, 1, 4), date(2026, 1, 5), date(2026, 1, 6)
+    accounts = {
+        d2: [("A100001", "team"), ("A100002", "starter"), ("A100003", None)],
+        d3: [("A100001", "team"), ("A100002", "starter")],
+    }
+    for day, rows in accounts.items():
+        frame = pd.DataFrame(rows, columns=["account_id", "plan_tier"])
+        frame = frame.assign(date=pd.Timestamp(day), event_timestamp=at(day), seats=3)
+        write_parquet(features, feature_key("account_weekly", day), frame)
+    tiers = {d1: [("team", 1)], d2: [("team", 2)], d3: [("starter", 7)]}
+    for day, rows in tiers.items():
+        frame = pd.DataFrame(rows, columns=["plan_tier", "incidents_4w"])
+        frame = frame.assign(date=pd.Timestamp(day), event_timestamp=at(day))
+        write_parquet(features, feature_key("tier_weekly", day), frame)
+
+    rows, context = read_input_window(lake, usecase, d2, d3)
+    assert context == ["incidents_4w"]
+    got = [
+        (r.account_id, r.date.date(), None if pd.isna(r.incidents_4w) else int(r.incidents_4w))
+        for r in rows.itertuples()
+    ]
+    assert got == [
+        ("A100001", d2, 2),  # the tier's row of the same day
+        ("A100002", d2, None),  # the tier has no row yet within the window
+        ("A100003", d2, None),  # no tier
+        ("A100001", d3, 2),  # the tier's newest row before
+        ("A100002", d3, 7),
+    ]
