@@ -316,8 +316,10 @@ def find_work(
     ready = [o.key for o in pending if settled(o, now, settle_seconds)]
     recent = [o.key for o in pending if not settled(o, now, settle_seconds)]
     feature_days: list[date] = []
-    if usecase.features is not None:
-        feature_days = list(plan_features(lake, usecase).todo)
+    if usecase.features is not None:  # in any feature table: the entity's or a context's
+        feature_days = sorted(
+            {d for t in usecase.feature_tables for d in plan_features(lake, usecase, table=t).todo}
+        )
     day = newest_day(ledger, usecase)
     state = decision = None
     due = False

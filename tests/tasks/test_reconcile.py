@@ -118,6 +118,33 @@ def test_a_validated_day_without_features_asks_for_a_features_run(
     assert _work(lake, usecase).feature_days == [date(2026, 1, 3)]
 
 
+def test_a_context_day_without_features_asks_for_a_features_run(tmp_path: Path) -> None:
+    """A status file of a context source (plan tiers) for a new week changes only its own
+    feature table: that day is pending though the accounts' table is current."""
+    import pandas as pd
+
+    from tests.support import saas
+
+    usecase = load_usecase(saas.write_definitions(tmp_path / "project").usecase)
+    lake = Lake(LocalStorage(tmp_path / "lake"))
+    landed = saas.simulate_saas(lake.landing, weeks=2, accounts=30, signups_per_week=2)
+    _ingest(lake, usecase)
+    build_features(lake, usecase)
+    assert _work(lake, usecase).feature_days == []
+    later = landed.week_ends[-1] + timedelta(days=7)
+    status = pd.DataFrame(
+        {"plan_tier": ["team"], "week_end": [later], "incidents": [9], "outage_minutes": [60.0]}
+    )
+    lake.landing.write_bytes(
+        f"tier_status/{later.isoformat()}.csv", status.to_csv(index=False).encode()
+    )
+    _ingest(lake, usecase)
+    work = _work(lake, usecase)
+    assert work.feature_days == [later]
+    build_features(lake, usecase)
+    assert _work(lake, usecase).feature_days == []
+
+
 def test_nothing_pending_means_no_action(tmp_path: Path, usecase: UseCase) -> None:
     lake, _ = _lake(tmp_path, usecase, days=3)
     _ingest(lake, usecase)
