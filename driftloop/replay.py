@@ -287,7 +287,7 @@ def backfill(
     keys = [k for d, ks in days_in(lake, feed).items() if first <= d <= last for k in ks]
     with without_heartbeats():
         land(lake, feed, keys)
-        ingested = ingest_flow(IngestParams(objects=keys)) if keys else {"totals": {}}
+        ingested = ingest_flow(IngestParams(objects=keys, today=last)) if keys else {"totals": {}}
         built = features_flow(FeaturesParams(materialize=False))
         out: dict[str, Any] = {
             "objects": len(keys),
@@ -411,7 +411,7 @@ def _play_day(
         land(lake, feed, keys)
     if keys:
         with stage("ingest"):
-            ingest_flow(IngestParams(objects=keys))
+            ingest_flow(IngestParams(objects=keys, today=day))
             # counted from the ledger, not from this run: a day played again after a kill finds
             # its files ingested already, and its outcome must read the same
             ledger = open_ledger(lake.ledger)

@@ -9,7 +9,7 @@ rows, the run as a whole (``driftloop.data.batch-validated``: one features run p
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow, task
@@ -45,6 +45,12 @@ class IngestParams(BaseModel):
         description="Take an object only once it has not changed for this long (a file still "
         "being copied in is not half-read); the run waits for such objects. 0: take everything "
         "pending now.",
+    )
+    today: date | None = Field(
+        default=None,
+        description="The day the datasets' date windows count from (a row dated more than "
+        "date_window.max_days_after_today after it is implausible). Empty: today (UTC). A "
+        "replay sets the day it plays, so that history is judged as on the day it landed.",
     )
     trigger: str | None = Field(
         default=None,
@@ -111,6 +117,7 @@ def ingest_flow(params: IngestParams = IngestParams()) -> dict[str, Any]:
                     "obj": obj,
                     "max_bytes": settings.max_file_bytes,
                     "known": ledger.contents(obj.key),
+                    "today": params.today,
                 }
                 for obj in step.take
             ],

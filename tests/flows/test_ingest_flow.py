@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 
 from driftloop.settings import Settings
 from flows.ingest import IngestParams, ingest_flow
-from tasks.storage import Lake
+from tasks.storage import Lake, read_parquet
 from tests.helpers import to_csv, to_parquet, usage_rows
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -71,6 +73,23 @@ def test_ingest_flow_only_named_keys(local_settings: Settings) -> None:
     _land(lake)
     result = ingest_flow(IngestParams(objects=["usage/2026-01-01.csv"]))
     assert [o["object"] for o in result["objects"]] == ["usage/2026-01-01.csv"]
+
+
+def test_the_date_window_counts_from_the_day_given(local_settings: Settings) -> None:
+    """A day after the real today is plausible when the run is told that is today (a replayed
+    history), and implausible when not."""
+    ahead = datetime.now(tz=UTC).date() + timedelta(days=400)
+    lake = Lake.from_settings(local_settings)
+    lake.landing.write_bytes(f"usage/{ahead}.csv", to_csv(usage_rows(5, ahead.isoformat())))
+    played = ingest_flow(IngestParams(objects=[f"usage/{ahead}.csv"], today=ahead))
+    assert (played["totals"]["rows_validated"], played["totals"]["rows_quarantined"]) == (5, 0)
+
+    later = ahead + timedelta(days=1)
+    lake.landing.write_bytes(f"usage/{later}.csv", to_csv(usage_rows(5, later.isoformat())))
+    now = ingest_flow(IngestParams(objects=[f"usage/{later}.csv"]))
+    assert (now["totals"]["rows_validated"], now["totals"]["rows_quarantined"]) == (0, 5)
+    reasons = read_parquet(lake.quarantine, f"rows/usage/{later}.csv.parquet")["_reason"]
+    assert set(reasons) == {"implausible_date(date)"}
 
 
 def test_ingest_flow_publishes_a_table_artifact(local_settings: Settings) -> None:
