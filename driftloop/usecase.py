@@ -376,6 +376,14 @@ class RetrainSpec(BaseModel):
         description="After drift, wait until this many labelled snapshot days exist after the "
         "change, then train on data since the change only.",
     )
+    drift_quiet_days: int = Field(
+        default=14,
+        ge=1,
+        description="A pending change whose drift-started challenger was rejected and that no "
+        "drift check has signalled for more than this many days is over (a passing episode or "
+        "a false alarm): the policy no longer waits for it, and the next detection starts a "
+        "new change with the first wait.",
+    )
 
 
 class UseCase(BaseModel):

@@ -6,7 +6,9 @@
   the change (labels arrive late), then train on data since the change only, so the new model
   learns the new reality; the gate still has to accept it. Each drift-started attempt the gate
   rejects (or that finds too little evidence) doubles the post-change days wanted before the
-  next one (:data:`MAX_WIDENING` times the first wait at most).
+  next one (:data:`MAX_WIDENING` times the first wait at most). A change with a rejected attempt
+  that no drift event has signalled for ``retrain.drift_quiet_days`` is over
+  (:func:`quiet_change`): the loop stops waiting for it, and the next detection is a new change.
 * Otherwise: retrain when ``new_labelled_days`` more snapshot days have been labelled since the
   last training.
 
@@ -66,6 +68,7 @@ SEVERITIES = ("watch", "drift", "severe")
 STORED_FIELDS = (
     "last_trained_through",
     "drift_since",
+    "drift_seen",
     "train_since",
     "drift_signals",
     "drift_attempts",
@@ -216,6 +219,7 @@ class LoopState:
     first_snapshot: date | None = None  # the first day with a possible snapshot
     last_trained_through: date | None = None  # newest labelled snapshot day of the last training
     drift_since: date | None = None  # first day of a detected change not yet trained on
+    drift_seen: date | None = None  # the newest day a drift event signalled that change
     train_since: date | None = None  # trainings use snapshots from here on (after a change)
     drift_signals: tuple[str, ...] = ()  # what the pending change's event saw
     drift_attempts: int = 0  # drift-started attempts rejected / short of evidence since then
@@ -231,6 +235,7 @@ def _stored(state: LoopState) -> dict[str, Any]:
         "version": STATE_VERSION,
         "last_trained_through": _iso(state.last_trained_through),
         "drift_since": _iso(state.drift_since),
+        "drift_seen": _iso(state.drift_seen),
         "train_since": _iso(state.train_since),
         "drift_signals": list(state.drift_signals),
         "drift_attempts": state.drift_attempts,
@@ -254,6 +259,7 @@ def parse_state(raw: dict[str, Any]) -> LoopState:
     return LoopState(
         last_trained_through=_day(raw.get("last_trained_through")),
         drift_since=_day(raw.get("drift_since")),
+        drift_seen=_day(raw.get("drift_seen")),
         train_since=_day(raw.get("train_since")),
         drift_signals=tuple(str(s) for s in raw.get("drift_signals") or ()),
         drift_attempts=int(raw.get("drift_attempts") or 0),
@@ -396,25 +402,49 @@ def enabled_signals(signals: list[str] | tuple[str, ...] | None, retrain: Retrai
     return [s for s in seen if switch.get(s, False)]
 
 
+def quiet_change(state: LoopState, day: date, retrain: RetrainSpec) -> bool:
+    """Whether the pending change is over on ``day``: an attempt at it was rejected (or found
+    too little evidence) and no drift event has signalled it for more than
+    ``retrain.drift_quiet_days`` days. A model trained on the data since the change was no
+    better, and the checks find the data like the champion's reference again: a passing
+    episode, or a false alarm. Without that, the loop would keep widening its wait for a
+    change that is gone, and take the next real change for part of it."""
+    if state.drift_since is None or state.drift_seen is None or state.drift_attempts == 0:
+        return False  # (a state stored before drift_seen existed: as before, never quiet)
+    return (day - state.drift_seen).days > retrain.drift_quiet_days
+
+
 def record_drift(
     state: LoopState,
     window_start: date,
     *,
     signals: list[str] | tuple[str, ...] | None = None,
     retrain: RetrainSpec | None = None,
+    day: date | None = None,
 ) -> LoopState:
-    """A detected change starting at ``window_start``. Ignored when none of its ``signals`` is
-    switched on in ``retrain`` (default: every switch on), while an earlier change is pending,
-    and when the current training data already starts at or after it. Touches only the drift
+    """A change starting at ``window_start``, detected on ``day`` (default: ``window_start``).
+    Ignored when none of its ``signals`` is switched on in ``retrain`` (default: every switch
+    on) and when the current training data already starts at or after it. While an earlier
+    change is pending it is that change, seen again; once the pending change is quiet
+    (:func:`quiet_change`) it is a new change, with the first wait. Touches only the drift
     fields (see :func:`note_drift` for the recorded decision)."""
-    enabled = enabled_signals(signals, retrain or RetrainSpec())
+    retrain = retrain or RetrainSpec()
+    seen = day or window_start
+    enabled = enabled_signals(signals, retrain)
     if not enabled:
         return state
-    if state.drift_since is not None:
-        return state
+    if state.drift_since is not None and not quiet_change(state, seen, retrain):
+        newest = max(seen, state.drift_seen or seen)
+        return state if state.drift_seen == newest else replace(state, drift_seen=newest)
     if state.train_since is not None and window_start <= state.train_since:
         return state
-    return replace(state, drift_since=window_start, drift_signals=tuple(enabled), drift_attempts=0)
+    return replace(
+        state,
+        drift_since=window_start,
+        drift_seen=seen,
+        drift_signals=tuple(enabled),
+        drift_attempts=0,
+    )
 
 
 def note_drift(
@@ -431,7 +461,7 @@ def note_drift(
     seen = list(LEGACY_SIGNALS if signals is None else signals)
     said = f"signals {', '.join(seen) or 'none'}; severity {severity or 'drift'}"
     enabled = enabled_signals(signals, retrain)
-    after = record_drift(state, window_start, signals=signals, retrain=retrain)
+    after = record_drift(state, window_start, signals=signals, retrain=retrain, day=day)
     if severity == "watch":
         after = state
         why = f"noted, not retraining: a change from {window_start} to watch ({said})"
@@ -441,8 +471,14 @@ def note_drift(
             "these signals is switched off (retrain.on_drift / on_estimated_drop / "
             "on_realised_drop)"
         )
-    elif after.drift_since == window_start and after != state:
-        entry = Entry(day, "drift", f"recorded a change from {window_start} ({said})")
+    elif after.drift_since == window_start and after.drift_since != state.drift_since:
+        over = (
+            f"; the change from {state.drift_since} was over (no drift signal since "
+            f"{state.drift_seen or state.drift_since})"
+            if state.drift_since is not None
+            else ""
+        )
+        entry = Entry(day, "drift", f"recorded a change from {window_start} ({said}){over}")
         return log(after, entry)
     elif state.drift_since is not None:
         why = f"noted: a change from {state.drift_since} is pending already ({said})"
@@ -531,7 +567,11 @@ def should_train(
         day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
     )
     needed = model.holdout_days + model.validation_days + MIN_TRAIN_DAYS
-    if state.drift_since is not None and enabled_signals(state.drift_signals or None, retrain):
+    if (
+        state.drift_since is not None
+        and enabled_signals(state.drift_signals or None, retrain)
+        and not quiet_change(state, day, retrain)
+    ):
         post = (last - state.drift_since).days + 1
         wanted = post_change_days_wanted(state, model=model, retrain=retrain)
         widened = (
@@ -614,9 +654,9 @@ def plan_run(
         )
         noted = state.decisions[-1]
         if noted.action == "drift-noted" and state.drift_since is not None:
-            # the change is pending already (nothing changed): the run's decision below says
-            # all there is, so a daily drift event does not flood the log
-            state = before
+            # the change is pending already (only when it was last seen moved): the run's
+            # decision below says all there is, so a daily drift event does not flood the log
+            state = replace(before, drift_seen=state.drift_seen)
     if request.trigger == "manual":
         decision = TrainDecision(True, "manual", since=request.since, detail="asked by hand")
     elif (
@@ -685,7 +725,12 @@ def record_training(
         state = replace(state, has_champion=True, backoff=None)
         if drift_attempt:
             state = replace(
-                state, train_since=since, drift_since=None, drift_signals=(), drift_attempts=0
+                state,
+                train_since=since,
+                drift_since=None,
+                drift_seen=None,
+                drift_signals=(),
+                drift_attempts=0,
             )
         note = reason
     else:

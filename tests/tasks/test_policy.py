@@ -33,6 +33,7 @@ from tasks.policy import (
     note_drift,
     plan_run,
     post_change_days_wanted,
+    quiet_change,
     read_state,
     record_drift,
     record_insufficient,
@@ -767,3 +768,91 @@ def test_a_loop_whose_challengers_are_all_rejected_does_not_storm() -> None:
         ("rejected", "new-labels"),
         ("duplicate", "drift"),
     ]
+
+
+# ---- a pending change that has gone quiet ------------------------------------------------------
+
+
+def test_a_rejected_change_that_went_quiet_is_over_and_the_next_detection_is_new() -> None:
+    """The year-long replay's trap: a change is declared, its drift-started challenger is
+    rejected, the checks go quiet; weeks later reality really changes. That new change must
+    get the first wait, not the widened wait of a change that is gone."""
+    change = D0 + timedelta(days=30)
+    state, _ = _plan(
+        LoopState(
+            has_champion=True, first_snapshot=D0, last_trained_through=D0 + timedelta(days=20)
+        ),
+        33,
+        "drift",
+        drift_start=change,
+        signals=["input-drift"],
+        severity="drift",
+    )
+    assert (state.drift_since, state.drift_seen) == (change, D0 + timedelta(days=33))
+    # seen again each day: the change stays pending, and it is still the same change
+    for day in range(34, 40):
+        state, _ = _plan(state, day, "drift", drift_start=change + timedelta(days=day - 33))
+    assert (state.drift_since, state.drift_seen) == (change, D0 + timedelta(days=39))
+    rejected = record_training(
+        state,
+        trained_through=D0 + timedelta(days=39),
+        promoted=False,
+        since=change,
+        as_of=D0 + timedelta(days=52),
+        version="3",
+        trigger="drift",
+        day=D0 + timedelta(days=52),
+        retrain=RETRAIN,
+    )
+    assert rejected.drift_attempts == 1
+    # 14 days after the last signal the change is still waited for (20 post-change days now) ...
+    still = should_train(
+        D0 + timedelta(days=53),
+        replace(rejected, backoff=None),
+        target=TARGET,
+        model=MODEL,
+        retrain=RETRAIN,
+    )
+    assert not still.train and still.reason.startswith("drift: waiting for labels")
+    assert not quiet_change(rejected, D0 + timedelta(days=53), RETRAIN)
+    # ... and after more than 14 quiet days it is over: no more waiting for it
+    assert quiet_change(rejected, D0 + timedelta(days=54), RETRAIN)
+    over = should_train(
+        D0 + timedelta(days=70),
+        replace(rejected, backoff=None),
+        target=TARGET,
+        model=MODEL,
+        retrain=RETRAIN,
+    )
+    assert over.train and over.reason == "new-labels" and over.since is None
+    # the next detection is a new change, with the first wait (not the widened one)
+    new_change = D0 + timedelta(days=80)
+    after, _ = _plan(
+        replace(rejected, backoff=None),
+        82,
+        "drift",
+        drift_start=new_change,
+        signals=["input-drift"],
+        severity="drift",
+    )
+    assert (after.drift_since, after.drift_attempts) == (new_change, 0)
+    recorded = [e for e in after.decisions if e.action == "drift"][-1]
+    assert recorded.reason.endswith(
+        f"; the change from {change} was over (no drift signal since {D0 + timedelta(days=39)})"
+    )
+    assert post_change_days_wanted(after, model=MODEL, retrain=RETRAIN) == 10
+
+
+def test_a_change_without_a_rejected_attempt_is_never_over_by_quiet() -> None:
+    """While no attempt at it was judged, a change stays pending however long the checks are
+    quiet: the labels it waits for take their time."""
+    change = D0 + timedelta(days=30)
+    state = LoopState(
+        has_champion=True,
+        first_snapshot=D0,
+        last_trained_through=D0 + timedelta(days=20),
+        drift_since=change,
+        drift_seen=change,
+    )
+    assert not quiet_change(state, D0 + timedelta(days=90), RETRAIN)
+    assert decide(52, state).reason == "drift"
