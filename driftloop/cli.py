@@ -770,7 +770,9 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     if state is not None:
         lines.append(
             f"loop state: last trained through {state['last_trained_through'] or '-'}, "
-            f"drift since {state['drift_since'] or '-'}, trains from "
+            f"drift since {state['drift_since'] or '-'}"
+            + (f" (last signalled {state['drift_seen']})" if state.get("drift_seen") else "")
+            + ", trains from "
             f"{state['train_since'] or 'the start'}"
         )
     lines += policy_lines(info.get("policy"))

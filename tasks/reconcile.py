@@ -522,6 +522,7 @@ def work_summary(work: PendingWork) -> dict[str, Any]:
             "has_champion": state.has_champion,
             "last_trained_through": _iso(state.last_trained_through),
             "drift_since": _iso(state.drift_since),
+            "drift_seen": _iso(state.drift_seen),
             "train_since": _iso(state.train_since),
         },
         "unrecorded_drift": _iso(work.unrecorded_drift),
