@@ -283,6 +283,7 @@ def _outcomes(root: Path, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # four replays of the history, two of them killed and resumed
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("which", sorted(HISTORIES))
 def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
