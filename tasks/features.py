@@ -807,12 +807,6 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def service_features(store: FeatureStore, service: str) -> list[str]:
-    """The feature names a feature service serves, in its order."""
-    fs = store.get_feature_service(service)
-    return [f.name for p in fs.feature_view_projections for f in p.features]
-
-
 @dataclass(frozen=True)
 class ServiceJoin:
     """How a feature service's views are joined to entity rows: the views keyed by the entity
