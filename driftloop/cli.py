@@ -875,15 +875,12 @@ def check() -> None:
 
 def print_training_summary(out: dict[str, Any]) -> None:
     table = Table(title=escape(f"challenger v{out['version']} (as of {out['as_of']})"))
-    for col in ("split", "rows", "positives", "roc_auc", "pr_auc", "brier", "ece"):
+    regression = any("rmse" in m for m in out["metrics"].values())
+    shown = ("rmse", "mae", "bias") if regression else ("roc_auc", "pr_auc", "brier", "ece")
+    for col in ("split", "rows", "positives", *shown):
         table.add_column(col, justify="left" if col == "split" else "right")
     for split, m in out["metrics"].items():
-        table.add_row(
-            split,
-            str(m["n"]),
-            str(m["positives"]),
-            *(f"{m[k]:.4f}" for k in ("roc_auc", "pr_auc", "brier", "ece")),
-        )
+        table.add_row(split, str(m["n"]), str(m["positives"]), *(f"{m[k]:.4f}" for k in shown))
     console.print(table)
     verdict = "[green]promoted[/green]" if out["promoted"] else "[yellow]not promoted[/yellow]"
     console.print(f"gate: {verdict} — " + escape(str(out["decision"]["reason"])))

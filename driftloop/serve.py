@@ -84,9 +84,10 @@ class ApiTypes:
         return f"{self.entity}s"
 
 
-def api_types(entity: str, prediction: str, target: str) -> ApiTypes:
+def api_types(entity: str, prediction: str, target: str, *, regression: bool = False) -> ApiTypes:
     """:class:`ApiTypes` for a use case whose entity, prediction column and target are named
-    ``entity``, ``prediction`` and ``target``."""
+    ``entity``, ``prediction`` and ``target`` (``regression``: the prediction is the predicted
+    outcome, not a probability)."""
     one = Annotated[
         str,
         Field(
@@ -111,13 +112,18 @@ def api_types(entity: str, prediction: str, target: str) -> ApiTypes:
         __doc__=f"Ids ({entity}) to score in one call (scored by the same champion).",
         **{f"{entity}s": many},  # type: ignore[call-overload]
     )
-    probability = Annotated[
+    probability: Any = Annotated[
         float,
         Field(ge=0.0, le=1.0, description=f"P({target} within the horizon)."),
     ]
+    if regression:
+        probability = Annotated[
+            float, Field(description=f"The predicted {target} over the horizon.")
+        ]
     prediction_model = create_model(
         "Prediction",
-        __doc__=f"The champion's probability of {target} for one {entity}.",
+        __doc__=f"The champion's {'prediction' if regression else 'probability'} of {target} "
+        f"for one {entity}.",
         **{  # type: ignore[call-overload]
             entity: (str, ...),
             prediction: (probability, ...),
@@ -310,7 +316,12 @@ def create_app(
     usecase = load_usecase(settings.usecase)
     if usecase.target is None:
         raise ValueError(f"use case {usecase.name!r} defines no target to predict")
-    types = api_types(usecase.entity, usecase.prediction_column, usecase.target.name)
+    types = api_types(
+        usecase.entity,
+        usecase.prediction_column,
+        usecase.target.name,
+        regression=usecase.target.kind == "regression",
+    )
     app = FastAPI(
         title="driftloop online inference",
         description=f"{usecase.name}: the probability of {usecase.target.name} from the "

@@ -122,12 +122,30 @@ class DatasetSpec(BaseModel):
         return self
 
 
+#: the model metrics that measure an error (regression: lower is better)
+ERROR_METRICS = ("rmse", "mae")
+
+
 class TargetSpec(BaseModel):
     """What is predicted and when it becomes known."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="The 0/1 label column of training sets (e.g. churned).")
+    name: str = Field(
+        description="The label column of training sets: 0/1 (e.g. churned) or, for a "
+        "regression target, the outcome (e.g. spend_30d)."
+    )
+    kind: Literal["binary", "regression"] = Field(
+        default="binary",
+        description="binary: the label is 1 when an event falls in the horizon and the model "
+        "predicts its probability. regression: the label is the sum of value_column over the "
+        "events in the horizon (0 when there is none) and the model predicts that number.",
+    )
+    value_column: str | None = Field(
+        default=None,
+        description="regression only: the numeric column of the labels dataset summed over "
+        "the horizon (e.g. the amount of each purchase).",
+    )
     labels_dataset: str = Field(description="The dataset holding one row per target event.")
     event_column: str = Field(description="Date column of the labels dataset: when it happened.")
     reported_column: str | None = Field(
@@ -147,9 +165,35 @@ class TargetSpec(BaseModel):
     prediction: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,
-        description="The predicted probability's column in predictions/ and its key in the "
-        "serving API's answers. Default: <name>_probability.",
+        description="The prediction's column in predictions/ and its key in the serving API's "
+        "answers. Default: <name>_probability (binary), <name>_predicted (regression).",
     )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> TargetSpec:
+        errors: list[tuple[tuple[str, ...], str, Any]] = []
+        if self.kind == "regression":
+            if self.value_column is None:
+                errors.append((("value_column",), "a regression target needs value_column", None))
+            if not self.recurring:
+                errors.append(
+                    (
+                        ("recurring",),
+                        "a regression target sums events over the horizon: it must be "
+                        "recurring (the entity stays after an event)",
+                        self.recurring,
+                    )
+                )
+        elif self.value_column is not None:
+            errors.append(
+                (
+                    ("value_column",),
+                    "value_column is for a regression target (kind: regression)",
+                    self.value_column,
+                )
+            )
+        _raise_located("TargetSpec", errors)
+        return self
 
 
 class ContextSpec(BaseModel):
@@ -223,7 +267,11 @@ class ModelSpec(BaseModel):
         "estimator or pipeline with fit and predict_proba (see tasks.train.build_estimator). "
         "None: the built-in calibrated histogram gradient boosting.",
     )
-    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    metric: Literal["roc_auc", "pr_auc", "rmse", "mae"] = Field(
+        default="roc_auc",
+        description="roc_auc or pr_auc (higher is better) for a binary target; rmse or mae "
+        "(lower is better) for a regression target.",
+    )
     holdout_days: int = Field(default=7, ge=1)
     validation_days: int = Field(default=7, ge=1)
     snapshot_every_days: int = Field(default=1, ge=1)
@@ -233,8 +281,19 @@ class ModelSpec(BaseModel):
         description="Skip snapshots earlier than this many days after the first data: their "
         "rolling features are computed over incomplete windows.",
     )
-    promotion_margin: float = 0.0
-    floor: float = Field(default=0.65, ge=0, le=1)
+    promotion_margin: float = Field(
+        default=0.0,
+        description="The improvement of the metric a challenger must show beyond noise (for "
+        "rmse and mae: the decrease, in the label's units).",
+    )
+    floor: float = Field(
+        default=None,  # type: ignore[assignment]  # filled from the metric (_default_floor)
+        ge=0,
+        le=1,
+        description="Without a champion, the smallest metric a challenger must reach. For rmse "
+        "and mae it is a skill: 1 - error / error of predicting the holdout's mean (0: at least "
+        "as good as that constant). Default: 0.65 for roc_auc and pr_auc, 0 for rmse and mae.",
+    )
     bootstrap_samples: int = Field(default=400, ge=50)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     calibration_tolerance: float = Field(default=0.03, ge=0)
@@ -245,6 +304,19 @@ class ModelSpec(BaseModel):
     min_validation_positives: int = Field(default=10, ge=1)
     min_holdout_rows: int = Field(default=100, ge=1)
     min_holdout_positives: int = Field(default=10, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_floor(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("floor") is None:
+            metric = data.get("metric", "roc_auc")
+            data = {**data, "floor": 0.0 if metric in ERROR_METRICS else 0.65}
+        return data
+
+    @property
+    def lower_is_better(self) -> bool:
+        """rmse and mae: an error, lower is better."""
+        return self.metric in ERROR_METRICS
 
 
 class InputSpec(BaseModel):
@@ -431,6 +503,30 @@ class UseCase(BaseModel):
                     )
                 elif loc != ("entity",) and labels.columns[column] not in ("date", "datetime"):
                     errors.append((loc, f"labels column {column!r} must be a date", column))
+            value_column = self.target.value_column
+            if value_column is not None and labels.columns.get(value_column) not in (
+                "int",
+                "float",
+            ):
+                errors.append(
+                    (
+                        ("target", "value_column"),
+                        f"target.value_column {value_column!r} is not a numeric (int or float) column "
+                        f"of labels dataset {labels.name!r}",
+                        value_column,
+                    )
+                )
+        if self.target and self.model:
+            regression = self.target.kind == "regression"
+            if regression != self.model.lower_is_better:
+                measures = "rmse or mae" if regression else "roc_auc or pr_auc"
+                errors.append(
+                    (
+                        ("model", "metric"),
+                        f"a {self.target.kind} target is measured by {measures}",
+                        self.model.metric,
+                    )
+                )
         if self.features and self.features.source_dataset not in self.datasets:
             errors.append(
                 (
@@ -524,11 +620,12 @@ class UseCase(BaseModel):
 
     @property
     def prediction_column(self) -> str:
-        """The predicted probability's column (``target.prediction``, else
-        ``<target.name>_probability``)."""
+        """The prediction's column (``target.prediction``, else ``<target.name>_probability``,
+        or ``<target.name>_predicted`` for a regression target)."""
         if self.target is None:
             raise ValueError(f"use case {self.name!r} defines no target")
-        return self.target.prediction or f"{self.target.name}_probability"
+        suffix = "predicted" if self.target.kind == "regression" else "probability"
+        return self.target.prediction or f"{self.target.name}_{suffix}"
 
     @property
     def reported_column(self) -> str:

@@ -202,12 +202,14 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         ),
     )
 
+    from tasks.train import metric_names
+
     create_table_artifact(
         key="training-metrics",
         table=[
             {
                 "split": s,
-                **{k: m[k] for k in ("n", "positives", "roc_auc", "pr_auc", "brier", "ece")},
+                **{k: m[k] for k in metric_names(data.schema) if k in m},
             }
             for s, m in result.metrics.items()
         ],

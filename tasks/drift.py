@@ -30,6 +30,10 @@ A check turns one window into **signals** (:func:`window_signals`):
     holdout AUC minus ``min_performance_drop``. Earlier versions' windows are reported, never
     signalled: after a promotion, the old model's misses are not the new one's. (A version
     replaced more often than labels arrive never has a complete window of its own.)
+    A regression model's windows hold its RMSE or MAE (``model.metric``) instead, pooled until
+    they hold ``min_window_positives`` rows with an outcome above 0; the signal is an interval
+    wholly *above* the holdout error times ``1 + min_performance_drop``. A regression model has
+    no label-free estimate, so no ``estimated-drop``.
 
 A window with any signal is at severity "watch". Drift is **detected** only when it persists:
 the window signals and at least ``persistence.k`` of the last ``persistence.n`` daily checks
@@ -77,6 +81,7 @@ PREDICTION_DRIFT = "prediction-drift"
 ESTIMATED_DROP = "estimated-drop"
 REALISED_DROP = "realised-drop"
 PERFORMANCE_SIGNALS = (ESTIMATED_DROP, REALISED_DROP)
+ERROR_METRICS = ("rmse", "mae")  # driftloop.usecase.ERROR_METRICS: lower is better
 OTHER_CATEGORY = "__other__"  # the reference's folded rare tail (tasks.train.OTHER_CATEGORY)
 #: pooled realised-performance windows kept in a result (the newest)
 MAX_REALISED_WINDOWS = 60
@@ -464,6 +469,7 @@ def pooled_performance(
     entity: str,
     prediction: str,
     confidence: float = 0.95,
+    metric: str = "roc_auc",
 ) -> list[dict[str, Any]]:
     """Realised ROC AUC over pooled windows of labelled snapshot days, per model version.
 
@@ -476,6 +482,11 @@ def pooled_performance(
     ``auc`` with its Hanley–McNeil interval ``low``/``high`` — None unless both classes are
     present. Ordered by last day (then version); at most the newest
     :data:`MAX_REALISED_WINDOWS`.
+
+    With ``metric`` "rmse" or "mae" (a regression model: ``label`` holds outcomes) a window
+    closes once ``min_positives`` rows have an outcome above 0, and holds that error with a
+    normal interval (:func:`error_interval`) instead of the AUC. Every window says its
+    ``metric`` and ``value``.
     """
     if predictions.empty or labelled.empty:
         return []
@@ -487,32 +498,40 @@ def pooled_performance(
     p = p.drop_duplicates(["model_version", entity, "event_timestamp"], keep="last")
     joined = p.merge(lab[[entity, "event_timestamp", label]], on=[entity, "event_timestamp"])
     out = []
+    error = metric in ERROR_METRICS
     for version, rows in joined.groupby("model_version", sort=True, dropna=False):
         days = [
-            (str(ts)[:10], day[label].to_numpy(dtype="int64"), day[prediction].to_numpy("float64"))
+            (
+                str(ts)[:10],
+                day[label].to_numpy(dtype="float64" if error else "int64"),
+                day[prediction].to_numpy("float64"),
+            )
             for ts, day in rows.groupby("event_timestamp", sort=True)
         ]
-        for pool, complete in _pool_days(days, min_positives):
-            out.append(
-                _window(None if pd.isna(version) else str(version), pool, complete, confidence)
-            )
+        name = None if pd.isna(version) else str(version)
+        for pool, complete in _pool_days(days, min_positives, need_negative=not error):
+            if error:
+                out.append(_error_window(name, pool, complete, confidence, metric))
+            else:
+                out.append(_window(name, pool, complete, confidence))
     out.sort(key=lambda w: (w["last"], w["first"], str(w["version"])))
     return out[-MAX_REALISED_WINDOWS:]
 
 
 def _pool_days(
-    days: list[tuple[str, np.ndarray, np.ndarray]], min_positives: int
+    days: list[tuple[str, np.ndarray, np.ndarray]], min_positives: int, *, need_negative: bool
 ) -> list[tuple[list[tuple[str, np.ndarray, np.ndarray]], bool]]:
-    """Days pooled from the newest backwards until a pool holds ``min_positives`` positives and
-    one negative; (days oldest first, complete), oldest pool first."""
+    """Days pooled from the newest backwards until a pool holds ``min_positives`` positives
+    (labels above 0) and, with ``need_negative``, one negative; (days oldest first, complete),
+    oldest pool first."""
     pools = []
     current: list[tuple[str, np.ndarray, np.ndarray]] = []
     positives = negatives = 0
     for day in reversed(days):
         current.append(day)
-        positives += int(day[1].sum())
+        positives += int((day[1] > 0).sum())
         negatives += int((day[1] == 0).sum())
-        if positives >= min_positives and negatives > 0:
+        if positives >= min_positives and (negatives > 0 or not need_negative):
             pools.append((current[::-1], True))
             current, positives, negatives = [], 0, 0
     if current:
@@ -539,11 +558,68 @@ def _window(
         "days": len(pool),
         "n": len(y),
         "positives": positives,
+        "metric": "roc_auc",
+        "value": auc,
         "auc": auc,
         "low": low,
         "high": high,
         "complete": complete,
     }
+
+
+def error_interval(
+    y: np.ndarray, predicted: np.ndarray, metric: str, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(error, low, high) of predicted outcomes: RMSE with the normal interval of the mean
+    squared error (then its root), or MAE with the normal interval of the mean absolute error;
+    the low end is at least 0."""
+    from statistics import NormalDist
+
+    err = np.asarray(predicted, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    per_row = err**2 if metric == "rmse" else np.abs(err)
+    mean = float(per_row.mean())
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * (
+        float(per_row.std(ddof=1)) / math.sqrt(len(per_row)) if len(per_row) > 1 else 0.0
+    )
+    low, high = max(0.0, mean - half), mean + half
+    if metric == "rmse":
+        return math.sqrt(mean), math.sqrt(low), math.sqrt(high)
+    return mean, low, high
+
+
+def _error_window(
+    version: str | None,
+    pool: list[tuple[str, np.ndarray, np.ndarray]],
+    complete: bool,
+    confidence: float,
+    metric: str,
+) -> dict[str, Any]:
+    y = np.concatenate([d[1] for d in pool])
+    value, low, high = error_interval(y, np.concatenate([d[2] for d in pool]), metric, confidence)
+    return {
+        "version": version,
+        "first": pool[0][0],
+        "last": pool[-1][0],
+        "days": len(pool),
+        "n": len(y),
+        "positives": int((y > 0).sum()),
+        "metric": metric,
+        "value": value,
+        "auc": None,
+        "low": low,
+        "high": high,
+        "complete": complete,
+    }
+
+
+def _value(window: Mapping[str, Any]) -> float | None:
+    """A realised window's metric (results stored before windows named theirs hold "auc")."""
+    value = window.get("value", window.get("auc"))
+    return None if value is None else float(value)
+
+
+def _metric_label(window: Mapping[str, Any]) -> str:
+    return {"rmse": "RMSE", "mae": "MAE", "pr_auc": "PR AUC"}.get(str(window.get("metric")), "AUC")
 
 
 def realised_drop(
@@ -553,7 +629,8 @@ def realised_drop(
     version: str | None = None,
 ) -> bool:
     """The newest complete pooled window (of ``version``'s predictions, when given) has its
-    interval wholly below ``expected − min_performance_drop`` (False without an expected
+    interval wholly below ``expected − min_performance_drop`` — for an error metric (rmse,
+    mae) wholly above ``expected × (1 + min_performance_drop)`` — (False without an expected
     metric or a complete window)."""
     if expected is None:
         return False
@@ -564,7 +641,12 @@ def realised_drop(
         and w.get("high") is not None
         and (version is None or str(w.get("version")) == str(version))
     ]
-    return bool(complete and complete[-1]["high"] < expected - spec.min_performance_drop)
+    if not complete:
+        return False
+    newest = complete[-1]
+    if newest.get("metric") in ERROR_METRICS:
+        return bool(newest["low"] > expected * (1 + spec.min_performance_drop))
+    return bool(newest["high"] < expected - spec.min_performance_drop)
 
 
 def window_signals(
@@ -808,13 +890,14 @@ def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.Da
         )
     else:
         parts.append("<p><em>no estimate: no predictions in the window or none stored</em></p>")
-    realised = [w for w in result.realised if w["auc"] is not None]
+    realised = [w for w in result.realised if _value(w) is not None]
+    label = _metric_label(realised[0]) if realised else "AUC"
     if realised:
         fig = figure(7.0, 3.0)
         ax = fig.add_subplot()
         for version in sorted({str(w.get("version")) for w in realised}):
             mine = [w for w in realised if str(w.get("version")) == version]
-            auc = np.array([w["auc"] for w in mine])
+            auc = np.array([_value(w) for w in mine])
             ax.errorbar(
                 pd.to_datetime([w["last"] for w in mine]),
                 auc,
@@ -830,10 +913,10 @@ def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.Da
             ax.axhline(
                 expected, color="grey", linestyle="--", linewidth=1, label="holdout (current)"
             )
-        ax.set_ylabel("ROC AUC (by last snapshot day)")
+        ax.set_ylabel(f"{label} (by last snapshot day)")
         ax.tick_params(axis="x", rotation=60, labelsize=7)
         ax.legend(loc="lower left", fontsize=7)
-        parts.append(img(png_data_uri(fig), "realised AUC per pooled window"))
+        parts.append(img(png_data_uri(fig), f"realised {label} per pooled window"))
     parts.append(
         table(
             [
@@ -844,7 +927,7 @@ def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.Da
                     "days": w["days"],
                     "n": w["n"],
                     "positives": w["positives"],
-                    "AUC": _round(w["auc"]),
+                    label: _round(_value(w)),
                     "95 % low": _round(w["low"]),
                     "95 % high": _round(w["high"]),
                     "complete": "yes" if w["complete"] else "no",
@@ -995,6 +1078,7 @@ def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[
         horizon_days=usecase.target.horizon_days,
         label_delay_days=usecase.target.label_delay_days,
         columns=columns,
+        recurring=usecase.target.recurring,
     )
     prediction = usecase.prediction_column
     predictions = read_predictions(
@@ -1007,6 +1091,7 @@ def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[
         min_positives=usecase.drift.min_window_positives,
         entity=columns.entity,
         prediction=prediction,
+        metric=usecase.model.metric,
     )
 
 
@@ -1084,12 +1169,12 @@ def summary_markdown(result: DriftResult, message: str = "") -> str:
     done = [
         w
         for w in result.realised
-        if w["complete"] and w["auc"] is not None and w.get("version") == result.model_version
+        if w["complete"] and _value(w) is not None and w.get("version") == result.model_version
     ]
     if done:
         w = done[-1]
         perf += (
-            f"; realised AUC {w['auc']:.3f} [{w['low']:.3f}, {w['high']:.3f}] "
+            f"; realised {_metric_label(w)} {_value(w):.3f} [{w['low']:.3f}, {w['high']:.3f}] "
             f"({w['first']} → {w['last']})"
         )
     return (

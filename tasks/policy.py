@@ -296,7 +296,7 @@ def labelled_after(entities: pd.DataFrame, *, after: date, label: str) -> Labell
         return Labelled()
     day = pd.to_datetime(entities["event_timestamp"], utc=True).dt.tz_localize(None)
     newer = entities.loc[day.dt.normalize() > pd.Timestamp(after)]
-    return Labelled(rows=len(newer), positives=int(newer[label].sum()))
+    return Labelled(rows=len(newer), positives=int((newer[label] > 0).sum()))
 
 
 def newly_labelled(lake: Lake, usecase: UseCase, *, as_of: date, after: date) -> Labelled:

@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 
     from driftloop.usecase import ModelSpec
 
-Metric = Literal["roc_auc", "pr_auc"]
+Metric = Literal["roc_auc", "pr_auc", "rmse", "mae"]
+#: metrics of an error (a regression's): lower is better
+ERROR_METRICS = ("rmse", "mae")
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
@@ -271,7 +273,7 @@ def log_challenger(
 
     The run holds ``params``, the finite ``metrics``, lineage tags, ``reference.json`` and
     ``training_report.html``; the model (skops, signature inferred from ``input_example`` and its
-    ``predict_proba`` output) is an MLflow LoggedModel of the run. Returns the new version.
+    ``predict_proba`` output, or ``predict`` for a regressor) is an MLflow LoggedModel of the run. Returns the new version.
     """
     import mlflow.sklearn
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Param, RunTag
@@ -313,7 +315,9 @@ def log_challenger(
                 f"the model holds types that loading it would have to trust but that come from "
                 f"none of the packages of its estimator classes: {refused}"
             )
-        signature = infer_signature(input_example, model.predict_proba(input_example))
+        # a classifier's pyfunc answers probabilities; a regressor (no predict_proba) its values
+        predict_fn = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+        signature = infer_signature(input_example, getattr(model, predict_fn)(input_example))
         with tempfile.TemporaryDirectory(prefix="driftloop-model-") as tmp:
             local = Path(tmp) / "model"
             mlflow.sklearn.save_model(
@@ -330,7 +334,7 @@ def log_challenger(
                 conda_env=_conda_env(),
                 serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
                 skops_trusted_types=trusted,
-                pyfunc_predict_fn="predict_proba",
+                pyfunc_predict_fn=predict_fn,
             )
             client.log_model_artifacts(logged.model_id, str(local))
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
@@ -505,17 +509,27 @@ def probabilities_valid(scores: np.ndarray | None) -> bool:
     return bool(arr.size > 0 and np.isfinite(arr).all() and (arr >= 0).all() and (arr <= 1).all())
 
 
+def predictions_valid(scores: np.ndarray | None) -> bool:
+    """Non-empty, no NaN/inf (a regression's predicted outcomes)."""
+    if scores is None:
+        return False
+    arr = np.asarray(scores, dtype=np.float64)
+    return bool(arr.size > 0 and np.isfinite(arr).all())
+
+
 def sanity_checks(
     champion_info: CandidateInfo | None,
     challenger_info: CandidateInfo,
     *,
     expected_feature_service: str | None = None,
+    regression: bool = False,
 ) -> dict[str, bool]:
     """Checks that must hold before a challenger may replace the champion.
 
     ``signature_compatible``: the challenger has a signature with the champion's input columns
     and types; ``same_feature_service``: both read the same feature service (and the expected one
-    when given); ``probabilities_valid``: its holdout scores are probabilities without NaN.
+    when given); ``probabilities_valid``: its holdout scores are probabilities without NaN
+    (``predictions_valid`` for a regression: finite predicted outcomes).
     """
     inputs_ok = bool(challenger_info.inputs) and (
         champion_info is None or dict(champion_info.inputs) == dict(challenger_info.inputs)
@@ -528,7 +542,11 @@ def sanity_checks(
     return {
         "signature_compatible": inputs_ok,
         "same_feature_service": service_ok,
-        "probabilities_valid": probabilities_valid(challenger_info.scores),
+        **(
+            {"predictions_valid": predictions_valid(challenger_info.scores)}
+            if regression
+            else {"probabilities_valid": probabilities_valid(challenger_info.scores)}
+        ),
     }
 
 
@@ -610,8 +628,26 @@ def _weighted_metric(
     return np.where(valid, values, np.nan), valid
 
 
+def _row_errors(y: np.ndarray, predicted: np.ndarray, metric: Metric) -> np.ndarray:
+    """Per row: the squared error (rmse) or the absolute error (mae)."""
+    err = np.asarray(predicted, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    return err**2 if metric == "rmse" else np.abs(err)
+
+
+def _weighted_error(errors: np.ndarray, counts: np.ndarray, metric: Metric) -> np.ndarray:
+    """The error on each weighted resample (rows of ``counts``) from per-row errors."""
+    mean = counts @ errors / counts.sum(axis=1)
+    return np.sqrt(mean) if metric == "rmse" else mean
+
+
 def metric_value(y: np.ndarray, scores: np.ndarray, metric: Metric) -> float:
-    """The metric on the full sample (NaN with a single class)."""
+    """The metric on the full sample (NaN with a single class; NaN without rows for an
+    error metric)."""
+    if metric in ERROR_METRICS:
+        if len(y) == 0:
+            return math.nan
+        errors = _row_errors(np.asarray(y), np.asarray(scores), metric)
+        return float(_weighted_error(errors, np.ones((1, len(errors))), metric)[0])
     y = np.asarray(y)
     ranked = _Ranked.of(y, np.asarray(scores, dtype=np.float64))
     values, _ = _weighted_metric(ranked, np.ones((1, len(y))), metric)
@@ -628,8 +664,9 @@ def bootstrap_deltas(
     seed: int,
     max_cells: int = 2_000_000,
 ) -> np.ndarray:
-    """Paired bootstrap: the metric delta (challenger - champion) on ``samples`` resamples of
-    the rows (the same resampled rows for both); resamples with a single class are dropped."""
+    """Paired bootstrap: the metric's improvement on ``samples`` resamples of the rows (the same
+    resampled rows for both): challenger - champion, or champion - challenger for an error
+    metric (rmse, mae); resamples with a single class are dropped (a ranking metric)."""
     y = np.asarray(y)
     a = np.asarray(champion_scores, dtype=np.float64)
     b = np.asarray(challenger_scores, dtype=np.float64)
@@ -637,10 +674,20 @@ def bootstrap_deltas(
     if not (len(a) == len(b) == n):
         raise ValueError(f"score lengths {len(a)}, {len(b)} do not match {n} labels")
     rng = np.random.default_rng(seed)
-    ranked_a, ranked_b = _Ranked.of(y, a), _Ranked.of(y, b)
     chunk = max(1, min(samples, max_cells // max(n, 1)))
     out: list[np.ndarray] = []
     done = 0
+    if metric in ERROR_METRICS:
+        err_a, err_b = _row_errors(y, a, metric), _row_errors(y, b, metric)
+        while done < samples:
+            rows = min(chunk, samples - done)
+            counts = _resample_counts(rng, n, rows)
+            out.append(
+                _weighted_error(err_a, counts, metric) - _weighted_error(err_b, counts, metric)
+            )
+            done += rows
+        return np.concatenate(out) if out else np.empty(0)
+    ranked_a, ranked_b = _Ranked.of(y, a), _Ranked.of(y, b)
     while done < samples:
         rows = min(chunk, samples - done)
         counts = _resample_counts(rng, n, rows)
@@ -671,7 +718,26 @@ def decide(
     challenger's ECE is at most the champion's + ``calibration_tolerance`` and every sanity check
     passed. Without one: promote iff the challenger's metric reaches ``floor`` and the checks
     pass. ``champion_version`` is recorded as ``compared_with`` (promotion refuses a decision
-    whose champion is no longer the champion)."""
+    whose champion is no longer the champion).
+
+    With an error metric (rmse, mae: a regression's predicted outcomes) the delta is the
+    decrease of the error, there is no calibration check, and the floor is a skill: the
+    challenger's error must be at most ``1 - floor`` times the error of predicting the holdout's
+    mean (rmse) or median (mae) for every row."""
+    if metric in ERROR_METRICS:
+        return _decide_error(
+            champion_scores,
+            challenger_scores,
+            y,
+            margin=margin,
+            floor=floor,
+            metric=metric,
+            samples=samples,
+            confidence=confidence,
+            seed=seed,
+            sanity=sanity,
+            champion_version=champion_version,
+        )
     y = np.asarray(y).astype(np.int64)
     ch = np.asarray(challenger_scores, dtype=np.float64)
     checks = {str(k): bool(v) for k, v in sanity.items()}
@@ -766,6 +832,101 @@ def decide(
         samples=len(deltas),
         delta=ch_value - champ_value,
         **base,
+    )
+
+
+def _decide_error(
+    champion_scores: np.ndarray | None,
+    challenger_scores: np.ndarray,
+    y: np.ndarray,
+    *,
+    margin: float,
+    floor: float,
+    metric: Metric,
+    samples: int,
+    confidence: float,
+    seed: int,
+    sanity: Mapping[str, bool],
+    champion_version: str | None,
+) -> Decision:
+    """:func:`decide` for an error metric (see there)."""
+    y = np.asarray(y, dtype=np.float64)
+    ch = np.asarray(challenger_scores, dtype=np.float64)
+    checks = {str(k): bool(v) for k, v in sanity.items()}
+    checks["challenger_scores_valid"] = len(ch) == len(y) and predictions_valid(ch)
+    champ = None if champion_scores is None else np.asarray(champion_scores, dtype=np.float64)
+    if champ is not None:
+        checks["champion_scores_valid"] = len(champ) == len(y) and predictions_valid(champ)
+    base: dict[str, Any] = {
+        "metric": metric,
+        "sanity": checks,
+        "compared_with": champion_version,
+        "margin": float(margin),
+        "floor": float(floor),
+        "confidence": float(confidence),
+        "calibration_tolerance": 0.0,
+        "n": len(y),
+        "positives": int((y > 0).sum()),
+        "challenger_ece": math.nan,
+        "champion_ece": None,
+    }
+    failed = sorted(k for k, ok in checks.items() if not ok and k != "champion_scores_valid")
+    problems = [f"sanity checks failed: {', '.join(failed)}"] if failed else []
+    varies = len(y) > 0 and y.min() != y.max()
+    if not varies or not checks["challenger_scores_valid"]:
+        if not varies:
+            problems.append(f"the holdout's outcomes do not vary ({len(y)} rows)")
+        return Decision(
+            promote=False,
+            reason="rejected: " + "; ".join(problems),
+            challenger_value=math.nan,
+            champion_value=None,
+            delta_ci=None,
+            samples=0,
+            **base,
+        )
+    ch_value = metric_value(y, ch, metric)
+    if champ is None or not checks["champion_scores_valid"]:
+        context = "no champion" if champ is None else "the champion's scores are unusable"
+        centre = float(y.mean() if metric == "rmse" else np.median(y))
+        constant = metric_value(y, np.full(len(y), centre), metric)
+        skill = 1.0 - ch_value / constant
+        reaches = skill >= floor
+        if not reaches:
+            problems.append("below the floor")
+        evidence = (
+            f"{context}; {metric} {ch_value:.4f} vs {constant:.4f} predicting the holdout's "
+            f"{'mean' if metric == 'rmse' else 'median'}: skill {skill:.4f} vs floor {floor:.4f}"
+        )
+        return Decision(
+            promote=reaches and not failed,
+            reason=_reason(problems, evidence),
+            challenger_value=ch_value,
+            champion_value=None,
+            delta_ci=None,
+            samples=0,
+            **base,
+        )
+    champ_value = metric_value(y, champ, metric)
+    deltas = bootstrap_deltas(champ, ch, y, metric=metric, samples=samples, seed=seed)
+    alpha = 1 - confidence
+    lo, hi = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    better = float(lo) > margin
+    if not better:
+        problems.append("not better beyond noise")
+    evidence = (
+        f"{metric} {ch_value:.4f} vs champion {champ_value:.4f}; {confidence:.0%} CI of its "
+        f"decrease [{lo:+.4f}, {hi:+.4f}] vs margin {margin:+.4f}"
+    )
+    return Decision(
+        promote=better and not failed,
+        reason=_reason(problems, evidence),
+        challenger_value=ch_value,
+        champion_value=champ_value,
+        delta_ci=(float(lo), float(hi)),
+        samples=len(deltas),
+        delta=champ_value - ch_value,
+        **{**base, "champion_ece": math.nan},
     )
 
 
@@ -1004,7 +1165,10 @@ def gate(
             calibration_tolerance=policy.calibration_tolerance,
             seed=seed,
             sanity=sanity_checks(
-                champ_info, ch_info, expected_feature_service=expected_feature_service
+                champ_info,
+                ch_info,
+                expected_feature_service=expected_feature_service,
+                regression=schema.regression,
             ),
             champion_version=current,
         )
@@ -1080,7 +1244,7 @@ def decision_report(
             "<h2>Details</h2>",
             report.table([{"field": k, "value": str(v)} for k, v in details.items()]),
         ]
-    if y is not None and challenger_scores is not None:
+    if y is not None and challenger_scores is not None and decision.metric not in ERROR_METRICS:
         y_arr = np.asarray(y)
         curves: dict[str, tuple[np.ndarray, np.ndarray]] = {
             f"challenger v{version}": (y_arr, np.asarray(challenger_scores))

@@ -292,7 +292,7 @@ def score_day(
     then).
     """
     from tasks import registry
-    from tasks.training import POPULATION_TAG, feature_schema
+    from tasks.training import POPULATION_TAG, usecase_schema
 
     assert usecase.model is not None and usecase.features is not None and usecase.target is not None
     name = usecase.model.registered_name
@@ -312,7 +312,7 @@ def score_day(
     if population["mismatch"]:
         logging.getLogger(__name__).warning("%s: %s", name, population["mismatch"])
     model = registry.load_version(settings.tracking_uri, name, version)
-    schema = feature_schema(store, usecase.features.feature_service, usecase.target.name)
+    schema = usecase_schema(store, usecase)
     scores = score_entities(
         store,
         model,
@@ -335,7 +335,7 @@ def evaluate_snapshot(
     from sklearn.metrics import roc_auc_score
 
     from tasks import registry
-    from tasks.training import feature_schema
+    from tasks.training import usecase_schema
     from tasks.training_set import SnapshotColumns, entity_frame, last_snapshot_day
 
     assert usecase.features is not None and usecase.target is not None and usecase.model is not None
@@ -369,7 +369,7 @@ def evaluate_snapshot(
     if rows.empty or y.min() == y.max():
         return None
     model = registry.load_version(settings.tracking_uri, usecase.model.registered_name, version)
-    schema = feature_schema(store, usecase.features.feature_service, target.name)
+    schema = usecase_schema(store, usecase)
     scores = score_entities(
         store,
         model,

@@ -419,11 +419,12 @@ def build_predictor(
         raise ServeError(f"use case {usecase.name!r} defines no model and features to serve")
     store = feature_store(settings, sync_offline=False)  # online reads only
     label = usecase.target.name if usecase.target else "label"
+    regression = usecase.target is not None and usecase.target.kind == "regression"
     reader = OnlineFeatures(store, entity=usecase.entity)
 
     def schema_for(service: str) -> FeatureSchema:
         reader.forget(service)  # a newly loaded champion reads the service as defined now
-        return feature_schema(store, service, label)
+        return feature_schema(store, service, label, regression=regression)
 
     champions = registry_champions(
         settings.tracking_uri,

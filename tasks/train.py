@@ -17,6 +17,11 @@ A use case may name its own classifier instead (``model.estimator``, see
 :func:`build_estimator`); it is fitted on the training rows as it is given, with no calibration
 or class weights added.
 
+A regression target (``FeatureSchema.regression``: the label is a number, e.g. spend in the next
+30 days) gets the same preprocessing feeding a histogram gradient-boosted tree *regressor*
+(squared error, early-stopped on the validation rows; nothing to calibrate); it is measured by
+RMSE and MAE, and its predictions are the predicted values.
+
 Everything here is plain, typed functions of DataFrames; nothing talks to MLflow or Prefect.
 """
 
@@ -34,15 +39,17 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.frozen import FrozenEstimator
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
+    mean_absolute_error,
     roc_auc_score,
     roc_curve,
+    root_mean_squared_error,
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -69,6 +76,7 @@ class FeatureSchema:
     categorical: tuple[str, ...]
     numeric: tuple[str, ...]
     label: str
+    regression: bool = False  # the label is a number (else 0/1) and the model predicts it
 
     def __post_init__(self) -> None:
         features = self.categorical + self.numeric
@@ -110,12 +118,18 @@ def model_input(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
 
 
 def labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """The 0/1 label column as an int array (raises on missing or non-binary labels)."""
+    """The 0/1 label column as an int array (raises on missing or non-binary labels); for a
+    regression schema the outcome as a float array (raises on missing or infinite values)."""
     if schema.label not in frame.columns:
         raise KeyError(f"label column {schema.label!r} is missing from the frame")
     y = frame[schema.label]
     if y.isna().any():
         raise ValueError(f"label column {schema.label!r} has {int(y.isna().sum())} missing values")
+    if schema.regression:
+        values = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"label column {schema.label!r} must hold finite numbers")
+        return values
     arr = y.to_numpy().astype("int64")
     if not np.isin(arr, (0, 1)).all():
         raise ValueError(f"label column {schema.label!r} must hold only 0 and 1")
@@ -154,18 +168,20 @@ def build_pipeline(
         remainder="drop",
         verbose_feature_names_out=False,
     )
-    clf = HistGradientBoostingClassifier(
+    common: dict[str, Any] = dict(
         learning_rate=learning_rate,
         max_iter=max_iter,
         max_leaf_nodes=max_leaf_nodes,
         l2_regularization=l2_regularization,
-        class_weight="balanced",
         early_stopping=True,
         scoring="loss",
         n_iter_no_change=n_iter_no_change,
         max_features=max_features,
         random_state=seed,
     )
+    if schema.regression:
+        return Pipeline([("prep", prep), ("clf", HistGradientBoostingRegressor(**common))])
+    clf = HistGradientBoostingClassifier(class_weight="balanced", **common)
     return Pipeline([("prep", prep), ("clf", clf)])
 
 
@@ -187,7 +203,8 @@ def build_estimator(estimator: str, schema: FeatureSchema, *, seed: int) -> Any:
     It returns an *unfitted* scikit-learn compatible classifier or pipeline with ``fit(X, y)``
     and ``predict_proba(X)``: ``X`` is a DataFrame of exactly those columns (see
     :func:`model_input`), ``y`` the 0/1 labels, and column 1 of ``predict_proba`` is
-    P(label = 1). The estimator must accept the NaNs (impute them if it cannot) and handle the
+    P(label = 1). For a regression target it returns a regressor with ``fit(X, y)`` and
+    ``predict(X)``, ``y`` being the outcomes. The estimator must accept the NaNs (impute them if it cannot) and handle the
     categoricals itself (e.g. one-hot encode them). It is fitted once, on the training rows;
     the validation rows are only evaluated. Nothing is added: no class weights, no calibration
     (wrap it in ``CalibratedClassifierCV`` if its probabilities need it: the drift monitor's
@@ -210,7 +227,7 @@ def build_estimator(estimator: str, schema: FeatureSchema, *, seed: int) -> Any:
         ) from exc
     missing = [
         method
-        for method in ("fit", "predict_proba")
+        for method in ("fit", "predict" if schema.regression else "predict_proba")
         if isinstance(built, type) or not callable(getattr(built, method, None))
     ]
     if missing:
@@ -222,7 +239,14 @@ def build_estimator(estimator: str, schema: FeatureSchema, *, seed: int) -> Any:
     return built
 
 
-def _check_both_classes(y: np.ndarray, split: str) -> None:
+def _check_both_classes(y: np.ndarray, split: str, *, regression: bool = False) -> None:
+    if regression:
+        if len(y) == 0 or y.min() == y.max():
+            raise ValueError(
+                f"the {split} split needs outcomes that vary to train on; it has {len(y)} rows"
+                + (f", all {y[0]:g}" if len(y) else "")
+            )
+        return
     if len(y) == 0 or y.min() == y.max():
         raise ValueError(
             f"the {split} split needs both classes to train on; it has {len(y)} rows and "
@@ -252,8 +276,8 @@ def fit(
         custom = build_estimator(estimator, schema, seed=seed)
     y_train = labels(train, schema)
     y_val = labels(validation, schema)
-    _check_both_classes(y_train, "training")
-    _check_both_classes(y_val, "validation")
+    _check_both_classes(y_train, "training", regression=schema.regression)
+    _check_both_classes(y_val, "validation", regression=schema.regression)
     x_train = model_input(train, schema)
     if estimator is not None:
         custom.fit(x_train, y_train)
@@ -262,9 +286,12 @@ def fit(
 
     pipeline = build_pipeline(schema, seed=seed, **params)
     prep: ColumnTransformer = pipeline.named_steps["prep"]
-    clf: HistGradientBoostingClassifier = pipeline.named_steps["clf"]
+    clf = pipeline.named_steps["clf"]
     train_matrix = prep.fit_transform(x_train)
     val_matrix = prep.transform(x_val)
+    if schema.regression:  # early-stopped on the validation rows; nothing to calibrate
+        clf.fit(train_matrix, y_train, X_val=val_matrix, y_val=y_val)
+        return pipeline
     # class_weight is applied to the training rows only: weight the validation rows the same
     # way, or early stopping watches a different loss than the one being minimised.
     clf.fit(
@@ -280,14 +307,18 @@ def fit(
 
 
 def predict_scores(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """P(label = 1) for every row of ``frame``."""
+    """P(label = 1) for every row of ``frame`` (the predicted outcome for a regression
+    schema)."""
+    if schema.regression:
+        return np.asarray(model.predict(model_input(frame, schema)), dtype=np.float64)
     proba = model.predict_proba(model_input(frame, schema))
     return np.asarray(proba[:, 1], dtype=np.float64)
 
 
-def boosting_iterations(model: Model) -> int:
+def boosting_iterations(model: Model | Pipeline) -> int:
     """How many boosting iterations early stopping kept."""
-    pipeline: Pipeline = model.estimator.estimator  # CalibratedClassifierCV -> Frozen -> Pipeline
+    # CalibratedClassifierCV -> Frozen -> Pipeline; a regression model is the pipeline itself
+    pipeline: Pipeline = model if isinstance(model, Pipeline) else model.estimator.estimator
     return int(pipeline.named_steps["clf"].n_iter_)
 
 
@@ -358,10 +389,39 @@ def score_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     }
 
 
+def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """n, positives (outcomes above 0), rmse, mae, mean_label, mean_predicted and bias (mean
+    predicted - mean outcome) of predicted outcomes; NaN metrics without rows."""
+    y = np.asarray(y, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    some = len(y) > 0
+    return {
+        "n": len(y),
+        "positives": int((y > 0).sum()),
+        "rmse": float(root_mean_squared_error(y, predicted)) if some else math.nan,
+        "mae": float(mean_absolute_error(y, predicted)) if some else math.nan,
+        "mean_label": float(y.mean()) if some else math.nan,
+        "mean_predicted": float(predicted.mean()) if some else math.nan,
+        "bias": float(predicted.mean() - y.mean()) if some else math.nan,
+    }
+
+
 def evaluate(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, Any]:
     """roc_auc, pr_auc, log_loss, brier, ece (10 quantile bins), n, positives and
-    ``calibration_curve`` (one dict per bin) of ``model`` on ``frame``."""
-    return score_metrics(labels(frame, schema), predict_scores(model, frame, schema))
+    ``calibration_curve`` (one dict per bin) of ``model`` on ``frame`` — for a regression
+    schema :func:`regression_metrics`."""
+    measure = regression_metrics if schema.regression else score_metrics
+    return measure(labels(frame, schema), predict_scores(model, frame, schema))
+
+
+#: the scalar metrics a training reports per split
+CLASSIFIER_METRICS = ("n", "positives", "roc_auc", "pr_auc", "log_loss", "brier", "ece")
+REGRESSION_METRICS = ("n", "positives", "rmse", "mae", "mean_label", "mean_predicted", "bias")
+
+
+def metric_names(schema: FeatureSchema) -> tuple[str, ...]:
+    """The scalar metrics :func:`evaluate` gives for ``schema``, in report order."""
+    return REGRESSION_METRICS if schema.regression else CLASSIFIER_METRICS
 
 
 def flat_metrics(metrics_by_split: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -485,14 +545,16 @@ def reference_profile(
     }
     if importance is not None:
         profile["importance"] = normalised_importance(importance, schema.features)
-    if schema.label in frame.columns:
+    if schema.label in frame.columns:  # the positive rate; the mean outcome for a regression
         profile["label_rate"] = float(labels(frame, schema).mean()) if len(frame) else None
     if "event_timestamp" in frame.columns and len(frame):
         ts = pd.to_datetime(frame["event_timestamp"], utc=True)
         profile["window"] = {"start": ts.min().isoformat(), "end": ts.max().isoformat()}
         window = window_index(ts, window_days)
         profile["null"] = empirical_null(x, scores, profile, window, ts, window_days)
-    if unseen is not None and unseen_predictions is not None:
+    if schema.regression:
+        profile["estimated"] = None  # no label-free estimate of a regression's error
+    elif unseen is not None and unseen_predictions is not None:
         if len(unseen_predictions) != len(unseen):
             raise ValueError(f"{len(unseen_predictions)} predictions for {len(unseen)} unseen rows")
         profile["estimated"] = estimated_profile(
@@ -698,8 +760,8 @@ def feature_importance(
     max_rows: int = 5000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Permutation importance (drop in ROC AUC) of each input column on (a sample of) the
-    holdout, sorted by importance."""
+    """Permutation importance (drop in ROC AUC; for a regression schema the rise of RMSE) of
+    each input column on (a sample of) the holdout, sorted by importance."""
     sample = holdout.sample(max_rows, random_state=seed) if len(holdout) > max_rows else holdout
     y = labels(sample, schema)
     if len(y) == 0 or y.min() == y.max():
@@ -708,7 +770,7 @@ def feature_importance(
         model,
         model_input(sample, schema),
         y,
-        scoring="roc_auc",
+        scoring="neg_root_mean_squared_error" if schema.regression else "roc_auc",
         n_repeats=n_repeats,
         random_state=seed,
     )
@@ -722,12 +784,12 @@ def feature_importance(
     return out.sort_values("importance", ascending=False, ignore_index=True)
 
 
-def importance_figure(importance: pd.DataFrame) -> Any:
+def importance_figure(importance: pd.DataFrame, *, measure: str = "drop in ROC AUC") -> Any:
     fig = figure(6.5, max(2.5, 0.3 * len(importance) + 1))
     ax = fig.add_subplot()
     shown = importance.iloc[::-1]
     ax.barh(shown["feature"], shown["importance"], xerr=shown["std"], color="#486581")
-    ax.set_xlabel("drop in ROC AUC when the column is shuffled")
+    ax.set_xlabel(f"{measure} when the column is shuffled")
     ax.set_title("Permutation importance (holdout)")
     return fig
 
@@ -751,15 +813,25 @@ def training_report(
     """Offline HTML: metric tables, ROC and calibration curves and permutation importance on the
     holdout (plots embedded as PNG data URIs). ``details`` adds a key/value table (data window,
     hash, version, ...); ``seed`` seeds the permutation importance."""
-    scalar_keys = ["n", "positives", "roc_auc", "pr_auc", "log_loss", "brier", "ece"]
+    scalar_keys = list(metric_names(schema))
     rows = [
         {"split": split, **{k: _fmt(m.get(k)) for k in scalar_keys}}
         for split, m in metrics_by_split.items()
     ]
     y_hold = labels(holdout, schema)
     scores_hold = predict_scores(model, holdout, schema)
-    hold = score_metrics(y_hold, scores_hold)
     importance = feature_importance(model, holdout, schema, seed=seed)
+    if schema.regression:
+        return _regression_report(
+            title,
+            schema,
+            rows,
+            scalar_keys,
+            regression_metrics(y_hold, scores_hold),
+            importance,
+            details,
+        )
+    hold = score_metrics(y_hold, scores_hold)
 
     parts = [
         report.cards(
@@ -793,16 +865,50 @@ def training_report(
         ),
         "<h2>Feature importance</h2>",
     ]
-    if len(importance):
+    parts += _importance_parts(importance, "drop in ROC AUC")
+    return report.page(title, "".join(parts), html.escape(f"label: {schema.label}"))
+
+
+def _importance_parts(importance: pd.DataFrame, measure: str) -> list[str]:
+    if not len(importance):
+        return ["<p><em>the holdout's labels do not vary; importance is undefined</em></p>"]
+    return [
+        img(png_data_uri(importance_figure(importance, measure=measure)), "permutation importance"),
+        report.table(
+            [
+                {"feature": r.feature, "importance": _fmt(r.importance), "std": _fmt(r.std)}
+                for r in importance.itertuples()
+            ]
+        ),
+    ]
+
+
+def _regression_report(
+    title: str,
+    schema: FeatureSchema,
+    rows: list[dict[str, Any]],
+    scalar_keys: list[str],
+    hold: Mapping[str, Any],
+    importance: pd.DataFrame,
+    details: Mapping[str, Any] | None,
+) -> str:
+    parts = [
+        report.cards(
+            [
+                ("holdout RMSE", _fmt(hold["rmse"])),
+                ("holdout MAE", _fmt(hold["mae"])),
+                ("holdout bias", _fmt(hold["bias"])),
+                ("holdout rows", hold["n"]),
+                ("holdout mean outcome", _fmt(hold["mean_label"])),
+            ]
+        ),
+        "<h2>Metrics by split</h2>",
+        report.table(rows, ["split", *scalar_keys]),
+    ]
+    if details:
         parts += [
-            img(png_data_uri(importance_figure(importance)), "permutation importance"),
-            report.table(
-                [
-                    {"feature": r.feature, "importance": _fmt(r.importance), "std": _fmt(r.std)}
-                    for r in importance.itertuples()
-                ]
-            ),
+            "<h2>Details</h2>",
+            report.table([{"field": k, "value": str(v)} for k, v in details.items()]),
         ]
-    else:
-        parts.append("<p><em>the holdout has a single class; importance is undefined</em></p>")
+    parts += ["<h2>Feature importance</h2>", *_importance_parts(importance, "rise of RMSE")]
     return report.page(title, "".join(parts), html.escape(f"label: {schema.label}"))

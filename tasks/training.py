@@ -79,7 +79,7 @@ class TrainingSet:
         """Rows / positives / snapshot days per split."""
         out = {}
         for name, df in self.splits.items():
-            positives = int(df[self.schema.label].sum()) if len(df) else 0
+            positives = int((df[self.schema.label] > 0).sum()) if len(df) else 0
             days = pd.to_datetime(df["event_timestamp"], utc=True).dt.normalize().nunique()
             out[f"{name} evidence"] = f"{len(df):,} rows / {positives:,} positives / {days} days"
         return out
@@ -111,8 +111,11 @@ def _specs(usecase: UseCase) -> tuple[TargetSpec, ModelSpec, str]:
     return usecase.target, usecase.model, usecase.features.feature_service
 
 
-def feature_schema(store: FeatureStore, service: str, label: str) -> FeatureSchema:
-    """Categorical and numeric model inputs, read from the feature service's definition."""
+def feature_schema(
+    store: FeatureStore, service: str, label: str, *, regression: bool = False
+) -> FeatureSchema:
+    """Categorical and numeric model inputs, read from the feature service's definition
+    (``regression``: the target is a number, see ``target.kind``)."""
     from feast.types import String
 
     categorical: list[str] = []
@@ -122,7 +125,15 @@ def feature_schema(store: FeatureStore, service: str, label: str) -> FeatureSche
             if feat.name in NOT_FEATURES:
                 continue
             (categorical if feat.dtype == String else numeric).append(feat.name)
-    return FeatureSchema(categorical=tuple(categorical), numeric=tuple(numeric), label=label)
+    return FeatureSchema(
+        categorical=tuple(categorical), numeric=tuple(numeric), label=label, regression=regression
+    )
+
+
+def usecase_schema(store: FeatureStore, usecase: UseCase) -> FeatureSchema:
+    """The model inputs of a use case's feature service and its target."""
+    target, _, service = _specs(usecase)
+    return feature_schema(store, service, target.name, regression=target.kind == "regression")
 
 
 def latest_day(lake: Lake, usecase: UseCase) -> date | None:
@@ -192,12 +203,13 @@ def build_training_set(
     for name, part in splits.items():
         if part[target.name].nunique() < 2:
             raise InsufficientEvidence(
-                f"insufficient evidence: the {name} split has only one class"
+                f"insufficient evidence: the {name} split has only one "
+                + ("outcome" if target.kind == "regression" else "class")
             )
     return TrainingSet(
         as_of=as_of,
         splits=splits,
-        schema=feature_schema(store, service, target.name),
+        schema=usecase_schema(store, usecase),
         population=population,
         recurring=target.recurring,
     )
@@ -288,7 +300,7 @@ def train_challenger(
         newest_scores,
         window_days=usecase.drift.window_days,
         importance=train.input_importance(model, data.splits["holdout"], schema, seed=seed),
-        expected_metric=metrics["holdout"]["roc_auc"],
+        expected_metric=metrics["holdout"][model_spec.metric],
         unseen=newest,
         unseen_predictions=newest_scores,
     )
@@ -392,7 +404,7 @@ def judge(
         details={
             "champion before": champion_before or "(none)",
             "holdout rows": len(holdout),
-            "holdout positives": int(holdout[data.schema.label].sum()),
+            "holdout positives": int((holdout[data.schema.label] > 0).sum()),
             "holdout snapshot days": int(
                 pd.to_datetime(holdout["event_timestamp"], utc=True).dt.normalize().nunique()
             ),

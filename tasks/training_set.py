@@ -10,6 +10,10 @@ in the snapshot depends on the target (:func:`membership`):
 * **recurring** (``target.recurring: true``, e.g. a delayed departure): every candidate stays;
   the label is 1 when at least one event falls in ``[s, s + horizon_days)``.
 
+A regression target (``target.kind: regression``, always recurring) labels each snapshot row
+with the sum of the events' ``target.value_column`` in ``[s, s + horizon_days)`` instead (0
+without an event); a *positive*, for the evidence counts, is a row whose outcome is above 0.
+
 Scoring applies the same rule at its scoring instant (``tasks.score``), and :func:`population`
 counts, per snapshot day, who was a candidate, who was kept, who was left out and why.
 
@@ -47,7 +51,8 @@ class SnapshotColumns:
     day: str = "date"  # the active rows' day
     event: str = "churn_date"  # the labels' day the event happened
     reported: str = "reported_date"  # the labels' day the event became known
-    label: str = "churned"  # the output's 0/1 label
+    label: str = "churned"  # the output's 0/1 label (or, with ``value``, the summed outcome)
+    value: str | None = None  # regression: the labels' column summed over the horizon
 
     @classmethod
     def of(cls, usecase: UseCase) -> SnapshotColumns:
@@ -62,6 +67,7 @@ class SnapshotColumns:
             event=usecase.target.event_column,
             reported=usecase.reported_column,
             label=usecase.target.name,
+            value=usecase.target.value_column,
         )
 
 
@@ -109,24 +115,32 @@ def population_rule(recurring: bool) -> str:
 
 
 def _known_events(labels: pd.DataFrame, known_by: date, columns: SnapshotColumns) -> pd.DataFrame:
-    """``[entity, event]`` of the events reported on or before ``known_by``."""
+    """``[entity, event]`` of the events reported on or before ``known_by`` (and ``value``,
+    their outcome, when the columns name one; an event's missing value counts as 0)."""
     if labels.empty:
-        return pd.DataFrame(
-            {"entity": pd.Series(dtype="object"), "event": pd.Series(dtype="M8[ns]")}
-        )
+        empty = {"entity": pd.Series(dtype="object"), "event": pd.Series(dtype="M8[ns]")}
+        if columns.value is not None:
+            empty["value"] = pd.Series(dtype="float64")
+        return pd.DataFrame(empty)
     known = labels.loc[_days(labels[columns.reported]) <= pd.Timestamp(_as_day(known_by))]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {"entity": known[columns.entity].astype(str), "event": _days(known[columns.event])}
-    ).drop_duplicates()
+    )
+    if columns.value is None:
+        return out.drop_duplicates()
+    values = pd.to_numeric(known[columns.value], errors="coerce").astype("float64").fillna(0.0)
+    return out.assign(value=values.to_numpy())
 
 
 def _judge(
     candidates: pd.DataFrame, events: pd.DataFrame, *, horizon_days: int, recurring: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(label, excluded) per candidate row ``[entity, snap]``: the label is 1 when an event falls
-    in ``[snap, snap + horizon)``; a terminal target excludes a row whose entity has an event
-    before ``snap``."""
-    label = np.zeros(len(candidates), dtype=np.int64)
+    in ``[snap, snap + horizon)`` — or, when ``events`` has a ``value`` column, the sum of the
+    values of those events (0.0 without one); a terminal target excludes a row whose entity has
+    an event before ``snap``."""
+    summed = "value" in events.columns
+    label = np.zeros(len(candidates), dtype=np.float64 if summed else np.int64)
     excluded = np.zeros(len(candidates), dtype=bool)
     if candidates.empty or events.empty:
         return label, excluded
@@ -134,7 +148,11 @@ def _judge(
     pairs = pairs.merge(events, on="entity", how="inner")
     horizon = pd.Timedelta(days=horizon_days)
     within = (pairs["event"] >= pairs["snap"]) & (pairs["event"] < pairs["snap"] + horizon)
-    label[pairs.loc[within, "row"].unique()] = 1
+    if summed:
+        sums = pairs.loc[within].groupby("row")["value"].sum()
+        label[sums.index.to_numpy()] = sums.to_numpy()
+    else:
+        label[pairs.loc[within, "row"].unique()] = 1
     if not recurring:
         excluded[pairs.loc[pairs["event"] < pairs["snap"], "row"].unique()] = True
     return label, excluded
@@ -291,7 +309,7 @@ def _count_population(act: pd.DataFrame, label: np.ndarray, excluded: np.ndarray
             "active": 1,
             "members": (~excluded).astype(np.int64),
             _excluded_column(EVENT_BEFORE): excluded.astype(np.int64),
-            "positives": np.where(excluded, 0, label),
+            "positives": np.where(excluded | (label <= 0), 0, 1),
         }
     )
     columns = ["snapshot", "active", "members", *map(_excluded_column, EXCLUSION_REASONS)]
@@ -321,7 +339,7 @@ def population(
     """Who the snapshots of :func:`entity_frame` (same arguments) hold, per snapshot day: one
     row per day with ``snapshot`` (a date), ``active`` (entities active the day before: the
     candidates), ``members`` (in the snapshot), ``excluded: <reason>`` (one column per reason in
-    :data:`EXCLUSION_REASONS`), ``positives`` (members labelled 1) and ``positive_rate``
+    :data:`EXCLUSION_REASONS`), ``positives`` (members labelled above 0) and ``positive_rate``
     (positives / members). Pure."""
     _, counts = labelled_snapshots(
         active,
@@ -508,7 +526,7 @@ def evidence_split(df: pd.DataFrame, rule: EvidenceRule, *, label: str) -> dict[
         raise ValueError("holdout_days must be >= 1 and validation_days >= 0")
     day = pd.to_datetime(df["event_timestamp"], utc=True).dt.normalize()
     per_day = (
-        pd.DataFrame({"day": day, "y": df[label].astype(np.int64)})
+        pd.DataFrame({"day": day, "y": (df[label] > 0).astype(np.int64)})
         .groupby("day", sort=True)["y"]
         .agg(["size", "sum"])
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,12 @@ TELCO = PROJECT_ROOT / "usecases" / "telco_churn.yaml"
 
 def _repo_of(usecase: Path) -> Path:
     """The Feast repository a shipped use case names in its heading comment."""
-    example = PROJECT_ROOT / "examples" / "feature_repos" / usecase.stem
-    return example if example.is_dir() else PROJECT_ROOT / "feature_repo"
+    named = re.search(r"examples/feature_repos/(\w+)", usecase.read_text(encoding="utf-8"))
+    return (
+        PROJECT_ROOT / "examples" / "feature_repos" / named[1]
+        if named
+        else PROJECT_ROOT / "feature_repo"
+    )
 
 
 def _settings(tmp: Path, usecase: Path, repo: Path | None = None) -> Settings:

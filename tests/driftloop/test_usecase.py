@@ -34,6 +34,7 @@ def test_dataset_for_key() -> None:
         ("telco_churn", "customer_daily", "churn_probability"),
         ("nyc_flight_delays", "aircraft_daily", "delayed_probability"),
         ("us_low_birth_days", "state_daily", "quiet_day_probability"),
+        ("us_state_births", "state_daily", "births_next_7d_predicted"),
     ],
 )
 def test_output_names_come_from_the_usecase(name: str, table: str, prediction: str) -> None:
@@ -51,6 +52,56 @@ def test_output_names_default_to_the_usecase_and_target_names(tmp_path: Path) ->
     path.write_text(yaml.safe_dump(raw))
     uc = load_usecase(path, project_root=PROJECT_ROOT)
     assert (uc.feature_table, uc.prediction_column) == ("phone_plans", "churned_probability")
+
+
+def _regression(tmp_path: Path, **changes: dict[str, object]) -> Path:
+    """The shipped regression use case with ``changes`` merged into its sections."""
+    import yaml
+
+    raw = yaml.safe_load((PROJECT_ROOT / "usecases" / "us_state_births.yaml").read_text())
+    for section, values in changes.items():
+        for key, value in values.items():
+            if value is None:
+                raw[section].pop(key, None)
+            else:
+                raw[section][key] = value
+    path = tmp_path / "births.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_regression_target_defaults_and_checks(tmp_path: Path) -> None:
+    shipped = load_usecase(PROJECT_ROOT / "usecases" / "us_state_births.yaml")
+    assert shipped.target is not None and shipped.model is not None
+    assert (shipped.target.kind, shipped.target.value_column) == ("regression", "births")
+    assert (shipped.model.metric, shipped.model.lower_is_better) == ("rmse", True)
+    plain = load_usecase(
+        _regression(tmp_path, target={"prediction": None}, model={"floor": None, "metric": "mae"}),
+        project_root=PROJECT_ROOT,
+    )
+    assert plain.prediction_column == "births_next_7d_predicted"
+    assert plain.model is not None and plain.model.floor == 0.0  # skill over the mean
+    telco = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+    assert telco.model is not None and not telco.model.lower_is_better
+    mistakes = {
+        r"target\.value_column: a regression target needs value_column": {
+            "target": {"value_column": None}
+        },
+        r"target\.recurring: .*must be recurring": {"target": {"recurring": False}},
+        r"target\.value_column: .*'state' is not a numeric": {"target": {"value_column": "state"}},
+        r"model\.metric: .*measured by rmse or mae": {"model": {"metric": "roc_auc"}},
+    }
+    for message, change in mistakes.items():
+        with pytest.raises(UseCaseError, match=message):
+            load_usecase(_regression(tmp_path, **change), project_root=PROJECT_ROOT)
+    binary = tmp_path / "binary.yaml"
+    binary.write_text(
+        (PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+        .read_text()
+        .replace("  metric: roc_auc", "  metric: rmse")
+    )
+    with pytest.raises(UseCaseError, match=r"model\.metric: .*measured by roc_auc or pr_auc"):
+        load_usecase(binary, project_root=PROJECT_ROOT)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -411,6 +411,50 @@ def test_no_auc_without_both_classes() -> None:
     )
 
 
+def test_a_regression_is_pooled_by_rows_with_an_outcome_and_judged_by_its_error() -> None:
+    """Three days of 4 entities' spend: day 1 has one zero outcome; windows close at 6 rows with
+    an outcome above 0 (zeros count as rows, not as positives); the window holds the RMSE of
+    its rows with a normal interval of the mean squared error."""
+    days = [
+        ("2026-01-02", [10.0, 0.0, 30.0, 40.0], [12.0, 1.0, 27.0, 44.0]),
+        ("2026-01-03", [20.0, 20.0, 10.0, 50.0], [18.0, 25.0, 10.0, 47.0]),
+        ("2026-01-04", [5.0, 15.0, 25.0, 35.0], [6.0, 13.0, 29.0, 30.0]),
+    ]
+    preds, labels = [], []
+    for day, y, p in days:
+        ts = pd.Timestamp(day, tz="UTC")
+        ids = ["a", "b", "c", "d"]
+        preds.append(pd.DataFrame({"id": ids, "event_timestamp": ts, "spend_predicted": p}))
+        labels.append(pd.DataFrame({"id": ids, "event_timestamp": ts, "spend": y}))
+    windows = pooled_performance(
+        pd.concat(preds),
+        pd.concat(labels),
+        "spend",
+        min_positives=6,
+        entity="id",
+        prediction="spend_predicted",
+        metric="rmse",
+    )
+    # newest first: Jan 4 + Jan 3 = 8 positives → complete; Jan 2 alone (3 positives) is not
+    assert [(w["first"], w["last"], w["complete"]) for w in windows] == [
+        ("2026-01-02", "2026-01-02", False),
+        ("2026-01-03", "2026-01-04", True),
+    ]
+    assert [(w["n"], w["positives"]) for w in windows] == [(4, 3), (8, 8)]
+    err = np.array([-2, 5, 0, -3, 1, -2, 4, -5], dtype=float)
+    assert windows[1]["metric"] == "rmse" and windows[1]["auc"] is None
+    assert windows[1]["value"] == pytest.approx(np.sqrt(np.mean(err**2)))
+    half = 1.959964 * np.std(err**2, ddof=1) / np.sqrt(8)
+    assert windows[1]["high"] == pytest.approx(np.sqrt(np.mean(err**2) + half), rel=1e-5)
+    assert windows[1]["low"] == pytest.approx(np.sqrt(max(0.0, np.mean(err**2) - half)), rel=1e-5)
+    spec = DriftSpec(min_performance_drop=0.1)
+    # an error metric drops when its whole interval lies *above* the holdout error x 1.1
+    bad = {"complete": True, "metric": "rmse", "value": 30.0, "low": 25.0, "high": 35.0}
+    assert realised_drop([bad], expected=20.0, spec=spec)
+    assert not realised_drop([bad], expected=23.0, spec=spec)  # 25 < 23 x 1.1
+    assert not realised_drop([{**bad, "low": 10.0, "value": 12.0}], expected=20.0, spec=spec)
+
+
 def test_realised_drop_needs_the_whole_interval_below_the_bar() -> None:
     spec = DriftSpec(min_performance_drop=0.03)
     low = {"complete": True, "auc": 0.60, "low": 0.55, "high": 0.70}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import uuid
@@ -477,6 +478,84 @@ def test_decision_report_is_offline_html() -> None:
     assert "churn v2" in page and decision.metric in page
     bare = decision_report(decision, name="churn", version="2")
     assert "data:image" not in bare and "signature_compatible" in bare
+
+
+# ---- the gate on a regression target (rmse, mae) -------------------------------------------------
+
+
+def regressed(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outcomes (weekly counts), a champion off by noise of sd 40 and a challenger of sd 20."""
+    rng = np.random.default_rng(seed)
+    y = rng.gamma(4.0, 250.0, n)
+    return y, y + rng.normal(0, 40, n), y + rng.normal(0, 20, n)
+
+
+def test_error_metrics_and_their_bootstrap_match_sklearn() -> None:
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
+    y, champion, better = regressed(2000, 1)
+    assert metric_value(y, champion, "rmse") == pytest.approx(root_mean_squared_error(y, champion))
+    assert metric_value(y, champion, "mae") == pytest.approx(mean_absolute_error(y, champion))
+    from tasks.registry import bootstrap_deltas
+
+    deltas = bootstrap_deltas(champion, better, y, metric="rmse", samples=50, seed=3)
+    counts = _resample_counts(np.random.default_rng(3), len(y), 50)
+    for i in (0, 49):  # the same resamples, expanded: the champion's RMSE minus the challenger's
+        rows = np.repeat(np.arange(len(y)), counts[i].astype(int))
+        expected = root_mean_squared_error(y[rows], champion[rows]) - root_mean_squared_error(
+            y[rows], better[rows]
+        )
+        assert deltas[i] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae"])
+def test_a_smaller_error_beyond_noise_is_promoted_and_a_larger_one_never(metric: str) -> None:
+    y, champion, better = regressed(1500, 2)
+    won = decide(champion, better, y, **gate_kwargs(metric=metric, sanity={}))
+    assert won.promote, won.reason
+    assert won.delta == pytest.approx(won.champion_value - won.challenger_value)
+    assert won.delta > 0 and won.delta_ci is not None and won.delta_ci[0] > 0
+    assert won.samples == 200 and math.isnan(won.challenger_ece)
+    lost = decide(better, champion, y, **gate_kwargs(metric=metric, sanity={}))
+    assert not lost.promote and "not better beyond noise" in lost.reason
+    assert lost.delta_ci is not None and lost.delta_ci[1] < 0
+    same = decide(champion, champion.copy(), y, **gate_kwargs(metric=metric, sanity={}))
+    assert not same.promote and same.delta_ci == (0.0, 0.0)
+    # a margin in the label's units: 40 → 20 noise cannot buy a decrease of 1,000
+    assert not decide(champion, better, y, **gate_kwargs(metric=metric, margin=1000.0)).promote
+
+
+def test_without_a_champion_a_regression_must_show_skill_over_the_mean() -> None:
+    y, _, better = regressed(1000, 4)
+    constant = float(np.sqrt(np.mean((y - y.mean()) ** 2)))
+    skill = 1 - metric_value(y, better, "rmse") / constant
+    assert 0.9 < skill < 1
+    ok = decide(None, better, y, **gate_kwargs(metric="rmse", floor=0.9, champion_version=None))
+    assert ok.promote and f"skill {skill:.4f}" in ok.reason
+    flat = np.full(len(y), float(y.mean()))  # the mean itself: no skill at all
+    none = decide(None, flat, y, **gate_kwargs(metric="rmse", floor=0.0, champion_version=None))
+    assert none.promote  # skill 0 reaches a floor of 0 ...
+    assert not decide(None, flat, y, **gate_kwargs(metric="rmse", floor=0.01)).promote
+    nan = better.copy()
+    nan[3] = np.nan
+    broken = decide(None, nan, y, **gate_kwargs(metric="rmse", floor=0.0, champion_version=None))
+    assert not broken.promote and "challenger_scores_valid" in broken.reason
+    constant_y = decide(None, better, np.full(len(y), 5.0), **gate_kwargs(metric="rmse"))
+    assert not constant_y.promote and "do not vary" in constant_y.reason
+
+
+def test_a_regression_decision_report_names_its_metric() -> None:
+    y, champion, better = regressed(500, 5)
+    decision = decide(champion, better, y, **gate_kwargs(metric="rmse", sanity={}))
+    page = decision_report(
+        decision,
+        name="births",
+        version="2",
+        y=y,
+        champion_scores=champion,
+        challenger_scores=better,
+    )
+    assert "challenger rmse" in page and "data:image" not in page  # no ROC or calibration curve
 
 
 # ---- promotion against the registry -------------------------------------------------------------

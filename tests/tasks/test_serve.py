@@ -686,3 +686,23 @@ def test_a_422_lists_at_most_twenty_errors(client: TestClient) -> None:
     assert body["more_errors"] == MAX_BATCH - 20
     assert [e["loc"][2] for e in body["detail"]] == list(range(20))
     assert len(r.content) < 5000
+
+
+def test_a_regression_use_case_answers_a_predicted_value_not_a_probability() -> None:
+    from pydantic import ValidationError
+
+    from driftloop.serve import api_types
+
+    binary = api_types("state", "quiet_day_probability", "quiet_day")
+    counts = api_types("state", "births_next_7d_predicted", "births_next_7d", regression=True)
+    answer = {"state": "CA", "model_version": "1", "features_asof": "1977-10-02T00:00:00Z"}
+    one = counts.prediction_model(**answer, births_next_7d_predicted=6012.5)
+    assert one.model_dump()["births_next_7d_predicted"] == 6012.5
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        binary.prediction_model(**answer, quiet_day_probability=6012.5)
+    schema = counts.prediction_model.model_json_schema()
+    assert "maximum" not in schema["properties"]["births_next_7d_predicted"]
+    assert (
+        "predicted births_next_7d"
+        in schema["properties"]["births_next_7d_predicted"]["description"]
+    )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,8 @@ from tasks.train import (
     expected_calibration_error,
     fit,
     flat_metrics,
+    labels,
+    metric_names,
     model_input,
     numeric_profile,
     predict_scores,
@@ -354,3 +357,55 @@ def test_a_bad_estimator_fails_before_training_naming_the_field(estimator: str, 
     frame = make_frame(50, 1)
     with pytest.raises(ValueError, match=rf"^model\.estimator '{re.escape(estimator)}'.*{why}"):
         fit(frame, frame, SCHEMA, seed=0, estimator=estimator)
+
+
+# ---- a regression target ---------------------------------------------------------------------------
+
+SPEND = replace(SCHEMA, label="spend_30d", regression=True)
+
+
+def spend_frame(n: int, seed: int) -> pd.DataFrame:
+    """The synthetic rows with a numeric outcome: spend grows with the monthly charge and the
+    minutes, more on the premium plan, with noise of sd 5."""
+    frame = make_frame(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    spend = (
+        0.8 * frame["monthly_charge"]
+        + 0.3 * frame["minutes_mean_30d"]
+        + np.where(frame["plan"] == "premium", 20.0, 0.0)
+        + rng.normal(0, 5, n)
+    )
+    return frame.drop(columns=["churned"]).assign(spend_30d=spend.clip(lower=0))
+
+
+def test_a_regression_target_trains_a_regressor_measured_by_its_error() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
+    train, validation, holdout = spend_frame(3000, 1), spend_frame(800, 2), spend_frame(800, 3)
+    model = fit(train, validation, SPEND, seed=0)
+    assert isinstance(model.named_steps["clf"], HistGradientBoostingRegressor)
+    assert not hasattr(model, "predict_proba")
+    assert 1 <= boosting_iterations(model) < 500  # early-stopped on the validation rows
+    predicted = predict_scores(model, holdout, SPEND)
+    y = holdout["spend_30d"].to_numpy()
+    metrics = evaluate(model, holdout, SPEND)
+    assert tuple(k for k in metrics) == metric_names(SPEND)
+    assert metrics["rmse"] == pytest.approx(root_mean_squared_error(y, predicted))
+    assert metrics["mae"] == pytest.approx(mean_absolute_error(y, predicted))
+    assert metrics["bias"] == pytest.approx(predicted.mean() - y.mean())
+    # the noise has sd 5 and the outcome sd ~20: the model is near the noise, far from the mean
+    assert 5.0 <= metrics["rmse"] < 7.5 and float(np.std(y)) > 15
+    again = fit(train, validation, SPEND, seed=0)
+    assert np.array_equal(predict_scores(again, holdout, SPEND), predicted)  # one seed, one model
+
+
+def test_regression_labels_must_be_finite_numbers_that_vary() -> None:
+    frame = spend_frame(50, 4)
+    assert labels(frame, SPEND).dtype == np.float64
+    with pytest.raises(ValueError, match="finite numbers"):
+        labels(frame.assign(spend_30d=np.inf), SPEND)
+    with pytest.raises(ValueError, match="missing values"):
+        labels(frame.assign(spend_30d=np.nan), SPEND)
+    with pytest.raises(ValueError, match="outcomes that vary"):
+        fit(frame.assign(spend_30d=3.0), frame, SPEND, seed=0)

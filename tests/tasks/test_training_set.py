@@ -18,6 +18,7 @@ from tasks.training_set import (
     EVENT_BEFORE,
     EvidenceRule,
     InsufficientEvidence,
+    SnapshotColumns,
     TrainingSetError,
     entity_frame,
     evidence_split,
@@ -143,6 +144,44 @@ def test_a_recurring_entity_stays_in_later_snapshots_with_its_labels() -> None:
     }  # fmt: skip
     assert _labels_of(recurring, "Q") == {s: int(s in (9, 10)) for s in range(6, 14)}
     assert _labels_of(recurring, "S") == {s: 0 for s in range(2, 8)}
+
+
+def test_a_regression_label_sums_the_values_of_the_events_in_the_horizon() -> None:
+    """R spends 10 on Jan 3 and 5 + 2.5 on Jan 9 (two purchases that day); Q 4 on Jan 10,
+    reported Jan 12; one of R's events has no amount (counts 0). Horizon 2 days."""
+    events = pd.DataFrame(
+        [
+            {"customer_id": c, "churn_date": d(e), "reported_date": d(r), "amount": a}
+            for c, e, r, a in [
+                ("R", 3, 3, 10.0),
+                ("R", 9, 9, 5.0),
+                ("R", 9, 9, 2.5),
+                ("R", 12, 12, None),
+                ("Q", 10, 12, 4.0),
+            ]
+        ]
+    )
+    columns = SnapshotColumns(label="spend", value="amount")
+    frame, counts = labelled_snapshots(POP_ACTIVE, events, columns=columns, recurring=True, **POP)
+    assert str(frame["spend"].dtype) == "float64"
+
+    def spend(entity: str) -> dict[int, float]:
+        rows = frame[frame["customer_id"] == entity]
+        return dict(zip(rows["event_timestamp"].dt.day, rows["spend"], strict=True))
+
+    assert spend("R") == {
+        2: 10.0, 3: 10.0, 4: 0.0, 5: 0.0, 6: 0.0, 7: 0.0, 8: 7.5, 9: 7.5, 10: 0.0, 11: 0.0,
+        12: 0.0, 13: 0.0,
+    }  # fmt: skip
+    assert spend("Q") == {s: 4.0 * (s in (9, 10)) for s in range(6, 14)}
+    assert spend("S") == {s: 0.0 for s in range(2, 8)}
+    # a positive is an outcome above 0: R's event without an amount is not one
+    assert counts["positives"].tolist() == [1, 1, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0]
+    # known at as_of only: Q's amount is reported on Jan 12, not yet known on Jan 11
+    early, _ = labelled_snapshots(
+        POP_ACTIVE, events, columns=columns, recurring=True, **{**POP, "as_of": d(11)}
+    )
+    assert early.loc[early["customer_id"] == "Q", "spend"].sum() == 0.0
 
 
 def test_a_terminal_entity_leaves_after_its_first_event() -> None:
