@@ -173,6 +173,7 @@ def quality(outcomes: list[Any], change: date | None) -> dict[str, Any]:
         "promoted": counts["promoted"],
         "rejected": counts["rejected"],
         "deferred": counts["deferred"],
+        "rebased": sum(bool(t.rebaselined) for o in outcomes for t in o.trainings),
         "days_to_detect": None,
         "days_to_recovered_champion": None,
         "alarm_days_before_change": None,
@@ -247,6 +248,7 @@ def run_scenario(scenario: Scenario, work: Path) -> dict[str, Any]:
                 f" {'ALARM ' if o.drift_detected else ''}"
                 + "; ".join(
                     f"v{t.version} {'promoted' if t.promoted else 'rejected'} ({t.reason})"
+                    + (f" re-based v{t.rebaselined}" if t.rebaselined else "")
                     if t.trained
                     else f"deferred ({(t.deferred or '')[:60]})"
                     for t in o.trainings
@@ -286,6 +288,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("promoted", "promoted"),
         ("rejected", "rejected"),
         ("deferred", "deferred"),
+        ("re-based", "rebased"),
         ("s/day", "wall_s_per_day"),
     ]
     cells = [[title for title, _ in columns]] + [

@@ -412,7 +412,9 @@ def _feed_and_days(
 def replay(first: FirstDay = None, last: LastDay = None, feed: Feed = None) -> None:
     """Run the loop day by day over a history: ingest, features, training when the policy or a
     drift event asks (with the parameters prefect.yaml's triggers render), score, drift.
-    Resumable: days already played are skipped."""
+    The feed's days before --from that were never ingested are first landed in bulk (one
+    ingest run, one features run, as backfill does). Resumable: days already played are
+    skipped."""
     settings = _settings(lake=True, checked=True)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -438,8 +440,18 @@ def replay(first: FirstDay = None, last: LastDay = None, feed: Feed = None) -> N
             bar.update(task, advance=1, last=day_line(o))
             bar.console.print(day_line(o), markup=False)
 
+        def on_history(first: date, last: date, filled: dict[str, Any]) -> None:
+            bar.console.print(
+                f"history {first} → {last}: {filled['objects']} files landed in one ingest run "
+                f"({filled['ingest'].get('rows_validated', 0):,} rows validated), "
+                f"{filled['feature_days']} feature days built",
+                markup=False,
+            )
+
         try:
-            outcomes = play(settings, usecase, source, start, end, on_day=on_day)
+            outcomes = play(
+                settings, usecase, source, start, end, on_day=on_day, on_history=on_history
+            )
         except ValueError as exc:
             fail(str(exc))
     counts = summarise(outcomes)

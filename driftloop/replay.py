@@ -22,7 +22,9 @@ Every day ends with a :class:`DayOutcome`, also written to the lake's reports zo
 recorded, so an interrupted replay resumes where it stopped (a day stopped half-way is played
 again: ingest takes only what it has not seen, features rebuild only changed days, and the train
 flow does not train twice for the same ``as_of``). :func:`backfill` lands a range of
-history days at once (one ingest run, one features run) before the live days.
+history days at once (one ingest run, one features run) before the live days; :func:`replay`
+takes that bulk path by itself for the feed's days before ``first`` that were never ingested
+(:func:`history_to_backfill`), so a long history is not played day by day.
 
 The flows read their settings from the ``DRIFTLOOP_*`` environment: ``settings`` and
 ``usecase`` must be the ones that environment gives (checked).
@@ -63,6 +65,7 @@ class TrainingRun:
     promoted: bool | None = None
     deferred: str | None = None  # why the run did not train (the policy, too little evidence)
     delta_ci: list[float] | None = None  # the gate's interval of challenger - champion
+    rebaselined: str | None = None  # the champion whose drift reference the run re-based
 
     @classmethod
     def from_result(cls, trigger: str, reason: str, out: dict[str, Any]) -> TrainingRun:
@@ -83,6 +86,7 @@ class TrainingRun:
             version=str(out["version"]),
             promoted=bool(out["promoted"]),
             delta_ci=_rounded((out.get("decision") or {}).get("delta_ci")),
+            rebaselined=(out.get("rebaselined") or {}).get("version"),
         )
 
 
@@ -334,6 +338,17 @@ def _check_days(
     return {"champion": champion, "scored": scored, "drift_days": drifted}
 
 
+def history_to_backfill(lake: Lake, feed: Storage | None, first: date) -> tuple[date, date] | None:
+    """The days of ``feed`` (none: of landing/) before ``first`` to land in bulk: from the first
+    day with a file the ingest ledger has never recorded to the day before ``first``; None when
+    every earlier file was ingested (a backfill or an earlier replay did it)."""
+    from tasks.ingest import open_ledger
+
+    seen = set(open_ledger(lake.ledger).landing_keys())
+    new = [d for d, keys in days_in(lake, feed).items() if d < first and set(keys) - seen]
+    return (min(new), first - timedelta(days=1)) if new else None
+
+
 def replay(
     settings: Settings,
     usecase: UseCase,
@@ -342,6 +357,7 @@ def replay(
     last: date,
     *,
     on_day: Callable[[DayOutcome], None] | None = None,
+    on_history: Callable[[date, date, dict[str, Any]], None] | None = None,
     shadow_first_champion: bool = False,
 ) -> list[DayOutcome]:
     """Play the days ``first``..``last`` of ``feed`` (none: of what landing/ holds) through the
@@ -349,7 +365,12 @@ def replay(
     recorded in the lake are not played again: their recorded outcome is returned. ``on_day``
     is called with each day's outcome (recorded or new) as it is known. With
     ``shadow_first_champion``, the first champion keeps scoring next to the ones that replace
-    it (its predictions are marked shadow), so its decay can be followed."""
+    it (its predictions are marked shadow), so its decay can be followed.
+
+    The feed's history before ``first`` that was never ingested is first landed in bulk
+    (:func:`history_to_backfill`, then :func:`backfill`: one ingest run, one features run,
+    nothing trained), as ``driftloop backfill`` would; ``on_history`` is called with its first
+    and last day and the backfill's summary."""
     from tasks.storage import Lake, write_json
 
     if last < first:
@@ -358,6 +379,11 @@ def replay(
         raise ValueError(f"use case {usecase.name!r} defines no target/features/model to loop")
     _check_environment(settings, usecase)
     lake = Lake.from_settings(settings)
+    history = history_to_backfill(lake, feed, first)
+    if history is not None:
+        filled = backfill(settings, usecase, feed, *history)
+        if on_history is not None:
+            on_history(*history, filled)
     by_day = days_in(lake, feed)
     outcomes: list[DayOutcome] = []
     earlier = [o for o in recorded_outcomes(lake, usecase) if o.day < first]

@@ -202,6 +202,18 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         ),
     )
 
+    # a drift-started challenger no better than a champion that holds up: the new normal
+    from tasks.drift import latest_check
+
+    new_normal = policy.rebaseline_reason(
+        params.reason, decision, latest_check(lake.reports, name, day), as_of=day
+    )
+    rebased = None
+    if new_normal is not None and decision.compared_with is not None:
+        rebased = training.rebaseline(
+            settings, usecase, lake, data, decision.compared_with, new_normal
+        )
+
     from tasks.train import metric_names
 
     create_table_artifact(
@@ -218,7 +230,12 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
     create_markdown_artifact(
         key="promotion-decision",
         markdown=f"**{name} v{result.version}: {'promoted' if decision.promote else 'rejected'}**"
-        f"\n\n{decision.reason}\n\nReport: `{redact(settings.zone('reports'))}/{report_key}`",
+        f"\n\n{decision.reason}\n\nReport: `{redact(settings.zone('reports'))}/{report_key}`"
+        + (
+            f"\n\nDrift reference of v{rebased['version']} re-based: {new_normal}"
+            if rebased
+            else ""
+        ),
     )
     _announce(
         settings,
@@ -235,6 +252,7 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         "since": str(since) if since else None,
         "promoted": decision.promote,
         "decision": decision.to_dict(),
+        "rebaselined": rebased,
         "previous_champion": previous,
         "metrics": result.metrics,
         "rows": result.rows,

@@ -741,6 +741,13 @@ def previous_results(reports: Storage, model: str, day: date, n: int) -> list[di
     return out
 
 
+def latest_check(reports: Storage, model: str, day: date) -> dict[str, Any] | None:
+    """The stored check of the window ending ``day``, else of the newest of the two days
+    before it; None without one."""
+    found = previous_results(reports, model, day + timedelta(days=1), 4)
+    return found[0] if found else None
+
+
 # ---- events and reports ---------------------------------------------------------------------------
 
 

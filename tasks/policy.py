@@ -45,9 +45,12 @@ from driftloop.usecase import ModelSpec, RetrainSpec, TargetSpec
 from tasks.training_set import last_snapshot_day
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
     from driftloop.usecase import UseCase
+    from tasks.registry import Decision
     from tasks.storage import Lake, Storage
 
 MIN_TRAIN_DAYS = 3
@@ -799,3 +802,33 @@ def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[s
             "since": decision.since.isoformat() if decision.since else None,
         },
     }
+
+
+def rebaseline_reason(
+    trigger: str, decision: Decision, last_check: Mapping[str, Any] | None, *, as_of: date
+) -> str | None:
+    """Why the champion's drift reference should now describe the newest inputs, or None.
+
+    A drift-started challenger, trained on the data after the change, was measured against the
+    champion on the newest labels and was no better (every sanity check passed: the comparison
+    itself holds), and the champion's newest drift check shows no drop of its performance
+    (estimated or realised). The inputs moved, and the champion still does its job on them: the
+    change is the new normal. Left as it is, the reference keeps signalling it every day and
+    every further attempt meets the same champion (an alarm with no remedy). ``last_check`` is
+    the champion's newest stored drift check."""
+    if trigger != "drift" or decision.promote or decision.compared_with is None:
+        return None
+    if decision.delta_ci is None or not all(decision.sanity.values()):
+        return None
+    if last_check is None or str(last_check.get("model_version")) != str(decision.compared_with):
+        return None
+    signals = set(last_check.get("signals") or [])
+    if signals & {"estimated-drop", "realised-drop"}:
+        return None
+    low, high = decision.delta_ci
+    return (
+        f"the drift-started challenger was no better than champion v{decision.compared_with} on "
+        f"the newest labels (interval of the gain [{low:+.4f}, {high:+.4f}]) and the champion's "
+        f"check of {last_check.get('window', ['?', '?'])[-1]} shows no performance drop: its "
+        f"drift reference now describes the inputs up to {as_of}"
+    )

@@ -450,17 +450,45 @@ def load_alias(tracking: MlflowClient | str, name: str, alias: str) -> tuple[str
     return version, load_version(tracking, name, version)
 
 
+#: Version tag naming the run artifact that holds the version's drift reference now (absent:
+#: ``reference.json``, the one written at training)
+REFERENCE_TAG: Final = "driftloop.reference"
+
+
 def load_reference(tracking: MlflowClient | str, name: str, version: str) -> dict[str, Any]:
-    """The drift reference (``reference.json``) stored with a version's training run."""
+    """The drift reference of a version: ``reference.json`` of its training run, or the one a
+    re-baseline put in its place (:func:`log_reference`)."""
+    client = client_for(tracking)
+    found = client.get_model_version(name, str(version))
+    if not found.run_id:
+        raise RegistryError(f"{name} v{version} has no training run")
+    artifact = (found.tags or {}).get(REFERENCE_TAG, "reference.json")
+    artifact_uri = client.get_run(found.run_id).info.artifact_uri.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="driftloop-ref-") as tmp:
+        path = _fetch(f"{artifact_uri}/{artifact}", tmp)
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def log_reference(
+    tracking: MlflowClient | str,
+    name: str,
+    version: str,
+    reference: Mapping[str, Any],
+    *,
+    label: str,
+) -> str:
+    """Store a new drift reference for ``version`` (``references/reference-<label>.json`` in
+    its training run, next to the earlier ones) and make it the one drift checks read (tag
+    :data:`REFERENCE_TAG`); returns the artifact's path in the run."""
     client = client_for(tracking)
     run_id = client.get_model_version(name, str(version)).run_id
     if not run_id:
         raise RegistryError(f"{name} v{version} has no training run")
-    artifact_uri = client.get_run(run_id).info.artifact_uri.rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="driftloop-ref-") as tmp:
-        path = _fetch(f"{artifact_uri}/reference.json", tmp)
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    path = f"references/reference-{label}.json"
+    client.log_dict(run_id, dict(reference), path)
+    client.set_model_version_tag(name, str(version), REFERENCE_TAG, path)
+    return path
 
 
 def version_inputs(tracking: MlflowClient | str, name: str, version: str) -> dict[str, str]:

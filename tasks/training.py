@@ -369,6 +369,54 @@ def train_challenger(
     )
 
 
+def rebaseline(
+    settings: Settings,
+    usecase: UseCase,
+    lake: Lake,
+    data: TrainingSet,
+    champion: str,
+    why: str,
+) -> dict[str, Any]:
+    """Give ``champion`` a drift reference of the newest inputs (the reference windows up to
+    ``data.as_of``, as a training on them would have, scored by the champion itself), keeping
+    its input importance and expected metric; the earlier references stay in its run. Returns
+    what was done: version, as_of, the new window, the artifact and ``why``."""
+    from tasks import registry, train
+
+    _, model_spec, _ = _specs(usecase)
+    name = model_spec.registered_name
+    model = registry.load_version(settings.tracking_uri, name, champion)
+    before = registry.load_reference(settings.tracking_uri, name, champion)
+    unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
+    newest = reference_rows(lake, usecase, data.as_of, fallback=unseen)
+    scores = train.predict_scores(model, newest, data.schema)
+    reference = train.reference_profile(
+        newest,
+        data.schema,
+        scores,
+        window_days=usecase.drift.window_days,
+        importance=before.get("importance"),
+        expected_metric=before.get("expected_metric"),
+        unseen=newest,
+        unseen_predictions=scores,
+    )
+    reference["rebaselined"] = {
+        "as_of": str(data.as_of),
+        "why": why,
+        "previous_window": before.get("window"),
+    }
+    artifact = registry.log_reference(
+        settings.tracking_uri, name, champion, reference, label=str(data.as_of)
+    )
+    return {
+        "version": champion,
+        "as_of": str(data.as_of),
+        "window": reference.get("window"),
+        "artifact": artifact,
+        "why": why,
+    }
+
+
 def judge(
     settings: Settings, usecase: UseCase, data: TrainingSet, version: str, lake: Lake
 ) -> tuple[Decision, str | None, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -347,6 +348,48 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
     assert again.returncode == 0, again.stderr
     assert _zones(root) == expected and _registry(killed, name) == registry
     assert f"{history.live_days} days" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_replay_lands_the_history_before_its_first_day_in_bulk(tmp_path: Path) -> None:
+    """Replayed from a live day with no backfill, the feed's 20 earlier days are landed in one
+    ingest run and one features run first: the lake, the registry and the day outcomes are
+    those of an explicit backfill followed by the same replay; run again, nothing is landed."""
+    history = HISTORIES["simulated-telco"]
+    live = (history.live[0], history.live[0] + timedelta(days=2))
+    args = ["--feed", str(tmp_path / "feed"), "--from", str(live[0]), "--to", str(live[1])]
+    feed = tmp_path / "feed"
+    explicit = _world(history, tmp_path / "explicit" / "lake", feed)
+    assert _cli(["replay", *args], explicit).returncode == 0
+
+    root = tmp_path / "auto" / "lake"
+    root.mkdir(parents=True)
+    auto = {**explicit, "DRIFTLOOP_DATA_ROOT": str(root)}
+    done = _cli(["replay", *args], auto)
+    assert done.returncode == 0, done.stderr
+    before = START_DAY + timedelta(days=HISTORY_DAYS - 1)
+    days = [day_of_key(p.name) for p in feed.rglob("*") if p.is_file()]
+    history_files = sum(1 for d in days if d is not None and d <= before)
+    assert f"history {START_DAY} → {before}: {history_files} files landed in one ingest run" in (
+        done.stderr
+    )
+    built = re.search(r"(\d+) feature days built", done.stderr)
+    feature_days = [  # the history's days with feature rows (whole-day defects have none)
+        p
+        for p in (root / "features" / "customer_daily").glob("date=*")
+        if p.name[5:] <= str(before)
+    ]
+    assert built is not None and int(built[1]) == len(feature_days) > HISTORY_DAYS // 2
+    explicit_root = Path(explicit["DRIFTLOOP_DATA_ROOT"])
+    assert _zones(root) == _zones(explicit_root)
+    assert _outcomes(root, history.name) == _outcomes(explicit_root, history.name)
+    assert _registry(auto, history.name) == _registry(explicit, history.name)
+
+    again = _cli(["replay", *args], auto)
+    assert again.returncode == 0 and "history" not in again.stderr
+    assert _zones(root) == _zones(explicit_root)
 
 
 def test_a_replay_names_a_feed_without_days_and_a_backwards_range(tmp_path: Path) -> None:

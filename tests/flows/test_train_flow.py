@@ -100,6 +100,57 @@ def test_second_model_is_compared_with_the_champion(world: Settings) -> None:
     assert registry.champion_version(world.tracking_uri, "telco_churn") == expected
 
 
+def test_a_rebased_reference_is_the_one_drift_checks_read(world: Settings) -> None:
+    """The champion's drift reference re-based as of an earlier day: stored next to the
+    training's one (which stays as it was), tagged as current, read by the drift check, and
+    holding the same importance and expected metric but the windows up to that day."""
+    from driftloop.usecase import load_usecase
+    from tasks import training
+    from tasks.drift import load_inputs
+    from tasks.features import feature_store
+
+    usecase = load_usecase(world.usecase)
+    lake = Lake.from_settings(world)
+    name = "telco_churn"
+    champion = registry.champion_version(world.tracking_uri, name)
+    assert champion is not None
+    before = registry.load_reference(world.tracking_uri, name, champion)
+    assert "rebaselined" not in before
+    as_of = date(2026, 1, 28)
+    data = training.build_training_set(lake, usecase, feature_store(world), as_of=as_of)
+    done = training.rebaseline(world, usecase, lake, data, champion, "the new normal")
+    assert done["artifact"] == "references/reference-2026-01-28.json"
+    after = registry.load_reference(world.tracking_uri, name, champion)
+    assert after["rebaselined"] == {
+        "as_of": "2026-01-28",
+        "why": "the new normal",
+        "previous_window": before["window"],
+    }
+    assert after["window"]["end"] < before["window"]["end"]
+    # the features of a day are stamped with the next midnight: those of Jan 28 are the newest
+    assert after["window"]["end"][:10] == "2026-01-29"
+    assert after["importance"] == before["importance"]
+    assert after["expected_metric"] == before["expected_metric"]
+    assert after["numeric"]["tenure_months"] != before["numeric"]["tenure_months"]
+    client = registry.client_for(world.tracking_uri)
+    version = client.get_model_version(name, champion)
+    assert version.tags[registry.REFERENCE_TAG] == done["artifact"]
+    run = client.get_run(str(version.run_id))
+    import json
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        original = download_artifacts(
+            artifact_uri=f"{run.info.artifact_uri}/reference.json", dst_path=tmp
+        )
+        with open(original, encoding="utf-8") as fh:
+            assert json.load(fh) == before  # the training's reference is kept as it was
+    inputs = load_inputs(world, usecase, lake, date(2026, 2, 3))
+    assert inputs is not None and inputs.reference["rebaselined"]["as_of"] == "2026-01-28"
+
+
 def test_a_policy_run_for_a_day_already_trained_is_deferred_by_name(world: Settings) -> None:
     """A training as of this day exists already: the run ends "Deferred" and says which."""
     client = registry.client_for(world.tracking_uri)

@@ -856,3 +856,66 @@ def test_a_change_without_a_rejected_attempt_is_never_over_by_quiet() -> None:
     )
     assert not quiet_change(state, D0 + timedelta(days=90), RETRAIN)
     assert decide(52, state).reason == "drift"
+
+
+# ---- the new normal: re-basing the champion's drift reference ---------------------------------
+
+
+def _decision(**changes: Any) -> Any:
+    from tasks.registry import Decision
+
+    base = Decision(
+        promote=False,
+        reason="rejected: not better beyond noise: ...",
+        metric="roc_auc",
+        challenger_value=0.71,
+        champion_value=0.72,
+        delta_ci=(-0.03, 0.01),
+        challenger_ece=0.02,
+        champion_ece=0.02,
+        sanity={"signature_compatible": True, "same_feature_service": True},
+        samples=400,
+        compared_with="4",
+    )
+    return replace(base, **changes)
+
+
+def test_a_rejected_drift_challenger_against_a_champion_that_holds_rebases_it() -> None:
+    from tasks.policy import rebaseline_reason
+
+    check = {
+        "model_version": "4",
+        "window": ["2026-11-01", "2026-11-07"],
+        "signals": ["input-drift", "prediction-drift"],
+    }
+    day = date(2026, 11, 7)
+    why = rebaseline_reason("drift", _decision(), check, as_of=day)
+    assert why is not None
+    assert "no better than champion v4" in why and "[-0.0300, +0.0100]" in why
+    assert "check of 2026-11-07 shows no performance drop" in why
+    assert why.endswith("describes the inputs up to 2026-11-07")
+    # and not in any other case
+    cases = {
+        "a run not started by drift": ("new-labels", _decision(), check),
+        "a promoted challenger": ("drift", _decision(promote=True), check),
+        "no champion to compare with": (
+            "drift",
+            _decision(compared_with=None, delta_ci=None),
+            check,
+        ),
+        "a failed sanity check": (
+            "drift",
+            _decision(sanity={"signature_compatible": False}),
+            check,
+        ),
+        "no stored check": ("drift", _decision(), None),
+        "a check of another version": ("drift", _decision(), {**check, "model_version": "3"}),
+        "a realised drop": ("drift", _decision(), {**check, "signals": ["realised-drop"]}),
+        "an estimated drop": (
+            "drift",
+            _decision(),
+            {**check, "signals": ["input-drift", "estimated-drop"]},
+        ),
+    }
+    for what, (trigger, decision, last) in cases.items():
+        assert rebaseline_reason(trigger, decision, last, as_of=day) is None, what
