@@ -206,7 +206,7 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
     from tasks.drift import latest_check
 
     new_normal = policy.rebaseline_reason(
-        params.reason, decision, latest_check(lake.reports, name, day), as_of=day
+        params.reason, decision, latest_check(lake.reports, name, day), as_of=day, since=since
     )
     rebased = None
     if new_normal is not None and decision.compared_with is not None:

@@ -805,15 +805,22 @@ def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[s
 
 
 def rebaseline_reason(
-    trigger: str, decision: Decision, last_check: Mapping[str, Any] | None, *, as_of: date
+    trigger: str,
+    decision: Decision,
+    last_check: Mapping[str, Any] | None,
+    *,
+    as_of: date,
+    since: date | None,
 ) -> str | None:
     """Why the champion's drift reference should now describe the newest inputs, or None.
 
     A drift-started challenger, trained on the data after the change, was measured against the
     champion on the newest labels and was no better (every sanity check passed: the comparison
     itself holds), and the champion's newest drift check shows no drop of its performance
-    (estimated or realised). The inputs moved, and the champion still does its job on them: the
-    change is the new normal. Left as it is, the reference keeps signalling it every day and
+    (estimated or realised) and holds a complete realised window of the champion made only of
+    snapshot days from ``since`` (the change's first day) on: the champion was measured on
+    labels after the change, not only on an estimate. The inputs moved, and the champion still
+    does its job on them: the change is the new normal. Left as it is, the reference keeps signalling it every day and
     every further attempt meets the same champion (an alarm with no remedy). ``last_check`` is
     the champion's newest stored drift check."""
     if trigger != "drift" or decision.promote or decision.compared_with is None:
@@ -823,12 +830,22 @@ def rebaseline_reason(
     if last_check is None or str(last_check.get("model_version")) != str(decision.compared_with):
         return None
     signals = set(last_check.get("signals") or [])
-    if signals & {"estimated-drop", "realised-drop"}:
+    if since is None or signals & {"estimated-drop", "realised-drop"}:
+        return None
+    measured = [
+        w
+        for w in last_check.get("realised") or []
+        if w.get("complete")
+        and str(w.get("version")) == str(decision.compared_with)
+        and str(w.get("first")) >= since.isoformat()
+    ]
+    if not measured:
         return None
     low, high = decision.delta_ci
     return (
         f"the drift-started challenger was no better than champion v{decision.compared_with} on "
         f"the newest labels (interval of the gain [{low:+.4f}, {high:+.4f}]) and the champion's "
-        f"check of {last_check.get('window', ['?', '?'])[-1]} shows no performance drop: its "
-        f"drift reference now describes the inputs up to {as_of}"
+        f"check of {last_check.get('window', ['?', '?'])[-1]} shows no performance drop, "
+        f"realised on labels of {measured[-1]['first']} → {measured[-1]['last']} after the "
+        f"change of {since}: its drift reference now describes the inputs up to {as_of}"
     )

@@ -883,16 +883,19 @@ def _decision(**changes: Any) -> Any:
 def test_a_rejected_drift_challenger_against_a_champion_that_holds_rebases_it() -> None:
     from tasks.policy import rebaseline_reason
 
+    after = {"version": "4", "complete": True, "first": "2026-10-12", "last": "2026-10-20"}
     check = {
         "model_version": "4",
         "window": ["2026-11-01", "2026-11-07"],
         "signals": ["input-drift", "prediction-drift"],
+        "realised": [{**after, "first": "2026-09-20", "last": "2026-10-11"}, after],
     }
-    day = date(2026, 11, 7)
-    why = rebaseline_reason("drift", _decision(), check, as_of=day)
+    day, change = date(2026, 11, 7), date(2026, 10, 10)
+    why = rebaseline_reason("drift", _decision(), check, as_of=day, since=change)
     assert why is not None
     assert "no better than champion v4" in why and "[-0.0300, +0.0100]" in why
     assert "check of 2026-11-07 shows no performance drop" in why
+    assert "realised on labels of 2026-10-12 → 2026-10-20 after the change of 2026-10-10" in why
     assert why.endswith("describes the inputs up to 2026-11-07")
     # and not in any other case
     cases = {
@@ -916,6 +919,23 @@ def test_a_rejected_drift_challenger_against_a_champion_that_holds_rebases_it() 
             _decision(),
             {**check, "signals": ["input-drift", "estimated-drop"]},
         ),
+        # not yet measured on labels after the change: an early real change looks like this
+        "no realised window after the change": (
+            "drift",
+            _decision(),
+            {**check, "realised": check["realised"][:1]},
+        ),
+        "an incomplete one": (
+            "drift",
+            _decision(),
+            {**check, "realised": [{**after, "complete": False}]},
+        ),
+        "another version's": (
+            "drift",
+            _decision(),
+            {**check, "realised": [{**after, "version": "3"}]},
+        ),
     }
     for what, (trigger, decision, last) in cases.items():
-        assert rebaseline_reason(trigger, decision, last, as_of=day) is None, what
+        assert rebaseline_reason(trigger, decision, last, as_of=day, since=change) is None, what
+    assert rebaseline_reason("drift", _decision(), check, as_of=day, since=None) is None
