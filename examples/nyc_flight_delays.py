@@ -8,19 +8,25 @@ happened to it before (``target.recurring: true``).
 
 What a provider delivers, day by day (:func:`write_feed`):
 
-* ``departures/<day>.csv``: every scheduled departure of the day from EWR, JFK and LGA, with the
-  weather observed at its origin in the hour it was scheduled (the airports' hourly reports).
+* ``departures/<day>.csv``: every scheduled departure of the day from EWR, JFK and LGA.
   Cancelled departures have no ``dep_delay``. The real export has flaws that the row suite
-  catches: departures without an aircraft (``tailnum`` empty, mostly cancellations), a few
-  malformed tail numbers, and one impossible wind reading (1,048 mph at EWR on 12 February).
+  catches: departures without an aircraft (``tailnum`` empty, mostly cancellations) and a few
+  malformed tail numbers.
+* ``weather/<day>.csv``: the hourly reports of the three airports' weather stations, a second
+  source keyed by the airport (``origin``), not by the aircraft. The real reports hold one
+  impossible wind reading (1,048 mph at EWR on 12 February), which the weather row suite
+  quarantines alone: no departure is lost for it.
 * ``long_delays/<day>.csv``: the aircraft that had a departure delayed by an hour or more the
   day before (known once the day's operations are closed: reported one day later).
 
-The feature builder (:func:`flight_daily_features`) turns one day of departures into one row per
-aircraft: its operations that day and over 7 and 28 days, and the conditions at its main
-origin airport that day. The airport conditions and the weekday are shared by every aircraft
-leaving the same airport on the same day: they are *context* for the drift check, not evidence
-that the aircraft fleet changed (``drift.inputs`` in the use case).
+Two feature builders. :func:`flight_daily_features` turns the departures into one row per
+aircraft and day: its carrier and main origin airport (``origin``), and its operations that day
+and over 7 and 28 days. :func:`airport_daily_features` turns the weather reports into one row
+per airport and day: the day's conditions and the weekday ahead. The feature service joins each
+aircraft row, point in time, with the row of the airport it serves as ``origin``
+(``features.context`` in the use case). The airport rows are shared by every aircraft leaving
+the same airport on the same day: drift treats them as *context*, not as evidence that the
+aircraft fleet changed.
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ DEPARTURE_COLUMNS = {
     "dep_delay": "float",
     "arr_delay": "float",
     "distance": "int",
+}
+WEATHER_COLUMNS = {
+    "origin": "string",
+    "obs_date": "date",
+    "hour": "int",
     "temp": "float",
     "wind_speed": "float",
     "precip": "float",
@@ -68,7 +79,13 @@ LABEL_COLUMNS = {
     "delayed_departures": "int",
     "max_delay": "float",
 }
-PROFILE = ("carrier", "main_origin")
+INT_COLUMNS = {
+    c
+    for columns in (DEPARTURE_COLUMNS, WEATHER_COLUMNS, LABEL_COLUMNS)
+    for c, kind in columns.items()
+    if kind == "int"
+}
+PROFILE = ("carrier", "origin")
 ACTIVITY = (
     "departures_1d",
     "cancelled_1d",
@@ -102,7 +119,6 @@ INT_FEATURES = {
     "delay_days_28d",
     "cancelled_28d",
     "active_days_28d",
-    "weekday_next",
 }
 
 # ---- the feature builder ------------------------------------------------------------------------
@@ -114,18 +130,14 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
     ``departures`` holds validated departures covering ``[start - 27 days, end]`` (rows outside
     are ignored). For an aircraft and day ``d``:
 
-    * ``carrier`` (of its last departure of the day) and ``main_origin`` (the airport it left
-      most often that day; ties: alphabetical);
+    * ``carrier`` (of its last departure of the day) and ``origin``, the airport it left most
+      often that day (ties: alphabetical), the key its airport's context row is joined with;
     * that day: departures, cancellations (no ``dep_delay``), departures delayed by 60 minutes
       or more, mean and largest departure delay, hour of the last scheduled departure, mean
       distance;
     * over the 7 and 28 days ending on ``d`` (calendar windows; days without departures are
       absent, not zero): departures, long delays, days with a long delay, mean delay,
-      cancellations, active days;
-    * the conditions at ``main_origin`` on ``d``, from the hourly reports of the hours with
-      departures there (every aircraft leaving that airport that day gets the same values):
-      total precipitation, strongest wind, lowest visibility, mean temperature; and the weekday
-      of ``d + 1`` (0 = Monday), the day the prediction is about.
+      cancellations, active days.
 
     ``event_timestamp`` = ``features_asof`` = ``d + 1``, 00:00 UTC. Pure: a day's row depends
     only on the rows of its 28-day window.
@@ -148,10 +160,6 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
                 dtype="float64", na_value=np.nan
             ),
             "distance": pd.to_numeric(rows["distance"]).to_numpy(dtype="float64"),
-            "temp": pd.to_numeric(rows["temp"]).to_numpy(dtype="float64", na_value=np.nan),
-            "wind": pd.to_numeric(rows["wind_speed"]).to_numpy(dtype="float64", na_value=np.nan),
-            "precip": pd.to_numeric(rows["precip"]).to_numpy(dtype="float64", na_value=np.nan),
-            "visib": pd.to_numeric(rows["visib"]).to_numpy(dtype="float64", na_value=np.nan),
         }
     )
     first = pd.Timestamp(start - timedelta(days=LOOKBACK_DAYS - 1))
@@ -182,8 +190,8 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
     by_origin = by_origin.sort_values(
         [ENTITY, "day", "n", "origin"], ascending=[True, True, False, True]
     )
-    main = by_origin.drop_duplicates([ENTITY, "day"]).rename(columns={"origin": "main_origin"})
-    cells = cells.merge(main[[ENTITY, "day", "main_origin"]], on=[ENTITY, "day"])
+    main = by_origin.drop_duplicates([ENTITY, "day"])
+    cells = cells.merge(main[[ENTITY, "day", "origin"]], on=[ENTITY, "day"])
 
     grid = DayGrid.of(cells[ENTITY], start, end, LOOKBACK_DAYS)
     r, c = grid.place(cells[ENTITY], cells["day"])
@@ -218,8 +226,6 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
     out["cancelled_28d"] = pick(grid.window(cancelled_g, 28))
     out["active_days_28d"] = pick(grid.window(active_g, 28))
 
-    conditions = _origin_conditions(rows)
-    out = out.merge(conditions, left_on=["main_origin", "day"], right_on=["origin", "day"])
     out = out.sort_values([ENTITY, "day"], ignore_index=True)
     day = pd.DatetimeIndex(out["day"])
     asof = known_at(day)
@@ -230,7 +236,7 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
             "event_timestamp": asof,
             "features_asof": asof,
             "carrier": out["carrier"].to_numpy(dtype=object),
-            "main_origin": out["main_origin"].to_numpy(dtype=object),
+            "origin": out["origin"].to_numpy(dtype=object),
             "departures_1d": out["departures"],
             "cancelled_1d": out["cancelled"],
             "delayed60_1d": out["delayed60"],
@@ -247,11 +253,6 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
             "dep_delay_mean_28d": out["dep_delay_mean_28d"].astype("float64"),
             "cancelled_28d": out["cancelled_28d"],
             "active_days_28d": out["active_days_28d"],
-            "origin_precip_1d": out["precip"].astype("float64"),
-            "origin_wind_max_1d": out["wind"].astype("float64"),
-            "origin_visib_min_1d": out["visib"].astype("float64"),
-            "origin_temp_mean_1d": out["temp"].astype("float64"),
-            "weekday_next": (day + pd.Timedelta(days=1)).weekday,
         }
     )
     for name in INT_FEATURES:
@@ -259,15 +260,33 @@ def flight_daily_features(departures: pd.DataFrame, start: date, end: date) -> p
     return result
 
 
-def _origin_conditions(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per airport and day, from the hourly reports of the hours with departures: precipitation
-    summed over those hours, the strongest wind, the lowest visibility, the mean temperature."""
-    hours = rows.sort_values(["origin", "day", "hour", "carrier", "flight", ENTITY])
-    hours = hours.groupby(["origin", "day", "hour"], sort=True)[
-        ["precip", "wind", "visib", "temp"]
-    ].first()
-    return (
-        hours.groupby(["origin", "day"], sort=True)
+def airport_daily_features(weather: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+    """One feature row per airport (``origin``) and day ``d`` in ``[start, end]`` with a weather
+    report: the day's total precipitation, strongest wind, lowest visibility and mean
+    temperature over its hourly reports (a reading that is missing, or was quarantined, is left
+    out), and the weekday of ``d + 1`` (0 = Monday), the day the predictions are about.
+
+    ``event_timestamp`` = ``features_asof`` = ``d + 1``, 00:00 UTC: the day's weather is known
+    once it is over. Pure: a day's row depends only on that day's reports.
+    """
+    start, end = as_day(start), as_day(end)
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    rows = pd.DataFrame(
+        {
+            "origin": weather["origin"].astype(str).to_numpy(dtype=object),
+            "day": naive_days(weather["obs_date"]).to_numpy(),
+            "temp": pd.to_numeric(weather["temp"]).to_numpy(dtype="float64", na_value=np.nan),
+            "wind": pd.to_numeric(weather["wind_speed"]).to_numpy(dtype="float64", na_value=np.nan),
+            "precip": pd.to_numeric(weather["precip"]).to_numpy(dtype="float64", na_value=np.nan),
+            "visib": pd.to_numeric(weather["visib"]).to_numpy(dtype="float64", na_value=np.nan),
+        }
+    )
+    rows = rows.loc[(rows["day"] >= pd.Timestamp(start)) & (rows["day"] <= pd.Timestamp(end))]
+    if rows.empty:
+        return _empty_conditions()
+    days = (
+        rows.groupby(["origin", "day"], sort=True)
         .agg(
             precip=("precip", "sum"),
             wind=("wind", "max"),
@@ -276,19 +295,43 @@ def _origin_conditions(rows: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+    day = pd.DatetimeIndex(days["day"])
+    asof = known_at(day)
+    return pd.DataFrame(
+        {
+            "origin": days["origin"].to_numpy(dtype=object),
+            "date": day.astype("datetime64[ns]"),
+            "event_timestamp": asof,
+            "features_asof": asof,
+            "origin_precip_1d": days["precip"].astype("float64"),
+            "origin_wind_max_1d": days["wind"].astype("float64"),
+            "origin_visib_min_1d": days["visib"].astype("float64"),
+            "origin_temp_mean_1d": days["temp"].astype("float64"),
+            "weekday_next": np.asarray((day + pd.Timedelta(days=1)).weekday, dtype="int64"),
+        }
+    )
 
 
-def _empty_features() -> pd.DataFrame:
-    dtypes: dict[str, str] = {
-        ENTITY: "object",
+def _timestamps(**columns: str) -> dict[str, str]:
+    return {
         "date": "datetime64[ns]",
         "event_timestamp": "datetime64[ns, UTC]",
         "features_asof": "datetime64[ns, UTC]",
-        "carrier": "object",
-        "main_origin": "object",
+        **columns,
     }
-    for name in (*ACTIVITY, *CONDITIONS):
+
+
+def _empty_features() -> pd.DataFrame:
+    dtypes = {ENTITY: "object", **_timestamps(carrier="object", origin="object")}
+    for name in ACTIVITY:
         dtypes[name] = "int64" if name in INT_FEATURES else "float64"
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
+
+
+def _empty_conditions() -> pd.DataFrame:
+    dtypes = {"origin": "object", **_timestamps()}
+    for name in CONDITIONS:
+        dtypes[name] = "int64" if name == "weekday_next" else "float64"
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 
@@ -306,21 +349,29 @@ def _data_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def departures_table() -> pd.DataFrame:
-    """Every departure of 2013 with the weather reported at its origin in its scheduled hour,
-    in the columns of the ``departures`` dataset (``flight_date`` as a ``date``), in the
-    original order."""
-    base = _data_dir()
-    flights = pd.read_csv(base / "flights.csv.zip")
-    weather = pd.read_csv(base / "weather.csv")
-    weather = weather.drop_duplicates(["origin", "time_hour"])[
-        ["origin", "time_hour", "temp", "wind_speed", "precip", "visib"]
-    ]
-    table = flights.merge(weather, on=["origin", "time_hour"], how="left", sort=False)
-    table["flight_date"] = [
+    """Every departure of 2013 in the columns of the ``departures`` dataset (``flight_date`` as a
+    ``date``), in the original order."""
+    table = pd.read_csv(_data_dir() / "flights.csv.zip")
+    table["flight_date"] = _dates(table)
+    return table[list(DEPARTURE_COLUMNS)].reset_index(drop=True)
+
+
+@functools.lru_cache(maxsize=1)
+def weather_table() -> pd.DataFrame:
+    """Every hourly report of 2013 at EWR, JFK and LGA in the columns of the ``weather``
+    dataset (``obs_date`` and ``hour`` local, as reported). The hour repeated when the clocks go
+    back is reported once: the first report counts."""
+    table = pd.read_csv(_data_dir() / "weather.csv")
+    table = table.drop_duplicates(["origin", "year", "month", "day", "hour"])
+    table["obs_date"] = _dates(table)
+    return table[list(WEATHER_COLUMNS)].reset_index(drop=True)
+
+
+def _dates(table: pd.DataFrame) -> list[date]:
+    return [
         date(int(y), int(m), int(d))
         for y, m, d in zip(table["year"], table["month"], table["day"], strict=True)
     ]
-    return table[list(DEPARTURE_COLUMNS)].reset_index(drop=True)
 
 
 def busiest_aircraft(n: int) -> list[str]:
@@ -350,15 +401,21 @@ def long_delays(departures: pd.DataFrame) -> pd.DataFrame:
 
 
 def known_defects(departures: pd.DataFrame) -> pd.Series:
-    """Why each delivered departure fails the row suite ('' when it does not): no aircraft, a
-    malformed tail number, an impossible wind reading."""
+    """Why each delivered departure fails the row suite ('' when it does not): no aircraft or a
+    malformed tail number."""
     tail = departures[ENTITY]
     why = pd.Series("", index=departures.index, dtype=object)
     why[tail.isna()] = "no tailnum"
     malformed = tail.notna() & ~tail.astype(str).str.match(TAILNUM_REGEX)
     why[malformed] = "malformed tailnum"
-    wind = departures["wind_speed"] > WIND_MAX_MPH
-    why[wind] = np.where(why[wind] == "", "wind_speed out of range", why[wind] + "; wind")
+    return why
+
+
+def known_weather_defects(weather: pd.DataFrame) -> pd.Series:
+    """Why each delivered weather report fails the row suite ('' when it does not): an
+    impossible wind reading."""
+    why = pd.Series("", index=weather.index, dtype=object)
+    why[weather["wind_speed"] > WIND_MAX_MPH] = "wind_speed out of range"
     return why
 
 
@@ -371,6 +428,7 @@ class Feed:
     aircraft: list[str] | None
     objects: list[str] = field(default_factory=list)
     departures: int = 0  # departure rows delivered
+    weather: int = 0  # hourly weather reports delivered
     events: int = 0  # long-delay rows delivered
     bad_rows: dict[str, list[str]] = field(default_factory=dict)  # key -> why, one per bad row
     rejected_files: list[str] = field(default_factory=list)
@@ -395,10 +453,12 @@ def write_feed(
     aircraft or with a malformed tail number are delivered too: they belong to the export).
     With ``defects_from``, a few defects are injected on the days after it, on top of the real
     ones: a delay that is not a number (day +2), a departure from an unknown airport and an exact
-    duplicate row (day +4), a re-export of a day that lost two columns (day +6, rejected whole)
-    and a long delay reported before it happened (day +3).
+    duplicate row (day +4), a re-export of a day that lost two columns (day +6, rejected whole),
+    a long delay reported before it happened (day +3) and a stuck anemometer at JFK reporting
+    1,048 mph at 14:00 (day +5: a weather row, never a departure, is quarantined for it).
     """
     table = departures_table()
+    weather = weather_table()
     events = long_delays(table)
     if aircraft is not None:
         wanted = set(aircraft)
@@ -424,6 +484,18 @@ def write_feed(
             _deliver(feed, redo, rows.drop(columns=["dep_delay", "arr_delay"]).head(100))
             out.objects.append(redo)
             out.rejected_files.append(redo)
+
+        reports = weather.loc[weather["obs_date"] == day].reset_index(drop=True)
+        if offset == 5:
+            stuck = (reports["origin"] == "JFK") & (reports["hour"] == 14)
+            reports.loc[stuck, "wind_speed"] = 1048.0
+        key = f"weather/{day.isoformat()}.csv"
+        why = [w for w in known_weather_defects(reports) if w]
+        _deliver(feed, key, reports)
+        out.objects.append(key)
+        out.weather += len(reports)
+        if why:
+            out.bad_rows[key] = why
 
         reported = events.loc[events["reported_on"] == day].reset_index(drop=True)
         key = f"long_delays/{day.isoformat()}.csv"
@@ -471,12 +543,9 @@ def _inject_departure_defects(
 def _deliver(feed: Storage, key: str, frame: pd.DataFrame) -> None:
     out = frame.copy()
     for column in out.columns:
-        if column in ("flight_date", "delay_date", "reported_on"):
+        if column in ("flight_date", "obs_date", "delay_date", "reported_on"):
             out[column] = [d.isoformat() if isinstance(d, date) else d for d in out[column]]
-        elif (
-            out[column].dtype.kind == "f"
-            and DEPARTURE_COLUMNS.get(column, LABEL_COLUMNS.get(column)) == "int"
-        ):
+        elif out[column].dtype.kind == "f" and column in INT_COLUMNS:
             out[column] = out[column].astype("Int64")
     feed.write_bytes(key, out.to_csv(index=False).encode("utf-8"))
 

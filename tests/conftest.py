@@ -45,9 +45,9 @@ LONGEST_FIRST = [
     "tests/flows/test_loop_decisions.py",  # 790: two 60-day loops
     "tests/driftloop/test_replay.py",  # 790: two replays killed twice and resumed, one in bulk
     "tests/driftloop/test_stack_burst.py",  # 415: two stacks, 60 landed days
+    "tests/realdata/test_nyc_flight_delays.py",  # 360: the loop, then killed twice and resumed
     "local_stack",  # 340: the browser and stack tests on one `driftloop up`
     "tests/driftloop/test_localapi.py",  # 330: a local API server per test
-    "tests/realdata/test_nyc_flight_delays.py",  # 210
     "tests/driftloop/test_stack_secrets.py",  # 160
     "tests/realdata/test_us_state_births.py",  # 160
     "tests/production/test_backends.py",  # 125

@@ -6,14 +6,8 @@ are named)."""
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,7 +16,6 @@ from typing import Any
 import pytest
 
 from driftloop.replay import (
-    OUTCOME_PREFIX,
     DayOutcome,
     TrainingRun,
     day_of_key,
@@ -35,6 +28,7 @@ from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.usecase import UseCase, load_usecase
 from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage
+from tests.support import replaying
 
 
 @pytest.mark.parametrize(
@@ -113,7 +107,6 @@ def test_a_replay_refuses_settings_the_flows_would_not_use(
 
 HISTORY_DAYS, LIVE_DAYS, CUSTOMERS = 20, 6, 600
 START_DAY = date(2026, 1, 1)
-ZONES = ("validated", "quarantine", "features", "predictions")
 SHORT: dict[
     str, dict[str, Any]
 ] = {  # the telco use case with horizons short enough for a model within the live days
@@ -195,71 +188,12 @@ HISTORIES = {
 def _world(history: History, root: Path, feed: Path) -> dict[str, str]:
     """A lake at ``root`` with the history backfilled from ``feed`` (written the first time);
     the environment the CLI runs in."""
-    from prefect.settings import PREFECT_API_URL
-
-    root.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "DRIFTLOOP_DATA_ROOT": str(root),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        **history.environment(root),
-    }
+    env = {**replaying.lake_env(root), **history.environment(root)}
     if not feed.exists():
         history.write_feed(feed)
-    done = _cli(["backfill", "--feed", str(feed), "--to", str(history.last_history)], env)
+    done = replaying.cli(["backfill", "--feed", str(feed), "--to", str(history.last_history)], env)
     assert done.returncode == 0, done.stderr
     return env
-
-
-def _cli(
-    args: list[str], env: dict[str, str], timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _zones(root: Path) -> dict[str, object]:
-    """Every data file's bytes (the build manifests by what they built: their input
-    fingerprints are file stats, which differ between two lakes by nature)."""
-    out: dict[str, object] = {}
-    for zone in ZONES:
-        for p in sorted((root / zone).rglob("*")):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            key = p.relative_to(root).as_posix()
-            if key.startswith("features/_manifests/"):
-                out[key] = {d: v["rows"] for d, v in json.loads(p.read_text())["dates"].items()}
-            else:
-                out[key] = p.read_bytes()
-    return out
-
-
-def _registry(
-    env: dict[str, str], name: str
-) -> list[tuple[str, tuple[str, ...], str | None, str | None]]:
-    """Every registered version: its aliases, and the gate's decision and reason tags."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(_settings(env).tracking_uri)
-    found = [
-        client.get_model_version(name, v.version)  # with its aliases
-        for v in client.search_model_versions(f"name='{name}'")
-    ]
-    return sorted(
-        (
-            v.version,
-            tuple(sorted(v.aliases)),
-            v.tags.get("driftloop.decision"),
-            v.tags.get("driftloop.reason"),
-        )
-        for v in found
-    )
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -268,19 +202,6 @@ def _settings(env: dict[str, str]) -> Settings:
 
 def _usecase(env: dict[str, str]) -> UseCase:
     return load_usecase(Path(env["DRIFTLOOP_USECASE"]))
-
-
-def _outcomes(root: Path, name: str) -> list[dict[str, Any]]:
-    """The recorded day outcomes without their timings and the runs they started (a day killed
-    after its train run registered a version is played again: the version is decided then,
-    and that day's train run finds its ``as_of`` trained already)."""
-    out = []
-    for p in sorted((root / "reports" / OUTCOME_PREFIX / name).glob("*.json")):
-        raw = json.loads(p.read_text())
-        for key in ("seconds", "stage_seconds", "trainings"):
-            raw.pop(key)
-        out.append(raw)
-    return out
 
 
 @pytest.mark.slow
@@ -294,12 +215,12 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
     name = history.name
     feed = tmp_path / "feed"
     whole = _world(history, tmp_path / "whole" / "lake", feed)
-    done = _cli(["replay", *history.live_args(feed)], whole)
+    done = replaying.cli(["replay", *history.live_args(feed)], whole)
     assert done.returncode == 0, done.stderr
     print(done.stdout, done.stderr[-3000:])
-    expected = _zones(Path(whole["DRIFTLOOP_DATA_ROOT"]))
-    registry = _registry(whole, name)
-    outcomes = _outcomes(Path(whole["DRIFTLOOP_DATA_ROOT"]), name)
+    expected = replaying.zones(Path(whole["DRIFTLOOP_DATA_ROOT"]))
+    registry = replaying.registry(whole, name)
+    outcomes = replaying.outcomes(Path(whole["DRIFTLOOP_DATA_ROOT"]), name)
     # the loop did decide things in these days: a champion, scores, a drift verdict
     assert len(outcomes) == history.live_days
     assert any(v[1] == ("champion",) for v in registry), registry
@@ -310,43 +231,20 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
 
     killed = _world(history, tmp_path / "killed" / "lake", feed)
     root = Path(killed["DRIFTLOOP_DATA_ROOT"])
-    rng = random.Random(5)
-    kills = 0
-    for _ in range(2):  # killed twice at random points, each after some progress
-        before = len(_outcomes(root, name))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.cli", "replay", *history.live_args(feed)],
-            cwd=PROJECT_ROOT,
-            env=killed,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and proc.poll() is None:
-                if len(_outcomes(root, name)) > before:
-                    break
-                time.sleep(0.2)
-            time.sleep(rng.uniform(0.0, 6.0))  # somewhere inside the next day
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                kills += 1
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert kills >= 2 and len(_outcomes(root, name)) < history.live_days, "the kills came too late"
-    done = _cli(["replay", *history.live_args(feed)], killed)
+    kills = replaying.kill_twice(["replay", *history.live_args(feed)], killed, name, seed=5)
+    assert kills >= 2 and len(replaying.outcomes(root, name)) < history.live_days, (
+        "the kills came too late"
+    )
+    done = replaying.cli(["replay", *history.live_args(feed)], killed)
     assert done.returncode == 0, done.stderr
-    assert _zones(root) == expected
-    assert _registry(killed, name) == registry
-    assert _outcomes(root, name) == outcomes
+    assert replaying.zones(root) == expected
+    assert replaying.registry(killed, name) == registry
+    assert replaying.outcomes(root, name) == outcomes
 
     # a replay over days already played changes nothing and trains nothing
-    again = _cli(["replay", *history.live_args(feed)], killed)
+    again = replaying.cli(["replay", *history.live_args(feed)], killed)
     assert again.returncode == 0, again.stderr
-    assert _zones(root) == expected and _registry(killed, name) == registry
+    assert replaying.zones(root) == expected and replaying.registry(killed, name) == registry
     assert f"{history.live_days} days" in again.stdout
 
 
@@ -362,12 +260,12 @@ def test_a_replay_lands_the_history_before_its_first_day_in_bulk(tmp_path: Path)
     args = ["--feed", str(tmp_path / "feed"), "--from", str(live[0]), "--to", str(live[1])]
     feed = tmp_path / "feed"
     explicit = _world(history, tmp_path / "explicit" / "lake", feed)
-    assert _cli(["replay", *args], explicit).returncode == 0
+    assert replaying.cli(["replay", *args], explicit).returncode == 0
 
     root = tmp_path / "auto" / "lake"
     root.mkdir(parents=True)
     auto = {**explicit, "DRIFTLOOP_DATA_ROOT": str(root)}
-    done = _cli(["replay", *args], auto)
+    done = replaying.cli(["replay", *args], auto)
     assert done.returncode == 0, done.stderr
     before = START_DAY + timedelta(days=HISTORY_DAYS - 1)
     days = [day_of_key(p.name) for p in feed.rglob("*") if p.is_file()]
@@ -383,13 +281,13 @@ def test_a_replay_lands_the_history_before_its_first_day_in_bulk(tmp_path: Path)
     ]
     assert built is not None and int(built[1]) == len(feature_days) > HISTORY_DAYS // 2
     explicit_root = Path(explicit["DRIFTLOOP_DATA_ROOT"])
-    assert _zones(root) == _zones(explicit_root)
-    assert _outcomes(root, history.name) == _outcomes(explicit_root, history.name)
-    assert _registry(auto, history.name) == _registry(explicit, history.name)
+    assert replaying.zones(root) == replaying.zones(explicit_root)
+    assert replaying.outcomes(root, history.name) == replaying.outcomes(explicit_root, history.name)
+    assert replaying.registry(auto, history.name) == replaying.registry(explicit, history.name)
 
-    again = _cli(["replay", *args], auto)
+    again = replaying.cli(["replay", *args], auto)
     assert again.returncode == 0 and "history" not in again.stderr
-    assert _zones(root) == _zones(explicit_root)
+    assert replaying.zones(root) == replaying.zones(explicit_root)
 
 
 def test_a_replay_names_a_feed_without_days_and_a_backwards_range(tmp_path: Path) -> None:
@@ -397,15 +295,15 @@ def test_a_replay_names_a_feed_without_days_and_a_backwards_range(tmp_path: Path
     (tmp_path / "lake").mkdir()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("no days here")
-    out = _cli(["replay", "--feed", str(tmp_path / "empty")], env, timeout=120)
+    out = replaying.cli(["replay", "--feed", str(tmp_path / "empty")], env, timeout=120)
     assert out.returncode == 2
     assert "holds no file named with a day (YYYY-MM-DD)" in out.stderr
     assert "Traceback" not in out.stderr
-    out = _cli(
+    out = replaying.cli(
         ["replay", "--feed", str(tmp_path / "empty"), "--from", "2026-02-02", "--to", "2026-02-01"],
         env,
         timeout=120,
     )
     assert out.returncode == 2 and "--to 2026-02-01 is before --from 2026-02-02" in out.stderr
-    out = _cli(["backfill", "--feed", str(tmp_path / "nowhere")], env, timeout=120)
+    out = replaying.cli(["backfill", "--feed", str(tmp_path / "nowhere")], env, timeout=120)
     assert out.returncode == 2 and "no such folder" in out.stderr

@@ -17,3 +17,12 @@ aircraft_daily = FileSource(
     description="One row per aircraft and day with a departure from NYC; event_timestamp is the "
     "end of the day.",
 )
+
+airport_daily = FileSource(
+    name="airport_daily",
+    path=feature_source_path(_settings, "airport_daily"),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    description="One row per airport and day with weather reports; event_timestamp is the end "
+    "of the day.",
+)

@@ -2,10 +2,10 @@
 
 from datetime import timedelta
 
-from entities import aircraft
+from entities import aircraft, airport
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String, UnixTimestamp
-from sources import aircraft_daily
+from sources import aircraft_daily, airport_daily
 
 # A snapshot holds the aircraft that departed the day before, so a day-old row is always there;
 # a week covers serving an aircraft between its visits to NYC.
@@ -18,11 +18,12 @@ aircraft_profile = FeatureView(
     schema=[
         Field(name="tailnum", dtype=String),
         Field(name="carrier", dtype=String),
-        Field(name="main_origin", dtype=String),
+        Field(name="origin", dtype=String),
     ],
     source=aircraft_daily,
     online=True,
-    description="The aircraft's carrier and the airport it left most often that day.",
+    description="The aircraft's carrier and the airport it left most often that day (the key "
+    "its airport's conditions are looked up with).",
 )
 
 aircraft_activity = FeatureView(
@@ -54,18 +55,20 @@ aircraft_activity = FeatureView(
 
 origin_conditions = FeatureView(
     name="origin_conditions",
-    entities=[aircraft],
-    ttl=TTL,
+    entities=[airport],
+    # a snapshot reads the weather of the day before it; a day without reports falls back to
+    # the day before that, never further
+    ttl=timedelta(days=2),
     schema=[
-        Field(name="tailnum", dtype=String),
+        Field(name="origin", dtype=String),
         Field(name="origin_precip_1d", dtype=Float64),
         Field(name="origin_wind_max_1d", dtype=Float64),
         Field(name="origin_visib_min_1d", dtype=Float64),
         Field(name="origin_temp_mean_1d", dtype=Float64),
         Field(name="weekday_next", dtype=Int64),
     ],
-    source=aircraft_daily,
+    source=airport_daily,
     online=True,
-    description="Weather at the aircraft's main origin that day and the weekday ahead: shared by "
-    "every aircraft leaving the same airport (drift context).",
+    description="The airport's weather that day and the weekday ahead: shared by every aircraft "
+    "leaving it (drift context).",
 )
