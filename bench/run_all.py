@@ -147,6 +147,17 @@ def cli_api(res: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def import_times(res: dict[str, Any]) -> tuple[str, str]:
+    flows = ", ".join(f"{r['flow']} {r['import_s']}s" for r in res["flows"])
+    worst = res["worst"]
+    heavy = ", ".join(f"{p} {s}s" for p, s in worst["heaviest"][:3])
+    return (
+        f"{worst['ratio']}x",
+        f"import prefect {res['prefect_s']}s; flows: {flows}; slowest {worst['flow']} pulls in "
+        f"{heavy}",
+    )
+
+
 #: row name -> (script and full-size arguments, quick arguments, formatter)
 BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
     "P1 ingest+validate+materialise 1M-row day ÷ raw floor": (
@@ -194,6 +205,11 @@ BENCHES: dict[str, tuple[list[str], list[str], Row]] = {
         ["cli_api.py"],
         ["--repeat", "1", "--no-ephemeral"],
         cli_api,
+    ),
+    "P11 flow module import ÷ import prefect (slowest flow)": (
+        ["import_times.py"],
+        ["--repeat", "1"],
+        import_times,
     ),
 }
 TIMEOUT = 3600.0  # seconds per bench

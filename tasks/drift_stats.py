@@ -81,7 +81,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
-from scipy import stats
 
 EPS = 1e-4  # share given to an empty bin so that ln(q/p) stays finite
 
@@ -204,18 +203,20 @@ def psi_threshold(
     n_reference: int, n_current: int, bins: int, alpha: float, psi_min: float
 ) -> float:
     """The PSI a window of this size exceeds with probability ``alpha`` without drift (≥ psi_min)."""
+    from scipy import stats
+
     if n_reference <= 0 or n_current <= 0 or bins < 2:
         return float("inf")
     chi = float(stats.chi2.ppf(1.0 - alpha, bins - 1))
     return max(psi_min, chi * (1.0 / n_reference + 1.0 / n_current))
 
 
-def _finite(values: Sequence[float] | None) -> np.ndarray:
+def _finite(values: Sequence[float | None] | None) -> np.ndarray:
     arr = np.asarray([] if values is None else list(values), dtype="float64")
     return arr[np.isfinite(arr)]
 
 
-def null_threshold(null: Sequence[float] | None, quantile: float) -> float | None:
+def null_threshold(null: Sequence[float | None] | None, quantile: float) -> float | None:
     """The ``quantile`` of the null statistics (the largest with ``quantile`` 1.0, or with fewer
     than ``1 / (1 − quantile)`` values); None without finite values."""
     vals = _finite(null)
@@ -226,7 +227,7 @@ def null_threshold(null: Sequence[float] | None, quantile: float) -> float | Non
     return float(np.quantile(vals, quantile, method="higher"))
 
 
-def null_low(null: Sequence[float] | None, quantile: float) -> float | None:
+def null_low(null: Sequence[float | None] | None, quantile: float) -> float | None:
     """The lower tail counterpart of :func:`null_threshold`: the ``1 − quantile`` quantile (the
     smallest value when there are too few); None without finite values."""
     vals = _finite(null)
@@ -277,6 +278,8 @@ def numeric_drift(
 ) -> DriftScore:
     """PSI of a numeric column (or the predictions) over the reference's bins, its threshold
     (:func:`drift_threshold`) and, given a reference sample, the two-sample KS test."""
+    from scipy import stats
+
     cur = np.asarray(current, dtype="float64")
     nulls = float(np.isnan(cur).mean()) if len(cur) else 0.0
     valid = cur[~np.isnan(cur)]
@@ -325,6 +328,8 @@ def categorical_drift(
 ) -> DriftScore:
     """PSI of a categorical column over the reference's categories (new ones appended), its
     threshold (:func:`drift_threshold`) and the chi-square test of homogeneity."""
+    from scipy import stats
+
     counts = category_counts(current)
     cats = list(reference_shares)
     shares, all_cats = _shares(counts, cats)
@@ -398,6 +403,7 @@ def auc_interval(
 ) -> tuple[float, float, float]:
     """(ROC AUC, low, high): the realised AUC with the Hanley–McNeil (1982) normal interval,
     clipped to [0, 1]. Raises without both classes (there is no AUC then)."""
+    from scipy import stats
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(y, dtype="int64")

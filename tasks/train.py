@@ -33,35 +33,25 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.frozen import FrozenEstimator
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    mean_absolute_error,
-    roc_auc_score,
-    roc_curve,
-    root_mean_squared_error,
-)
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
-from sklearn.utils.class_weight import compute_sample_weight
 
 from tasks import report
 from tasks.drift_stats import bin_proportions, expected_auc
 from tasks.plugins import load_function
 from tasks.report import figure, img, png_data_uri
 
+# scikit-learn is imported where a model is built, fitted or measured: a flow run that decides
+# it has nothing to train (or only reads schemas and profiles) does not pay for its import
+if TYPE_CHECKING:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
 #: The default fitted model type: a calibrated, frozen preprocessing + boosting pipeline.
-Model: TypeAlias = CalibratedClassifierCV
+Model: TypeAlias = "CalibratedClassifierCV"
 
 CALIBRATION_BINS = 10
 PROFILE_BINS = 10
@@ -156,6 +146,11 @@ def build_pipeline(
     ``max_features`` share of the (one-hot encoded) input columns. Everything else in the fit is
     deterministic (early stopping and calibration use the given validation rows, not a random
     split), so one seed gives one model and different seeds give different ones."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     prep = ColumnTransformer(
         [
             (
@@ -270,6 +265,10 @@ def fit(
     training rows instead and returned as it is (see :func:`build_estimator`); it is resolved
     before anything is fitted, so a bad reference fails at once.
     """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.utils.class_weight import compute_sample_weight
+
     if estimator is not None:
         if params:
             raise TypeError(f"model.estimator {estimator!r} takes no pipeline parameters: {params}")
@@ -317,6 +316,8 @@ def predict_scores(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> np
 
 def boosting_iterations(model: Model | Pipeline) -> int:
     """How many boosting iterations early stopping kept."""
+    from sklearn.pipeline import Pipeline
+
     # CalibratedClassifierCV -> Frozen -> Pipeline; a regression model is the pipeline itself
     pipeline: Pipeline = model if isinstance(model, Pipeline) else model.estimator.estimator
     return int(pipeline.named_steps["clf"].n_iter_)
@@ -373,6 +374,13 @@ def expected_calibration_error(
 def score_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """The metrics of :func:`evaluate` for given labels and scores. Ranking metrics are NaN when
     only one class is present."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        roc_auc_score,
+    )
+
     y = np.asarray(y, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     both = len(y) > 0 and y.min() != y.max()
@@ -392,6 +400,8 @@ def score_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
 def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     """n, positives (outcomes above 0), rmse, mae, mean_label, mean_predicted and bias (mean
     predicted - mean outcome) of predicted outcomes; NaN metrics without rows."""
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
     y = np.asarray(y, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     some = len(y) > 0
@@ -717,6 +727,8 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Any:
     """ROC curves, one per named (labels, scores) pair."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fig = figure()
     ax = fig.add_subplot()
     for name, (y, scores) in curves.items():
@@ -762,6 +774,8 @@ def feature_importance(
 ) -> pd.DataFrame:
     """Permutation importance (drop in ROC AUC; for a regression schema the rise of RMSE) of
     each input column on (a sample of) the holdout, sorted by importance."""
+    from sklearn.inspection import permutation_importance
+
     sample = holdout.sample(max_rows, random_state=seed) if len(holdout) > max_rows else holdout
     y = labels(sample, schema)
     if len(y) == 0 or y.min() == y.max():
