@@ -56,6 +56,8 @@ def plain(settings: Any, lake: Any) -> dict[str, float]:
     from tasks import features, ingest, policy, registry
 
     usecase = load_usecase(settings.usecase)
+    model = usecase.model
+    assert model is not None, f"use case {usecase.name!r} defines no model"
     t0 = time.perf_counter()
     ledger = ingest.open_ledger(lake.ledger)
     pending = ingest.find_pending(lake.landing, ledger)
@@ -70,7 +72,7 @@ def plain(settings: Any, lake: Any) -> dict[str, float]:
     assert end is not None and built
     with contextlib.redirect_stdout(sys.stderr):
         features.materialize(store, end)
-    champion = registry.champion_version(settings.tracking_uri, usecase.model.registered_name)
+    champion = registry.champion_version(settings.tracking_uri, model.registered_name)
     policy.current_state(lake, usecase, has_champion=champion is not None)
     t_features = time.perf_counter() - t0
     return {"ingest": t_ingest, "features": t_features}

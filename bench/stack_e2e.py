@@ -121,6 +121,7 @@ def main() -> None:
         from tasks.storage import Lake
 
         usecase = load_usecase(settings.usecase)
+        assert usecase.model is not None, f"use case {usecase.name!r} defines no model"
         name = usecase.model.registered_name
         feed, due, history_rows = history(settings, usecase, args.customers, args.seed)
         lake = Lake.from_settings(settings)

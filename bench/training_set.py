@@ -108,10 +108,12 @@ def entity_rows(
     active = read_validated(lake, usage, columns=[usecase.entity, usage.partition_by])
     active = active.rename(columns={usecase.entity: "customer_id", usage.partition_by: "date"})
     labels = read_validated(lake, usecase.datasets[target.labels_dataset])
+    as_of = latest_day(lake, usecase)
+    assert as_of is not None, "the lake holds no delivered file"
     snaps = entity_frame(
         active,
         labels,
-        as_of=latest_day(lake, usecase),
+        as_of=as_of,
         horizon_days=target.horizon_days,
         label_delay_days=target.label_delay_days,
     ).rename(columns={"churned": target.name})
@@ -143,7 +145,9 @@ def entity_rows(
     late = first_ts[first_ts > train_days[0]]
     pairs = [(cid, ts) for cid, joined in late.items() for ts in train_days[train_days < joined]]
     n_before = min(len(pairs), n_missing // 2)
-    picked = rng.choice(len(pairs), size=n_before, replace=False) if n_before else []
+    picked: np.ndarray | list[int] = (
+        rng.choice(len(pairs), size=n_before, replace=False) if n_before else []
+    )
     before = pd.DataFrame([pairs[i] for i in picked], columns=["customer_id", "event_timestamp"])
     before["kind"] = NO_ROW_KINDS[0]
     n_unknown = n_missing - n_before
@@ -215,10 +219,12 @@ def offline_join(
         target=_join_child, args=(config, str(entity_path), str(out_path))
     )
     proc.start()
+    pid = proc.pid
+    assert pid is not None  # set by start()
     started, peak, stopped = time.monotonic(), 0.0, None
     while proc.is_alive():
         proc.join(0.5)
-        peak = max(peak, _rss_gb(proc.pid))
+        peak = max(peak, _rss_gb(pid))
         if time.monotonic() - started > timeout:
             stopped = f"timeout after {timeout:.0f}s"
         elif peak > max_rss:
@@ -452,6 +458,7 @@ def main() -> None:
         settings = load_settings()
         usecase = load_usecase(settings.usecase)
         target = usecase.target
+        assert target is not None, f"use case {usecase.name!r} defines no target"
         lake = Lake(LocalStorage(settings.local_root))
 
         # ---- data ----
@@ -558,6 +565,7 @@ def main() -> None:
 
         # ---- 4. online reads ----
         end = latest_feature_timestamp(lake, "customer_daily")
+        assert end is not None, "no feature rows were built"
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Feast's progress lines
             loaded = materialize(store, end)

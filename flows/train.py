@@ -141,7 +141,7 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
             trigger=params.reason,
             since=params.since,
             drift_start=params.drift_start,
-            signals=list(params.signals) if params.signals is not None else None,
+            signals=params.signals,
             severity=params.severity,
         ),
         target=usecase.target,

@@ -67,7 +67,8 @@ from tasks.features import feature_key
 from tasks.storage import read_parquet
 
 if TYPE_CHECKING:
-    from driftloop.usecase import DriftSpec, PersistenceSpec
+    from driftloop.settings import Settings
+    from driftloop.usecase import DriftSpec, PersistenceSpec, UseCase
     from tasks.storage import Lake, Storage
 
 DETECTED_EVENT = "driftloop.drift.detected"
@@ -141,7 +142,7 @@ def read_feature_window(lake: Lake, table: str, first: date, last: date) -> pd.D
 
 
 def read_input_window(
-    lake: Lake, usecase: Any, first: date, last: date
+    lake: Lake, usecase: UseCase, first: date, last: date
 ) -> tuple[pd.DataFrame, list[str]]:
     """The main feature table's rows of days ``first``..``last`` with each context's features
     joined as the feature service joins them: per row, the newest context row of its key at
@@ -992,12 +993,12 @@ class DriftInputs:
     predictions: np.ndarray | None  # the champion's predictions in the window, if any
     context_inputs: tuple[str, ...] = ()  # the feature columns that come from contexts
 
-    def spec(self, usecase: Any) -> DriftSpec:
+    def spec(self, usecase: UseCase) -> DriftSpec:
         """The use case's drift settings for this window (context inputs as context)."""
         return effective_spec(usecase.drift, self.context_inputs)
 
 
-def load_inputs(settings: Any, usecase: Any, lake: Lake, day: date) -> DriftInputs | None:
+def load_inputs(settings: Settings, usecase: Any, lake: Lake, day: date) -> DriftInputs | None:
     """The champion's reference and the feature rows and predictions of the window ending
     ``day``; None without a champion."""
     from tasks import registry
@@ -1103,7 +1104,7 @@ def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[
 
 
 def finish_check(
-    usecase: Any,
+    usecase: UseCase,
     lake: Lake,
     inputs: DriftInputs,
     scores: list[DriftScore],

@@ -37,6 +37,7 @@ reconcile only ask :func:`should_train`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -392,7 +393,7 @@ def log(state: LoopState, entry: Entry) -> LoopState:
 # ---- drift events -------------------------------------------------------------------------------
 
 
-def enabled_signals(signals: list[str] | tuple[str, ...] | None, retrain: RetrainSpec) -> list[str]:
+def enabled_signals(signals: Sequence[str] | None, retrain: RetrainSpec) -> list[str]:
     """The signals of a drift event that the use case lets start a training (missing signals:
     :data:`LEGACY_SIGNALS`)."""
     switch = {
@@ -421,7 +422,7 @@ def record_drift(
     state: LoopState,
     window_start: date,
     *,
-    signals: list[str] | tuple[str, ...] | None = None,
+    signals: Sequence[str] | None = None,
     retrain: RetrainSpec | None = None,
     day: date | None = None,
 ) -> LoopState:
@@ -455,7 +456,7 @@ def note_drift(
     *,
     day: date,
     window_start: date,
-    signals: list[str] | tuple[str, ...] | None,
+    signals: Sequence[str] | None,
     severity: str | None,
     retrain: RetrainSpec,
 ) -> LoopState:
@@ -627,7 +628,7 @@ class RunRequest:
     trigger: Trigger = "manual"
     since: date | None = None
     drift_start: date | None = None
-    signals: list[str] | None = None
+    signals: Sequence[str] | None = None
     severity: str | None = None
 
 

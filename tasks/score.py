@@ -33,6 +33,7 @@ from tasks.storage import read_parquet, write_parquet
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from driftloop.settings import Settings
     from driftloop.usecase import UseCase
     from tasks.storage import Lake
     from tasks.train import FeatureSchema
@@ -273,7 +274,7 @@ def written_event(
 
 
 def score_day(
-    settings: Any,
+    settings: Settings,
     usecase: UseCase,
     lake: Lake,
     store: FeatureStore,
@@ -328,7 +329,12 @@ def score_day(
 
 
 def evaluate_snapshot(
-    settings: Any, usecase: UseCase, lake: Lake, store: FeatureStore, day: date, version: str
+    settings: Settings,
+    usecase: UseCase,
+    lake: Lake,
+    store: FeatureStore,
+    day: date,
+    version: str,
 ) -> dict[str, Any] | None:
     """AUC of model ``version`` on the snapshot whose labels became complete on ``day``
     (features as of that snapshot, labels as known on ``day``); None before any is complete."""

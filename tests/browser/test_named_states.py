@@ -17,7 +17,7 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 def test_a_skipped_run_shows_its_state_name(local_settings: Settings) -> None:
     from playwright.sync_api import sync_playwright
-    from prefect.states import Completed, Pending, Running
+    from prefect.states import Completed, Pending, Running, State
 
     executable = chromium()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -29,7 +29,7 @@ def test_a_skipped_run_shows_its_state_name(local_settings: Settings) -> None:
             run = client.create_flow_run_from_deployment(dep_id, state=Pending())
             assert client.set_flow_run_state(run.id, Running()).status.value == "ACCEPT"
             # what the score flow's return value becomes (flows/outcomes.py)
-            done = Completed(name="Skipped", message=reason)
+            done: State[None] = Completed(name="Skipped", message=reason)
             assert client.set_flow_run_state(run.id, done).status.value == "ACCEPT"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])

@@ -314,12 +314,15 @@ def test_corpus_of_bad_input(small_files: Settings, tmp_path: Path) -> None:
 
     # the batch cause comes first: no column-level noise before a missing/extra column
     for key in (f"usage/{day(9)}.csv", f"usage/{day(10)}.csv", f"usage/{day(7)}.csv"):
-        assert ledger.latest(key)["reasons"][0].startswith("expect_table_columns_to_match_set")
+        rec = ledger.latest(key)
+        assert rec is not None
+        assert rec["reasons"][0].startswith("expect_table_columns_to_match_set")
 
     # accepted files balance row for row, and validated/ holds exactly their valid rows
     validated_total = 0
     for case in cases:
         rec = ledger.latest(case.key)
+        assert rec is not None
         if rec["status"] not in ("validated", "partial"):
             continue
         data = (landing / case.key).read_bytes()
@@ -370,8 +373,10 @@ def test_a_broken_resend_keeps_the_good_version(local_settings: Settings) -> Non
     out = ingest_flow(IngestParams())
     assert out["totals"]["rejected"] == 1
     ledger = open_ledger(lake.ledger)
-    assert ledger.latest(key)["status"] == "rejected"
-    assert ledger.latest(key)["kept_previous"] is True
+    rejected = ledger.latest(key)
+    assert rejected is not None
+    assert rejected["status"] == "rejected"
+    assert rejected["kept_previous"] is True
     assert {o.key: lake.validated.read_bytes(o.key) for o in lake.validated.list()} == good
     assert lake.quarantine.read_bytes(f"files/{key}") == b"\xff\xfe not utf-8 at all"
 

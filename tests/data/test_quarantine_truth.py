@@ -33,7 +33,7 @@ ROW_REASON = {
 }
 
 
-def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, dict[str, dict]]:  # type: ignore[type-arg]
+def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, dict[str, dict]]:
     result = simulate(
         lake.landing,
         days=days,
@@ -52,7 +52,7 @@ def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, 
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Lake, SimulationResult, dict[str, dict]]:  # type: ignore[type-arg]
+) -> tuple[Lake, SimulationResult, dict[str, dict]]:
     from tasks.storage import LocalStorage
 
     lake = Lake(LocalStorage(tmp_path_factory.mktemp("lake")))
@@ -65,18 +65,18 @@ def _quarantine(lake: Lake) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def test_every_defect_kind_was_injected(world) -> None:  # type: ignore[no-untyped-def]
+def test_every_defect_kind_was_injected(world) -> None:
     _, result, _ = world
     kinds = {t["kind"] for t in result.truth}
     assert kinds == set(FILE_REASON) | set(ROW_REASON)
 
 
-def test_every_object_is_in_the_ledger(world) -> None:  # type: ignore[no-untyped-def]
+def test_every_object_is_in_the_ledger(world) -> None:
     lake, result, records = world
     assert set(records) == set(result.objects) == {o.key for o in lake.landing.list()}
 
 
-def test_file_level_defects_reject_exactly_those_files(world) -> None:  # type: ignore[no-untyped-def]
+def test_file_level_defects_reject_exactly_those_files(world) -> None:
     lake, result, records = world
     file_truth = {t["object"]: t["kind"] for t in result.truth if "row" not in t}
     rejected = {k for k, r in records.items() if r["status"] == "rejected"}
@@ -86,7 +86,7 @@ def test_file_level_defects_reject_exactly_those_files(world) -> None:  # type: 
         assert lake.quarantine.read_bytes(f"files/{key}") == lake.landing.read_bytes(key)
 
 
-def test_row_level_quarantine_matches_truth_row_by_row(world) -> None:  # type: ignore[no-untyped-def]
+def test_row_level_quarantine_matches_truth_row_by_row(world) -> None:
     lake, result, _ = world
     q = _quarantine(lake)
     got = {(r["_source_object"], int(r["_row"])): r for r in q.to_dict("records")}
@@ -106,7 +106,7 @@ def test_row_level_quarantine_matches_truth_row_by_row(world) -> None:  # type: 
             assert str(row["date"])[:10] == t["date"], (t, row)
 
 
-def test_nothing_defective_reaches_validated(world) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_defective_reaches_validated(world) -> None:
     lake, _, records = world
     spec = USECASE.datasets["usage"]
     parts = [read_parquet(lake.validated, o.key) for o in lake.validated.list("usage")]
@@ -126,7 +126,7 @@ def test_nothing_defective_reaches_validated(world) -> None:  # type: ignore[no-
     assert split.reasons == {}
 
 
-def test_labels_arrive_after_the_delay(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_labels_arrive_after_the_delay(world, tmp_path) -> None:
     """A labels file is delivered every day, named by its report day, listing the churns of
     exactly ``label_delay_days`` (the default, 14) before it: before the delay has passed the
     files are empty."""
@@ -158,7 +158,7 @@ def test_labels_arrive_after_the_delay(world, tmp_path) -> None:  # type: ignore
     assert sum(n for d, n in rows.items() if d >= first_known) > 0
 
 
-def test_same_outcome_on_s3(lake: Lake, world) -> None:  # type: ignore[no-untyped-def]
+def test_same_outcome_on_s3(lake: Lake, world) -> None:
     """The lake fixture is file:// and s3://; a smaller world gives identical results on both."""
     local_lake, _, _ = world
     result, records = run_world(lake, days=8, customers=120)
@@ -168,7 +168,7 @@ def test_same_outcome_on_s3(lake: Lake, world) -> None:  # type: ignore[no-untyp
     ref_result, ref_records = run_world(ref_lake, days=8, customers=120)
     assert result.truth == ref_result.truth
 
-    def strip(rs: dict[str, dict]) -> dict[str, tuple]:  # type: ignore[type-arg]
+    def strip(rs: dict[str, dict]) -> dict[str, tuple]:
         return {
             k: (r["sha256"], r["status"], r["rows_valid"], r["rows_quarantined"], r["partitions"])
             for k, r in rs.items()

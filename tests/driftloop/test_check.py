@@ -337,7 +337,12 @@ def test_the_gate_skips_an_unchanged_clean_use_case_and_rechecks_a_changed_one(
     assert check_cached(settings) == []
     assert (settings.state_path / "check.json").is_file()
     calls: list[Settings] = []
-    monkeypatch.setattr(check_module, "check", lambda s: calls.append(s) or [])
+
+    def counting_check(s: Settings) -> list[Problem]:
+        calls.append(s)
+        return []
+
+    monkeypatch.setattr(check_module, "check", counting_check)
     assert check_cached(settings) == []
     assert calls == []  # nothing changed: not checked again
     raw = yaml.safe_load(path.read_text())

@@ -18,7 +18,7 @@ def test_defaults_parse() -> None:
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(Exception, match="frozen"):
-        s.data_root = "file:///elsewhere"  # type: ignore[misc]
+        s.data_root = "file:///elsewhere"
 
 
 def test_relative_path_becomes_absolute_file_uri(

@@ -83,7 +83,7 @@ def test_a_regression_target_defaults_and_checks(tmp_path: Path) -> None:
     assert plain.model is not None and plain.model.floor == 0.0  # skill over the mean
     telco = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
     assert telco.model is not None and not telco.model.lower_is_better
-    mistakes = {
+    mistakes: dict[str, dict[str, dict[str, object]]] = {
         r"target\.value_column: a regression target needs value_column": {
             "target": {"value_column": None}
         },

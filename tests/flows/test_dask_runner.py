@@ -77,7 +77,10 @@ def test_work_is_cut_into_pieces_that_cover_it_in_order() -> None:
     assert len(cut) == 3 and max(len(r) for r in cut) == 8
     assert date_ranges([], 30, parts=2) == []
 
-    reference = {"numeric": {"a": {}, "b": {}, "c": {}}, "categorical": {"p": {}, "q": {}}}
+    reference: dict[str, Any] = {
+        "numeric": {"a": {}, "b": {}, "c": {}},
+        "categorical": {"p": {}, "q": {}},
+    }
     groups = feature_groups(reference, ["q", "a", "b", "c", "p", "extra"], parts=2)
     assert groups == [["a", "b", "c"], ["p", "q"]]
     assert feature_groups(reference, ["a"], parts=4) == [["a"]]

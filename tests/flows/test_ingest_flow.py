@@ -99,6 +99,7 @@ def test_ingest_flow_publishes_a_table_artifact(local_settings: Settings) -> Non
     _land(Lake.from_settings(local_settings))
     state = ingest_flow(IngestParams(), return_state=True)
     run_id = state.state_details.flow_run_id
+    assert run_id is not None
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))

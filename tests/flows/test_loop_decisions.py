@@ -15,7 +15,7 @@ import pytest
 
 from driftloop.demo import START, run
 from driftloop.settings import load_settings
-from tasks.ingest import open_ledger
+from tasks.ingest import Ledger, open_ledger
 from tasks.storage import Lake
 
 # each module fixture runs a 60-day loop (~4 min on a quiet machine); a loaded one needs more
@@ -37,6 +37,13 @@ def _loop(tmp: Path, drift_day: int | None, seed: int) -> tuple[dict[str, Any], 
         return summary, Lake.from_settings(load_settings())
     finally:
         mp.undo()
+
+
+def _latest(ledger: Ledger, key: str) -> dict[str, Any]:
+    """The newest ledger record of ``key``, which has one."""
+    rec = ledger.latest(key)
+    assert rec is not None, key
+    return rec
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +115,7 @@ def test_nothing_defective_is_lost(world: tuple[dict[str, Any], Lake]) -> None:
     # each day's row counts are exactly what the ledger recorded for that day's landed files
     ledger = open_ledger(lake.ledger)
     for d in summary["daily"]:
-        records = [ledger.latest(k) for k in ledger.landing_keys() if d["date"] in k]
+        records = [_latest(ledger, k) for k in ledger.landing_keys() if d["date"] in k]
         assert len(records) == 2, d  # the day's usage and labels
         assert d["rows_validated"] == sum(r["rows_valid"] for r in records), d
         assert d["rows_quarantined"] == sum(r["rows_quarantined"] for r in records), d

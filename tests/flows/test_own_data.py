@@ -116,7 +116,7 @@ def _expected_tier_features(
     assert landed.tier_status is not None
     status = landed.tier_status.loc[landed.tier_status["plan_tier"].isin(saas.PLANS)].copy()
     status["known"] = pd.to_datetime(status["week_end"]).dt.tz_localize(UTC) + timedelta(days=1)
-    rows = []
+    rows: list[tuple[Any, int | None, float | None]] = []
     for account, tier_of in accounts.itertuples(index=False):
         mine = status.loc[
             (status["plan_tier"] == tier_of)

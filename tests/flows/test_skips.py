@@ -76,7 +76,7 @@ def _artifacts(state: Any, key: str) -> list[Any]:
         )
 
 
-def _recorded_state(state: Any) -> tuple[str, str, str | None]:
+def _recorded_state(state: Any) -> tuple[str, str | None, str | None]:
     """(type, name, message) of the run's state as the server holds it (what the UI shows)."""
     from prefect.client.orchestration import get_client
 

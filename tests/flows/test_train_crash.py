@@ -237,12 +237,12 @@ def test_a_train_flow_killed_mid_run_is_finished_by_the_next_run(
     name = "telco_churn"
     marker = tmp_path / "registered"
     log = tmp_path / "child.log"
-    with open(log, "wb") as out:
+    with open(log, "wb") as child_log:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(marker)],
             cwd=PROJECT_ROOT,
             env=_child_env(world),
-            stdout=out,
+            stdout=child_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -257,6 +257,7 @@ def test_a_train_flow_killed_mid_run_is_finished_by_the_next_run(
     # what the kill left: a RUNNING run and a version without decision (nor alias)
     client = registry.client_for(world.tracking_uri)
     left = client.get_model_version(name, "1")
+    assert left.run_id is not None
     assert client.get_run(left.run_id).info.status == "RUNNING"
     assert registry.DECISION_TAG not in left.tags
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 
@@ -21,7 +22,16 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 NAME = "telco_churn"
 LAST = date(2026, 2, 3)  # the newest delivered day of the 34-day world
-SECTIONS = {
+
+
+class Sections(TypedDict):
+    """The use case sections the world is simulated with."""
+
+    model: dict[str, Any]
+    retrain: dict[str, Any]
+
+
+SECTIONS: Sections = {
     "model": {"floor": 0.5, "bootstrap_samples": 100, "min_history_days": 0},
     # about 550 customers a day: one newly labelled day is not enough, two are
     "retrain": {"backoff_rows": 1000, "backoff_positives": 1},

@@ -20,7 +20,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -37,7 +37,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
 
 
-def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+def stop(proc: subprocess.Popen) -> None:
     """Stop a server by PID: SIGTERM, then SIGKILL after a grace period."""
     if proc.poll() is not None:
         return

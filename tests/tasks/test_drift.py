@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -44,8 +44,16 @@ SCHEMA = FeatureSchema(
     categorical=("plan",), numeric=("usage", "tenure", "temperature"), label="churned"
 )
 
+
+class EntityNames(TypedDict):
+    """The ``entity`` and ``prediction`` keyword arguments of a use case's columns."""
+
+    entity: str
+    prediction: str
+
+
 #: the telco use case's id and prediction columns
-TELCO_NAMES = {"entity": "customer_id", "prediction": "churn_probability"}
+TELCO_NAMES: EntityNames = {"entity": "customer_id", "prediction": "churn_probability"}
 
 
 def world_day(rng: np.random.Generator, day: int, rows: int, **shift: float) -> pd.DataFrame:
@@ -104,8 +112,8 @@ def test_the_reference_holds_one_leave_one_window_out_psi_per_window(
     # window 4 against the other 29, over the reference's bins
     edges = reference["numeric"]["usage"]["edges"]
     day = train["event_timestamp"] == START + pd.Timedelta(days=4)
-    now = bin_counts(train.loc[day, "usage"], edges)
-    rest = bin_counts(train.loc[~day, "usage"], edges)
+    now = bin_counts(train.loc[day, "usage"].to_numpy(), edges)
+    rest = bin_counts(train.loc[~day, "usage"].to_numpy(), edges)
     assert null["psi"]["usage"][4] == pytest.approx(psi(rest / rest.sum(), now / now.sum()))
     # the shared context column varies far more between days than the others
     assert np.median(null["psi"]["temperature"]) > 10 * np.median(null["psi"]["tenure"])
@@ -165,7 +173,9 @@ def test_input_importance_ranks_the_input_the_model_uses() -> None:
     importance = input_importance(model, holdout, SCHEMA, max_rows=500)
     # the permutation importances, negative ones as 0, normalised to sum 1
     raw = feature_importance(model, holdout, SCHEMA, max_rows=500, seed=0)
-    clipped = {r.feature: max(0.0, r.importance) for r in raw.itertuples()}
+    clipped = {
+        str(f): max(0.0, float(v)) for f, v in zip(raw["feature"], raw["importance"], strict=True)
+    }
     assert importance == pytest.approx({f: v / sum(clipped.values()) for f, v in clipped.items()})
     assert sum(importance.values()) == pytest.approx(1.0)
     assert max(importance, key=lambda k: importance[k]) == "usage"
@@ -675,25 +685,27 @@ def test_the_input_window_joins_each_context_row_as_of_the_entity_row(tmp_path: 
         return pd.Timestamp(day + timedelta(days=1), tz="UTC")
 
     d1, d2, d3 = date(2026, 1, 4), date(2026, 1, 5), date(2026, 1, 6)
-    accounts = {
+    accounts: dict[date, list[tuple[str, str | None]]] = {
         d2: [("A100001", "team"), ("A100002", "starter"), ("A100003", None)],
         d3: [("A100001", "team"), ("A100002", "starter")],
     }
-    for day, rows in accounts.items():
-        frame = pd.DataFrame(rows, columns=["account_id", "plan_tier"])
+    for day, account_rows in accounts.items():
+        frame = pd.DataFrame(account_rows, columns=["account_id", "plan_tier"])
         frame = frame.assign(date=pd.Timestamp(day), event_timestamp=at(day), seats=3)
         write_parquet(features, feature_key("account_weekly", day), frame)
     tiers = {d1: [("team", 1)], d2: [("team", 2)], d3: [("starter", 7)]}
-    for day, rows in tiers.items():
-        frame = pd.DataFrame(rows, columns=["plan_tier", "incidents_4w"])
+    for day, tier_rows in tiers.items():
+        frame = pd.DataFrame(tier_rows, columns=["plan_tier", "incidents_4w"])
         frame = frame.assign(date=pd.Timestamp(day), event_timestamp=at(day))
         write_parquet(features, feature_key("tier_weekly", day), frame)
 
     rows, context = read_input_window(lake, usecase, d2, d3)
     assert context == ["incidents_4w"]
     got = [
-        (r.account_id, r.date.date(), None if pd.isna(r.incidents_4w) else int(r.incidents_4w))
-        for r in rows.itertuples()
+        (account, when.date(), None if pd.isna(incidents) else int(incidents))
+        for account, when, incidents in zip(
+            rows["account_id"], rows["date"], rows["incidents_4w"], strict=True
+        )
     ]
     assert got == [
         ("A100001", d2, 2),  # the tier's row of the same day

@@ -63,10 +63,10 @@ def test_chi_square_p_value_agrees_with_scipy() -> None:
     assert score.p_value == pytest.approx(expected)
 
 
-def _reference(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[float], np.ndarray]:
+def _reference(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[float], list[float]]:
     sample = rng.normal(size=n)
     edges = [-np.inf, *np.quantile(sample, np.linspace(0.1, 0.9, 9)).tolist(), np.inf]
-    return sample, edges, np.asarray(bin_proportions(sample, edges))
+    return sample, edges, bin_proportions(sample, edges)
 
 
 def test_false_alarm_rate_on_no_drift_windows_is_within_alpha() -> None:
@@ -150,14 +150,17 @@ def test_leave_one_out_psi_compares_each_window_with_all_the_others() -> None:
 
 
 def test_null_threshold_uses_the_quantile_only_with_enough_windows() -> None:
+    # None entries (a stored JSON null) count as missing
     few = [0.01, 0.05, 0.02, None, math.nan]
-    assert null_threshold(few, 0.99) == 0.05  # 3 values < 1 / (1 - 0.99): the largest
+    # 3 values < 1 / (1 - 0.99): the largest
+    assert null_threshold(few, 0.99) == 0.05
     assert null_low(few, 0.99) == 0.01
     many = np.linspace(0.0, 1.0, 1001).tolist()
     assert null_threshold(many, 0.9) == pytest.approx(0.9)
     assert null_low(many, 0.9) == pytest.approx(0.1)
     assert null_threshold(many, 1.0) == 1.0
-    assert null_threshold([], 0.99) is None and null_threshold([None], 0.99) is None
+    assert null_threshold([], 0.99) is None
+    assert null_threshold([None], 0.99) is None
 
 
 def test_threshold_names_its_source() -> None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def day(n: int, month: int = 1) -> date:
     return date(2026, month, n)
 
 
-def usage(rows: list[dict[str, object]]) -> pd.DataFrame:
+def usage(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     """Validated-typed usage rows; unspecified columns get plain defaults."""
     defaults: dict[str, object] = {
         "plan": "basic",

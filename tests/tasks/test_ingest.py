@@ -29,7 +29,7 @@ USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
 MAX = 10_000_000
 
 
-def ingest_all(lake: Lake, **kw):  # type: ignore[no-untyped-def]
+def ingest_all(lake: Lake, **kw):
     ledger = Ledger(lake.ledger)
     outcomes = [
         ingest_object(lake, ledger, USECASE, o, max_bytes=kw.get("max_bytes", MAX))

@@ -56,7 +56,7 @@ RETRAIN = RetrainSpec(new_labelled_days=7, min_post_change_days=10)
 D0 = date(2026, 1, 1)
 
 
-def decide(day: int, state: LoopState):  # type: ignore[no-untyped-def]
+def decide(day: int, state: LoopState):
     return should_train(
         D0 + timedelta(days=day), state, target=TARGET, model=MODEL, retrain=RETRAIN
     )
@@ -275,7 +275,7 @@ def test_after_a_rejection_the_loop_backs_off_until_rows_and_positives() -> None
     retrain = RetrainSpec(new_labelled_days=7, backoff_rows=500, backoff_positives=20)
     day = D0 + timedelta(days=45)  # 12 new labelled days: periodic retraining would be due
 
-    def at(evidence: Labelled | None):  # type: ignore[no-untyped-def]
+    def at(evidence: Labelled | None):
         return should_train(
             day, _backing_off(evidence), target=TARGET, model=MODEL, retrain=retrain
         )

@@ -64,8 +64,9 @@ from tasks.train import (
 from tests.support.estimators import telco_usecase_file
 from tests.tasks.test_train import SCHEMA, make_frame
 
-POLICY = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml").model
-assert POLICY is not None
+TELCO = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
+assert TELCO.model is not None
+POLICY = TELCO.model
 ALL_OK = {"signature_compatible": True, "same_feature_service": True, "probabilities_valid": True}
 
 
@@ -163,6 +164,7 @@ def test_log_challenger_round_trips(
     assert mv.tags["driftloop.rows_train"] == "4000"
     assert mv.tags["driftloop.git_sha"] == "0123abc"
     assert mv.tags["driftloop.data_window_start"].startswith("2026-03-01")
+    assert mv.run_id is not None
     run = client.get_run(mv.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == "0.1"
@@ -513,6 +515,7 @@ def test_a_smaller_error_beyond_noise_is_promoted_and_a_larger_one_never(metric:
     y, champion, better = regressed(1500, 2)
     won = decide(champion, better, y, **gate_kwargs(metric=metric, sanity={}))
     assert won.promote, won.reason
+    assert won.delta is not None and won.champion_value is not None
     assert won.delta == pytest.approx(won.champion_value - won.challenger_value)
     assert won.delta > 0 and won.delta_ci is not None and won.delta_ci[0] > 0
     assert won.samples == 200 and math.isnan(won.challenger_ece)

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -37,8 +37,17 @@ from tasks.train import FeatureSchema
 SCHEMA = FeatureSchema(categorical=("plan",), numeric=("monthly_charge",), label="churned")
 ASOF = pd.Timestamp("2026-02-04", tz=UTC)
 TELCO_PATTERN = r"^C[0-9]{7}\Z"  # as the shipped row suites say
+
+
+class EntityNames(TypedDict):
+    """The ``entity`` and ``prediction`` keyword arguments of :class:`Predictor`."""
+
+    entity: str
+    prediction: str
+
+
 #: the telco use case's id key and prediction column
-TELCO_NAMES = {"entity": "customer_id", "prediction": "churn_probability"}
+TELCO_NAMES: EntityNames = {"entity": "customer_id", "prediction": "churn_probability"}
 
 
 # ---- fakes --------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_parquet_bytes_are_deterministic(lake: Lake) -> None:
     )
 
 
-def test_local_write_is_atomic_under_concurrent_readers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_write_is_atomic_under_concurrent_readers(tmp_path) -> None:
     st = LocalStorage(tmp_path)
     a, b = b"a" * 2_000_000, b"b" * 3_000_000
     st.write_bytes("obj", a)
@@ -107,13 +107,13 @@ def test_local_write_is_atomic_under_concurrent_readers(tmp_path) -> None:  # ty
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
 
 
-def test_listing_skips_hidden_and_temp_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_listing_skips_hidden_and_temp_files(tmp_path) -> None:
     (tmp_path / ".obj.tmp-123").write_bytes(b"x")
     (tmp_path / "real.csv").write_bytes(b"x")
     assert [o.key for o in LocalStorage(tmp_path).list()] == ["real.csv"]
 
 
-def test_open_storage_schemes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_open_storage_schemes(tmp_path) -> None:
     assert isinstance(open_storage(f"file://{tmp_path}"), LocalStorage)
     with pytest.raises(StorageError, match="unsupported scheme"):
         open_storage("gs://bucket/x")
@@ -131,7 +131,7 @@ def _tree(st: LocalStorage) -> dict[str, bytes]:
     return {o.key: st.read_bytes(o.key) for o in st.list()}
 
 
-def test_mirror_copies_only_what_changed_and_removes_what_is_gone(lake: Lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_mirror_copies_only_what_changed_and_removes_what_is_gone(lake: Lake, tmp_path) -> None:
     src = lake.zone("features")
     mirror = LocalStorage(tmp_path / "mirror")
     for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
@@ -180,7 +180,7 @@ def test_mirror_copies_only_what_changed_and_removes_what_is_gone(lake: Lake, tm
     assert _tree(mirror) == {} and read_json(mirror, MIRROR_STATE) == {}
 
 
-def test_concurrent_mirrors_of_one_folder_agree(lake: Lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_mirrors_of_one_folder_agree(lake: Lake, tmp_path) -> None:
     src = lake.zone("features")
     for i in range(12):
         src.write_bytes(f"t/date=2026-01-{i + 1:02d}/part-00000.parquet", bytes([i]) * 100)

@@ -258,7 +258,9 @@ def test_reference_profile(model: object, splits: dict[str, pd.DataFrame]) -> No
     assert tenure["mean"] == pytest.approx(train["tenure_months"].mean())
     assert tenure["std"] == pytest.approx(train["tenure_months"].std())
     # the profile's binning rule reproduces its own proportions
-    assert bin_proportions(train["tenure_months"], tenure["edges"]) == tenure["proportions"]
+    assert (
+        bin_proportions(train["tenure_months"].to_numpy(), tenure["edges"]) == tenure["proportions"]
+    )
     trend = profile["numeric"]["minutes_trend"]
     assert trend["null_share"] == pytest.approx(train["minutes_trend"].isna().mean())
     plan = profile["categorical"]["plan"]

@@ -28,7 +28,7 @@ def _lake(tmp_path: Path, days: list[date]) -> Lake:
     return lake
 
 
-def _usecase(window_days: int, windows: int):  # type: ignore[no-untyped-def]
+def _usecase(window_days: int, windows: int):
     base = load_usecase(Settings().usecase)
     drift = base.drift.model_copy(update={"window_days": window_days, "reference_windows": windows})
     return base.model_copy(update={"drift": drift})

@@ -73,9 +73,9 @@ def test_a_decision_round_trips_through_its_tags() -> None:
         0.8,
         None,
     )
-    assert math.isnan(
-        registry.decision_from_tags({**legacy, "driftloop.challenger_value": ""}).challenger_value
-    )  # type: ignore[union-attr]
+    blank = registry.decision_from_tags({**legacy, "driftloop.challenger_value": ""})
+    assert blank is not None
+    assert math.isnan(blank.challenger_value)
     assert registry.decision_from_tags({"driftloop.feature_service": "churn_v1"}) is None
 
 
@@ -158,6 +158,7 @@ def test_a_completed_promotion_on_a_password_store_shows_no_password(
     assert PASSWORD not in page
     client = registry.client_for(settings.tracking_uri)
     mv = client.get_model_version(name, version)
+    assert mv.run_id is not None
     run = client.get_run(mv.run_id)
     shown = json.dumps([mv.tags, run.data.tags, run.data.params, mv.source, run.info.artifact_uri])
     assert mv.tags[registry.DECISION_TAG] == "promoted"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 import pytest
@@ -133,7 +133,17 @@ def test_time_split_by_snapshot_day() -> None:
 # R: events on Jan 3 and Jan 9; Q: an event on Jan 10 (reported Jan 12); S: never
 POP_ACTIVE = _active({"R": (1, 12), "S": (1, 6), "Q": (5, 12)})
 POP_LABELS = _labels([("R", 3, 3), ("R", 9, 9), ("Q", 10, 12)])
-POP = {"as_of": d(14), "horizon_days": 2, "label_delay_days": 0}  # snapshots Jan 2..13
+
+
+class Window(TypedDict):
+    """The snapshot window keyword arguments of :func:`entity_frame` and its siblings."""
+
+    as_of: date
+    horizon_days: int
+    label_delay_days: int
+
+
+POP: Window = {"as_of": d(14), "horizon_days": 2, "label_delay_days": 0}  # snapshots Jan 2..13
 
 
 def test_a_recurring_entity_stays_in_later_snapshots_with_its_labels() -> None:
@@ -178,9 +188,8 @@ def test_a_regression_label_sums_the_values_of_the_events_in_the_horizon() -> No
     # a positive is an outcome above 0: R's event without an amount is not one
     assert counts["positives"].tolist() == [1, 1, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0]
     # known at as_of only: Q's amount is reported on Jan 12, not yet known on Jan 11
-    early, _ = labelled_snapshots(
-        POP_ACTIVE, events, columns=columns, recurring=True, **{**POP, "as_of": d(11)}
-    )
+    before: Window = {**POP, "as_of": d(11)}
+    early, _ = labelled_snapshots(POP_ACTIVE, events, columns=columns, recurring=True, **before)
     assert early.loc[early["customer_id"] == "Q", "spend"].sum() == 0.0
 
 
