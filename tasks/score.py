@@ -336,11 +336,13 @@ def evaluate_snapshot(
     day: date,
     version: str,
 ) -> dict[str, Any] | None:
-    """AUC of model ``version`` on the snapshot whose labels became complete on ``day``
-    (features as of that snapshot, labels as known on ``day``); None before any is complete."""
-    from sklearn.metrics import roc_auc_score
-
+    """The use case's metric (``model.metric``: ROC AUC, PR AUC, RMSE or MAE) of model
+    ``version`` on the snapshot whose labels became complete on ``day`` (features as of that
+    snapshot, labels as known on ``day``): ``{"snapshot", "metric", "value", "n",
+    "positives"}``, with ``"auc"`` too for a binary target. None before any snapshot is
+    complete, or when its outcomes do not vary (no metric then)."""
     from tasks import registry
+    from tasks.train import regression_metrics, score_metrics
     from tasks.training import usecase_schema
     from tasks.training_set import SnapshotColumns, entity_frame, last_snapshot_day
 
@@ -387,9 +389,17 @@ def evaluate_snapshot(
         entity=columns.entity,
         prediction=usecase.prediction_column,
     )
-    return {
+    predicted = scores[usecase.prediction_column].to_numpy(dtype="float64")
+    regression = target.kind == "regression"
+    metrics = regression_metrics(y, predicted) if regression else score_metrics(y, predicted)
+    metric = usecase.model.metric
+    out = {
         "snapshot": snap.isoformat(),
-        "auc": float(roc_auc_score(y, scores[usecase.prediction_column])),
+        "metric": metric,
+        "value": float(metrics[metric]),
         "n": len(rows),
-        "positives": int(y.sum()),
+        "positives": int((y > 0).sum()),
     }
+    if not regression:
+        out["auc"] = float(metrics["roc_auc"])
+    return out

@@ -170,6 +170,36 @@ def test_drift_checks_watch_the_predicted_counts_and_realised_rmse(world: World)
     assert newest["value"] < 1_000  # weekly counts of 100-7,000: an error of hundreds at most
 
 
+def test_a_labelled_snapshot_is_measured_by_the_use_cases_error(world: World) -> None:
+    """``evaluate_snapshot`` measures a regression by its RMSE: on the newest snapshot whose
+    seven days are known (4 Oct: features as of its midnight, births of 4–10 Oct), the error
+    equals the one computed by hand from the predictions the champion wrote on 3 Oct (with the
+    same features, for the same seven days) and the raw weekly births."""
+    from tasks.features import feature_store
+    from tasks.score import evaluate_snapshot
+
+    loop = world.loop
+    snap = date(1977, 10, 4)
+    scored = snap - timedelta(days=1)
+    version = next(o.champion for o in loop.outcomes if o.day == scored)
+    assert version is not None
+    got = evaluate_snapshot(
+        loop.settings, loop.usecase, loop.lake, feature_store(loop.settings), LIVE[1], version
+    )
+    assert got is not None
+    assert (got["snapshot"], got["metric"], got["n"]) == (snap.isoformat(), "rmse", 51)
+    assert "auc" not in got
+    predictions = read_parquet(
+        loop.lake.zone("predictions"), f"{NAME}/date={scored.isoformat()}/champion.parquet"
+    ).set_index("state")["births_next_7d_predicted"]
+    raw = raw_births()
+    start = pd.Timestamp(snap)
+    week = raw.loc[(raw["day"] >= start) & (raw["day"] < start + timedelta(days=7))]
+    actual = week.groupby("state")["births"].sum().reindex(predictions.index)
+    expected = math.sqrt(float(((predictions - actual) ** 2).mean()))
+    assert got["value"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_the_gate_compares_rmse_with_the_champion(world: World) -> None:
     manual = world.manual
     assert manual["trained"] is True
