@@ -202,17 +202,9 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         ),
     )
 
-    # a drift-started challenger no better than a champion that holds up: the new normal
-    from tasks.drift import latest_check
-
-    new_normal = policy.rebaseline_reason(
-        params.reason, decision, latest_check(lake.reports, name, day), as_of=day, since=since
+    rebased = training.rebaseline_if_new_normal(
+        settings, usecase, lake, data, decision, day=day, trigger=params.reason, since=since
     )
-    rebased = None
-    if new_normal is not None and decision.compared_with is not None:
-        rebased = training.rebaseline(
-            settings, usecase, lake, data, decision.compared_with, new_normal
-        )
 
     from tasks.train import metric_names
 
@@ -232,7 +224,7 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         markdown=f"**{name} v{result.version}: {'promoted' if decision.promote else 'rejected'}**"
         f"\n\n{decision.reason}\n\nReport: `{redact(settings.zone('reports'))}/{report_key}`"
         + (
-            f"\n\nDrift reference of v{rebased['version']} re-based: {new_normal}"
+            f"\n\nDrift reference of v{rebased['version']} re-based: {rebased['why']}"
             if rebased
             else ""
         ),

@@ -417,6 +417,32 @@ def rebaseline(
     }
 
 
+def rebaseline_if_new_normal(
+    settings: Settings,
+    usecase: UseCase,
+    lake: Lake,
+    data: TrainingSet,
+    decision: Decision,
+    *,
+    day: date,
+    trigger: str,
+    since: date | None,
+) -> dict[str, Any] | None:
+    """After the gate: when the retraining policy reads the decision as a new normal (a
+    drift-started challenger no better than a champion that holds up on labels after the
+    change, :func:`tasks.policy.rebaseline_reason`), re-base the champion's drift reference
+    (:func:`rebaseline`). What was done, with ``why``; None when nothing was."""
+    from tasks import policy
+    from tasks.drift import latest_check
+
+    _, model_spec, _ = _specs(usecase)
+    last = latest_check(lake.reports, model_spec.registered_name, day)
+    why = policy.rebaseline_reason(trigger, decision, last, as_of=day, since=since)
+    if why is None or decision.compared_with is None:
+        return None
+    return rebaseline(settings, usecase, lake, data, decision.compared_with, why)
+
+
 def judge(
     settings: Settings, usecase: UseCase, data: TrainingSet, version: str, lake: Lake
 ) -> tuple[Decision, str | None, str]:
