@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from typer.testing import CliRunner
 
 from driftloop import cli
 from driftloop.cli import EXIT_NOT_READY, EXIT_USAGE, app
-from driftloop.settings import PROJECT_ROOT
+from tests.support import replaying
 from tests.support.usecases import usecase_with
 
 runner = CliRunner()
@@ -159,17 +157,6 @@ def test_ingest_reasons_are_shown_whole_and_literally(monkeypatch: pytest.Monkey
 # ---- expected failures of `train`: one line, a documented code, no traceback --------------------
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _env_with_harness_api(lake: Path) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
@@ -182,7 +169,7 @@ def _env_with_harness_api(lake: Path) -> dict[str, str]:
 @pytest.mark.usefixtures("prefect_harness")
 def test_train_before_any_data_says_so_and_exits_3(tmp_path: Path) -> None:
     (tmp_path / "lake").mkdir()
-    done = _cli(["train"], _env_with_harness_api(tmp_path / "lake"))
+    done = replaying.cli(["train"], _env_with_harness_api(tmp_path / "lake"))
     assert done.returncode == EXIT_NOT_READY == 3, done.stdout + done.stderr
     assert (
         "nothing trained: nothing validated yet (run `driftloop ingest` first)"
@@ -204,7 +191,7 @@ def test_train_before_enough_data_says_so_without_a_traceback(
     monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
     simulate(Lake.from_settings(load_settings()).landing, days=5, customers=50, seed=1)
     assert ingest_flow()["totals"]["accepted"] == 10
-    done = _cli(["train"], _env_with_harness_api(tmp_path / "lake"))
+    done = replaying.cli(["train"], _env_with_harness_api(tmp_path / "lake"))
     assert done.returncode == EXIT_NOT_READY, done.stdout + done.stderr
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("not enough data")]
     assert line.startswith("not enough data to train yet: ")

@@ -7,7 +7,6 @@ killed with SIGKILL as soon as its first output appears (its progress marker).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from flows.features import FeaturesParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
 from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage
+from tests.support import replaying
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -43,23 +43,6 @@ def _lake(root: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
         seed=5,
     )
     return lake
-
-
-def _zones(root: Path) -> dict[str, object]:
-    """Every data file's bytes; the build manifest by what it built (its input fingerprints
-    are file stats, which differ between two lakes by nature)."""
-    out: dict[str, object] = {}
-    for zone in ZONES:
-        for p in sorted((root / zone).rglob("*")):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            key = p.relative_to(root).as_posix()
-            if key.startswith("features/_manifests/"):
-                dates = json.loads(p.read_text())["dates"]
-                out[key] = {d: v["rows"] for d, v in dates.items()}
-            else:
-                out[key] = p.read_bytes()
-    return out
 
 
 def _debris(root: Path) -> list[str]:
@@ -107,14 +90,14 @@ def test_kill_during_ingest_and_features_then_rerun(
     _lake(ref, monkeypatch)
     ingest_flow(IngestParams())
     features_flow(FeaturesParams(materialize=False))
-    expected = _zones(ref)
+    expected = replaying.zones(ref, ZONES)
     assert any(k.startswith("features/") for k in expected)
     assert any(k.startswith("quarantine/rows/") for k in expected)
 
     root = tmp_path / "killed"
     lake = _lake(root, monkeypatch)
     _kill_when("ingest", root, "validated/usage/*/*.parquet")
-    partial = _zones(root)
+    partial = replaying.zones(root, ZONES)
     assert (
         0
         < len([k for k in partial if k.startswith("validated/")])
@@ -129,7 +112,7 @@ def test_kill_during_ingest_and_features_then_rerun(
     _kill_when("features", root, "features/*/*/*.parquet")
     features_flow(FeaturesParams(materialize=False))
     assert _debris(root) == []
-    assert _zones(root) == expected
+    assert replaying.zones(root, ZONES) == expected
     assert isinstance(lake.root, LocalStorage)
 
 

@@ -56,11 +56,11 @@ def lake_env(
     return env
 
 
-def zones(root: Path) -> dict[str, object]:
-    """Every data file's bytes (the build manifests by what they built: their input
-    fingerprints are file stats, which differ between two lakes by nature)."""
+def zones(root: Path, names: tuple[str, ...] = ZONES) -> dict[str, object]:
+    """Every data file's bytes in the zones ``names`` (the build manifests by what they built:
+    their input fingerprints are file stats, which differ between two lakes by nature)."""
     out: dict[str, object] = {}
-    for zone in ZONES:
+    for zone in names:
         for p in sorted((root / zone).rglob("*")):
             if not p.is_file() or p.name.startswith("."):
                 continue
