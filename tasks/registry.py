@@ -442,14 +442,6 @@ def load_version(tracking: MlflowClient | str, name: str, version: str) -> Any:
         return mlflow.sklearn.load_model(str(local))
 
 
-def load_alias(tracking: MlflowClient | str, name: str, alias: str) -> tuple[str, Any]:
-    """(version, model) for an alias such as ``champion``; raises when the alias is unset."""
-    version = version_for_alias(tracking, name, alias)
-    if version is None:
-        raise RegistryError(f"registered model {name!r} has no {alias!r} alias")
-    return version, load_version(tracking, name, version)
-
-
 #: Version tag naming the run artifact that holds the version's drift reference now (absent:
 #: ``reference.json``, the one written at training)
 REFERENCE_TAG: Final = "driftloop.reference"

@@ -40,7 +40,6 @@ from tasks.registry import (
     decide,
     decision_report,
     gate,
-    load_alias,
     load_reference,
     load_version,
     log_challenger,
@@ -146,8 +145,7 @@ def test_log_challenger_round_trips(
     assert version_for_alias(store.uri, name, CHALLENGER) == "1"
     assert champion_version(store.uri, name) is None
 
-    loaded_version, loaded = load_alias(store.uri, name, CHALLENGER)
-    assert loaded_version == "1"
+    loaded = load_version(store.uri, name, "1")
     holdout = frames["new_holdout"]
     original = models["new"].predict_proba(model_input(holdout, SCHEMA))
     assert np.array_equal(loaded.predict_proba(model_input(holdout, SCHEMA)), original)
@@ -302,8 +300,7 @@ def test_artifact_endpoint_is_exported_only_for_s3_and_never_overrides() -> None
 def test_unknown_model_has_no_champion(store: Store) -> None:
     assert champion_version(store.uri, "never_registered") is None
     assert champion_history(store.uri, "never_registered") == []
-    with pytest.raises(RegistryError, match="no 'champion'"):
-        load_alias(store.uri, "never_registered", CHAMPION)
+    assert version_for_alias(store.uri, "never_registered", CHAMPION) is None
 
 
 # ---- the gate (pure) ----------------------------------------------------------------------------
@@ -612,7 +609,9 @@ def test_gate_promotes_on_the_floor_then_a_retrained_model_then_rolls_back(
     assert champion_history(client, name) == [v1]
     assert client.get_model_version(name, v2).tags["driftloop.rolled_back_to"] == v1
     assert client.get_model_version(name, v1).tags["driftloop.restored_from"] == v2
-    _, model = load_alias(client, name, CHAMPION)
+    restored = version_for_alias(client, name, CHAMPION)
+    assert restored == v1
+    model = load_version(client, name, restored)
     assert np.array_equal(
         predict_scores(model, holdout, SCHEMA), predict_scores(models["old"], holdout, SCHEMA)
     )
