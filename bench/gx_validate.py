@@ -88,8 +88,8 @@ def main() -> None:
     quiet_telemetry()
     load_start = os.getloadavg()
 
+    from driftloop.simulate import simulate
     from tasks.ingest import parse_object
-    from tasks.simulate import simulate
     from tasks.storage import LocalStorage
     from tasks.validate import cast_frame, check_batch, default_validator, split_rows
 

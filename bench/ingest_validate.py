@@ -133,6 +133,7 @@ def main() -> None:
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(Path(tmp) / "lake")
         os.environ["DRIFTLOOP_STATE_DIR"] = str(Path(tmp) / "state")
         from driftloop.settings import load_settings
+        from driftloop.simulate import simulate
         from tasks.features import (
             apply_repo,
             build_features,
@@ -141,7 +142,6 @@ def main() -> None:
             materialize,
         )
         from tasks.ingest import Ledger, find_pending, ingest_object
-        from tasks.simulate import simulate
         from tasks.storage import Lake, LocalStorage, read_parquet
         from tasks.validate import default_validator
 

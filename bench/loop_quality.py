@@ -131,7 +131,7 @@ def write_feed(scenario: Scenario, root: Path, usecase: Any) -> None:
 
     feed = LocalStorage(root)
     if scenario.kind == "telco":
-        from tasks.simulate import simulate
+        from driftloop.simulate import simulate
 
         days = (scenario.live[1] - scenario.history[0]).days + 1
         change = None if scenario.change is None else (scenario.change - TELCO_START).days

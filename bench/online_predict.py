@@ -64,12 +64,12 @@ def build_world(work: Path, *, customers: int, days: int, seed: int) -> tuple[An
     os.environ["DRIFTLOOP_USECASE"] = str(usecase_with(work, model=MODEL_OVERRIDES))
 
     from driftloop.settings import load_settings
+    from driftloop.simulate import simulate
     from driftloop.usecase import load_usecase
     from flows.features import features_flow
     from flows.ingest import ingest_flow
     from flows.train import TrainParams, train_flow
     from tasks.features import feature_key, latest_feature_timestamp
-    from tasks.simulate import simulate
     from tasks.storage import Lake, read_parquet
 
     settings = load_settings()

@@ -105,7 +105,7 @@ def main() -> None:
 
     import flows.features
     import flows.ingest  # noqa: F401  (imports are not what is measured)
-    from tasks.simulate import simulate
+    from driftloop.simulate import simulate
     from tasks.storage import LocalStorage
     from tasks.validate import default_validator
 

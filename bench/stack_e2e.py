@@ -38,9 +38,9 @@ from tests.support.usecases import usecase_with
 def history(settings: Any, usecase: Any, customers: int, seed: int) -> tuple[Any, Any, int]:
     """Simulate, land and ingest the days before the due day; build their features.
     Returns (feed of simulated files, due day, history rows)."""
+    from driftloop.simulate import simulate
     from tasks.features import build_features
     from tasks.ingest import Ledger, find_pending, ingest_object
-    from tasks.simulate import simulate
     from tasks.storage import Lake
 
     lake = Lake.from_settings(settings)

@@ -442,6 +442,7 @@ def main() -> None:
         os.environ["DRIFTLOOP_STATE_DIR"] = str(work / "state")
 
         from driftloop.settings import load_settings
+        from driftloop.simulate import simulate
         from driftloop.usecase import load_usecase
         from tasks.features import (
             apply_repo,
@@ -449,7 +450,6 @@ def main() -> None:
             latest_feature_timestamp,
             materialize,
         )
-        from tasks.simulate import simulate
         from tasks.storage import Lake, LocalStorage
         from tasks.train import boosting_iterations, fit, predict_scores
         from tasks.training import feature_schema

@@ -161,8 +161,8 @@ def simulate(
     """Write a simulated telco's daily files into $DRIFTLOOP_DATA_ROOT/landing/."""
     from rich.progress import Progress
 
-    from tasks.simulate import simulate as run_simulation
-    from tasks.simulate import write_truth
+    from driftloop.simulate import simulate as run_simulation
+    from driftloop.simulate import write_truth
     from tasks.storage import Lake
 
     settings = _settings(usecase=False)
@@ -172,7 +172,7 @@ def simulate(
         target = usecase.target if usecase is not None else None
         label_delay = target.label_delay_days if target is not None else 14
     if usecase is not None and usecase.target is not None and usecase.model is not None:
-        from tasks.simulate import first_model_warning
+        from driftloop.simulate import first_model_warning
 
         warning = first_model_warning(days, usecase)
         if warning:

@@ -80,9 +80,9 @@ def run(
 
     from driftloop.cli import console
     from driftloop.replay import DayOutcome, backfill, replay
+    from driftloop.simulate import simulate
     from tasks import features, score
     from tasks.ingest import open_ledger
-    from tasks.simulate import simulate
     from tasks.storage import Lake, read_parquet, write_json
 
     lake = Lake.from_settings(settings)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from driftloop.settings import PROJECT_ROOT
+from driftloop.simulate import SimulationResult, simulate
 from driftloop.usecase import load_usecase
 from tasks.ingest import Ledger, find_pending, ingest_object
-from tasks.simulate import SimulationResult, simulate
 from tasks.storage import Lake, LocalStorage, read_parquet
 from tasks.validate import cast_frame, default_validator, split_rows
 

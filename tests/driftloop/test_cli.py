@@ -184,8 +184,8 @@ def test_train_before_enough_data_says_so_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from driftloop.settings import load_settings
+    from driftloop.simulate import simulate
     from flows.ingest import ingest_flow
-    from tasks.simulate import simulate
     from tasks.storage import Lake
 
     monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))

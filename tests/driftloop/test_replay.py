@@ -25,8 +25,8 @@ from driftloop.replay import (
     summarise,
 )
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.simulate import simulate
 from driftloop.usecase import UseCase, load_usecase
-from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage
 from tests.support import replaying
 

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from driftloop.settings import Settings, load_settings
+from driftloop.simulate import simulate
 from flows.runners import local_cluster_kwargs, partitions, task_runner
 from tasks.drift import feature_groups
 from tasks.features import date_ranges
 from tasks.ingest import open_ledger
-from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage, S3Storage
 from tests.support.usecases import usecase_with
 

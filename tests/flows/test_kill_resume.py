@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from driftloop.settings import PROJECT_ROOT, load_settings
+from driftloop.simulate import simulate
 from flows.features import FeaturesParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
-from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage
 from tests.support import replaying
 

@@ -16,13 +16,13 @@ from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 
 from driftloop.settings import Settings, load_settings
+from driftloop.simulate import simulate
 from flows.drift import DriftParams, drift_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.score import ScoreParams, score_flow
 from flows.train import TrainParams, train_flow
 from tasks import registry
-from tasks.simulate import simulate
 from tasks.storage import Lake
 from tests.support.usecases import usecase_with
 

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from driftloop.settings import Settings, load_settings
+from driftloop.simulate import simulate
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import TrainParams, train_flow
 from tasks import registry
-from tasks.simulate import simulate
 from tasks.storage import Lake
 from tests.support.usecases import usecase_with
 

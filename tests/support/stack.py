@@ -128,9 +128,9 @@ def running_stack(
     """A stack over a simulated telco. ``preload``: the history before the due day is ingested
     and featurised in-process first; else the lake starts empty and the tests land everything.
     ``feed_days``: how many days the simulated feed holds (default: up to 3 days past due)."""
+    from driftloop.simulate import simulate
     from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
-    from tasks.simulate import simulate
 
     mp = pytest.MonkeyPatch()
     settings: Settings | None = None

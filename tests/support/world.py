@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from driftloop.settings import Settings, load_settings
-from tasks.simulate import simulate
+from driftloop.simulate import simulate
 from tasks.storage import Lake
 from tests.support.usecases import usecase_with
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop.simulate import simulate
 from driftloop.usecase import load_usecase
 from tasks.features import (
     AGGREGATE_COLUMNS,
@@ -41,7 +42,6 @@ from tasks.features import (
     write_feature_store_yaml,
 )
 from tasks.ingest import Ledger, find_pending, ingest_object
-from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage, read_parquet, write_parquet
 from tests.support import services
 from tests.support.servers import free_port

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from driftloop.simulate import simulate
 from driftloop.usecase import UseCase, load_usecase
 from tasks import policy
 from tasks.features import build_features
@@ -25,7 +26,6 @@ from tasks.reconcile import (
     shortlist,
     to_start,
 )
-from tasks.simulate import simulate
 from tasks.storage import Lake, LocalStorage, ObjectInfo, write_json
 from tasks.training_set import last_snapshot_day
 from tests.helpers import to_csv, usage_rows

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.simulate import (
+from driftloop.simulate import (
     FILE_DEFECTS,
     LABEL_COLUMNS,
     ROW_DEFECTS,
