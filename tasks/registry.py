@@ -1143,6 +1143,17 @@ def rollback(
         return previous
 
 
+@dataclass(frozen=True)
+class Gated:
+    """What :func:`gate` did: the decision, the champion before it, and the holdout scores the
+    decision compared (the champion's: None without one), for the report."""
+
+    decision: Decision
+    previous: str | None
+    champion_scores: np.ndarray | None
+    challenger_scores: np.ndarray
+
+
 def gate(
     tracking: MlflowClient | str,
     name: str,
@@ -1155,9 +1166,10 @@ def gate(
     seed: int = 0,
     expected_feature_service: str | None = None,
     max_attempts: int = 5,
-) -> tuple[Decision, str | None]:
+) -> Gated:
     """Score champion and challenger ``version`` on ``holdout``, decide, and promote — deciding
-    again if another promotion got in first. Returns (decision, champion before the change)."""
+    again if another promotion got in first. Each model is loaded and scored once per
+    attempt."""
     client = client_for(tracking)
     version = str(version)
     y = labels(holdout, schema)
@@ -1194,7 +1206,7 @@ def gate(
         )
         previous = promote(client, name, version, decision, lock_path=lock_path)
         if previous != STALE:
-            return decision, previous
+            return Gated(decision, previous, champ_scores, ch_scores)
     raise RegistryError(f"the champion of {name!r} kept changing; gave up after {max_attempts}")
 
 

@@ -453,7 +453,7 @@ def judge(
     name = model_spec.registered_name
     holdout = data.splits["holdout"]
     champion_before = registry.champion_version(settings.tracking_uri, name)
-    decision, previous = registry.gate(
+    gated = registry.gate(
         settings.tracking_uri,
         name,
         version,
@@ -463,18 +463,14 @@ def judge(
         lock_path=registry.promotion_lock_path(settings.state_path, name),
         expected_feature_service=service,
     )
-    champion_scores = None
-    if decision.compared_with is not None:
-        champion = registry.load_version(settings.tracking_uri, name, decision.compared_with)
-        champion_scores = train.predict_scores(champion, holdout, data.schema)
-    challenger = registry.load_version(settings.tracking_uri, name, version)
+    decision = gated.decision
     html = registry.decision_report(
         decision,
         name=name,
         version=version,
         y=train.labels(holdout, data.schema),
-        champion_scores=champion_scores,
-        challenger_scores=train.predict_scores(challenger, holdout, data.schema),
+        champion_scores=gated.champion_scores,
+        challenger_scores=gated.challenger_scores,
         details={
             "champion before": champion_before or "(none)",
             "holdout rows": len(holdout),
@@ -487,7 +483,7 @@ def judge(
     )
     key = f"promotion/{name}-v{version}.html"
     lake.reports.write_bytes(key, html.encode("utf-8"))
-    return decision, previous, key
+    return decision, gated.previous, key
 
 
 def decision_event(

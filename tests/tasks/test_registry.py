@@ -569,19 +569,27 @@ def test_gate_promotes_on_the_floor_then_a_retrained_model_then_rolls_back(
     holdout = frames["new_holdout"]
 
     v1 = register(store, name, models["old"], frames["old_train"])
-    first, before = gate(
+    gated = gate(
         client, name, v1, frames["old_validation"], SCHEMA, POLICY, lock_path=store.lock_path
     )
+    first, before = gated.decision, gated.previous
     assert first.promote and before is None and "no champion" in first.reason
+    # the scores the decision compared come back for the report: no champion's, the challenger's
+    assert gated.champion_scores is None
+    assert np.array_equal(
+        gated.challenger_scores, predict_scores(models["old"], frames["old_validation"], SCHEMA)
+    )
     assert champion_version(client, name) == v1
     assert version_for_alias(client, name, CHALLENGER) is None  # promoted: no longer challenger
 
     # reality changed: the retrained model beats the old one on a recent holdout
     v2 = register(store, name, models["new"], frames["new_train"])
-    decision, before = gate(
-        client, name, v2, holdout, SCHEMA, POLICY, lock_path=store.lock_path, seed=1
-    )
+    gated = gate(client, name, v2, holdout, SCHEMA, POLICY, lock_path=store.lock_path, seed=1)
+    decision, before = gated.decision, gated.previous
     assert decision.promote, decision.reason
+    assert gated.champion_scores is not None
+    assert np.array_equal(gated.champion_scores, predict_scores(models["old"], holdout, SCHEMA))
+    assert np.array_equal(gated.challenger_scores, predict_scores(models["new"], holdout, SCHEMA))
     assert before == v1 and champion_version(client, name) == v2
     tags = client.get_model_version(name, v2).tags
     assert tags["driftloop.decision"] == "promoted"
@@ -597,7 +605,8 @@ def test_gate_promotes_on_the_floor_then_a_retrained_model_then_rolls_back(
 
     # the old model comes back as a challenger: worse on the same holdout, rejected
     v3 = register(store, name, models["old"], frames["old_train"])
-    rejected, before = gate(client, name, v3, holdout, SCHEMA, POLICY, lock_path=store.lock_path)
+    gated = gate(client, name, v3, holdout, SCHEMA, POLICY, lock_path=store.lock_path)
+    rejected, before = gated.decision, gated.previous
     assert not rejected.promote and before == v2
     assert champion_version(client, name) == v2
     assert version_for_alias(client, name, CHALLENGER) == v3
@@ -628,9 +637,9 @@ def test_gate_rejects_a_model_on_another_feature_service(
     gate(client, name, v1, frames["old_validation"], SCHEMA, POLICY, lock_path=store.lock_path)
     assert champion_version(client, name) == v1
     v2 = register(store, name, models["new"], frames["new_train"], feature_service="churn_v2")
-    decision, _ = gate(
+    decision = gate(
         client, name, v2, frames["new_holdout"], SCHEMA, POLICY, lock_path=store.lock_path
-    )
+    ).decision
     assert decision.delta_ci is not None and decision.delta_ci[0] > 0  # better, but...
     assert not decision.promote and "same_feature_service" in decision.reason
     assert champion_version(client, name) == v1

@@ -133,7 +133,7 @@ def test_a_completed_promotion_on_a_password_store_shows_no_password(
         data_hash=data_fingerprint(train),
         git_sha="0123abc",
     )
-    decision, previous = registry.gate(
+    gated = registry.gate(
         settings.tracking_uri,
         name,
         version,
@@ -143,7 +143,7 @@ def test_a_completed_promotion_on_a_password_store_shows_no_password(
         lock_path=registry.promotion_lock_path(settings.state_path, name),
         expected_feature_service="churn_v1",
     )
-    assert decision.promote and previous is None
+    assert gated.decision.promote and gated.previous is None
     # stopped here: champion switched, no report, no event
 
     out = training.recover_interrupted(settings, usecase, lake)
