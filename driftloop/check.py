@@ -194,7 +194,7 @@ def run_check(settings: Settings) -> CheckReport:
     for table in tables:
         if builders[table.name] is not None:
             for message in _builder_output_problems(
-                usecase, table, builders[table.name], wanted[table.name]
+                usecase, table, builders[table.name], wanted[table.name], spec.feature_service
             ):
                 add(f"{shown}: {table.field}.builder", message)
     return report
@@ -340,11 +340,14 @@ def _trial_frames(usecase: UseCase, table: FeatureTable) -> Iterator[pd.DataFram
 
 
 def _builder_output_problems(
-    usecase: UseCase, table: FeatureTable, builder: Any, wanted: dict[str, list[str]]
+    usecase: UseCase,
+    table: FeatureTable,
+    builder: Any,
+    wanted: dict[str, list[str]],
+    feature_service: str,
 ) -> list[str]:
-    """Run a table's builder on a trial frame; the columns of ``wanted`` (and the flow's own)
-    it does not produce."""
-    assert usecase.features is not None
+    """Run a table's builder on a trial frame; the columns of ``wanted`` (the views of
+    ``feature_service`` read them), and the flow's own, it does not produce."""
     dotted = table.builder
     failure: Exception | None = None
     for frame in _trial_frames(usecase, table):
@@ -362,7 +365,7 @@ def _builder_output_problems(
             views = sorted({v for c in missing for v in wanted[c]})
             problems.append(
                 f"the output of {dotted} lacks {missing}, which feature views "
-                f"{views} of feature service {usecase.features.feature_service!r} read"
+                f"{views} of feature service {feature_service!r} read"
                 if not any(v.startswith("context ") for v in views)
                 else f"the output of {dotted} lacks {missing}, which {views} look up"
                 if all(v.startswith("context ") for v in views)

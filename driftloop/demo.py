@@ -74,7 +74,7 @@ def run(
     settings = load_settings()
     export_artifact_endpoint(settings)
     usecase = load_usecase(settings.usecase)
-    assert usecase.target and usecase.model and usecase.features
+    target = usecase.loop().target
 
     from rich.table import Table
 
@@ -99,7 +99,7 @@ def run(
         drift_day=None if drift_day is None else history_days + drift_day,
         defect_rate=defect_rate,
         seed=seed,
-        label_delay_days=usecase.target.label_delay_days,
+        label_delay_days=target.label_delay_days,
     )
     live_start = START + timedelta(days=history_days)
     filled = backfill(settings, usecase, feed, START, live_start - timedelta(days=1))
@@ -201,7 +201,7 @@ def run(
     alarm_days = [r["day"] for r in daily if r["drift_detected"]]
     drift_first = alarm_days[0] if alarm_days else None
     change = days if drift_day is None else drift_day
-    horizon_end = usecase.target.horizon_days + usecase.target.label_delay_days - 1
+    horizon_end = target.horizon_days + target.label_delay_days - 1
     recovery = next((t["day"] for t in trainings if t["reason"] == "drift" and t["promoted"]), None)
 
     def snapshot_day(r: dict[str, Any]) -> int:
@@ -210,7 +210,7 @@ def run(
     pre = [
         r["auc"]
         for r in daily
-        if r["auc"] is not None and snapshot_day(r) + usecase.target.horizon_days <= change
+        if r["auc"] is not None and snapshot_day(r) + target.horizon_days <= change
     ]
     post = [
         r["auc"]

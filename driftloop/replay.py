@@ -316,8 +316,9 @@ def _check_days(
     from flows.score import ScoreParams, score_flow
     from tasks import registry
 
-    assert usecase.model is not None
-    champion = registry.champion_version(settings.tracking_uri, usecase.model.registered_name)
+    champion = registry.champion_version(
+        settings.tracking_uri, usecase.loop().model.registered_name
+    )
     scored: dict[str, int] = {}
     drifted: list[str] = []
     day = first
@@ -375,8 +376,7 @@ def replay(
 
     if last < first:
         raise ValueError(f"last {last} is before first {first}")
-    if usecase.model is None or usecase.target is None or usecase.features is None:
-        raise ValueError(f"use case {usecase.name!r} defines no target/features/model to loop")
+    usecase.loop()  # the whole loop runs: its target, features and model, or a UseCaseError
     _check_environment(settings, usecase)
     lake = Lake.from_settings(settings)
     history = history_to_backfill(lake, feed, first)
@@ -425,8 +425,7 @@ def _play_day(
     from tasks.ingest import open_ledger
     from tasks.policy import TRAINING_DUE_EVENT
 
-    assert usecase.model is not None
-    name = usecase.model.registered_name
+    name = usecase.loop().model.registered_name
     resource = f"driftloop.model.{name}"
     prefect_yaml = settings.project_dir / "prefect.yaml"
     started = time.monotonic()

@@ -344,13 +344,13 @@ def days_for_first_model(usecase: UseCase, start: date = date(2026, 1, 1)) -> in
     (:func:`tasks.policy.should_train` with no champion, asked day by day)."""
     from tasks.policy import LoopState, should_train
 
-    assert usecase.target is not None and usecase.model is not None
+    loop = usecase.loop()
     # the first snapshot day the policy counts (tasks.policy.current_state)
-    state = LoopState(first_snapshot=start + timedelta(days=max(usecase.model.min_history_days, 1)))
+    state = LoopState(first_snapshot=start + timedelta(days=max(loop.model.min_history_days, 1)))
     for offset in range(10 * 366):
         day = start + timedelta(days=offset)
         decision = should_train(
-            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+            day, state, target=loop.target, model=loop.model, retrain=usecase.retrain
         )
         if decision.train:
             return offset + 1  # days start .. day

@@ -177,7 +177,7 @@ def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
     current back-off and what it waits for, and the pending change's widened wait."""
     from tasks import policy
 
-    assert usecase.model is not None
+    model = usecase.loop().model
     attempt = state.last_attempt
     return {
         "decisions": [e.to_dict() for e in state.decisions[-LAST_DECISIONS:]],
@@ -188,7 +188,7 @@ def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
         "drift_signals": list(state.drift_signals),
         "drift_attempts": state.drift_attempts,
         "post_change_days_wanted": policy.post_change_days_wanted(
-            state, model=usecase.model, retrain=usecase.retrain
+            state, model=model, retrain=usecase.retrain
         )
         if state.drift_since
         else None,

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ColumnType = Literal["string", "int", "float", "date", "datetime", "bool"]
@@ -458,6 +465,21 @@ class RetrainSpec(BaseModel):
     )
 
 
+#: The sections a use case needs to run the closed loop (train, gate, score, drift), besides its
+#: datasets: without them it can only be ingested (and, with ``features``, built into features).
+LOOP_SECTIONS = ("target", "features", "model")
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """The sections of a use case that runs the whole closed loop, none of them optional
+    (:meth:`UseCase.loop`)."""
+
+    target: TargetSpec
+    features: FeatureSpec
+    model: ModelSpec
+
+
 class UseCase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -470,6 +492,31 @@ class UseCase(BaseModel):
     drift: DriftSpec = DriftSpec()
     retrain: RetrainSpec = RetrainSpec()
     root: Path = Field(default=Path("."), exclude=True)
+    #: the YAML file it was loaded from (:func:`load_usecase`; None when built in code)
+    _file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> Path | None:
+        """The YAML file the use case was loaded from (None when it was built in code)."""
+        return self._file
+
+    def loop(self) -> LoopSpec:
+        """Its ``target``, ``features`` and ``model``, for the steps of the closed loop (train,
+        gate, score, drift, the retraining policy) that need all three.
+
+        Raises :class:`UseCaseError` naming the file and every missing section when the use case
+        lacks one (it can then only be ingested, or built into features)."""
+        target, features, model = self.target, self.features, self.model
+        if target is None or features is None or model is None:
+            present = {"target": target, "features": features, "model": model}
+            missing = [name for name in LOOP_SECTIONS if present[name] is None]
+            where = f"use case file {self._file}" if self._file else f"use case {self.name!r}"
+            raise UseCaseError(
+                f"{where} cannot run the closed loop (train, score, drift): it has no "
+                f"{' and no '.join(missing)} section ({', '.join(LOOP_SECTIONS)} are all needed)",
+                [(name, f"missing: the closed loop needs a {name} section") for name in missing],
+            )
+        return LoopSpec(target=target, features=features, model=model)
 
     @model_validator(mode="after")
     def _check_references(self) -> UseCase:
@@ -727,6 +774,7 @@ def load_usecase(path: Path, project_root: Path | None = None) -> UseCase:
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
     else:  # fail early on a broken suite, not mid-run
+        usecase._file = path
         problems = _suite_problems(usecase)
     if problems:
         lines = [f"{where}: {message}" for where, message in problems]

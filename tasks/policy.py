@@ -310,11 +310,10 @@ def newly_labelled(lake: Lake, usecase: UseCase, *, as_of: date, after: date) ->
     from tasks.ingest import read_validated
     from tasks.training_set import SnapshotColumns, entity_frame
 
-    assert usecase.features is not None and usecase.target is not None
-    assert usecase.model is not None
-    target = usecase.target
+    loop = usecase.loop()
+    target = loop.target
     columns = SnapshotColumns.of(usecase)
-    source = usecase.datasets[usecase.features.source_dataset]
+    source = usecase.datasets[loop.features.source_dataset]
     active = read_validated(
         lake, source, first=after, last=as_of, columns=[columns.entity, columns.day]
     )
@@ -325,7 +324,7 @@ def newly_labelled(lake: Lake, usecase: UseCase, *, as_of: date, after: date) ->
         as_of=as_of,
         horizon_days=target.horizon_days,
         label_delay_days=target.label_delay_days,
-        snapshot_every_days=usecase.model.snapshot_every_days,
+        snapshot_every_days=loop.model.snapshot_every_days,
         first=after + timedelta(days=1),
         columns=columns,
         recurring=target.recurring,
@@ -342,9 +341,9 @@ def current_state(
     newest day) after what the attempt saw."""
     from tasks.ingest import validated_partitions
 
-    assert usecase.features is not None and usecase.model is not None
-    days = validated_partitions(lake, usecase.datasets[usecase.features.source_dataset])
-    first = min(days) + timedelta(days=max(usecase.model.min_history_days, 1)) if days else None
+    loop = usecase.loop()
+    days = validated_partitions(lake, usecase.datasets[loop.features.source_dataset])
+    first = min(days) + timedelta(days=max(loop.model.min_history_days, 1)) if days else None
     state = replace(read_state(lake.ledger), has_champion=has_champion, first_snapshot=first)
     if state.backoff is not None:
         if day is None:

@@ -236,11 +236,9 @@ def training_due(day: date, state: LoopState, decision: TrainDecision, usecase: 
 
     if not decision.train:
         return False
-    assert usecase.target is not None
+    target = usecase.loop().target
     last = last_snapshot_day(
-        day,
-        horizon_days=usecase.target.horizon_days,
-        label_delay_days=usecase.target.label_delay_days,
+        day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
     )
     return state.last_trained_through is None or last > state.last_trained_through
 

@@ -117,8 +117,7 @@ def scoring_instant(day: date) -> datetime:
 def active_entities(lake: Lake, usecase: UseCase, day: date) -> pd.DataFrame:
     """The entity ids (column ``usecase.entity``) with a validated row of the feature source
     dataset on ``day`` (sorted, unique)."""
-    assert usecase.features is not None
-    spec = usecase.datasets[usecase.features.source_dataset]
+    spec = usecase.datasets[usecase.loop().features.source_dataset]
     rows = read_validated(lake, spec, first=day, last=day, columns=[usecase.entity])
     ids = sorted(set(rows[usecase.entity].astype(str)))
     return pd.DataFrame({usecase.entity: ids})
@@ -151,8 +150,8 @@ def scoring_population(
         population_rule,
     )
 
-    assert usecase.target is not None
-    recurring = usecase.target.recurring
+    target = usecase.loop().target
+    recurring = target.recurring
     counts: dict[str, Any] = {
         "rule": population_rule(recurring),
         "active": len(entities),
@@ -161,7 +160,7 @@ def scoring_population(
     }
     if recurring or entities.empty:
         return entities, counts
-    labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
+    labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=day)
     keep = membership(
         entities[usecase.entity],
         labels,
@@ -295,15 +294,15 @@ def score_day(
     from tasks import registry
     from tasks.training import POPULATION_TAG, usecase_schema
 
-    assert usecase.model is not None and usecase.features is not None and usecase.target is not None
-    name = usecase.model.registered_name
+    loop = usecase.loop()
+    name = loop.model.registered_name
     if version is None:
         version = registry.champion_version(settings.tracking_uri, name)
         if version is None:
             return no_champion(name, day)
     entities = active_entities(lake, usecase, day)
     if entities.empty:
-        return no_rows(usecase.features.source_dataset, day)
+        return no_rows(loop.features.source_dataset, day)
     entities, population = scoring_population(lake, usecase, day, entities)
     tags = registry.client_for(settings.tracking_uri).get_model_version(name, version).tags
     population["model_rule"] = tags.get(POPULATION_TAG)
@@ -318,7 +317,7 @@ def score_day(
         store,
         model,
         schema,
-        usecase.features.feature_service,
+        loop.features.feature_service,
         entities,
         scoring_instant(day),
         version=version,
@@ -346,13 +345,13 @@ def evaluate_snapshot(
     from tasks.training import usecase_schema
     from tasks.training_set import SnapshotColumns, entity_frame, last_snapshot_day
 
-    assert usecase.features is not None and usecase.target is not None and usecase.model is not None
-    target = usecase.target
+    loop = usecase.loop()
+    target = loop.target
     snap = last_snapshot_day(
         day, horizon_days=target.horizon_days, label_delay_days=target.label_delay_days
     )
     columns = SnapshotColumns.of(usecase)
-    source = usecase.datasets[usecase.features.source_dataset]
+    source = usecase.datasets[loop.features.source_dataset]
     active = read_validated(
         lake,
         source,
@@ -376,13 +375,13 @@ def evaluate_snapshot(
     y = rows[columns.label].to_numpy()
     if rows.empty or y.min() == y.max():
         return None
-    model = registry.load_version(settings.tracking_uri, usecase.model.registered_name, version)
+    model = registry.load_version(settings.tracking_uri, loop.model.registered_name, version)
     schema = usecase_schema(store, usecase)
     scores = score_entities(
         store,
         model,
         schema,
-        usecase.features.feature_service,
+        loop.features.feature_service,
         rows[[columns.entity]],
         rows["event_timestamp"].iloc[0].to_pydatetime(),
         version=version,
@@ -392,7 +391,7 @@ def evaluate_snapshot(
     predicted = scores[usecase.prediction_column].to_numpy(dtype="float64")
     regression = target.kind == "regression"
     metrics = regression_metrics(y, predicted) if regression else score_metrics(y, predicted)
-    metric = usecase.model.metric
+    metric = loop.model.metric
     out = {
         "snapshot": snap.isoformat(),
         "metric": metric,

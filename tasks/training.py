@@ -106,9 +106,8 @@ class TrainingResult:
 
 
 def _specs(usecase: UseCase) -> tuple[TargetSpec, ModelSpec, str]:
-    if usecase.target is None or usecase.model is None or usecase.features is None:
-        raise ValueError(f"use case {usecase.name!r} defines no target/features/model to train")
-    return usecase.target, usecase.model, usecase.features.feature_service
+    loop = usecase.loop()
+    return loop.target, loop.model, loop.features.feature_service
 
 
 def feature_schema(
@@ -168,9 +167,8 @@ def build_training_set(
     as_of = as_of or latest_day(lake, usecase)
     if as_of is None:
         raise NotEnoughData("nothing has been validated yet")
-    assert usecase.features is not None
     columns = SnapshotColumns.of(usecase)
-    source = usecase.datasets[usecase.features.source_dataset]
+    source = usecase.datasets[usecase.loop().features.source_dataset]
     active = read_validated(lake, source, last=as_of, columns=[columns.entity, columns.day])
     labels = read_validated(lake, usecase.datasets[target.labels_dataset], last=as_of)
     first = since

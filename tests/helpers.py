@@ -6,22 +6,9 @@ import io
 
 import pandas as pd
 
+# the plans usage_rows cycles through: driftloop.simulate.PLANS without flex5g, the plan that
+# appears only after the simulated drift (the columns: driftloop.simulate.USAGE_COLUMNS)
 PLANS = ["basic", "standard", "premium", "unlimited"]
-USAGE_COLUMNS = [
-    "customer_id",
-    "date",
-    "plan",
-    "contract",
-    "tenure_months",
-    "region",
-    "payment_method",
-    "monthly_charge",
-    "minutes",
-    "data_gb",
-    "dropped_calls",
-    "support_tickets",
-    "bill_amount",
-]
 
 
 def usage_rows(n: int, day: str = "2026-01-01", start: int = 0) -> pd.DataFrame:

@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftloop.settings import Settings
+from driftloop.simulate import USAGE_COLUMNS
 from flows.ingest import IngestParams, ingest_flow
 from tasks.ingest import open_ledger
 from tasks.storage import Lake, read_parquet
-from tests.helpers import USAGE_COLUMNS, to_csv, to_parquet, usage_rows
+from tests.helpers import to_csv, to_parquet, usage_rows
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

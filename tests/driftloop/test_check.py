@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,40 +21,37 @@ from driftloop import check as check_module
 from driftloop.check import Problem, check, check_cached, run_check
 from driftloop.cli import EXIT_USAGE, app
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from tests.support.usecases import feature_repo_of
 
 runner = CliRunner()
 SHIPPED = sorted((PROJECT_ROOT / "usecases").glob("*.yaml"))
 TELCO = PROJECT_ROOT / "usecases" / "telco_churn.yaml"
-
-
-def _repo_of(usecase: Path) -> Path:
-    """The Feast repository a shipped use case names in its heading comment."""
-    named = re.search(r"examples/feature_repos/(\w+)", usecase.read_text(encoding="utf-8"))
-    return (
-        PROJECT_ROOT / "examples" / "feature_repos" / named[1]
-        if named
-        else PROJECT_ROOT / "feature_repo"
-    )
+SAAS = PROJECT_ROOT / "usecases" / "saas_retention.yaml"
 
 
 def _settings(tmp: Path, usecase: Path, repo: Path | None = None) -> Settings:
     return load_settings(
-        data_root=str(tmp / "lake"), usecase=usecase, feature_repo=repo or _repo_of(TELCO)
+        data_root=str(tmp / "lake"), usecase=usecase, feature_repo=repo or feature_repo_of(TELCO)
     )
 
 
-def _telco_copy(tmp: Path, edit: Any = None) -> Path:
-    """The telco use case in ``tmp/usecases/`` (suites by absolute path), after ``edit(raw)``."""
-    raw = yaml.safe_load(TELCO.read_text())
+def _copy(usecase: Path, tmp: Path, edit: Any = None) -> Path:
+    """A shipped use case in ``tmp/usecases/`` (suites by absolute path), after ``edit(raw)``."""
+    raw = yaml.safe_load(usecase.read_text())
     for spec in raw["datasets"].values():
         spec["batch_suite"] = str(PROJECT_ROOT / spec["batch_suite"])
         spec["row_suite"] = str(PROJECT_ROOT / spec["row_suite"])
     if edit is not None:
         edit(raw)
     (tmp / "usecases").mkdir(exist_ok=True)
-    path = tmp / "usecases" / "telco_churn.yaml"
+    path = tmp / "usecases" / usecase.name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def _telco_copy(tmp: Path, edit: Any = None) -> Path:
+    """The telco use case in ``tmp/usecases/`` (suites by absolute path), after ``edit(raw)``."""
+    return _copy(TELCO, tmp, edit)
 
 
 def _only(problems: list[Problem]) -> Problem:
@@ -65,7 +61,7 @@ def _only(problems: list[Problem]) -> Problem:
 
 @pytest.mark.parametrize("usecase", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_usecase_passes(usecase: Path, tmp_path: Path) -> None:
-    report = run_check(_settings(tmp_path, usecase, _repo_of(usecase)))
+    report = run_check(_settings(tmp_path, usecase, feature_repo_of(usecase)))
     assert report.problems == []
     assert report.usecase == usecase.stem
     assert report.feature_service and report.features  # the repository was really read
@@ -197,7 +193,7 @@ def test_a_suite_rule_great_expectations_refuses(tmp_path: Path) -> None:
 
 def test_a_feature_repo_without_the_named_feature_service(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    shutil.copytree(_repo_of(TELCO), repo, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(feature_repo_of(TELCO), repo, ignore=shutil.ignore_patterns("__pycache__"))
     services = repo / "services.py"
     services.write_text(services.read_text().replace('name="churn_v1"', 'name="churn_v0"'))
     problem = _only(check(_settings(tmp_path, TELCO, repo)))
@@ -242,16 +238,13 @@ def test_a_feature_table_or_prediction_that_is_no_plain_name(tmp_path: Path) -> 
 
 
 def _saas_copy(tmp: Path, edit: Any = None) -> tuple[Path, Path]:
-    """The use case with a context source (tests/support/saas.py) under ``tmp``, after
-    ``edit(raw)``; its path and its Feast repository."""
-    from tests.support import saas
-
-    defs = saas.write_definitions(tmp / "project")
-    if edit is not None:
-        raw = yaml.safe_load(defs.usecase.read_text())
-        edit(raw)
-        defs.usecase.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return defs.usecase, defs.feature_repo
+    """The shipped use case with a context source (usecases/saas_retention.yaml) in
+    ``tmp/usecases/``, after ``edit(raw)``, and a copy of its Feast repository in
+    ``tmp/feature_repo/``: their paths."""
+    path = _copy(SAAS, tmp, edit)
+    repo = tmp / "feature_repo"
+    shutil.copytree(feature_repo_of(SAAS), repo, ignore=shutil.ignore_patterns("__pycache__"))
+    return path, repo
 
 
 def test_a_usecase_with_a_context_source_passes(tmp_path: Path) -> None:
@@ -362,7 +355,7 @@ def _env(tmp: Path, usecase: Path, repo: Path | None = None) -> dict[str, str]:
     env.update(
         DRIFTLOOP_DATA_ROOT=str(tmp / "lake"),
         DRIFTLOOP_USECASE=str(usecase),
-        DRIFTLOOP_FEATURE_REPO=str(repo or _repo_of(TELCO)),
+        DRIFTLOOP_FEATURE_REPO=str(repo or feature_repo_of(TELCO)),
         PREFECT_HOME=str(tmp / "prefect-home"),
         PYTHONPATH=str(tmp),
     )

@@ -1,5 +1,6 @@
 """A second use case, added by definitions only: a SaaS business with weekly account activity
-and delayed cancellations (tests/support/saas.py) runs through the unchanged flows — ingest with
+and delayed cancellations (usecases/saas_retention.yaml, its builders and the generator of its
+landed files in examples/saas_retention.py) runs through the unchanged flows — ingest with
 quarantine, features into the SQLite online store, train + gate, score, drift — and is served
 online. docs/own-data.md walks through the same example."""
 
@@ -13,10 +14,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftloop.settings import Settings, load_settings
+from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.usecase import load_usecase
+from examples import saas_retention as saas
 from tasks.storage import Lake, read_parquet
-from tests.support import saas
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -35,12 +36,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from flows.ingest import ingest_flow
 
     tmp = tmp_path_factory.mktemp("own-data")
-    defs = saas.write_definitions(tmp / "project", floor=0.6)
     mp = pytest.MonkeyPatch()
     try:
         mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
-        mp.setenv("DRIFTLOOP_USECASE", str(defs.usecase))
-        mp.setenv("DRIFTLOOP_FEATURE_REPO", str(defs.feature_repo))
+        mp.setenv("DRIFTLOOP_USECASE", str(PROJECT_ROOT / "usecases" / f"{saas.NAME}.yaml"))
+        mp.setenv(
+            "DRIFTLOOP_FEATURE_REPO", str(PROJECT_ROOT / "examples" / "feature_repos" / saas.NAME)
+        )
         settings = load_settings()
         landed = saas.simulate_saas(Lake.from_settings(settings).landing)
         ingested = ingest_flow()
@@ -278,4 +280,4 @@ def test_the_definitions_are_a_valid_use_case(world: World) -> None:
     assert usecase.entity == saas.ENTITY
     assert usecase.reported_column == "logged_on"
     assert usecase.features is not None
-    assert usecase.features.builder == "tests.support.saas:saas_weekly_features"
+    assert usecase.features.builder == "examples.saas_retention:saas_weekly_features"

@@ -1,7 +1,9 @@
-"""Variants of the shipped use case for tests (shorter horizons, lower floors, ...)."""
+"""Variants of the shipped use case for tests (shorter horizons, lower floors, ...), and where
+the shipped use cases' Feast repositories are."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +24,14 @@ def usecase_with(tmp: Path, **sections: dict[str, Any]) -> Path:
     path = tmp / "usecase.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def feature_repo_of(usecase: Path) -> Path:
+    """The Feast repository a shipped use case names in its heading comment
+    (``examples/feature_repos/<name>``), else the project's ``feature_repo/``."""
+    named = re.search(r"examples/feature_repos/(\w+)", usecase.read_text(encoding="utf-8"))
+    return (
+        PROJECT_ROOT / "examples" / "feature_repos" / named[1]
+        if named
+        else PROJECT_ROOT / "feature_repo"
+    )

@@ -671,13 +671,12 @@ def test_context_inputs_default_to_the_context_role_unless_configured() -> None:
 def test_the_input_window_joins_each_context_row_as_of_the_entity_row(tmp_path: Path) -> None:
     """An account row gets its tier's newest row at or before its time; a tier without a row
     by then, or an account without a tier, gets nulls."""
+    from driftloop.settings import PROJECT_ROOT
     from driftloop.usecase import load_usecase
     from tasks.features import feature_key
     from tasks.storage import Lake, write_parquet
-    from tests.support import saas
 
-    defs = saas.write_definitions(tmp_path / "project")
-    usecase = load_usecase(defs.usecase)
+    usecase = load_usecase(PROJECT_ROOT / "usecases" / "saas_retention.yaml")
     lake = Lake(LocalStorage(tmp_path / "lake"))
     features = lake.zone("features")
 

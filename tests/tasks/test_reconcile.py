@@ -123,9 +123,10 @@ def test_a_context_day_without_features_asks_for_a_features_run(tmp_path: Path) 
     feature table: that day is pending though the accounts' table is current."""
     import pandas as pd
 
-    from tests.support import saas
+    from driftloop.settings import PROJECT_ROOT
+    from examples import saas_retention as saas
 
-    usecase = load_usecase(saas.write_definitions(tmp_path / "project").usecase)
+    usecase = load_usecase(PROJECT_ROOT / "usecases" / "saas_retention.yaml")
     lake = Lake(LocalStorage(tmp_path / "lake"))
     landed = saas.simulate_saas(lake.landing, weeks=2, accounts=30, signups_per_week=2)
     _ingest(lake, usecase)
