@@ -14,9 +14,11 @@ quarantined row carries the reason that really applies to it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -127,8 +129,8 @@ def _is_text_or_number(v: Any) -> bool:
 
 
 def _is_text_or_time(v: Any) -> bool:
-    if v is None or v is pd.NA or v is pd.NaT:
-        return True
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
+        return True  # missing (an empty CSV cell reads as NaN)
     return isinstance(v, str | date | pd.Timestamp | np.datetime64)  # datetime is a date
 
 
@@ -244,12 +246,34 @@ def to_storage_types(typed: pd.DataFrame, columns: dict[str, ColumnType]) -> pd.
 # ---- Great Expectations -------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _no_batch_fingerprint() -> Iterator[None]:
+    """GX's pandas engine hashes every frame it loads (``pandas_data_fingerprint``, a batch
+    marker in the result's metadata) unless the frame is over ``HASH_THRESHOLD`` bytes. Nothing
+    here reads that marker, and hashing the text columns of a 1M-row frame costs more than
+    validating them: while inside, every frame counts as over the threshold, as a >1 GB one does
+    in GX itself. The rules, their metrics and their results do not depend on the marker.
+    """
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    before = getattr(engine, "HASH_THRESHOLD", None)
+    if before is None:  # a GX without the threshold: leave it alone
+        yield
+        return
+    engine.HASH_THRESHOLD = 0
+    try:
+        yield
+    finally:
+        engine.HASH_THRESHOLD = before
+
+
 class Validator:
     """Runs expectation suites on in-memory frames with an ephemeral GX context."""
 
     def __init__(self) -> None:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.validator.v1_validator import Validator as V1Validator
 
         # an ephemeral context announces its temporary docs folder at INFO, once per validator
         # (one line per landed object in a flow run's log): keep warnings only
@@ -260,55 +284,162 @@ class Validator:
         source = self._context.data_sources.add_pandas("driftloop")
         asset = source.add_dataframe_asset("frame")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        self._v1_validator = V1Validator
         self._lock = threading.Lock()
 
     def run(
-        self, frame: pd.DataFrame, suite: dict[str, Any], *, complete: bool
+        self,
+        frame: pd.DataFrame,
+        suite: dict[str, Any],
+        *,
+        complete: bool,
+        by_column: bool = False,
     ) -> list[ExpectationOutcome]:
-        """Validate ``frame`` against a suite given as JSON; one outcome per expectation."""
-        gx_suite = self._gx.ExpectationSuite(
-            name=suite["name"], expectations=[dict(e) for e in suite["expectations"]]
-        )
+        """Validate ``frame`` against a suite given as JSON; one outcome per expectation.
+
+        With ``by_column``, each set of expectations about the same column(s) is validated on a
+        frame of just those columns (see :meth:`_validate_by_column`); the outcomes are the same
+        as from one run over the whole frame, in the same order.
+        """
         result_format: dict[str, Any] = {
             "result_format": "COMPLETE" if complete else "SUMMARY",
             "return_unexpected_index_query": False,
             "partial_unexpected_count": 5,
         }
-        frame = frame.reset_index(drop=True)
-        with self._lock:  # the GX context is not safe to share across threads
-            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(gx_suite, result_format=result_format)
-        outcomes = []
-        for res in result.results:
-            cfg = res.expectation_config
-            assert cfg is not None, "GX returned a result without its expectation"
-            rule = rule_name({"type": cfg.type, "kwargs": cfg.kwargs})
-            info = res.exception_info or {}
-            error = str(info.get("exception_message") or "") if info.get("raised_exception") else ""
-            details = res.result or {}
-            observed = details.get("observed_value")
-            mismatched = (details.get("details") or {}).get("mismatched")
-            if isinstance(mismatched, dict):  # column-set rules: say which columns, not all
-                observed = ", ".join(
-                    f"{what} columns {sorted(cols)}"
-                    for what, cols in sorted(mismatched.items())
-                    if cols
-                )
-            if observed is None and details.get("unexpected_percent") is not None:
-                observed = f"{details.get('unexpected_count', 0)} unexpected ({details['unexpected_percent']:.2f}%)"
-            outcomes.append(
-                ExpectationOutcome(
-                    rule=rule,
-                    success=bool(res.success),
-                    unexpected_count=int(details.get("unexpected_count") or 0),
-                    unexpected_index=tuple(
-                        int(i) for i in details.get("unexpected_index_list") or ()
-                    ),
-                    observed="" if observed is None else str(observed)[:300],
-                    error=error,
-                )
+        expectations = [dict(e) for e in suite["expectations"]]
+        results = None
+        if by_column:
+            results = self._validate_by_column(frame, suite["name"], expectations, result_format)
+        if results is None:
+            results = self._validate(
+                frame.reset_index(drop=True), suite["name"], expectations, result_format
             )
-        return outcomes
+        return [_outcome(res) for res in results]
+
+    def _validate(
+        self,
+        frame: pd.DataFrame,
+        name: str,
+        expectations: list[dict[str, Any]],
+        result_format: dict[str, Any],
+    ) -> list[Any]:
+        """One GX run: the ``ExpectationValidationResult`` of every expectation, in GX's order."""
+        gx_suite = self._gx.ExpectationSuite(name=name, expectations=expectations)
+        with self._lock, _no_batch_fingerprint():  # the GX context is not thread-safe
+            # what ``Batch.validate`` does, minus the batch it loads first and then drops (the
+            # validator loads its own): one load of the frame per run instead of two
+            validator = self._v1_validator(
+                batch_definition=self._batch_definition,
+                batch_parameters={"dataframe": frame},
+                result_format=result_format,
+            )
+            return list(validator.validate_expectation_suite(gx_suite).results)
+
+    def _validate_by_column(
+        self,
+        frame: pd.DataFrame,
+        name: str,
+        expectations: list[dict[str, Any]],
+        result_format: dict[str, Any],
+    ) -> list[Any] | None:
+        """The results of one run over ``frame``, got from one run per column set instead.
+
+        GX filters the whole batch frame (every column) several times per column rule (the
+        non-null rows, then the unexpected ones, for the condition, the index list and the
+        value list), so on a wide frame most of a row suite's time is spent copying columns
+        the rule does not read. A column rule's result depends only on its own columns, the
+        row count and the row positions, which a frame of just those columns (same rows, same
+        order, same dtypes) keeps.
+
+        ``None`` (the caller then makes the one run) when a rule may need more than its own
+        columns (no column named, a ``row_condition``, a column the frame lacks), or when any
+        rule did not evaluate cleanly: GX orders a run's results with failed evaluations first,
+        and a general failure fails every rule of the run, which only the one run reproduces.
+        """
+        groups: dict[tuple[bool, tuple[str, ...]], list[int]] = {}
+        for i, exp in enumerate(expectations):
+            key = _own_columns(exp, frame)
+            if key is None:
+                return None
+            groups.setdefault(key, []).append(i)
+        if not groups:
+            return None
+        by_position: dict[int, Any] = {}
+        for (_, columns), positions in groups.items():
+            part = frame[list(columns)].reset_index(drop=True)
+            group = [expectations[i] for i in positions]
+            results = self._validate(part, name, group, result_format)
+            if len(results) != len(group):
+                return None
+            for i, res in zip(positions, results, strict=True):
+                # one column set per run, so GX keeps the suite's order (see _gx_result_order)
+                cfg = res.expectation_config
+                info = res.exception_info or {}
+                if (
+                    cfg is None
+                    or rule_name({"type": cfg.type, "kwargs": cfg.kwargs})
+                    != rule_name(expectations[i])
+                    or info.get("raised_exception") is not False
+                ):
+                    return None
+                by_position[i] = res
+        return [by_position[i] for i in _gx_result_order(expectations)]
+
+
+_NO_COLUMN = "_nocolumn"  # GX's own key for expectations without a ``column``
+
+
+def _gx_result_order(expectations: list[dict[str, Any]]) -> list[int]:
+    """The order of a clean GX run's results: GX (``Validator.process_expectations_for_validation``)
+    groups a suite's expectations by their ``column`` (first appearance first), with one group
+    for those without one, and keeps the suite's order within a group."""
+    groups: dict[str, list[int]] = {}
+    for i, exp in enumerate(expectations):
+        column = exp.get("kwargs", {}).get("column")
+        groups.setdefault(column if isinstance(column, str) else _NO_COLUMN, []).append(i)
+    return [i for positions in groups.values() for i in positions]
+
+
+def _own_columns(
+    expectation: dict[str, Any], frame: pd.DataFrame
+) -> tuple[bool, tuple[str, ...]] | None:
+    """The columns one expectation reads, when those alone decide its result: (whether it is
+    a ``column`` rule, the columns in order); ``None`` when it may need the whole frame."""
+    kwargs = expectation.get("kwargs", {})
+    if kwargs.get("row_condition") or kwargs.get("table"):
+        return None
+    columns: list[Any] = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+    columns.extend(kwargs.get("column_list") or ())
+    present = set(frame.columns)
+    if not columns or not all(isinstance(c, str) and c in present for c in columns):
+        return None
+    return isinstance(kwargs.get("column"), str), tuple(dict.fromkeys(columns))
+
+
+def _outcome(res: Any) -> ExpectationOutcome:
+    """One GX ``ExpectationValidationResult`` in plain types."""
+    cfg = res.expectation_config
+    assert cfg is not None, "GX returned a result without its expectation"
+    rule = rule_name({"type": cfg.type, "kwargs": cfg.kwargs})
+    info = res.exception_info or {}
+    error = str(info.get("exception_message") or "") if info.get("raised_exception") else ""
+    details = res.result or {}
+    observed = details.get("observed_value")
+    mismatched = (details.get("details") or {}).get("mismatched")
+    if isinstance(mismatched, dict):  # column-set rules: say which columns, not all
+        observed = ", ".join(
+            f"{what} columns {sorted(cols)}" for what, cols in sorted(mismatched.items()) if cols
+        )
+    if observed is None and details.get("unexpected_percent") is not None:
+        observed = f"{details.get('unexpected_count', 0)} unexpected ({details['unexpected_percent']:.2f}%)"
+    return ExpectationOutcome(
+        rule=rule,
+        success=bool(res.success),
+        unexpected_count=int(details.get("unexpected_count") or 0),
+        unexpected_index=tuple(int(i) for i in details.get("unexpected_index_list") or ()),
+        observed="" if observed is None else str(observed)[:300],
+        error=error,
+    )
 
 
 @functools.cache
@@ -357,7 +488,9 @@ def split_rows(
     """Row-level split. Rows already failed (wrong type, duplicate) are not re-judged by GX."""
     candidates = typed.drop(index=list(prior_reasons))
     positions = candidates.index.to_numpy()
-    outcomes = validator.run(candidates, suite, complete=True) if len(candidates) else []
+    outcomes = (
+        validator.run(candidates, suite, complete=True, by_column=True) if len(candidates) else []
+    )
     order = {rule_name(e): i for i, e in enumerate(suite["expectations"])}
     reasons = {k: list(v) for k, v in prior_reasons.items()}
     for out in sorted(outcomes, key=lambda o: order.get(o.rule, len(order))):
