@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 PART_NAME = "part-00000.parquet"
 MANIFEST_VERSION = 1
 MATERIALIZED_EVENT = "driftloop.features.materialized"
+# the embedded online store and the provider that materialises into it from Arrow
+ONLINE_SQLITE = "tasks.online_sqlite.EntitySqliteOnlineStore"
+ONLINE_SQLITE_PROVIDER = "tasks.online_sqlite.Provider"
+ONLINE_SQLITE_FILE = "online.db"
 
 PROFILE_COLUMNS = (
     "plan",
@@ -597,13 +601,15 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
     """The Feast repo configuration for these settings (what feature_store.yaml holds)."""
     state = settings.state_path
     online: dict[str, Any]
+    provider = "local"
     if settings.online_store == "redis":
         online = {"type": "redis", "connection_string": settings.redis_url}
-    else:
-        online = {"type": "sqlite", "path": str(state / "feast_online.db")}
+    else:  # one row per entity, written in bulk (tasks/online_sqlite.py)
+        online = {"type": ONLINE_SQLITE, "path": str(state / ONLINE_SQLITE_FILE)}
+        provider = ONLINE_SQLITE_PROVIDER
     return {
         "project": settings.feast_project,
-        "provider": "local",
+        "provider": provider,
         "registry": {
             "registry_type": "file",
             "path": str(state / "feast_registry.db"),
@@ -779,7 +785,7 @@ def materialize(
     """Load the online store with the latest feature rows up to ``end``, incrementally.
 
     Each feature view continues from where its last materialisation ended; a view never
-    materialised starts at ``end - ttl`` (Feast's own first incremental run starts at
+    materialised, or whose rows the embedded SQLite store no longer holds, starts at ``end - ttl`` (Feast's own first incremental run starts at
     *now* - ttl, which skips historical data). ``since`` reaches back further, e.g. after
     days were rebuilt. Returns the interval loaded per view (views already up to date are
     left out).
@@ -788,6 +794,8 @@ def materialize(
     done: dict[str, tuple[datetime, datetime]] = {}
     for view in store.list_feature_views():
         previous = view.most_recent_end_time
+        if previous is not None and not _online_holds(store, view):
+            previous = None  # the online database was lost or replaced: load it again
         if previous is not None:
             start = _utc(previous)
         elif view.ttl and view.ttl > timedelta(0):
@@ -801,6 +809,15 @@ def materialize(
         store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         done[view.name] = (start, end)
     return done
+
+
+def _online_holds(store: FeatureStore, view: Any) -> bool:
+    """Whether the embedded online store still holds rows of ``view`` (other stores: assumed)."""
+    if store.config.online_store.type != ONLINE_SQLITE:
+        return True
+    from tasks.online_sqlite import holds
+
+    return holds(store.config, view)
 
 
 def _utc(ts: datetime) -> datetime:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from feast import FeatureStore
 
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.simulate import simulate
@@ -391,7 +392,16 @@ def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> N
     loaded = materialize(store, end)
     assert set(loaded) == {"customer_profile", "usage_aggregates"}
     assert materialize(store, end) == {}  # already up to date
+    _assert_online_matches_offline(store, lake, end)
 
+    # the online database is lost (a wiped state directory): the next run loads it again
+    files = list(sim_settings.state_path.glob("online.db*"))
+    assert sim_settings.state_path / "online.db" in files
+    for path in files:
+        path.unlink()
+    store = feature_store(sim_settings)
+    assert all(v.most_recent_end_time is not None for v in store.list_feature_views())
+    assert materialize(store, end) == loaded
     _assert_online_matches_offline(store, lake, end)
 
 
@@ -536,13 +546,15 @@ def test_feature_store_config_follows_settings(local_settings: Settings) -> None
     store = feature_store(local_settings)
     state = local_settings.state_path
     assert store.config.registry.path == str(state / "feast_registry.db")
-    assert store.config.online_store.type == "sqlite"
-    assert store.config.online_store.path == str(state / "feast_online.db")
+    assert store.config.online_store.type == "tasks.online_sqlite.EntitySqliteOnlineStore"
+    assert store.config.online_store.path == str(state / "online.db")
+    assert store.config.provider == "tasks.online_sqlite.Provider"
     assert store.config.offline_store.type == "duckdb"
     path = feature_source_path(local_settings, "customer_daily")
     assert path == str(local_settings.local_root / "features/customer_daily/date=*/*.parquet")
     redis = repo_config_dict(load_settings(online_store="redis", redis_url="10.0.0.1:6380,db=3"))
     assert redis["online_store"] == {"type": "redis", "connection_string": "10.0.0.1:6380,db=3"}
+    assert redis["provider"] == "local"
 
 
 def test_shipped_yaml_matches_the_default_settings() -> None:
@@ -555,8 +567,9 @@ def test_shipped_yaml_matches_the_default_settings() -> None:
     state = load_settings().state_path
     assert shipped.project == default["project"]
     assert (repo / shipped.registry.path).resolve() == state / "feast_registry.db"
-    assert (repo / shipped.online_store.path).resolve() == state / "feast_online.db"
-    assert shipped.online_store.type == "sqlite" and shipped.offline_store.type == "duckdb"
+    assert (repo / shipped.online_store.path).resolve() == state / "online.db"
+    assert shipped.online_store.type == default["online_store"]["type"]
+    assert shipped.provider == default["provider"] and shipped.offline_store.type == "duckdb"
     assert shipped.entity_key_serialization_version == default["entity_key_serialization_version"]
 
 
@@ -599,12 +612,15 @@ def test_feast_cli_plan_and_apply(tmp_path: Path) -> None:
     ]
     plan_out, shipped_out = (_finish(p) for p in procs)
     assert "customer_profile" in plan_out and "usage_aggregates" in plan_out
-    assert "churn_v1" in shipped_out
+    # Feast's apply path for any store but its own SQLite one prints the views it deployed
+    assert "Deploying infrastructure for customer_profile" in shipped_out
+    shipped_store = FeatureStore(repo_path=str(copy / "feature_repo"))
+    assert [s.name for s in shipped_store.list_feature_services()] == ["churn_v1"]
     assert (copy / "data" / "_state" / "feast_registry.db").is_file()
     assert feature_store(settings).list_feature_views() == []  # plan registers nothing
 
     apply_out = _finish(_feast(["-f", str(rendered), "apply"], repo, env))
-    assert "churn_v1" in apply_out
+    assert "Deploying infrastructure for usage_aggregates" in apply_out
     registered = feature_store(settings)
     assert sorted(v.name for v in registered.list_feature_views()) == [
         "customer_profile",
