@@ -102,8 +102,14 @@ def model_input(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
         arr = text.to_numpy(dtype=object, copy=True)
         arr[missing_mask] = np.nan
         out[col] = pd.Series(arr, index=frame.index, dtype="object")
-    for col in schema.numeric:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    numeric = frame[list(schema.numeric)]
+    if all(pd.api.types.is_numeric_dtype(t) for t in numeric.dtypes):
+        numeric = numeric.astype("float64")  # one cast for the block (the serving path)
+        for col in schema.numeric:
+            out[col] = numeric[col]
+    else:
+        for col in schema.numeric:
+            out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
 
 

@@ -220,6 +220,30 @@ def test_model_input_canonical_types() -> None:
         model_input(frame, FeatureSchema(categorical=("nope",), numeric=(), label="y"))
 
 
+def test_model_input_casts_a_numeric_block_as_each_column_alone() -> None:
+    """The one-cast path for frames whose numeric inputs are all numbers (the online read)
+    gives what casting each column alone gives: NaN for missing, 1.0/0.0 for booleans."""
+    frame = pd.DataFrame(
+        {
+            "i": np.array([1, -2, 3], dtype=np.int64),
+            "n": pd.Series([4, None, 6], dtype="Int64"),
+            "b": [True, False, True],
+            "nb": pd.Series([True, None, False], dtype="boolean"),
+            "f": np.array([0.5, np.nan, 2.25], dtype=np.float32),
+            "c": ["x", "y", None],
+        }
+    )
+    schema = FeatureSchema(categorical=("c",), numeric=("i", "n", "b", "nb", "f"), label="y")
+    out = model_input(frame, schema)
+    for col in schema.numeric:
+        alone = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        assert out[col].dtype == np.float64
+        np.testing.assert_array_equal(out[col].to_numpy(), alone.to_numpy(), err_msg=col)
+    assert out["n"].isna().tolist() == [False, True, False]
+    assert out["b"].tolist() == [1.0, 0.0, 1.0]
+    assert list(out.columns) == ["c", "i", "n", "b", "nb", "f"]
+
+
 def test_ece_and_calibration_table() -> None:
     y = np.array([0, 0, 1, 1] * 25)
     perfect = np.where(y == 1, 1.0, 0.0)
