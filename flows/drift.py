@@ -19,7 +19,7 @@ from driftloop.usecase import load_usecase
 from flows.outcomes import NO_DATA, SKIPPED, decided
 from flows.runners import partitions, run_partitions
 from tasks import drift, training
-from tasks.storage import Lake, write_json
+from tasks.storage import Lake
 
 
 class DriftParams(BaseModel):
@@ -52,32 +52,18 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
         return skipped(day, "no champion yet: there is no model to compare with")
     if inputs.features.empty:
         return no_data(lake, day, inputs)
-    reference, features = inputs.reference, inputs.features
     spec = inputs.spec(usecase)
-    alpha = drift.window_alpha(reference, spec, with_predictions=inputs.predictions is not None)
-    groups = drift.feature_groups(
-        reference, features.columns, parts=partitions(settings), spec=spec
-    )
-    scored = run_partitions(
-        settings,
-        check_features,
-        [
-            {
-                "reference": drift.reference_subset(reference, names),
-                "features": features[names],
-                "alpha": alpha,
-                "spec": spec,
-            }
-            for names in groups
-        ],
-    )
+    with_predictions = inputs.predictions is not None
+    alpha = drift.window_alpha(inputs.reference, spec, with_predictions=with_predictions)
+    checks = drift.feature_checks(inputs, spec, alpha=alpha, parts=partitions(settings))
+    scored = run_partitions(settings, check_features, checks)
     scores = [score for group in scored for score in group]
-    prediction = drift.check_predictions(reference, inputs.predictions, alpha=alpha, spec=spec)
+    prediction = drift.check_predictions(
+        inputs.reference, inputs.predictions, alpha=alpha, spec=spec
+    )
     result, html = finish_check(usecase, lake, inputs, scores, prediction)
 
-    key = f"drift/{result.model}-{day}.html"
-    lake.reports.write_bytes(key, html.encode("utf-8"))
-    write_json(lake.reports, drift.result_key(result.model, day), result.to_dict())
+    key = drift.write_check(lake.reports, day, result, html)
     create_table_artifact(
         key="drift-scores",
         table=drift.score_rows(result),
@@ -86,9 +72,9 @@ def drift_flow(params: DriftParams = DriftParams()) -> dict[str, Any]:
         f"{', '.join(result.signals) or 'none'}",
     )
     create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result))
-    report_uri = f"{settings.zone('reports')}/{key}"
-    if report_uri.startswith(("http://", "https://")):
-        create_link_artifact(key="drift-report", link=report_uri)
+    link = drift.report_link(settings.zone("reports"), key)
+    if link is not None:
+        create_link_artifact(key="drift-report", link=link)
     if result.detected:
         emit_event(**drift.detected_event(result))
     return result.to_dict() | {"day": str(day), "report": key}
@@ -106,9 +92,7 @@ def no_data(lake: Lake, day: date, inputs: drift.DriftInputs) -> dict[str, Any]:
     ends in the state "NoData"."""
     result, html = drift.no_data_check(inputs)
     message = drift.no_data_message(inputs)
-    key = f"drift/{result.model}-{day}.html"
-    lake.reports.write_bytes(key, html.encode("utf-8"))
-    write_json(lake.reports, drift.result_key(result.model, day), result.to_dict())
+    key = drift.write_check(lake.reports, day, result, html)
     create_markdown_artifact(key="drift-summary", markdown=drift.summary_markdown(result, message))
     # no "window" key: what was (not) compared is in the report and the reason
     out = {

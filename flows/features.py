@@ -15,7 +15,7 @@ from driftloop.settings import export_artifact_endpoint, load_settings
 from driftloop.usecase import load_usecase
 from flows.runners import partitions, run_partitions
 from tasks import features as stage
-from tasks import policy, registry, training
+from tasks import policy, training
 from tasks.storage import Lake, sweep_debris
 
 
@@ -128,16 +128,11 @@ def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
 
     # new data (usage or labels) may make a training run due: ask the retraining policy
     day = training.latest_day(lake, usecase)
-    if usecase.model is not None and usecase.target is not None and day is not None:
-        name = usecase.model.registered_name
-        has_champion = registry.champion_version(settings.tracking_uri, name) is not None
-        # the policy only reads here: train runs record decisions (one training per as_of,
-        # back-off after a rejection or too little evidence), so asking twice is harmless
-        state = loop_state(lake, usecase, has_champion=has_champion, day=day)
-        due = policy.should_train(
-            day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
-        )
-        summary["training"] = {"due": due.train, "reason": due.why, "decision": due.kind}
-        if due.train:
-            emit_event(**policy.training_due_event(name, day, due))
+    check = policy.training_check(
+        lake, usecase, day, tracking_uri=settings.tracking_uri, state_of=loop_state
+    )
+    if check is not None:
+        summary["training"] = check.to_dict()
+        if check.event is not None:
+            emit_event(**check.event)
     return summary

@@ -49,37 +49,25 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     champion = score_day(settings, usecase, lake, store, day)
     if isinstance(champion, score.Skipped):
         return skipped(champion, name)
-    scores, key = champion
     for version in params.shadow_versions:
         score_day(settings, usecase, lake, store, day, version=version, role=f"shadow-v{version}")
 
     create_table_artifact(
         key="predictions-summary",
-        table=[
-            {
-                "day": str(day),
-                "rows": len(scores),
-                "model_version": scores["model_version"].iloc[0] if len(scores) else None,
-                "mean_probability": float(scores[usecase.prediction_column].mean())
-                if len(scores)
-                else None,
-                "key": key,
-            }
-        ],
+        table=[champion.summary_row(day, usecase.prediction_column)],
         description=f"{name}: predictions for {day}",
     )
     emit_event(
         **score.written_event(
-            name, day, "champion", scores, key, prediction=usecase.prediction_column
+            name,
+            day,
+            "champion",
+            champion.scores,
+            champion.key,
+            prediction=usecase.prediction_column,
         )
     )
-    return {
-        "day": str(day),
-        "scored": len(scores),
-        "key": key,
-        "model_version": str(scores["model_version"].iloc[0]) if len(scores) else None,
-        "population": champion.population,
-    }
+    return champion.to_dict(day)
 
 
 def skipped(skip: score.Skipped, model_name: str) -> dict[str, Any]:

@@ -11,13 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.redact import redact
 from driftloop.settings import Settings, export_artifact_endpoint, load_settings
 from driftloop.usecase import UseCase, load_usecase
 from flows.outcomes import DEFERRED, decided
-from tasks import features, policy, registry, training
+from tasks import features, policy, training
 from tasks.storage import Lake
-from tasks.training_set import last_snapshot_day
 
 
 class TrainParams(BaseModel):
@@ -93,11 +91,9 @@ def _show_recovery(recovered: training.Recovery) -> None:
         )
 
 
-def _deferred(name: str, reason: str, day: date) -> dict[str, Any]:
-    create_markdown_artifact(
-        key="training-deferred", markdown=f"**{name}: not training now** ({reason})"
-    )
-    return {"trained": False, "reason": reason, "as_of": str(day)}
+def _deferred(name: str, deferral: policy.Deferral) -> dict[str, Any]:
+    create_markdown_artifact(key="training-deferred", markdown=deferral.markdown(name))
+    return deferral.to_dict()
 
 
 @flow(
@@ -124,107 +120,56 @@ def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
 
 
 def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake) -> dict[str, Any]:
-    loop = usecase.loop()
-    name = loop.model.registered_name
+    name = usecase.loop().model.registered_name
     day = params.as_of or training.latest_day(lake, usecase)
     if day is None:
         return {"trained": False, "reason": "nothing validated yet"}
-
-    has_champion = registry.champion_version(settings.tracking_uri, name) is not None
-    state = loop_state(lake, usecase, has_champion=has_champion, day=day)
-    state, due = policy.plan_run(
-        state,
-        day=day,
-        request=policy.RunRequest(
-            trigger=params.reason,
-            since=params.since,
-            drift_start=params.drift_start,
-            signals=params.signals,
-            severity=params.severity,
-        ),
-        target=loop.target,
-        model=loop.model,
-        retrain=usecase.retrain,
+    request = policy.RunRequest(
+        trigger=params.reason,
+        since=params.since,
+        drift_start=params.drift_start,
+        signals=params.signals,
+        severity=params.severity,
     )
-    policy.write_state(lake.ledger, state)
-    if not due.train:
-        return _deferred(name, due.reason, day)
-    since = due.since
-    trained_through = last_snapshot_day(
-        day,
-        horizon_days=loop.target.horizon_days,
-        label_delay_days=loop.target.label_delay_days,
+    # the decision (and the policy's state) is written before anything is trained
+    plan = policy.plan_training(
+        lake, usecase, request, day=day, tracking_uri=settings.tracking_uri, state_of=loop_state
     )
+    if plan.deferral is not None:
+        return _deferred(name, plan.deferral)
 
     store = feature_store(settings)
     try:
-        data = build_training_set(lake, usecase, store, as_of=day, since=since)
+        data = build_training_set(lake, usecase, store, as_of=day, since=plan.since)
     except training.NotEnoughData as exc:
         # recorded as this as_of's attempt, with a back-off: not tried again every day
-        why = str(exc)
-        if not why.startswith("insufficient evidence"):
-            why = f"insufficient evidence: {why}"
-        policy.write_state(
-            lake.ledger,
-            policy.record_insufficient(
-                state,
-                day=day,
-                as_of=day,
-                trained_through=trained_through,
-                why=why,
-                trigger=params.reason,
-                since=since,
-                retrain=usecase.retrain,
-            ),
-        )
-        if params.reason == "manual":
+        deferral = policy.record_insufficient_run(lake.ledger, plan, str(exc))
+        if deferral.fails:
             raise
-        return _deferred(name, why, day)
+        return _deferred(name, deferral)
     result = train_challenger(
-        settings, usecase, data, lake, seed=params.seed, since=since, trigger=params.reason
+        settings, usecase, data, lake, seed=params.seed, since=plan.since, trigger=params.reason
     )
     decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
-    policy.write_state(
-        lake.ledger,
-        policy.record_training(
-            state,
-            trained_through=trained_through,
-            promoted=decision.promote,
-            since=since,
-            as_of=day,
-            version=result.version,
-            trigger=params.reason,
-            day=day,
-            reason=decision.reason,
-            retrain=usecase.retrain,
-        ),
-    )
+    policy.record_judged_run(lake.ledger, plan, result.version, decision)
 
     rebased = training.rebaseline_if_new_normal(
-        settings, usecase, lake, data, decision, day=day, trigger=params.reason, since=since
+        settings, usecase, lake, data, decision, day=day, trigger=params.reason, since=plan.since
     )
-
-    from tasks.train import metric_names
-
     create_table_artifact(
         key="training-metrics",
-        table=[
-            {
-                "split": s,
-                **{k: m[k] for k in metric_names(data.schema) if k in m},
-            }
-            for s, m in result.metrics.items()
-        ],
+        table=training.metrics_rows(result, data.schema),
         description=f"{name} v{result.version} trained as of {data.as_of} ({params.reason})",
     )
     create_markdown_artifact(
         key="promotion-decision",
-        markdown=f"**{name} v{result.version}: {'promoted' if decision.promote else 'rejected'}**"
-        f"\n\n{decision.reason}\n\nReport: `{redact(settings.zone('reports'))}/{report_key}`"
-        + (
-            f"\n\nDrift reference of v{rebased['version']} re-based: {rebased['why']}"
-            if rebased
-            else ""
+        markdown=training.decision_markdown(
+            name,
+            result.version,
+            decision,
+            reports_zone=settings.zone("reports"),
+            report_key=report_key,
+            rebased=rebased,
         ),
     )
     _announce(
@@ -238,8 +183,8 @@ def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake
         "version": result.version,
         "as_of": str(data.as_of),
         "reason": params.reason,
-        "why": due.why,
-        "since": str(since) if since else None,
+        "why": plan.decision.why,
+        "since": str(plan.since) if plan.since else None,
         "promoted": decision.promote,
         "decision": decision.to_dict(),
         "rebaselined": rebased,

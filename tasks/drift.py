@@ -64,7 +64,7 @@ from tasks.drift_stats import (
     numeric_drift,
 )
 from tasks.features import feature_key
-from tasks.storage import read_parquet
+from tasks.storage import read_parquet, write_json
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
@@ -292,6 +292,24 @@ def reference_subset(reference: dict[str, Any], names: Iterable[str]) -> dict[st
         # whole: an input's vote depends on how many inputs the model has (input_weight)
         out["importance"] = dict(reference["importance"])
     return out
+
+
+def feature_checks(
+    inputs: DriftInputs, spec: DriftSpec, *, alpha: float, parts: int
+) -> list[dict[str, Any]]:
+    """The window's checked inputs cut into at most ``parts`` groups (:func:`feature_groups`),
+    each as the arguments of its :func:`check_features` call: the group's reference
+    (:func:`reference_subset`) and feature columns, ``alpha`` and ``spec``."""
+    groups = feature_groups(inputs.reference, inputs.features.columns, parts=parts, spec=spec)
+    return [
+        {
+            "reference": reference_subset(inputs.reference, names),
+            "features": inputs.features[names],
+            "alpha": alpha,
+            "spec": spec,
+        }
+        for names in groups
+    ]
 
 
 def _null_of(reference: Mapping[str, Any], name: str | None, spec: DriftSpec) -> list[float] | None:
@@ -747,6 +765,28 @@ def latest_check(reports: Storage, model: str, day: date) -> dict[str, Any] | No
     before it; None without one."""
     found = previous_results(reports, model, day + timedelta(days=1), 4)
     return found[0] if found else None
+
+
+def report_key(model: str, day: date) -> str:
+    """Where the HTML report of the check of the window ending ``day`` is in the reports zone."""
+    return f"drift/{model}-{day}.html"
+
+
+def write_check(reports: Storage, day: date, result: DriftResult, html: str) -> str:
+    """Store the check of the window ending ``day`` in the reports zone: its HTML report and
+    its result (what the next days' checks count persistence on, :func:`previous_results`).
+    Returns the report's key."""
+    key = report_key(result.model, day)
+    reports.write_bytes(key, html.encode("utf-8"))
+    write_json(reports, result_key(result.model, day), result.to_dict())
+    return key
+
+
+def report_link(reports_zone: str, key: str) -> str | None:
+    """The address of a stored report when a browser can open it (an http(s) reports zone),
+    else None."""
+    uri = f"{reports_zone}/{key}"
+    return uri if uri.startswith(("http://", "https://")) else None
 
 
 # ---- events and reports ---------------------------------------------------------------------------

@@ -30,14 +30,15 @@ What the loop remembers between runs (:class:`LoopState`) is kept in the lake's 
 ``loop-state.json``, so deployments started by different events (and the demo) share one state.
 Only train runs write it (under the per-model training lock): they record drift events
 (:func:`note_drift`), their decision (:func:`plan_run`) and its outcome
-(:func:`record_training`, :func:`record_insufficient`). Every decision is appended to a bounded
-log (:data:`DECISION_LOG` entries) that ``driftloop status`` shows. The features flow and
-reconcile only ask :func:`should_train`.
+(:func:`record_training`, :func:`record_insufficient`); the train flow does it through
+:func:`plan_training`, :func:`record_insufficient_run` and :func:`record_judged_run`. Every
+decision is appended to a bounded log (:data:`DECISION_LOG` entries) that ``driftloop status``
+shows. The features flow (:func:`training_check`) and reconcile only ask :func:`should_train`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -680,6 +681,86 @@ def plan_run(
     return log(state, entry), decision
 
 
+@dataclass(frozen=True)
+class Deferral:
+    """A train run that does not train now: why (also the run's message) and as of which day."""
+
+    reason: str
+    as_of: date
+    #: the run ends in its error instead (one asked by hand: the error is the answer)
+    fails: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the train flow returns for it."""
+        return {"trained": False, "reason": self.reason, "as_of": str(self.as_of)}
+
+    def markdown(self, model: str) -> str:
+        return f"**{model}: not training now** ({self.reason})"
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A train run's decision as of ``day``, recorded (:func:`plan_training`), with what its
+    outcome is recorded against (:func:`record_insufficient_run`, :func:`record_judged_run`)."""
+
+    day: date  # the run's as_of
+    request: RunRequest
+    decision: TrainDecision
+    state: LoopState  # as written: the decision is in its log
+    #: the newest snapshot day whose labels are known on ``day``
+    trained_through: date
+    retrain: RetrainSpec
+    #: why the run does not train now; None when it trains
+    deferral: Deferral | None = None
+
+    @property
+    def since(self) -> date | None:
+        """The first snapshot day the training uses (None: all history)."""
+        return self.decision.since
+
+
+def plan_training(
+    lake: Lake,
+    usecase: UseCase,
+    request: RunRequest,
+    *,
+    day: date,
+    tracking_uri: str,
+    state_of: Callable[..., LoopState] = current_state,
+) -> TrainPlan:
+    """A train run's decision as of ``day`` (:func:`plan_run` on the loop state that
+    ``state_of`` reads, knowing whether the model has a champion), written to the ledger zone
+    before anything is trained. ``state_of`` takes :func:`current_state`'s arguments (the train
+    flow passes it as a task)."""
+    from tasks import registry
+
+    loop = usecase.loop()
+    has_champion = registry.champion_version(tracking_uri, loop.model.registered_name) is not None
+    state = state_of(lake, usecase, has_champion=has_champion, day=day)
+    state, decision = plan_run(
+        state,
+        day=day,
+        request=request,
+        target=loop.target,
+        model=loop.model,
+        retrain=usecase.retrain,
+    )
+    write_state(lake.ledger, state)
+    return TrainPlan(
+        day=day,
+        request=request,
+        decision=decision,
+        state=state,
+        trained_through=last_snapshot_day(
+            day,
+            horizon_days=loop.target.horizon_days,
+            label_delay_days=loop.target.label_delay_days,
+        ),
+        retrain=usecase.retrain,
+        deferral=None if decision.train else Deferral(decision.reason, day),
+    )
+
+
 # ---- outcomes -----------------------------------------------------------------------------------
 
 
@@ -786,6 +867,47 @@ def record_insufficient(
     return log(state, Entry(day, "insufficient-evidence", note, as_of, None, trigger))
 
 
+def record_insufficient_run(ledger: Storage, plan: TrainPlan, error: str) -> Deferral:
+    """A planned training whose training set holds too little evidence (``error``: why):
+    recorded as the attempt of its as_of, with a back-off (:func:`record_insufficient`), so it
+    is not tried again every day. The run defers with the reason, or (asked by hand) fails
+    with its error."""
+    why = error if error.startswith("insufficient evidence") else f"insufficient evidence: {error}"
+    state = record_insufficient(
+        plan.state,
+        day=plan.day,
+        as_of=plan.day,
+        trained_through=plan.trained_through,
+        why=why,
+        trigger=plan.request.trigger,
+        since=plan.since,
+        retrain=plan.retrain,
+    )
+    write_state(ledger, state)
+    return Deferral(why, plan.day, fails=plan.request.trigger == "manual")
+
+
+def record_judged_run(
+    ledger: Storage, plan: TrainPlan, version: str, decision: Decision
+) -> LoopState:
+    """A planned training whose challenger ``version`` the gate decided on: recorded
+    (:func:`record_training`) and written; returns the state written."""
+    state = record_training(
+        plan.state,
+        trained_through=plan.trained_through,
+        promoted=decision.promote,
+        since=plan.since,
+        as_of=plan.day,
+        version=version,
+        trigger=plan.request.trigger,
+        day=plan.day,
+        reason=decision.reason,
+        retrain=plan.retrain,
+    )
+    write_state(ledger, state)
+    return state
+
+
 def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[str, Any]:
     """The Prefect event announcing that the policy wants a training run (the train
     deployment's trigger renders ``reason`` and ``as_of`` into its parameters)."""
@@ -802,6 +924,53 @@ def training_due_event(model: str, day: date, decision: TrainDecision) -> dict[s
             "since": decision.since.isoformat() if decision.since else None,
         },
     }
+
+
+@dataclass(frozen=True)
+class TrainingCheck:
+    """The policy's answer after new data (:func:`training_check`): whether a training as of
+    ``day`` is due, and the event that says so."""
+
+    day: date
+    decision: TrainDecision
+    #: the ``driftloop.training.due`` event to emit; None when no training is due
+    event: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The features flow's ``training`` entry."""
+        return {
+            "due": self.decision.train,
+            "reason": self.decision.why,
+            "decision": self.decision.kind,
+        }
+
+
+def training_check(
+    lake: Lake,
+    usecase: UseCase,
+    day: date | None,
+    *,
+    tracking_uri: str,
+    state_of: Callable[..., LoopState] = current_state,
+) -> TrainingCheck | None:
+    """Whether new data (usage or labels) makes a training as of ``day`` (the pipeline's
+    newest day) due: :func:`should_train` on the loop state that ``state_of`` reads (it takes
+    :func:`current_state`'s arguments; the features flow passes it as a task). Only reads: the
+    train runs record decisions (one training per as_of, back-off after a rejection or too
+    little evidence), so asking twice is harmless. None when the use case trains no model or
+    nothing has been validated yet."""
+    from tasks import registry
+
+    if usecase.model is None or usecase.target is None or day is None:
+        return None
+    name = usecase.model.registered_name
+    has_champion = registry.champion_version(tracking_uri, name) is not None
+    state = state_of(lake, usecase, has_champion=has_champion, day=day)
+    decision = should_train(
+        day, state, target=usecase.target, model=usecase.model, retrain=usecase.retrain
+    )
+    event = training_due_event(name, day, decision) if decision.train else None
+    return TrainingCheck(day, decision, event)
 
 
 def rebaseline_reason(

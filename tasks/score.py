@@ -62,6 +62,29 @@ class Scored:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.scores, self.key))
 
+    def summary_row(self, day: date, prediction: str) -> dict[str, Any]:
+        """The score run's artifact row: the day, rows, model version, mean ``prediction``
+        (the use case's prediction column) and key."""
+        scored = len(self.scores) > 0
+        return {
+            "day": str(day),
+            "rows": len(self.scores),
+            "model_version": self.scores["model_version"].iloc[0] if scored else None,
+            "mean_probability": float(self.scores[prediction].mean()) if scored else None,
+            "key": self.key,
+        }
+
+    def to_dict(self, day: date) -> dict[str, Any]:
+        """What the score run of ``day`` returns."""
+        scored = len(self.scores) > 0
+        return {
+            "day": str(day),
+            "scored": len(self.scores),
+            "key": self.key,
+            "model_version": str(self.scores["model_version"].iloc[0]) if scored else None,
+            "population": self.population,
+        }
+
 
 @dataclass(frozen=True)
 class Skipped:

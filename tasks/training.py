@@ -20,7 +20,7 @@ import pandas as pd
 
 from driftloop.redact import redact
 from tasks.ingest import newest_day, open_ledger, read_validated
-from tasks.train import FeatureSchema
+from tasks.train import FeatureSchema, metric_names
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -509,6 +509,36 @@ def decision_event(
             "tracking_uri": redact(tracking_uri),
         },
     }
+
+
+def metrics_rows(result: TrainingResult, schema: FeatureSchema) -> list[dict[str, Any]]:
+    """The train run's metrics artifact: one row per split with its scalar metrics."""
+    names = metric_names(schema)
+    return [
+        {"split": split, **{k: metrics[k] for k in names if k in metrics}}
+        for split, metrics in result.metrics.items()
+    ]
+
+
+def decision_markdown(
+    name: str,
+    version: str,
+    decision: Decision,
+    *,
+    reports_zone: str,
+    report_key: str,
+    rebased: dict[str, Any] | None,
+) -> str:
+    """The train run's promotion artifact: the verdict and its reason, where the report is (the
+    zone's URI with its password masked) and the re-based drift reference, if any."""
+    verdict = "promoted" if decision.promote else "rejected"
+    text = (
+        f"**{name} v{version}: {verdict}**\n\n{decision.reason}"
+        f"\n\nReport: `{redact(reports_zone)}/{report_key}`"
+    )
+    if rebased:
+        text += f"\n\nDrift reference of v{rebased['version']} re-based: {rebased['why']}"
+    return text
 
 
 # ---- recovery after an interrupted run ----------------------------------------------------------

@@ -4,6 +4,7 @@ estimated and realised performance, persistence across checks and versions, seve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
@@ -16,27 +17,32 @@ from sklearn.metrics import roc_auc_score
 from driftloop.usecase import DriftSpec, InputSpec, PersistenceSpec
 from tasks.drift import (
     DriftInputs,
+    DriftResult,
     check_features,
     check_predictions,
     detected_event,
     effective_spec,
     estimated_performance,
+    feature_checks,
     feature_groups,
     input_role,
     input_votes,
     judge,
+    latest_check,
     persistence,
     pooled_performance,
     previous_results,
     read_input_window,
     realised_drop,
     reference_subset,
+    report_link,
     result_key,
     severity,
     window_alpha,
+    write_check,
 )
 from tasks.drift_stats import DriftScore, bin_counts, expected_auc, psi
-from tasks.storage import LocalStorage, write_json
+from tasks.storage import LocalStorage, read_json, write_json
 from tasks.train import FeatureSchema, input_importance, reference_profile
 
 START = pd.Timestamp("2026-01-02", tz="UTC")
@@ -535,6 +541,80 @@ def test_previous_results_are_the_stored_checks_of_the_days_before(tmp_path: Pat
         {"model_version": "1"},
     ]
     assert previous_results(reports, "m", day, n=1) == []
+
+
+def test_a_check_is_stored_as_its_report_and_the_result_the_next_checks_read(
+    tmp_path: Path,
+) -> None:
+    reports = LocalStorage(tmp_path)
+    day = date(2026, 3, 10)
+    result = DriftResult(
+        model="m",
+        model_version="3",
+        window=("2026-03-10", "2026-03-10"),
+        scores=[],
+        prediction=None,
+        detected=False,
+        signals=["input-drift"],
+        severity="watch",
+    )
+    key = write_check(reports, day, result, "<p>drift — m</p>")
+    assert key == "drift/m-2026-03-10.html"
+    assert reports.read_bytes(key) == "<p>drift — m</p>".encode()
+    stored = json.loads(json.dumps(result.to_dict()))
+    assert read_json(reports, result_key("m", day)) == stored
+    assert sorted(o.key for o in reports.list()) == [
+        "drift/m-2026-03-10.html",
+        "drift/m-2026-03-10.json",
+    ]
+    # what the next day's persistence and the train run's re-baseline read back
+    assert previous_results(reports, "m", day + timedelta(days=1), n=2) == [stored]
+    assert latest_check(reports, "m", day) == stored
+    # another model's or an earlier day's check is not this one
+    assert latest_check(reports, "other", day) is None
+    assert previous_results(reports, "m", day, n=3) == []
+
+
+def test_a_report_is_linked_only_where_a_browser_opens_it() -> None:
+    key = "drift/m-2026-03-10.html"
+    assert report_link("https://lake.example/reports", key) == (
+        "https://lake.example/reports/drift/m-2026-03-10.html"
+    )
+    assert report_link("http://lake:9000/reports", key) == (
+        "http://lake:9000/reports/drift/m-2026-03-10.html"
+    )
+    assert report_link("s3://bucket/lake/reports", key) is None
+    assert report_link("file:///srv/lake/reports", key) is None
+
+
+def test_the_window_is_cut_into_one_check_per_group_of_inputs(reference: dict[str, Any]) -> None:
+    spec = DriftSpec(inputs={"tenure": InputSpec(monitor=False)})
+    day = world_day(np.random.default_rng(12), 60, 300)
+    inputs = DriftInputs(
+        model="m",
+        model_version="3",
+        reference=reference,
+        first=date(2026, 3, 10),
+        day=date(2026, 3, 10),
+        features=day,
+        predictions=None,
+    )
+    checks = feature_checks(inputs, spec, alpha=0.004, parts=2)
+    groups = [["usage", "temperature"], ["plan"]]  # numerics first; tenure is not monitored
+    assert [list(c["features"].columns) for c in checks] == groups
+    for check, names in zip(checks, groups, strict=True):
+        assert set(check) == {"reference", "features", "alpha", "spec"}
+        assert check["reference"] == reference_subset(reference, names)
+        assert check["features"].equals(day[names])
+        assert check["alpha"] == 0.004 and check["spec"] is spec
+    scored = [s.feature for c in checks for s in check_features(**c)]
+    assert scored == ["usage", "temperature", "plan"]
+    # one part: one group; an input missing from the window is not checked
+    [whole] = feature_checks(inputs, spec, alpha=0.004, parts=1)
+    assert list(whole["features"].columns) == ["usage", "temperature", "plan"]
+    without = replace(inputs, features=day.drop(columns="usage"))
+    cut = feature_checks(without, spec, alpha=0.004, parts=4)
+    assert [list(c["features"].columns) for c in cut] == [["temperature"], ["plan"]]
 
 
 def test_judge_detects_persistent_drift_and_the_event_says_why(

@@ -21,10 +21,14 @@ from tasks.policy import (
     STATE_KEY,
     Attempt,
     Backoff,
+    Deferral,
     Entry,
     Labelled,
     LoopState,
     RunRequest,
+    TrainDecision,
+    TrainingCheck,
+    TrainPlan,
     current_state,
     enabled_signals,
     labelled_after,
@@ -32,13 +36,17 @@ from tasks.policy import (
     newly_labelled,
     note_drift,
     plan_run,
+    plan_training,
     post_change_days_wanted,
     quiet_change,
     read_state,
     record_drift,
     record_insufficient,
+    record_insufficient_run,
+    record_judged_run,
     record_training,
     should_train,
+    training_check,
     training_due_event,
     write_state,
 )
@@ -939,3 +947,203 @@ def test_a_rejected_drift_challenger_against_a_champion_that_holds_rebases_it() 
     for what, (trigger, decision, last) in cases.items():
         assert rebaseline_reason(trigger, decision, last, as_of=day, since=change) is None, what
     assert rebaseline_reason("drift", _decision(), check, as_of=day, since=None) is None
+
+
+# ---- what the train and features flows call: on a lake and a registry -----------------------
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow registry for these tests: model ``champ`` has a champion, no other has."""
+    from tasks import registry
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    client = registry.client_for(uri)
+    client.create_registered_model("champ")
+    version = client.create_model_version("champ", source=str(tmp_path_factory.mktemp("model")))
+    client.set_registered_model_alias("champ", registry.CHAMPION, version.version)
+    return uri
+
+
+def _loop(tmp_path: Path, **model: Any) -> tuple[Any, Any]:
+    """A lake with usage validated on Jan 1..3 (the first snapshot day is Jan 2) and a use case
+    whose snapshots are labelled 2 days later; (lake, use case)."""
+    from tasks.storage import Lake, open_storage, write_parquet
+    from tests.tasks.test_features import usage
+
+    usecase = load_usecase(
+        usecase_with(
+            tmp_path,
+            target={"horizon_days": 2, "label_delay_days": 1},
+            model={"min_history_days": 0, **model},
+        )
+    )
+    lake = Lake(open_storage(f"file://{tmp_path}/lake"))
+    for n in range(3):
+        when = D0 + timedelta(days=n)
+        key = f"usage/date={when.isoformat()}/usage__{when.isoformat()}.csv.parquet"
+        write_parquet(lake.validated, key, usage([{"customer_id": "A", "date": when}]))
+    return lake, usecase
+
+
+# 4 + 3 + 3 = 10 labelled snapshot days from Jan 2 are needed: Jan 2..11, labelled on Jan 13
+DUE, EARLY = D0 + timedelta(days=12), D0 + timedelta(days=11)
+FIRST_SNAPSHOT = D0 + timedelta(days=1)
+DUE_WHY = "no champion; 10 labelled snapshot days"
+WAITING = "no champion: waiting for labelled snapshots (9/10 days)"
+
+
+def test_a_train_run_records_its_plan_before_it_trains(tmp_path: Path, tracking: str) -> None:
+    lake, usecase = _loop(tmp_path)
+    request = RunRequest(trigger="new-labels")
+    asked: list[tuple[bool, date | None]] = []
+
+    def state_of(*args: Any, has_champion: bool, day: date | None = None) -> LoopState:
+        asked.append((has_champion, day))
+        return current_state(*args, has_champion=has_champion, day=day)
+
+    plan = plan_training(lake, usecase, request, day=DUE, tracking_uri=tracking, state_of=state_of)
+    entry = Entry(DUE, "train", f"new-labels: {DUE_WHY}", as_of=DUE, trigger="new-labels")
+    assert plan == TrainPlan(
+        day=DUE,
+        request=request,
+        decision=TrainDecision(True, "new-labels", detail=DUE_WHY),
+        state=LoopState(first_snapshot=FIRST_SNAPSHOT, decisions=(entry,)),
+        trained_through=DUE - timedelta(days=2),
+        retrain=usecase.retrain,
+        deferral=None,
+    )
+    assert plan.since is None
+    assert asked == [(False, DUE)]  # the registry has no champion of telco_churn
+    assert read_state(lake.ledger) == LoopState(decisions=(entry,))  # written
+
+    # a run by hand trains now, on what it was asked for
+    since = D0 + timedelta(days=5)
+    manual = plan_training(lake, usecase, RunRequest(since=since), day=EARLY, tracking_uri=tracking)
+    assert manual.decision == TrainDecision(True, "manual", since=since, detail="asked by hand")
+    assert manual.since == since and manual.deferral is None
+
+
+def test_a_train_run_that_is_not_due_is_deferred_and_says_why(
+    tmp_path: Path, tracking: str
+) -> None:
+    lake, usecase = _loop(tmp_path)
+    plan = plan_training(
+        lake, usecase, RunRequest(trigger="new-labels"), day=EARLY, tracking_uri=tracking
+    )
+    assert plan.decision == TrainDecision(False, WAITING)
+    deferral = plan.deferral
+    assert deferral == Deferral(WAITING, EARLY) and not deferral.fails
+    assert deferral.to_dict() == {"trained": False, "reason": WAITING, "as_of": "2026-01-12"}
+    assert deferral.markdown("telco_churn") == f"**telco_churn: not training now** ({WAITING})"
+    entry = Entry(EARLY, "defer", WAITING, as_of=EARLY, trigger="new-labels")
+    assert read_state(lake.ledger) == LoopState(decisions=(entry,))
+
+    # with a champion in the registry, the same data is not due: the champion is current
+    (tmp_path / "champ").mkdir()
+    lake, usecase = _loop(tmp_path / "champ", registered_name="champ")
+    plan = plan_training(
+        lake, usecase, RunRequest(trigger="schedule"), day=DUE, tracking_uri=tracking
+    )
+    assert plan.state.has_champion
+    assert plan.deferral == Deferral("champion is current", DUE)
+
+
+def test_too_little_evidence_is_the_attempt_of_its_as_of_and_defers_unless_asked_by_hand(
+    tmp_path: Path, tracking: str
+) -> None:
+    lake, usecase = _loop(tmp_path)
+    plan = plan_training(
+        lake, usecase, RunRequest(trigger="new-labels"), day=DUE, tracking_uri=tracking
+    )
+    why = "insufficient evidence: no snapshot has known labels at 2026-01-13"
+    deferral = record_insufficient_run(
+        lake.ledger, plan, "no snapshot has known labels at 2026-01-13"
+    )
+    assert deferral == Deferral(why, DUE, fails=False)
+    assert deferral.to_dict() == {"trained": False, "reason": why, "as_of": "2026-01-13"}
+    through = DUE - timedelta(days=2)
+    stored = read_state(lake.ledger)
+    assert stored.last_attempt == Attempt(DUE, through, "insufficient-evidence", None, "new-labels")
+    assert stored.backoff == Backoff(DUE, DUE, through, "insufficient evidence")
+    assert stored.last_trained_through is None  # nothing was trained
+    assert [e.action for e in stored.decisions] == ["train", "insufficient-evidence"]
+
+    # a message that says so already is kept as it is; asked by hand, the run fails with it
+    manual = plan_training(lake, usecase, RunRequest(), day=DUE, tracking_uri=tracking)
+    said = "insufficient evidence: the holdout split holds 3 rows (needs >= 50)"
+    assert record_insufficient_run(lake.ledger, manual, said) == Deferral(said, DUE, fails=True)
+
+
+def test_a_judged_challenger_is_recorded_on_its_plan(tmp_path: Path, tracking: str) -> None:
+    lake, usecase = _loop(tmp_path)
+    plan = plan_training(
+        lake, usecase, RunRequest(trigger="new-labels"), day=DUE, tracking_uri=tracking
+    )
+    through = DUE - timedelta(days=2)
+    promoted = _decision(promote=True, reason="promoted: the first model", compared_with=None)
+    state = record_judged_run(lake.ledger, plan, "1", promoted)
+    assert state.has_champion and state.backoff is None
+    assert state.last_trained_through == through
+    assert state.last_attempt == Attempt(DUE, through, "promoted", "1", "new-labels")
+    assert state.decisions[-1] == Entry(
+        DUE, "promoted", "promoted: the first model", DUE, "1", "new-labels"
+    )
+    assert read_state(lake.ledger) == replace(state, has_champion=False, first_snapshot=None)
+
+    # a rejected one starts a back-off
+    rejected = record_judged_run(lake.ledger, plan, "1", _decision(reason="rejected: no better"))
+    assert rejected.backoff == Backoff(DUE, DUE, through, "v1 rejected")
+    r = usecase.retrain
+    assert rejected.decisions[-1].reason == (
+        f"rejected: no better; backing off until {r.backoff_rows} newly labelled rows and "
+        f"{r.backoff_positives} positives after {through}"
+    )
+    assert read_state(lake.ledger).backoff == rejected.backoff
+
+
+def test_new_data_makes_a_training_due_and_says_so_in_an_event(
+    tmp_path: Path, tracking: str
+) -> None:
+    lake, usecase = _loop(tmp_path)
+    check = training_check(lake, usecase, DUE, tracking_uri=tracking)
+    decision = TrainDecision(True, "new-labels", detail=DUE_WHY)
+    event = {
+        "event": "driftloop.training.due",
+        "resource": {
+            "prefect.resource.id": "driftloop.model.telco_churn",
+            "prefect.resource.name": "telco_churn",
+        },
+        "payload": {
+            "reason": "new-labels",
+            "why": f"new-labels: {DUE_WHY}",
+            "as_of": "2026-01-13",
+            "since": None,
+        },
+    }
+    assert check == TrainingCheck(DUE, decision, event)
+    assert check.to_dict() == {"due": True, "reason": f"new-labels: {DUE_WHY}", "decision": "train"}
+    assert not lake.ledger.exists(STATE_KEY)  # it only reads
+
+
+def test_new_data_that_makes_no_training_due_emits_nothing(tmp_path: Path, tracking: str) -> None:
+    lake, usecase = _loop(tmp_path)
+    check = training_check(lake, usecase, EARLY, tracking_uri=tracking)
+    assert check == TrainingCheck(EARLY, TrainDecision(False, WAITING), None)
+    assert check.to_dict() == {"due": False, "reason": WAITING, "decision": "defer"}
+    # the day a training as of it was already tried: a duplicate, no event
+    write_state(
+        lake.ledger,
+        LoopState(last_attempt=Attempt(DUE, EARLY, "rejected", "2", "new-labels")),
+    )
+    check = training_check(lake, usecase, DUE, tracking_uri=tracking)
+    assert check is not None and check.event is None
+    assert check.to_dict() == {
+        "due": False,
+        "reason": "already trained as of 2026-01-13: v2 rejected",
+        "decision": "duplicate",
+    }
+    # nothing to ask about: nothing validated yet, or a use case that trains no model
+    assert training_check(lake, usecase, None, tracking_uri=tracking) is None
+    no_model = usecase.model_copy(update={"model": None})
+    assert training_check(lake, no_model, DUE, tracking_uri=tracking) is None
