@@ -88,6 +88,11 @@ FLOW_HEARTBEAT_SECONDS = 60
 ZOMBIE_MISSED_HEARTBEATS = 5
 ZOMBIE_AUTOMATION = "driftloop: crash flow runs whose heartbeat stopped"
 HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
+#: the server writes the events it received to its database at least this often (Prefect: 5 s).
+#: Automations act on events as they arrive; what reads them back from the API (a replay waiting
+#: for the training.due its features run emitted, `driftloop status`) waits for the write.
+EVENT_FLUSH_SECONDS = 0.5
+EVENT_FLUSH_ENV = "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"
 #: events are deleted after this long (Prefect: 7 days) ...
 EVENT_RETENTION = timedelta(days=1)
 #: ... and these frequent ones sooner
@@ -226,6 +231,7 @@ def server_env(settings: Settings, port: int, *, home: Path | None = None) -> di
             "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": str(SLOT_WAIT_SECONDS),
             "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
             "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": _duration(EVENT_RETENTION),
+            EVENT_FLUSH_ENV: str(EVENT_FLUSH_SECONDS),
             "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
             "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY_SECONDS),
             "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(

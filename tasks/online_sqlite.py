@@ -23,6 +23,7 @@ import logging
 import sqlite3
 import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -425,18 +426,9 @@ class Provider(PassthroughProvider):
             return
         source = feature_view.batch_source
         to_feature = dict(source.field_mapping or {})  # source column -> feature name
-        to_source = {v: k for k, v in to_feature.items()}
-        job = self.offline_store.pull_latest_from_table_or_query(
-            config=config,
-            data_source=source,
-            join_key_columns=[to_source.get(c.name, c.name) for c in feature_view.entity_columns],
-            feature_name_columns=[to_source.get(f.name, f.name) for f in feature_view.features],
-            timestamp_field=source.timestamp_field,
-            created_timestamp_column=source.created_timestamp_column or None,
-            start_date=start_date,
-            end_date=end_date,
-        )
-        data = job.to_arrow()
+        with warnings.catch_warnings():  # Feast's DuckDB reader calls a renamed DuckDB method
+            warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
+            data = self._latest_rows(config, feature_view, start_date, end_date)
         stamps = {source.timestamp_field, source.created_timestamp_column}
         data = data.rename_columns(
             [c if c in stamps else to_feature.get(c, c) for c in data.column_names]
@@ -451,3 +443,21 @@ class Provider(PassthroughProvider):
             data.num_rows,
             written,
         )
+
+    def _latest_rows(
+        self, config: RepoConfig, feature_view: Any, start_date: datetime, end_date: datetime
+    ) -> pa.Table:
+        """The newest row per entity in ``[start_date, end_date]``, with the source's names."""
+        source = feature_view.batch_source
+        to_source = {v: k for k, v in (source.field_mapping or {}).items()}
+        job = self.offline_store.pull_latest_from_table_or_query(
+            config=config,
+            data_source=source,
+            join_key_columns=[to_source.get(c.name, c.name) for c in feature_view.entity_columns],
+            feature_name_columns=[to_source.get(f.name, f.name) for f in feature_view.features],
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column or None,
+            start_date=start_date,
+            end_date=end_date,
+        )
+        return job.to_arrow()

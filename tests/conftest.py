@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from driftloop.settings import Settings, load_settings, quiet_telemetry
+from driftloop.stack import EVENT_FLUSH_ENV, EVENT_FLUSH_SECONDS
 from tasks.storage import Lake
 from tests.support.servers import moto_s3_server
 from tests.support.stack import LocalStack
@@ -31,6 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if key.startswith("DRIFTLOOP_") and key != "DRIFTLOOP_REQUIRE_SERVICES":
             del os.environ[key]
     os.environ.pop("AWS_ENDPOINT_URL", None)
+    # the test API server writes received events as the stack's does (replays read them back)
+    os.environ.setdefault(EVENT_FLUSH_ENV, str(EVENT_FLUSH_SECONDS))
 
 
 #: The modules whose tests run on the session's ``local_stack`` (one ``driftloop up``).

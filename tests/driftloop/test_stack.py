@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from driftloop import api
-from driftloop.stack import POOLS, read_stack
+from driftloop.stack import EVENT_FLUSH_SECONDS, POOLS, read_stack
 from tasks import registry
 from tasks.ingest import open_ledger
 from tasks.policy import read_state
@@ -46,6 +46,9 @@ def test_up_creates_a_pool_a_worker_and_a_deployment_per_flow(loop: LocalStack) 
     recorded = read_stack(loop.settings)
     assert recorded is not None
     assert {p.name for p in recorded.processes} >= {"prefect-server", "mlflow", "landing-watcher"}
+    # the server took the stack's settings: received events are written within half a second
+    server = loop.http.get("/admin/settings").json()["server"]
+    assert server["services"]["event_persister"]["flush_interval"] == EVENT_FLUSH_SECONDS
     assert loop.http.get(f"{loop.stack.mlflow_url}/health").status_code == 200
     # the MLflow server runs without a job runner beside it (the loop uses no MLflow jobs)
     [mlflow] = [p for p in recorded.processes if p.name == "mlflow"]
