@@ -8,8 +8,10 @@ finds them before anything runs, without a Prefect server, a flow, ``feast apply
 * the use case loads (:func:`driftloop.usecase.load_usecase`: fields, dataset and column
   references, suite files and the columns their rules name), one problem per mistake;
 * every expectation of every suite is one Great Expectations knows, with valid arguments;
-* the feature builder imports, and runs on an empty (else a small synthetic) typed frame of its
-  source dataset; its output holds every column the feature service's views read;
+* the feature builder imports, and runs on an empty and on a small synthetic typed frame of its
+  source dataset; its output holds every column the feature service's views read, with a dtype
+  that fits the type the view declares for it (:data:`DTYPES`: an Int64 feature is an integer
+  column, a Float64 one a float column, ...);
 * the Feast repository imports (as ``feast apply`` imports it, without applying), defines the
   use case's feature service, its views join on the use case's entity and read the feature
   table where these settings put it, and ``drift.inputs`` names only inputs of the service.
@@ -147,6 +149,8 @@ def run_check(settings: Settings) -> CheckReport:
     by_key = {t.key: t for t in tables}
     # per table: column its builder must produce → views that read it
     wanted: dict[str, dict[str, list[str]]] = {t.name: {} for t in tables}
+    # per table: feature column → (view, declared Feast type) of every view that serves it
+    declared: dict[str, dict[str, list[tuple[str, Any]]]] = {t.name: {} for t in tables}
     for table in tables[1:]:  # the entity's rows carry each context's key
         wanted[tables[0].name].setdefault(table.key, []).append(f"context {table.field}")
     for projection in service.feature_view_projections:
@@ -180,6 +184,8 @@ def run_check(settings: Settings) -> CheckReport:
         for column in [*keys, timestamp, *(f.name for f in projection.features)]:
             if column:
                 wanted[table.name].setdefault(column, []).append(view.name)
+        for feature in projection.features:
+            declared[table.name].setdefault(feature.name, []).append((view.name, feature.dtype))
         report.features += [f.name for f in projection.features]
     from tasks.training import NOT_FEATURES
 
@@ -194,7 +200,12 @@ def run_check(settings: Settings) -> CheckReport:
     for table in tables:
         if builders[table.name] is not None:
             for message in _builder_output_problems(
-                usecase, table, builders[table.name], wanted[table.name], spec.feature_service
+                usecase,
+                table,
+                builders[table.name],
+                wanted[table.name],
+                declared[table.name],
+                spec.feature_service,
             ):
                 add(f"{shown}: {table.field}.builder", message)
     return report
@@ -344,44 +355,126 @@ def _builder_output_problems(
     table: FeatureTable,
     builder: Any,
     wanted: dict[str, list[str]],
+    declared: dict[str, list[tuple[str, Any]]],
     feature_service: str,
 ) -> list[str]:
-    """Run a table's builder on a trial frame; the columns of ``wanted`` (the views of
-    ``feature_service`` read them), and the flow's own, it does not produce."""
+    """Run a table's builder on the trial frames; the columns of ``wanted`` (the views of
+    ``feature_service`` read them), and the flow's own, it does not produce (in the output of
+    the first frame it runs on), and the features whose dtype does not fit the type ``declared``
+    by a view (in the first output with rows: an empty frame's dtypes are never written)."""
     dotted = table.builder
     failure: Exception | None = None
+    outputs: list[tuple[Any, set[str]]] = []
     for frame in _trial_frames(usecase, table):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out = builder(frame, TRIAL_DAY, TRIAL_DAY)
-            columns = set(map(str, out.columns))
+            outputs.append((out, set(map(str, out.columns))))
         except Exception as exc:
             failure = exc
+    if not outputs:
+        return [
+            f"{dotted} fails on a trial frame of dataset "
+            f"{table.source_dataset!r} ({type(failure).__name__}: "
+            f"{_one_line(failure or Exception())}); its output columns were not checked"
+        ]
+    columns = outputs[0][1]
+    problems = []
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        views = sorted({v for c in missing for v in wanted[c]})
+        problems.append(
+            f"the output of {dotted} lacks {missing}, which feature views "
+            f"{views} of feature service {feature_service!r} read"
+            if not any(v.startswith("context ") for v in views)
+            else f"the output of {dotted} lacks {missing}, which {views} look up"
+            if all(v.startswith("context ") for v in views)
+            else f"the output of {dotted} lacks {missing}, which {views} read or look up"
+        )
+    flow_missing = [c for c in FLOW_COLUMNS if c not in columns]
+    if flow_missing:
+        problems.append(
+            f"the output of {dotted} lacks {flow_missing}, which the feature flow needs"
+        )
+    with_rows = next((out for out, _ in outputs if len(out)), None)
+    mismatches = [] if with_rows is None else _dtype_mismatches(with_rows, declared)
+    if mismatches:
+        problems.append(
+            f"the output of {dotted} does not have the types feature service "
+            f"{feature_service!r} declares: {'; '.join(mismatches)}"
+        )
+    return problems
+
+
+#: The pandas dtypes that fit a Feast type (by its value type); other types are not checked.
+DTYPES: dict[str, tuple[str, Any]] = {
+    "STRING": ("strings", lambda d: _is("string", d) or _is("object", d) or _strings_category(d)),
+    "BYTES": ("bytes", lambda d: _is("object", d)),
+    "INT32": ("integers", lambda d: _is("integer", d)),
+    "INT64": ("integers", lambda d: _is("integer", d)),
+    "FLOAT": ("floats", lambda d: _is("float", d)),
+    "DOUBLE": ("floats", lambda d: _is("float", d)),
+    "BOOL": ("booleans", lambda d: _is("bool", d)),
+    "UNIX_TIMESTAMP": ("datetimes", lambda d: _is("datetime64_any", d)),
+}
+
+
+def _is(kind: str, dtype: Any) -> bool:
+    from pandas.api import types
+
+    check: Any = getattr(types, f"is_{kind}_dtype")
+    return bool(check(dtype))
+
+
+def _strings_category(dtype: Any) -> bool:
+    """A categorical dtype of strings (Parquet stores it as dictionary-encoded strings)."""
+    categories = getattr(dtype, "categories", None)
+    return categories is not None and _is("string", categories.dtype)
+
+
+def _dtype_mismatches(out: pd.DataFrame, declared: dict[str, list[tuple[str, Any]]]) -> list[str]:
+    """``'x' is int64, feature view 'v' declares Float64 (floats)`` for every declared feature
+    of ``out`` whose dtype does not fit."""
+    found = []
+    for column, views in declared.items():
+        if column not in out.columns or out.columns.tolist().count(column) != 1:
             continue
-        problems = []
-        missing = [c for c in wanted if c not in columns]
-        if missing:
-            views = sorted({v for c in missing for v in wanted[c]})
-            problems.append(
-                f"the output of {dotted} lacks {missing}, which feature views "
-                f"{views} of feature service {feature_service!r} read"
-                if not any(v.startswith("context ") for v in views)
-                else f"the output of {dotted} lacks {missing}, which {views} look up"
-                if all(v.startswith("context ") for v in views)
-                else f"the output of {dotted} lacks {missing}, which {views} read or look up"
-            )
-        flow_missing = [c for c in FLOW_COLUMNS if c not in columns]
-        if flow_missing:
-            problems.append(
-                f"the output of {dotted} lacks {flow_missing}, which the feature flow needs"
-            )
-        return problems
+        dtype = out[column].dtype
+        for view, feast_type in views:
+            try:
+                kind = feast_type.to_value_type().name
+            except (AttributeError, ValueError, NotImplementedError):
+                continue
+            if kind in DTYPES and not DTYPES[kind][1](dtype):
+                found.append(
+                    f"{column!r} is {dtype}, feature view {view!r} declares {feast_type} "
+                    f"({DTYPES[kind][0]})"
+                )
+    return found
+
+
+# ---- the declared features, for the docs --------------------------------------------------------
+
+
+def declared_features(objects: RepoObjects) -> list[tuple[str, str, str, str]]:
+    """``(view, feature, Feast type, description)`` of every feature of every view of a
+    repository: the views by name, their features in the order they declare them. The views'
+    ``Field``s are the one declaration of a feature; the docs' feature tables are this."""
     return [
-        f"{dotted} fails on a trial frame of dataset "
-        f"{table.source_dataset!r} ({type(failure).__name__}: "
-        f"{_one_line(failure or Exception())}); its output columns were not checked"
+        (view.name, field.name, str(field.dtype), field.description)
+        for view in sorted(objects.feature_views, key=lambda v: v.name)
+        for field in view.features
     ]
+
+
+def feature_table(objects: RepoObjects) -> str:
+    """The features a repository declares (:func:`declared_features`) as a Markdown table."""
+    lines = ["| view | feature | type | description |", "|---|---|---|---|"]
+    for view, name, dtype, description in declared_features(objects):
+        text = " ".join(description.split()).replace("|", "\\|") or "-"
+        lines.append(f"| `{view}` | `{name}` | {dtype} | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- the gate of the commands that run flows or start servers ----------------------------------

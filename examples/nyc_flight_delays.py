@@ -85,41 +85,35 @@ INT_COLUMNS = {
     for c, kind in columns.items()
     if kind == "int"
 }
-PROFILE = ("carrier", "origin")
-ACTIVITY = (
-    "departures_1d",
-    "cancelled_1d",
-    "delayed60_1d",
-    "dep_delay_mean_1d",
-    "dep_delay_max_1d",
-    "last_dep_hour_1d",
-    "distance_mean_1d",
-    "departures_7d",
-    "delayed60_7d",
-    "delay_days_28d",
-    "dep_delay_mean_7d",
-    "dep_delay_mean_28d",
-    "cancelled_28d",
-    "active_days_28d",
-)
-CONDITIONS = (
-    "origin_precip_1d",
-    "origin_wind_max_1d",
-    "origin_visib_min_1d",
-    "origin_temp_mean_1d",
-    "weekday_next",
-)
-INT_FEATURES = {
-    "departures_1d",
-    "cancelled_1d",
-    "delayed60_1d",
-    "last_dep_hour_1d",
-    "departures_7d",
-    "delayed60_7d",
-    "delay_days_28d",
-    "cancelled_28d",
-    "active_days_28d",
+# The features the builders write, with the dtypes they need. Each feature is declared once,
+# with its type and description, by the Feast views of examples/feature_repos/nyc_flight_delays;
+# the builders do not import Feast, and tests check that these lists equal the views'
+# (tests/tasks/test_feature_declarations.py). The aircraft_profile view's carrier and origin
+# are written by name.
+ACTIVITY = {  # feature view aircraft_activity (and features_asof)
+    "departures_1d": "int64",
+    "cancelled_1d": "int64",
+    "delayed60_1d": "int64",
+    "dep_delay_mean_1d": "float64",
+    "dep_delay_max_1d": "float64",
+    "last_dep_hour_1d": "int64",
+    "distance_mean_1d": "float64",
+    "departures_7d": "int64",
+    "delayed60_7d": "int64",
+    "delay_days_28d": "int64",
+    "dep_delay_mean_7d": "float64",
+    "dep_delay_mean_28d": "float64",
+    "cancelled_28d": "int64",
+    "active_days_28d": "int64",
 }
+CONDITIONS = {  # feature view origin_conditions
+    "origin_precip_1d": "float64",
+    "origin_wind_max_1d": "float64",
+    "origin_visib_min_1d": "float64",
+    "origin_temp_mean_1d": "float64",
+    "weekday_next": "int64",
+}
+INT_FEATURES = frozenset(name for name, dtype in ACTIVITY.items() if dtype == "int64")
 
 # ---- the feature builder ------------------------------------------------------------------------
 
@@ -322,16 +316,12 @@ def _timestamps(**columns: str) -> dict[str, str]:
 
 
 def _empty_features() -> pd.DataFrame:
-    dtypes = {ENTITY: "object", **_timestamps(carrier="object", origin="object")}
-    for name in ACTIVITY:
-        dtypes[name] = "int64" if name in INT_FEATURES else "float64"
+    dtypes = {ENTITY: "object", **_timestamps(carrier="object", origin="object"), **ACTIVITY}
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 
 def _empty_conditions() -> pd.DataFrame:
-    dtypes = {"origin": "object", **_timestamps()}
-    for name in CONDITIONS:
-        dtypes[name] = "int64" if name == "weekday_next" else "float64"
+    dtypes = {"origin": "object", **_timestamps(), **CONDITIONS}
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 

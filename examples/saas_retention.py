@@ -58,23 +58,27 @@ TIER_COLUMNS = {
     "incidents": "int",
     "outage_minutes": "float",
 }
-TIER_FEATURES = ("incidents_4w", "outage_minutes_4w")
 CANCELLATION_COLUMNS = {
     "account_id": "string",
     "cancelled_on": "date",
     "logged_on": "date",
     "reason": "string",
 }
-PROFILE = ("plan_tier", "billing_cycle", "seats")
-ENGAGEMENT = (
-    "seat_utilisation",
-    "logins_per_seat",
-    "logins_trend_4w",
-    "api_calls_mean_4w",
-    "support_tickets_sum_4w",
-    "overdue_weeks_4w",
-    "weeks_reported_4w",
-)
+# The features the builders write, with the dtypes they need. Each feature is declared once,
+# with its type and description, by the Feast views of examples/feature_repos/saas_retention;
+# the builders do not import Feast, and tests check that these lists equal the views'
+# (tests/tasks/test_feature_declarations.py). The account_profile view's plan_tier,
+# billing_cycle and seats are written by name.
+ENGAGEMENT = {  # feature view engagement (and features_asof)
+    "seat_utilisation": "float64",
+    "logins_per_seat": "float64",
+    "logins_trend_4w": "float64",
+    "api_calls_mean_4w": "float64",
+    "support_tickets_sum_4w": "int64",
+    "overdue_weeks_4w": "int64",
+    "weeks_reported_4w": "int64",
+}
+TIER_FEATURES = {"incidents_4w": "int64", "outage_minutes_4w": "float64"}  # tier_reliability
 
 # ---- the feature builder --------------------------------------------------------------------------
 
@@ -160,16 +164,14 @@ def saas_tier_features(status: pd.DataFrame, start: date, end: date) -> pd.DataF
     out_days = rows.loc[(rows["day"] >= pd.Timestamp(start)) & (rows["day"] <= pd.Timestamp(end))]
     columns = ["plan_tier", "date", "event_timestamp", "features_asof", *TIER_FEATURES]
     if out_days.empty:
-        return pd.DataFrame(
-            {
-                "plan_tier": pd.Series(dtype="object"),
-                "date": pd.Series(dtype="datetime64[ns]"),
-                "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-                "features_asof": pd.Series(dtype="datetime64[ns, UTC]"),
-                "incidents_4w": pd.Series(dtype="int64"),
-                "outage_minutes_4w": pd.Series(dtype="float64"),
-            }
-        )[columns]
+        dtypes = {
+            "plan_tier": "object",
+            "date": "datetime64[ns]",
+            "event_timestamp": "datetime64[ns, UTC]",
+            "features_asof": "datetime64[ns, UTC]",
+            **TIER_FEATURES,
+        }
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})[columns]
     pairs = out_days[["plan_tier", "day"]].merge(
         rows[["plan_tier", "day", "incidents", "outage_minutes"]].rename(columns={"day": "past"}),
         on="plan_tier",
@@ -215,9 +217,8 @@ def _empty_features() -> pd.DataFrame:
         "plan_tier": "object",
         "billing_cycle": "object",
         "seats": "int64",
+        **ENGAGEMENT,
     }
-    for name in ENGAGEMENT:
-        dtypes[name] = "float64" if name in ENGAGEMENT[:4] else "int64"
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 

@@ -50,17 +50,26 @@ LABEL_COLUMNS = {
     "births": "int",
     "expected": "float",
 }
-COUNTS = (
-    "births_1d",
-    "births_mean_7d",
-    "births_mean_28d",
-    "births_ratio_1d",
-    "weekend_ratio_28d",
-    "births_cv_28d",
-    "days_reported_28d",
-)
-CALENDAR = ("weekday_next", "month_next", "days_to_holiday", "holidays_next_7d")
-INT_FEATURES = {"births_1d", "days_reported_28d", *CALENDAR}
+# The features the builder writes, with the dtypes it needs. Each feature is declared once,
+# with its type and description, by the Feast views of examples/feature_repos/us_low_birth_days;
+# the builder does not import Feast, and tests check that these lists equal the views'
+# (tests/tasks/test_feature_declarations.py).
+COUNTS = {  # feature view birth_counts (and features_asof)
+    "births_1d": "int64",
+    "births_mean_7d": "float64",
+    "births_mean_28d": "float64",
+    "births_ratio_1d": "float64",
+    "weekend_ratio_28d": "float64",
+    "births_cv_28d": "float64",
+    "days_reported_28d": "int64",
+}
+CALENDAR = {  # feature view calendar_ahead
+    "weekday_next": "int64",
+    "month_next": "int64",
+    "days_to_holiday": "int64",
+    "holidays_next_7d": "int64",
+}
+INT_FEATURES = frozenset(name for name, dtype in {**COUNTS, **CALENDAR}.items() if dtype == "int64")
 
 # ---- the feature builder ------------------------------------------------------------------------
 
@@ -196,8 +205,8 @@ def _empty_features() -> pd.DataFrame:
         "event_timestamp": "datetime64[ns, UTC]",
         "features_asof": "datetime64[ns, UTC]",
     }
-    for name in (*COUNTS, *CALENDAR):
-        dtypes[name] = "int64" if name in INT_FEATURES else "float64"
+    dtypes.update(COUNTS)
+    dtypes.update(CALENDAR)
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
 
 

@@ -1,17 +1,15 @@
 """Features: validated rows → daily feature rows in the lake → Feast (offline + online).
 
-Three parts:
+Two parts (the telco use case's feature function is :mod:`examples.telco_churn`):
 
-* :func:`telco_daily_features` — the pure feature function of the telco use case: one row per
-  customer and day with usage, the customer's profile as of that day and rolling aggregates
-  over calendar windows ending that day.
 * :func:`build_features` — incremental build of the use case's feature table in the ``features``
   zone, one Parquet file per day at ``features/<table>/date=YYYY-MM-DD/part-00000.parquet``
   (``<table>``: ``features.table`` of the use case, ``customer_daily`` for telco). A manifest
   (``features/_manifests/<table>.json``) maps every built day to a
   fingerprint of its inputs (keys and etags of the validated partitions in the day's lookback
-  window); only days whose fingerprint changed are rebuilt, so a re-run on unchanged input
-  writes nothing.
+  window, and the source code of the builder: :func:`builder_code`); only days whose
+  fingerprint changed are rebuilt, so a re-run on unchanged input and code writes nothing, and
+  a change of the builder's code rebuilds every day.
 * The Feast side: :func:`feature_store` builds the store from the driftloop settings (the same
   configuration as ``feature_repo/feature_store.yaml``), :func:`apply_repo` registers the
   definitions of ``feature_repo/`` as ``feast apply`` does, :func:`materialize` loads the online
@@ -24,15 +22,19 @@ taken at midnight of day ``s`` therefore sees the features of day ``s - 1`` at t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import inspect
 import json
 import sys
+import sysconfig
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,37 +67,6 @@ ONLINE_SQLITE = "tasks.online_sqlite.EntitySqliteOnlineStore"
 ONLINE_SQLITE_PROVIDER = "tasks.online_sqlite.Provider"
 ONLINE_SQLITE_FILE = "online.db"
 
-PROFILE_COLUMNS = (
-    "plan",
-    "contract",
-    "tenure_months",
-    "region",
-    "payment_method",
-    "monthly_charge",
-)
-AGGREGATE_COLUMNS = (
-    "minutes_mean_7d",
-    "minutes_mean_30d",
-    "data_gb_mean_7d",
-    "data_gb_mean_30d",
-    "minutes_trend",
-    "data_gb_trend",
-    "dropped_calls_sum_7d",
-    "dropped_call_rate_7d",
-    "support_tickets_sum_30d",
-    "bill_mean_7d",
-    "bill_change_7d_30d",
-    "active_days_30d",
-)
-FEATURE_COLUMNS = (
-    "customer_id",
-    "date",
-    "event_timestamp",
-    "features_asof",
-    *PROFILE_COLUMNS,
-    *AGGREGATE_COLUMNS,
-)
-LOOKBACK_DAYS = 30  # the longest window of telco_daily_features
 MAX_RUN_DAYS = 60  # feature days computed per builder call (bounds memory)
 
 
@@ -105,166 +76,6 @@ class FeatureBuildError(RuntimeError):
 
 class FeatureRepoError(RuntimeError):
     """The Feast repository does not match the driftloop settings."""
-
-
-# ---- the pure feature function ------------------------------------------------------------------
-
-
-def telco_daily_features(usage: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
-    """Daily features of every customer with usage on a day in ``[start, end]``.
-
-    ``usage`` holds validated usage rows (one per customer and day) and must cover
-    ``[start - 29 days, end]`` for the 30-day windows to be complete; rows outside that range
-    are ignored. Returns one row per (customer_id, date) with ``date`` in ``[start, end]`` and a
-    usage row that day, sorted by customer_id and date, with the columns
-    :data:`FEATURE_COLUMNS`:
-
-    * ``event_timestamp`` and ``features_asof``: ``date + 1 day`` at 00:00 UTC.
-    * the profile (plan, contract, tenure_months, region, payment_method, monthly_charge) of the
-      day's own row;
-    * aggregates over calendar windows ending on (and including) the day: the 7-day window is
-      ``[date - 6, date]``, the 30-day window ``[date - 29, date]``. A day without a usage row is
-      *absent*, not zero: means are taken over the days with usage in the window, sums add up
-      the days with usage, ``active_days_30d`` counts them. Ratios (``*_trend``,
-      ``bill_change_7d_30d``: 7-day mean / 30-day mean; ``dropped_call_rate_7d``: dropped calls
-      per 100 minutes over 7 days) are NaN where the denominator is 0.
-
-    Only rows dated on or before a feature date enter its features. Duplicate
-    (customer_id, date) rows keep the last one in input order. Pure and deterministic: each
-    window is summed in a fixed order, so a day's values do not depend on ``start``/``end``.
-    """
-    start, end = _as_date(start), _as_date(end)
-    if end < start:
-        raise ValueError(f"end {end} is before start {start}")
-    if usage.empty:
-        return _empty_features(usage)
-    base = LOOKBACK_DAYS - 1  # grid column of `start`
-    first = start - timedelta(days=base)
-    n_out = (end - start).days + 1
-    n_days = n_out + base
-
-    # day of every row on a grid starting at `first`; rows outside the grid are ignored
-    stamps = pd.to_datetime(usage["date"])
-    if stamps.dt.tz is not None:
-        stamps = stamps.dt.tz_convert(UTC).dt.tz_localize(None)
-    offsets = stamps.to_numpy(dtype="datetime64[ns]") - np.datetime64(first, "ns")
-    day_all = offsets // np.timedelta64(1, "D")
-    pos = np.flatnonzero((day_all >= 0) & (day_all < n_days))
-    codes, ids = pd.factorize(usage["customer_id"].to_numpy(dtype=object)[pos], sort=True)
-    day = day_all[pos].astype(np.int64)
-
-    # duplicate (customer, day) rows: the last one in input order wins
-    key = codes.astype(np.int64) * n_days + day
-    _, last_rev = np.unique(key[::-1], return_index=True)
-    keep = np.sort(len(key) - 1 - last_rev)
-    pos, codes, day = pos[keep], codes[keep], day[keep]
-
-    # only customers with a row in [start, end] get output rows
-    wanted = np.zeros(len(ids), dtype=bool)
-    wanted[codes[day >= base]] = True
-    if not wanted.any():
-        return _empty_features(usage)
-    remap = np.cumsum(wanted) - 1
-    rows_kept = wanted[codes]
-    pos, cust, day = pos[rows_kept], remap[codes[rows_kept]], day[rows_kept]
-    ids = np.asarray(ids, dtype=object)[wanted]
-    shape = (len(ids), n_days)
-
-    row_of = np.full(shape, -1, dtype=np.int64)
-    row_of[cust, day] = pos
-
-    def grid(column: str) -> tuple[np.ndarray, np.ndarray]:
-        values = pd.to_numeric(usage[column], errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan
-        )[pos]
-        present = ~np.isnan(values)
-        val = np.zeros(shape)
-        cnt = np.zeros(shape)
-        val[cust[present], day[present]] = values[present]
-        cnt[cust[present], day[present]] = 1.0
-        return val, cnt
-
-    def window(g: np.ndarray, width: int) -> np.ndarray:
-        """Sum over the ``width`` days ending on each output day (fixed summation order)."""
-        total = g[:, base : base + n_out].copy()
-        for lag in range(1, width):
-            total += g[:, base - lag : base - lag + n_out]
-        return total
-
-    def ratio(num: np.ndarray, den: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = scale * num / den
-        return np.where((den == 0) | ~np.isfinite(out), np.nan, out)
-
-    minutes, minutes_n = grid("minutes")
-    data_gb, data_gb_n = grid("data_gb")
-    dropped, _ = grid("dropped_calls")
-    tickets, _ = grid("support_tickets")
-    bill, bill_n = grid("bill_amount")
-    active = (row_of >= 0).astype(np.float64)
-
-    minutes_sum_7 = window(minutes, 7)
-    minutes_mean_7 = ratio(minutes_sum_7, window(minutes_n, 7))
-    minutes_mean_30 = ratio(window(minutes, 30), window(minutes_n, 30))
-    data_mean_7 = ratio(window(data_gb, 7), window(data_gb_n, 7))
-    data_mean_30 = ratio(window(data_gb, 30), window(data_gb_n, 30))
-    bill_mean_7 = ratio(window(bill, 7), window(bill_n, 7))
-    bill_mean_30 = ratio(window(bill, 30), window(bill_n, 30))
-    dropped_7 = window(dropped, 7)
-
-    out_rows = row_of[:, base:]
-    c_idx, d_idx = np.nonzero(out_rows >= 0)  # row-major: sorted by customer, then day
-    src = out_rows[c_idx, d_idx]
-
-    def pick(a: np.ndarray) -> np.ndarray:
-        return a[c_idx, d_idx]
-
-    out_day = pd.Timestamp(start) + pd.to_timedelta(d_idx, unit="D")
-    asof = (out_day + pd.Timedelta(days=1)).tz_localize(UTC)
-    result = pd.DataFrame(
-        {
-            "customer_id": ids[c_idx],
-            "date": out_day.astype("datetime64[ns]"),
-            "event_timestamp": asof,
-            "features_asof": asof,
-        }
-    )
-    for col in PROFILE_COLUMNS:
-        result[col] = usage[col].iloc[src].to_numpy()
-    result["tenure_months"] = result["tenure_months"].astype("Int64")
-    result["monthly_charge"] = result["monthly_charge"].astype("float64")
-    result["minutes_mean_7d"] = pick(minutes_mean_7)
-    result["minutes_mean_30d"] = pick(minutes_mean_30)
-    result["data_gb_mean_7d"] = pick(data_mean_7)
-    result["data_gb_mean_30d"] = pick(data_mean_30)
-    result["minutes_trend"] = pick(ratio(minutes_mean_7, minutes_mean_30))
-    result["data_gb_trend"] = pick(ratio(data_mean_7, data_mean_30))
-    result["dropped_calls_sum_7d"] = pick(dropped_7).round().astype("int64")
-    result["dropped_call_rate_7d"] = pick(ratio(dropped_7, minutes_sum_7, 100.0))
-    result["support_tickets_sum_30d"] = pick(window(tickets, 30)).round().astype("int64")
-    result["bill_mean_7d"] = pick(bill_mean_7)
-    result["bill_change_7d_30d"] = pick(ratio(bill_mean_7, bill_mean_30))
-    result["active_days_30d"] = pick(window(active, 30)).round().astype("int64")
-    return result
-
-
-def _empty_features(usage: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(
-        {
-            "customer_id": pd.Series(dtype="object"),
-            "date": pd.Series(dtype="datetime64[ns]"),
-            "event_timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-            "features_asof": pd.Series(dtype="datetime64[ns, UTC]"),
-        }
-    )
-    for col in PROFILE_COLUMNS:
-        out[col] = pd.Series(dtype=usage[col].dtype if col in usage else "object")
-    out["tenure_months"] = out["tenure_months"].astype("Int64")
-    out["monthly_charge"] = out["monthly_charge"].astype("float64")
-    for col in AGGREGATE_COLUMNS:
-        integer = col.endswith(("sum_7d", "sum_30d")) or col == "active_days_30d"
-        out[col] = pd.Series(dtype="int64" if integer else "float64")
-    return out
 
 
 def _as_date(value: date | datetime | str) -> date:
@@ -491,12 +302,132 @@ def _main_table(usecase: UseCase) -> FeatureTable:
 
 
 def _manifest_header(spec: FeatureTable) -> dict[str, Any]:
+    """What every day of the table was built with; part of every day's fingerprint, so a change
+    of any of it (the builder's code included) rebuilds every day."""
     return {
         "version": MANIFEST_VERSION,
         "source_dataset": spec.source_dataset,
         "builder": spec.builder,
         "lookback_days": spec.lookback_days,
+        "builder_code": builder_code(spec.builder),
     }
+
+
+def builder_code(dotted: str) -> dict[str, str]:
+    """SHA-256 of the source of every module whose code the feature builder ``dotted`` runs,
+    by module name: the module it is named in, and those of the functions and classes it
+    reaches through module globals, transitively (``examples._grid`` for the example builders).
+    Modules of the standard library and of installed packages (pandas, numpy) are left out,
+    except those of the builder's own top-level package (a builder installed as a package).
+
+    The source is read from the files, as a fresh process imports them: a process that imported
+    the builder before its file changed runs the old code (flow runs are fresh processes; a
+    long-lived Dask worker must be restarted after a deploy, as for any code change).
+    """
+    builder = load_builder(dotted)
+    named = importlib.import_module(dotted.partition(":")[0])
+    package = named.__name__.split(".", 1)[0]
+    modules = {named.__name__: named, **_reached_modules(builder, package)}
+    return {name: _source_digest(modules[name]) for name in sorted(modules)}
+
+
+def _reached_modules(start: Any, package: str) -> dict[str, ModuleType]:
+    """The modules (ours: see :func:`builder_code`) of the functions and classes ``start``
+    reaches through the globals its code names, transitively."""
+    found: dict[str, ModuleType] = {}
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            todo.append(obj.func)
+            continue
+        if isinstance(obj, ModuleType):
+            if _ours(obj, package):
+                found[obj.__name__] = obj
+            continue
+        if inspect.isclass(obj):
+            module = sys.modules.get(obj.__module__)
+            if module is not None and _ours(module, package):
+                found[module.__name__] = module
+                for member in vars(obj).values():
+                    if isinstance(member, staticmethod | classmethod):
+                        member = member.__func__
+                    if isinstance(member, property):
+                        todo += [f for f in (member.fget, member.fset, member.fdel) if f]
+                    elif inspect.isfunction(member):
+                        todo.append(member)
+            continue
+        if not callable(obj):
+            continue  # a constant: its module's source covers it
+        try:
+            func = inspect.unwrap(obj)
+        except ValueError:  # a cycle of __wrapped__
+            func = obj
+        if not inspect.isfunction(func):
+            todo.append(type(obj))  # a callable object: its class's methods
+            continue
+        module = sys.modules.get(func.__module__)
+        if module is None or not _ours(module, package):
+            continue
+        found[module.__name__] = module
+        for name in _global_names(func.__code__):
+            if name in func.__globals__:
+                todo.append(func.__globals__[name])
+    return found
+
+
+def _global_names(code: CodeType) -> set[str]:
+    """The names a code object (and the functions, lambdas and comprehensions in it) looks up;
+    attribute names among them are harmless (a global of that name only adds its module)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _ours(module: ModuleType, package: str) -> bool:
+    """Whether a module's source is part of what a builder runs: the builder's package, or a
+    file outside the standard library and the installed packages (the project's own)."""
+    name = module.__name__
+    if name == package or name.startswith(package + "."):
+        return True
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False  # built in, or a namespace package
+    path = Path(file).resolve()
+    return not any(path.is_relative_to(lib) for lib in _library_dirs())
+
+
+@functools.cache
+def _library_dirs() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple({Path(paths[k]).resolve() for k in keys if k in paths})
+
+
+def _source_digest(module: ModuleType) -> str:
+    """SHA-256 of a module's source file as it is now (read anew, not a cached copy), else of
+    the source its loader gives, else of its compiled file, else of its name."""
+    file = getattr(module, "__file__", None) or ""
+
+    def read(path: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return b""
+
+    source = read(file) if file.endswith(".py") else b""
+    if not source:
+        with suppress(OSError, TypeError):
+            source = inspect.getsource(module).encode("utf-8")
+    if not source and file:
+        source = read(file)
+    return hashlib.sha256(source or f"<no source: {module.__name__}>".encode()).hexdigest()
 
 
 def _fingerprint(

@@ -144,7 +144,7 @@ def test_a_builder_output_without_a_feature_the_views_declare(
     (tmp_path / "check_builder_short.py").write_text(
         textwrap.dedent(
             """
-            from tasks.features import telco_daily_features
+            from examples.telco_churn import telco_daily_features
 
             def build(usage, start, end):
                 return telco_daily_features(usage, start, end).drop(columns=["minutes_trend"])
@@ -158,6 +158,67 @@ def test_a_builder_output_without_a_feature_the_views_declare(
     problem = _only(check(_settings(tmp_path, path)))
     assert problem.where == f"{path}: features.builder"
     assert "lacks ['minutes_trend'], which feature views ['usage_aggregates']" in problem.message
+
+
+def test_a_builder_output_whose_dtypes_do_not_fit_the_declared_types(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "check_builder_types.py").write_text(
+        textwrap.dedent(
+            """
+            from examples.telco_churn import telco_daily_features
+
+            def build(usage, start, end):
+                out = telco_daily_features(usage, start, end)
+                if out.empty:  # no rows are written: its dtypes are not checked
+                    return out.astype(object)
+                return out.astype({"minutes_trend": "string", "active_days_30d": "float64"})
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _telco_copy(
+        tmp_path, lambda raw: raw["features"].update(builder="check_builder_types:build")
+    )
+    problem = _only(check(_settings(tmp_path, path)))
+    assert problem.where == f"{path}: features.builder"
+    assert problem.message == (
+        "the output of check_builder_types:build does not have the types feature service "
+        "'churn_v1' declares: 'minutes_trend' is string, feature view 'usage_aggregates' "
+        "declares Float64 (floats); 'active_days_30d' is float64, feature view "
+        "'usage_aggregates' declares Int64 (integers)"
+    )
+
+
+def test_nullable_and_object_columns_fit_their_declared_types(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nullable integers, pandas strings, object and categorical columns, any datetime
+    resolution: no problem."""
+    (tmp_path / "check_builder_nullable.py").write_text(
+        textwrap.dedent(
+            """
+            from examples.telco_churn import telco_daily_features
+
+            def build(usage, start, end):
+                out = telco_daily_features(usage, start, end)
+                return out.astype(
+                    {
+                        "active_days_30d": "Int64",
+                        "plan": "string",
+                        "region": object,
+                        "contract": "category",
+                        "features_asof": "datetime64[us, UTC]",
+                    }
+                )
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _telco_copy(
+        tmp_path, lambda raw: raw["features"].update(builder="check_builder_nullable:build")
+    )
+    assert check(_settings(tmp_path, path)) == []
 
 
 def test_a_suite_rule_about_a_column_the_dataset_lacks(tmp_path: Path) -> None:

@@ -21,11 +21,11 @@ from feast import FeatureStore
 from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.simulate import simulate
 from driftloop.usecase import load_usecase
+from examples.telco_churn import AGGREGATE_COLUMNS, FEATURE_COLUMNS, telco_daily_features
 from tasks.features import (
-    AGGREGATE_COLUMNS,
-    FEATURE_COLUMNS,
     apply_repo,
     build_features,
+    builder_code,
     feature_key,
     feature_source_path,
     feature_store,
@@ -39,7 +39,6 @@ from tasks.features import (
     read_manifest,
     repo_config_dict,
     sync_offline_source,
-    telco_daily_features,
     write_feature_store_yaml,
 )
 from tasks.ingest import Ledger, find_pending, ingest_object
@@ -47,6 +46,7 @@ from tasks.storage import Lake, LocalStorage, read_parquet, write_parquet
 from tests.support import services
 from tests.support.servers import free_port
 from tests.support.services import require_redis
+from tests.support.usecases import usecase_with
 
 USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
 SIM_START = date(2026, 1, 1)
@@ -297,7 +297,7 @@ def test_feature_function_is_vectorised() -> None:
 
 
 def test_load_builder() -> None:
-    assert load_builder("tasks.features:telco_daily_features") is telco_daily_features
+    assert load_builder("examples.telco_churn:telco_daily_features") is telco_daily_features
     with pytest.raises(ValueError, match="module:function"):
         load_builder("tasks.features")
     with pytest.raises(ValueError, match="cannot import"):
@@ -380,6 +380,113 @@ def test_build_is_incremental(sim_settings: Settings) -> None:
     assert read_parquet(lake.zone("features"), feature_key("customer_daily", all_days[0])).equals(
         first
     )
+
+
+BUILDER = """
+from examples.telco_churn import telco_daily_features
+
+
+def build(usage, start, end):
+    return telco_daily_features(usage, start, end)
+"""
+CHANGED_BUILDER = BUILDER.replace(
+    "    return telco_daily_features(usage, start, end)",
+    "    out = telco_daily_features(usage, start, end)\n"
+    "    out['minutes_mean_7d'] = out['minutes_mean_7d'] + 1000.0  # the feature's code changed\n"
+    "    return out",
+)
+
+
+@pytest.fixture
+def builder_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A builder module of its own (name, file), importable from ``tmp_path/builders``, written
+    as :data:`BUILDER`; forgotten (as by a new process) by ``sys.modules.pop(name)``."""
+    name = f"features_builder_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "builders"
+    folder.mkdir()
+    path = folder / f"{name}.py"
+    path.write_text(BUILDER)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a rewrite is always read anew
+    yield name, path
+    sys.modules.pop(name, None)
+
+
+def test_a_change_of_the_builders_code_rebuilds_every_day(
+    sim_settings: Settings, tmp_path: Path, builder_module: tuple[str, Path]
+) -> None:
+    name, path = builder_module
+    usecase = load_usecase(usecase_with(tmp_path, features={"builder": f"{name}:build"}))
+    lake = Lake.from_settings(sim_settings)
+    all_days = [SIM_START + timedelta(days=i) for i in range(SIM_DAYS)]
+    last = feature_key("customer_daily", all_days[-1])
+
+    assert build_features(lake, usecase) == all_days
+    header = read_manifest(lake, "customer_daily")["builder_code"]
+    assert sorted(header) == sorted([name, "examples.telco_churn"])  # what it runs: not pandas
+    before = _features_state(lake)
+    old = read_parquet(lake.zone("features"), last)
+
+    # unchanged code and input: nothing is rebuilt and nothing at all is written
+    assert build_features(lake, usecase) == []
+    assert _features_state(lake) == before
+
+    # the code changes (read by a fresh import, as in the next flow run): every day rebuilds,
+    # with the new values
+    path.write_text(CHANGED_BUILDER)
+    sys.modules.pop(name)
+    assert build_features(lake, usecase) == all_days
+    new = read_parquet(lake.zone("features"), last)
+    pd.testing.assert_series_equal(new["minutes_mean_7d"], old["minutes_mean_7d"] + 1000.0)
+    pd.testing.assert_frame_equal(
+        new.drop(columns="minutes_mean_7d"), old.drop(columns="minutes_mean_7d")
+    )
+    after = _features_state(lake)
+    assert all(
+        after[feature_key("customer_daily", d)] != before[feature_key("customer_daily", d)]
+        for d in all_days
+    )
+    code = read_manifest(lake, "customer_daily")["builder_code"]
+    assert (
+        code[name] != header[name]
+        and code["examples.telco_churn"] == header["examples.telco_churn"]
+    )
+
+    # and unchanged again: nothing
+    assert build_features(lake, usecase) == []
+    assert _features_state(lake) == after
+
+
+def test_builder_code_covers_the_modules_the_builder_calls_into(
+    tmp_path: Path, builder_module: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper module the builder reaches through its globals is hashed (a change of it
+    changes the digest); libraries are not; a builder module that is unchanged keeps its
+    digest."""
+    name, path = builder_module
+    helper = f"{name}_helper"
+    (path.parent / f"{helper}.py").write_text("def scale(x):\n    return x * 2\n")
+    path.write_text(
+        f"from {helper} import scale\nimport pandas as pd\n\n\n"
+        "def build(usage, start, end):\n    return pd.DataFrame({'x': scale(usage['x'])})\n"
+    )
+    try:
+        first = builder_code(f"{name}:build")
+        assert sorted(first) == [name, helper]
+        assert builder_code(f"{name}:build") == first
+        (path.parent / f"{helper}.py").write_text("def scale(x):\n    return x * 3\n")
+        second = builder_code(f"{name}:build")
+        assert second[name] == first[name] and second[helper] != first[helper]
+    finally:
+        sys.modules.pop(helper, None)
+    assert sorted(builder_code("examples.nyc_flight_delays:flight_daily_features")) == [
+        "examples._grid",
+        "examples.nyc_flight_delays",
+    ]
+    # the telco builder is its own module: an edit of the build or Feast code rebuilds nothing
+    assert sorted(builder_code("examples.telco_churn:telco_daily_features")) == [
+        "examples.telco_churn"
+    ]
 
 
 def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> None:
