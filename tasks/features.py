@@ -29,6 +29,7 @@ import inspect
 import json
 import sys
 import sysconfig
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -737,9 +738,19 @@ def materialize(
             start = min(start, _utc(since))
         if start >= end:
             continue
-        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        with quiet_offline_reads():
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
         done[view.name] = (start, end)
     return done
+
+
+@contextmanager
+def quiet_offline_reads() -> Iterator[None]:
+    """Feast's DuckDB offline store reads Parquet through a DuckDB method that DuckDB has renamed:
+    its deprecation warning, once per read, says nothing to a driftloop user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
+        yield
 
 
 def _online_holds(store: FeatureStore, view: Any) -> bool:

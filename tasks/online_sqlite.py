@@ -23,7 +23,6 @@ import logging
 import sqlite3
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -426,8 +425,9 @@ class Provider(PassthroughProvider):
             return
         source = feature_view.batch_source
         to_feature = dict(source.field_mapping or {})  # source column -> feature name
-        with warnings.catch_warnings():  # Feast's DuckDB reader calls a renamed DuckDB method
-            warnings.filterwarnings("ignore", "fetch_arrow_table", DeprecationWarning)
+        from tasks.features import quiet_offline_reads
+
+        with quiet_offline_reads():
             data = self._latest_rows(config, feature_view, start_date, end_date)
         stamps = {source.timestamp_field, source.created_timestamp_column}
         data = data.rename_columns(

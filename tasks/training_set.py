@@ -402,23 +402,12 @@ def training_frame(
     entities["event_timestamp"] = pd.to_datetime(entities["event_timestamp"], utc=True)
     entities[ROW_ID] = np.arange(len(entities), dtype=np.int64)
 
-    from tasks.features import join_context, service_join
+    from tasks.features import join_context, quiet_offline_reads, service_join
 
     feature_service = store.get_feature_service(service)
     join = service_join(store, feature_service, entity)
-    if join.single:
-        job = store.get_historical_features(entity_df=entities, features=feature_service)
-        result: pd.DataFrame = job.to_df()
-    else:  # the entity's views, then each context's views with the key they served
-        result = store.get_historical_features(
-            entity_df=entities, features=join.steps[0][1]
-        ).to_df()
-        for key, refs in join.steps[1:]:
-
-            def lookup(known: pd.DataFrame, refs: list[str] = refs) -> pd.DataFrame:
-                return store.get_historical_features(entity_df=known, features=refs).to_df()
-
-            result = join_context(result, key, refs, lookup, ROW_ID)
+    with quiet_offline_reads():
+        result = _historical(store, entities, feature_service, join, join_context)
 
     if len(result) != len(entities) or set(result[ROW_ID]) != set(entities[ROW_ID]):
         raise TrainingSetError(
@@ -590,3 +579,23 @@ def evidence_split(df: pd.DataFrame, rule: EvidenceRule, *, label: str) -> dict[
         "holdout": df.loc[day >= holdout_from],
     }
     return {name: part.reset_index(drop=True) for name, part in parts.items()}
+
+
+def _historical(
+    store: FeatureStore, entities: pd.DataFrame, service: Any, join: Any, join_context: Any
+) -> pd.DataFrame:
+    """Feast's point-in-time join of ``entities`` through ``service`` (a FeatureService): one
+    retrieval when every view is keyed by the entity, else the entity's views first and each
+    context's views with the key they served."""
+    if join.single:
+        job = store.get_historical_features(entity_df=entities, features=service)
+        result: pd.DataFrame = job.to_df()
+        return result
+    result = store.get_historical_features(entity_df=entities, features=join.steps[0][1]).to_df()
+    for key, refs in join.steps[1:]:
+
+        def lookup(known: pd.DataFrame, refs: list[str] = refs) -> pd.DataFrame:
+            return store.get_historical_features(entity_df=known, features=refs).to_df()
+
+        result = join_context(result, key, refs, lookup, ROW_ID)
+    return result
