@@ -167,27 +167,39 @@ class EntitySqliteOnlineStore(OnlineStore):
         return self._conn
 
     def _ensure_table(self, conn: sqlite3.Connection, table: str, features: Iterable[str]) -> None:
-        """Create the view's table, or add the columns of features added since."""
+        """Create the view's table, or add the columns of features added since (another
+        process may have added them first)."""
+        names = list(features)
         known = self._columns.get(table)
-        if known is None:
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_quote(table)} (entity_key BLOB PRIMARY KEY, "
-                "event_ts INTEGER, created_ts INTEGER) WITHOUT ROWID"
-            )
-            known = {r[1] for r in conn.execute(f"PRAGMA table_info({_quote(table)})")}
-            self._columns[table] = known
-        for name in features:
+        if known is not None and known.issuperset(names):
+            return
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_quote(table)} (entity_key BLOB PRIMARY KEY, "
+            "event_ts INTEGER, created_ts INTEGER) WITHOUT ROWID"
+        )
+        known = {r[1] for r in conn.execute(f"PRAGMA table_info({_quote(table)})")}
+        for name in names:
             if name not in known:
-                conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)}")
+                try:
+                    conn.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)}")
+                except sqlite3.OperationalError as exc:  # added by another writer meanwhile
+                    if "duplicate column name" not in str(exc).lower():
+                        raise
                 known.add(name)
+        self._columns[table] = known
 
-    def _existing_columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
-        if table not in self._columns:
+    def _existing_columns(
+        self, conn: sqlite3.Connection, table: str, wanted: Iterable[str]
+    ) -> set[str]:
+        """The table's columns; read again when one of ``wanted`` is not known (another
+        process, e.g. a features run, may have added it since)."""
+        known = self._columns.get(table)
+        if known is None or not known.issuperset(wanted):
             found = {r[1] for r in conn.execute(f"PRAGMA table_info({_quote(table)})")}
             if not found:
                 return set()
-            self._columns[table] = found
-        return self._columns[table]
+            self._columns[table] = known = found
+        return known
 
     # ---- writes ----
 
@@ -289,7 +301,7 @@ class EntitySqliteOnlineStore(OnlineStore):
         wanted = [f for f in (requested_features or list(kinds)) if f in kinds]
         with self._lock:
             conn = self._conn_for(config)
-            present = self._existing_columns(conn, name)
+            present = self._existing_columns(conn, name, wanted)
             if not present:  # never written: nothing is known
                 return [(None, None)] * len(keys)
             stored = [f for f in wanted if f in present]

@@ -218,11 +218,56 @@ def test_a_feature_added_later_reads_null_until_materialised(tmp_path: Path) -> 
     repo = make_repo(tmp_path, "ours")
     feast(repo, "apply")
     FeatureStore(repo_path=str(repo)).materialize(T0 - timedelta(days=5), T0 + timedelta(days=3))
+    serving = FeatureStore(repo_path=str(repo))  # a long-lived reader, e.g. driftloop serve
+    assert answers(serving, ["a"], ["v:x"])["x"] == [10.5]
     make_repo(tmp_path, "ours", extra='\n            Field(name="y", dtype=Float64),')
     feast(repo, "apply")
     store = FeatureStore(repo_path=str(repo))
     assert answers(store, ["a"], ["v:x", "v:y"])["y"] == [None]
     store.materialize(T0 - timedelta(days=5), T0 + timedelta(days=3))
     assert answers(store, ["a", "é-ü"], ["v:x", "v:y"])["y"] == [5.0, 4.0]
+    serving.refresh_registry()  # the reader learns of y, and reads the column another wrote
+    assert answers(serving, ["a", "é-ü"], ["v:x", "v:y"])["y"] == [5.0, 4.0]
     store.teardown()
     assert not (repo / "online.db").exists()
+
+
+def test_two_writers_add_the_same_new_feature_without_a_clash(tmp_path: Path) -> None:
+    """Two processes' stores on one database (a features run and a push, say): the one whose
+    knowledge of the table is stale does not add a column the other added already."""
+    from feast import Entity, FeatureView, Field, FileSource, RepoConfig
+    from feast.types import Float64
+
+    config = RepoConfig(
+        project="t",
+        provider=ONLINE_SQLITE_PROVIDER,
+        registry=str(tmp_path / "registry.db"),
+        online_store={"type": ONLINE_SQLITE, "path": str(tmp_path / "online.db")},
+        entity_key_serialization_version=3,
+        repo_path=tmp_path,
+    )
+    customer = Entity(name="customer", join_keys=["cid"])
+    source = FileSource(name="rows", path=str(tmp_path / "rows.parquet"), timestamp_field="ts")
+
+    def view(*names: str) -> FeatureView:
+        fields = [Field(name=n, dtype=Float64) for n in names]
+        return FeatureView(name="v", entities=[customer], schema=fields, source=source)
+
+    first, second = EntitySqliteOnlineStore(), EntitySqliteOnlineStore()
+    key = entity_keys("cid", pa.array(["a"]), 3)
+    stamp = [int(T0.timestamp() * 1e6)]
+    assert first.write_rows(config, view("x"), key, stamp, [None], {"x": [1.0]}) == 1
+    assert (
+        second.write_rows(config, view("x", "y"), key, stamp, [None], {"x": [1.0], "y": [2.0]}) == 1
+    )
+    stamp = [int((T0 + timedelta(days=1)).timestamp() * 1e6)]
+    assert (
+        first.write_rows(config, view("x", "y"), key, stamp, [None], {"x": [3.0], "y": [4.0]}) == 1
+    )
+    [(when, values)] = second.online_read(config, view("x", "y"), [_key_proto("a")])
+    assert when == T0 + timedelta(days=1)
+    assert values is not None and (values["x"].double_val, values["y"].double_val) == (3.0, 4.0)
+
+
+def _key_proto(cid: str) -> EntityKeyProto:
+    return EntityKeyProto(join_keys=["cid"], entity_values=[ValueProto(string_val=cid)])
