@@ -159,7 +159,10 @@ def client_for(tracking: MlflowClient | str) -> MlflowClient:
     """An explicit client for a tracking URI (the registry lives in the same store)."""
     from mlflow import MlflowClient
 
+    from tasks.tracking_store import seed_sqlite_store
+
     if isinstance(tracking, str):
+        seed_sqlite_store(tracking)  # a new SQLite store without MLflow's 2-4 s of migrations
         return MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     return tracking
 

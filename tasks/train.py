@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -700,13 +700,25 @@ def normalised_importance(
     return {f: v / total for f, v in raw.items()}
 
 
+#: rows of the holdout the permutation importance is measured on (a fixed-seed sample)
+IMPORTANCE_ROWS: Final = 2000
+
+
 def input_importance(
-    model: Any, frame: pd.DataFrame, schema: FeatureSchema, *, seed: int = 0, max_rows: int = 2000
+    model: Any,
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    seed: int = 0,
+    max_rows: int = IMPORTANCE_ROWS,
+    table: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """Permutation importance of each input on ROC AUC over (a fixed-seed sample of at most
     ``max_rows`` rows of) ``frame``: negative values clipped to 0, normalised to sum 1; equal
-    weights when every input's importance is 0 (or ``frame`` has a single class)."""
-    table = feature_importance(model, frame, schema, max_rows=max_rows, seed=seed)
+    weights when every input's importance is 0 (or ``frame`` has a single class). ``table``:
+    that :func:`feature_importance` already measured (the training report shows the same)."""
+    if table is None:
+        table = feature_importance(model, frame, schema, max_rows=max_rows, seed=seed)
     found = dict(zip(table["feature"].astype(str), table["importance"].astype(float), strict=True))
     return normalised_importance(found, schema.features)
 
@@ -829,10 +841,12 @@ def training_report(
     title: str = "Training report",
     details: Mapping[str, Any] | None = None,
     seed: int = 0,
+    importance: pd.DataFrame | None = None,
 ) -> str:
     """Offline HTML: metric tables, ROC and calibration curves and permutation importance on the
     holdout (plots embedded as PNG data URIs). ``details`` adds a key/value table (data window,
-    hash, version, ...); ``seed`` seeds the permutation importance."""
+    hash, version, ...); ``seed`` seeds the permutation importance, unless ``importance`` (a
+    :func:`feature_importance` table of this model on this holdout) was measured already."""
     scalar_keys = list(metric_names(schema))
     rows = [
         {"split": split, **{k: _fmt(m.get(k)) for k in scalar_keys}}
@@ -840,7 +854,8 @@ def training_report(
     ]
     y_hold = labels(holdout, schema)
     scores_hold = predict_scores(model, holdout, schema)
-    importance = feature_importance(model, holdout, schema, seed=seed)
+    if importance is None:
+        importance = feature_importance(model, holdout, schema, max_rows=IMPORTANCE_ROWS, seed=seed)
     if schema.regression:
         return _regression_report(
             title,

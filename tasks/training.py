@@ -290,6 +290,10 @@ def train_challenger(
     # probabilities are as sharp as live ones, which the CBPE estimate needs); without enough of
     # them, the validation and holdout rows
     unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
+    # measured once: the drift reference weighs inputs by it, the report shows it
+    importance = train.feature_importance(
+        model, data.splits["holdout"], schema, max_rows=train.IMPORTANCE_ROWS, seed=seed
+    )
     newest = reference_rows(lake, usecase, data.as_of, fallback=unseen)
     newest_scores = train.predict_scores(model, newest, schema)
     reference = train.reference_profile(
@@ -297,7 +301,9 @@ def train_challenger(
         schema,
         newest_scores,
         window_days=usecase.drift.window_days,
-        importance=train.input_importance(model, data.splits["holdout"], schema, seed=seed),
+        importance=train.input_importance(
+            model, data.splits["holdout"], schema, seed=seed, table=importance
+        ),
         expected_metric=metrics["holdout"][model_spec.metric],
         unseen=newest,
         unseen_predictions=newest_scores,
@@ -319,6 +325,7 @@ def train_challenger(
             **population,
         },
         seed=seed,
+        importance=importance,
     )
     data_hash = train.data_fingerprint(pd.concat(data.splits.values(), ignore_index=True))
     version = registry.log_challenger(

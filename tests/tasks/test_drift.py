@@ -186,6 +186,8 @@ def test_input_importance_ranks_the_input_the_model_uses() -> None:
     assert sum(importance.values()) == pytest.approx(1.0)
     assert max(importance, key=lambda k: importance[k]) == "usage"
     assert importance["usage"] > 0.5
+    # a table measured already gives the same weights without measuring again
+    assert input_importance(model, holdout.iloc[:0], SCHEMA, table=raw) == importance
     single_class = holdout.assign(churned=0)
     assert input_importance(model, single_class, SCHEMA) == {f: 0.25 for f in SCHEMA.features}
 

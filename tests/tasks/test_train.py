@@ -21,6 +21,7 @@ from tasks.train import (
     data_fingerprint,
     evaluate,
     expected_calibration_error,
+    feature_importance,
     fit,
     flat_metrics,
     labels,
@@ -339,6 +340,12 @@ def test_training_report_is_offline_html(model: object, splits: dict[str, pd.Dat
     assert page.count('src="data:image/png;base64,') == 3  # ROC, calibration, importance
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert "support_tickets_sum_30d" in page and "abc123" in page
+    # an importance measured already is the one shown, not measured again
+    measured = feature_importance(model, splits["holdout"], SCHEMA, max_rows=300, seed=4)
+    shown = training_report(metrics, model, splits["holdout"], SCHEMA, importance=measured)
+    top = measured.iloc[0]
+    assert f'<td>{top.feature}</td><td class="num">{round(top.importance, 4)}</td>' in shown
+    assert shown.count('src="data:image/png;base64,') == 3
 
 
 def test_the_seed_reaches_the_fit(model: object, splits: dict[str, pd.DataFrame]) -> None:
