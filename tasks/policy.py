@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.usecase import UseCase
-    from tasks.registry import Decision
+    from tasks.gate import Decision
     from tasks.storage import Lake, Storage
 
 MIN_TRAIN_DAYS = 3

@@ -2,7 +2,7 @@
 
 Plain functions over the lake, the Feast store and the registry; the train flow calls them in
 order. The model itself (pipeline, metrics, reference profile, report) is ``tasks.train``; the
-registry and promotion gate are ``tasks.registry``.
+registry and promotion are ``tasks.registry``, the gate's decision ``tasks.gate``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from driftloop.settings import Settings
     from driftloop.usecase import ModelSpec, TargetSpec, UseCase
-    from tasks.registry import Decision
+    from tasks.gate import Decision
     from tasks.storage import Lake
 
 PROMOTED_EVENT = "driftloop.model.promoted"
@@ -452,6 +452,7 @@ def judge(
     settings: Settings, usecase: UseCase, data: TrainingSet, version: str, lake: Lake
 ) -> tuple[Decision, str | None, str]:
     """Run the promotion gate on the holdout; returns (decision, previous champion, report key)."""
+    from tasks import gate as gating
     from tasks import registry, train
 
     _, model_spec, service = _specs(usecase)
@@ -469,7 +470,7 @@ def judge(
         expected_feature_service=service,
     )
     decision = gated.decision
-    html = registry.decision_report(
+    html = gating.decision_report(
         decision,
         name=name,
         version=version,
@@ -675,6 +676,7 @@ def _reject_unjudgeable(
     settings: Settings, usecase: UseCase, version: str, why: str
 ) -> tuple[Decision, str | None]:
     """Record a rejection for a version the gate can no longer measure."""
+    from tasks import gate as gating
     from tasks import registry
 
     _, model_spec, _ = _specs(usecase)
@@ -683,7 +685,7 @@ def _reject_unjudgeable(
     lock = registry.promotion_lock_path(settings.state_path, name)
     while True:
         current = registry.champion_version(client, name)
-        decision = registry.Decision(
+        decision = gating.Decision(
             promote=False,
             reason=f"rejected: its run stopped before the gate, and {why}",
             metric=model_spec.metric,
@@ -711,7 +713,7 @@ def _judge_leftover(
 ) -> tuple[Decision, str | None, str]:
     """The gate for a version whose run stopped before it, on the holdout of the training set
     the version was trained on (rebuilt from its ``as_of`` and ``since``)."""
-    from tasks import registry
+    from tasks import gate as gating
 
     _, model_spec, _ = _specs(usecase)
     name = model_spec.registered_name
@@ -736,7 +738,7 @@ def _judge_leftover(
         else:
             return judge(settings, usecase, data, version, lake)
     key = promotion_report_key(name, version)
-    html = registry.decision_report(decision, name=name, version=version)
+    html = gating.decision_report(decision, name=name, version=version)
     lake.reports.write_bytes(key, html.encode("utf-8"))
     return decision, previous, key
 
@@ -746,11 +748,11 @@ def _complete_report(
 ) -> str:
     """The promotion report of a decision whose run stopped before writing it, rebuilt from
     the decision recorded on the version (evidence and checks; no holdout curves)."""
-    from tasks import registry
+    from tasks import gate as gating
 
     key = promotion_report_key(name, version)
     if not lake.reports.exists(key):
-        html = registry.decision_report(
+        html = gating.decision_report(
             decision,
             name=name,
             version=version,

@@ -870,7 +870,7 @@ def test_a_change_without_a_rejected_attempt_is_never_over_by_quiet() -> None:
 
 
 def _decision(**changes: Any) -> Any:
-    from tasks.registry import Decision
+    from tasks.gate import Decision
 
     base = Decision(
         promote=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tasks.registry import Decision
+from tasks.gate import Decision
 from tasks.train import FeatureSchema
 from tasks.training import TrainingResult, decision_markdown, metrics_rows
 

@@ -14,7 +14,7 @@ import pytest
 from driftloop.settings import load_settings
 from driftloop.usecase import load_usecase
 from tasks import registry, training
-from tasks.registry import Decision
+from tasks.gate import Decision
 from tasks.storage import Lake
 from tasks.train import (
     data_fingerprint,
