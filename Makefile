@@ -48,6 +48,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 up: install
 	$(VENV)/bin/driftloop up --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)

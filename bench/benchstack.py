@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from driftloop import api
-from driftloop.settings import TELEMETRY_OFF
+from driftloop_config.settings import TELEMETRY_OFF
 
 T = TypeVar("T")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -97,7 +97,7 @@ def use_state(work: Path, usecase: Path | None = None) -> Any:
     os.environ["DRIFTLOOP_STATE_DIR"] = str(work / "state")
     if usecase is not None:
         os.environ["DRIFTLOOP_USECASE"] = str(usecase)
-    from driftloop.settings import load_settings
+    from driftloop_config.settings import load_settings
 
     return load_settings()
 

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import PROJECT_ROOT, TELEMETRY_OFF
+from driftloop_config.settings import PROJECT_ROOT, TELEMETRY_OFF
 
 EPHEMERAL = "from flows.ingest import ingest_flow; ingest_flow()"
 
@@ -73,7 +73,7 @@ def main() -> None:
         )
         os.environ.update({k: env[k] for k in ("DRIFTLOOP_DATA_ROOT", "DRIFTLOOP_STATE_DIR")})
         from driftloop.localapi import read_server, stop_server
-        from driftloop.settings import load_settings
+        from driftloop_config.settings import load_settings
 
         settings = load_settings()
         result: dict[str, Any] = {"command": "driftloop ingest (empty lake)"}

@@ -43,7 +43,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import PROJECT_ROOT, quiet_telemetry
+from driftloop_config.settings import PROJECT_ROOT, quiet_telemetry
 
 EVIDENTLY_ENV = PROJECT_ROOT / ".driftloop" / "bench-evidently"
 # Evidently 0.7.23 does not import with pandas 3; pandas and pyarrow as in our lock
@@ -125,7 +125,7 @@ def ours_reference(frame: pd.DataFrame) -> str:
 
 def ours_check(stored: str, frame: pd.DataFrame) -> tuple[list[Any], bool, list[str]]:
     """(scores, detected, drifted features) of one window against the stored summary."""
-    from driftloop.usecase import DriftSpec
+    from driftloop_config.usecase import DriftSpec
     from tasks.drift import check_window, verdict
 
     spec = DriftSpec()

@@ -30,8 +30,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import PROJECT_ROOT, quiet_telemetry
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, quiet_telemetry
+from driftloop_config.usecase import load_usecase
 
 
 def rule_mask(frame: pd.DataFrame, rule: dict[str, Any]) -> np.ndarray:

@@ -45,7 +45,7 @@ def heaviest(module: str, n: int = 5) -> list[tuple[str, float]]:
         text=True,
         check=True,
     )
-    ours = {"flows", "tasks", "driftloop", "examples"}
+    ours = {"flows", "tasks", "driftloop", "driftloop_config", "examples"}
     found: dict[str, float] = {}
     for line in out.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line:

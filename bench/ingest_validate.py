@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import PROJECT_ROOT, quiet_telemetry
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, quiet_telemetry
+from driftloop_config.usecase import load_usecase
 
 
 def floor_online(features: pd.DataFrame, entity: str, path: Path) -> int:
@@ -132,8 +132,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="driftloop-bench-") as tmp:
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(Path(tmp) / "lake")
         os.environ["DRIFTLOOP_STATE_DIR"] = str(Path(tmp) / "state")
-        from driftloop.settings import load_settings
         from driftloop.simulate import simulate
+        from driftloop_config.settings import load_settings
         from tasks.features import (
             apply_repo,
             build_features,

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import TELEMETRY_OFF, quiet_telemetry
+from driftloop_config.settings import TELEMETRY_OFF, quiet_telemetry
 
 TELCO_START = date(2026, 1, 1)
 #: the telco use case with short horizons, so that a change shows within the quick run's weeks

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import quiet_telemetry
+from driftloop_config.settings import quiet_telemetry
 
 # a low floor so the small world's first model is promoted; every day is a snapshot day
 MODEL_OVERRIDES = {"floor": 0.5, "bootstrap_samples": 100, "min_history_days": 0}
@@ -63,9 +63,9 @@ def build_world(work: Path, *, customers: int, days: int, seed: int) -> tuple[An
     os.environ["DRIFTLOOP_DATA_ROOT"] = str(work / "lake")
     os.environ["DRIFTLOOP_USECASE"] = str(usecase_with(work, model=MODEL_OVERRIDES))
 
-    from driftloop.settings import load_settings
     from driftloop.simulate import simulate
-    from driftloop.usecase import load_usecase
+    from driftloop_config.settings import load_settings
+    from driftloop_config.usecase import load_usecase
     from flows.features import features_flow
     from flows.ingest import ingest_flow
     from flows.train import TrainParams, train_flow

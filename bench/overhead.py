@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import quiet_telemetry
+from driftloop_config.settings import quiet_telemetry
 
 
 def log(message: str) -> None:
@@ -38,7 +38,7 @@ def log(message: str) -> None:
 def point_at(root: Path) -> Any:
     os.environ["DRIFTLOOP_DATA_ROOT"] = str(root / "lake")
     os.environ["DRIFTLOOP_STATE_DIR"] = str(root / "state")
-    from driftloop.settings import load_settings
+    from driftloop_config.settings import load_settings
 
     return load_settings()
 
@@ -52,7 +52,7 @@ def land(settings: Any, key: str, data: bytes) -> Any:
 
 
 def plain(settings: Any, lake: Any) -> dict[str, float]:
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks import features, ingest, policy, registry
 
     usecase = load_usecase(settings.usecase)

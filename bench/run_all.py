@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import TELEMETRY_OFF
+from driftloop_config.settings import TELEMETRY_OFF
 
 #: One table row from a bench's JSON result: (ratio column, detail column).
 Row = Callable[[dict[str, Any]], tuple[str, str]]

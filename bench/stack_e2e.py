@@ -117,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="driftloop-bench-") as tmp:
         work = Path(tmp)
         settings = use_state(work, usecase_with(work, **SMALL_LOOP))
-        from driftloop.usecase import load_usecase
+        from driftloop_config.usecase import load_usecase
         from tasks.storage import Lake
 
         usecase = load_usecase(settings.usecase)

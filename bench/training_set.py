@@ -44,7 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driftloop.settings import quiet_telemetry
+from driftloop_config.settings import quiet_telemetry
 
 SERVICE = "churn_v1"
 ROW_ID = "__bench_row"
@@ -441,9 +441,9 @@ def main() -> None:
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(work / "lake")
         os.environ["DRIFTLOOP_STATE_DIR"] = str(work / "state")
 
-        from driftloop.settings import load_settings
         from driftloop.simulate import simulate
-        from driftloop.usecase import load_usecase
+        from driftloop_config.settings import load_settings
+        from driftloop_config.usecase import load_usecase
         from tasks.features import (
             apply_repo,
             build_features,

@@ -180,7 +180,9 @@ def render_ecs(default: dict[str, Any], pool: str, size: Size) -> dict[str, Any]
     _set_default(variables, "cpu", ecs_cpu_units(size), f"{size.vcpu:g} vCPU: {size.why}.")
     _set_default(variables, "memory", size.memory_mib, f"{size.memory_mib / 1024:g} GiB.")
     _set_default(variables, "image", SITE["image"], "the image built from deploy/Dockerfile.")
-    _set_default(variables, "env", pool_env(pool), "production settings (driftloop/settings.py).")
+    _set_default(
+        variables, "env", pool_env(pool), "production settings (driftloop_config/settings.py)."
+    )
     variables["properties"]["state_file_system_id"] = {
         "title": "State file system ID",
         "type": "string",
@@ -225,7 +227,9 @@ def render_kubernetes(default: dict[str, Any], pool: str, size: Size) -> dict[st
         "a moving tag such as :latest is re-pulled; pin a digest or git-sha tag per deployment.",
     )
     _set_default(variables, "namespace", SITE["k8s_namespace"], "one namespace for driftloop.")
-    _set_default(variables, "env", pool_env(pool), "production settings (driftloop/settings.py).")
+    _set_default(
+        variables, "env", pool_env(pool), "production settings (driftloop_config/settings.py)."
+    )
     variables["properties"]["state_volume_claim"] = {
         "title": "State volume claim",
         "type": "string",

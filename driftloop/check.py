@@ -5,7 +5,7 @@ builder that does not import or does not produce what the Feast views declare, a
 the repository does not define) would otherwise surface deep inside a flow run. :func:`check`
 finds them before anything runs, without a Prefect server, a flow, ``feast apply`` or MLflow:
 
-* the use case loads (:func:`driftloop.usecase.load_usecase`: fields, dataset and column
+* the use case loads (:func:`driftloop_config.usecase.load_usecase`: fields, dataset and column
   references, suite files and the columns their rules name), one problem per mistake;
 * every expectation of every suite is one Great Expectations knows, with valid arguments;
 * the feature builder imports, and runs on an empty and on a small synthetic typed frame of its
@@ -36,8 +36,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driftloop.settings import ENV_PREFIX, Settings, settings_env
-from driftloop.usecase import FeatureTable, UseCase, UseCaseError, load_usecase
+from driftloop_config.settings import ENV_PREFIX, Settings, settings_env
+from driftloop_config.usecase import FeatureTable, UseCase, UseCaseError, load_usecase
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
-    from driftloop.usecase import UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import UseCase
     from tasks.storage import Storage
 
 app = typer.Typer(
@@ -50,8 +50,8 @@ def _settings(*, usecase: bool = True, lake: bool = False, checked: bool = False
     ``lake``: a local data root must exist (commands that read the lake); ``checked``: the use
     case and its definitions must pass `driftloop check` (commands that run flows or start
     servers)."""
-    from driftloop.redact import redact
-    from driftloop.settings import (
+    from driftloop_config.redact import redact
+    from driftloop_config.settings import (
         SettingsError,
         export_artifact_endpoint,
         load_settings,
@@ -64,7 +64,7 @@ def _settings(*, usecase: bool = True, lake: bool = False, checked: bool = False
     except SettingsError as exc:
         fail(str(exc))
     if usecase:
-        from driftloop.usecase import UseCaseError, load_usecase
+        from driftloop_config.usecase import UseCaseError, load_usecase
 
         try:
             load_usecase(settings.usecase)
@@ -123,7 +123,7 @@ def expected_failures(*expected: type[BaseException]) -> Iterator[None]:
 
 def _usecase_or_none(settings: Settings) -> UseCase | None:
     """The use case, or None when it does not load (commands that do not need it)."""
-    from driftloop.usecase import UseCaseError, load_usecase
+    from driftloop_config.usecase import UseCaseError, load_usecase
 
     try:
         return load_usecase(settings.usecase)
@@ -271,7 +271,7 @@ def promote(
 ) -> None:
     """Champion management (``--rollback``)."""
     settings = _settings()
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks import registry
 
     if not rollback:
@@ -420,7 +420,7 @@ def replay(first: FirstDay = None, last: LastDay = None, feed: Feed = None) -> N
 
     from driftloop.replay import DayOutcome, summarise
     from driftloop.replay import replay as play
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
 
     source, start, end = _feed_and_days(settings, feed, first, last)
     _prefect_api(settings)
@@ -498,7 +498,7 @@ def backfill(
     score each day and check it for drift, as the schedules would have."""
     settings = _settings(lake=True, checked=True)
     from driftloop.replay import backfill as fill
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
 
     source, start, end = _feed_and_days(settings, feed, first, last)
     _prefect_api(settings)
@@ -555,7 +555,7 @@ def watch(
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks.ingest import open_ledger
     from tasks.reconcile import shortlist
     from tasks.storage import Lake
@@ -608,9 +608,9 @@ def up(
 ) -> None:
     """Start the local stack: Prefect server, MLflow UI, pools, deployments, workers, watcher."""
     settings = _settings(checked=True)
-    from driftloop.redact import redact
     from driftloop.stack import StackError, describe
     from driftloop.stack import up as start
+    from driftloop_config.redact import redact
 
     try:
         stack = start(
@@ -641,9 +641,9 @@ def down() -> None:
     """Stop exactly what `driftloop up` started (its runs still in flight are marked crashed), and
     the local Prefect API server the other commands share."""
     settings = _settings(usecase=False)
-    from driftloop.redact import redact
     from driftloop.stack import StackError
     from driftloop.stack import down as stop
+    from driftloop_config.redact import redact
 
     crashed: list[str] = []
     try:
@@ -663,7 +663,7 @@ def _prefect_api(settings: Settings) -> str:
     state folder, started once and reused (``driftloop.localapi``; exit 1 when it cannot start)."""
     from driftloop.localapi import ensure_api
     from driftloop.procs import StackError
-    from driftloop.redact import redact
+    from driftloop_config.redact import redact
 
     try:
         return ensure_api(settings)

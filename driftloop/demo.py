@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.settings import PROJECT_ROOT
 
 DEMO_ROOT = PROJECT_ROOT / "data" / "demo"
 START = date(2026, 1, 1)
@@ -60,8 +60,8 @@ def run(
     """Simulate the telco's files into a feed, backfill the history days, replay the live days
     (:mod:`driftloop.replay`: the decisions the deployments take) and follow the champion's
     AUC, and the first champion's, on each day's newly complete labels."""
-    from driftloop.settings import export_artifact_endpoint, load_settings, quiet_telemetry
-    from driftloop.usecase import load_usecase
+    from driftloop_config.settings import export_artifact_endpoint, load_settings, quiet_telemetry
+    from driftloop_config.usecase import load_usecase
 
     quiet_telemetry()
     # the flows run in this process against a temporary Prefect server of its own (the demo's

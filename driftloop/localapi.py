@@ -46,7 +46,7 @@ from driftloop import api
 from driftloop.procs import START_TIMEOUT, Proc, StackError, alive, free_port, stop, wait_http
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 log = logging.getLogger("driftloop.localapi")
 

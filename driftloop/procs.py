@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from driftloop.redact import redact
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.redact import redact
+from driftloop_config.settings import PROJECT_ROOT
 
 #: seconds a server gets to answer after its start
 START_TIMEOUT = 120.0

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
-    from driftloop.usecase import UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import UseCase
     from tasks.storage import Lake, Storage
 
 DAY_IN_KEY = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -241,8 +241,8 @@ def without_heartbeats() -> Iterator[None]:
 
 
 def _check_environment(settings: Settings, usecase: UseCase) -> None:
-    from driftloop.settings import load_settings
-    from driftloop.usecase import load_usecase
+    from driftloop_config.settings import load_settings
+    from driftloop_config.usecase import load_usecase
 
     env = load_settings()
     if env.data_root != settings.data_root:

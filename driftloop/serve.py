@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from driftloop.usecase import load_usecase
+from driftloop_config.usecase import load_usecase
 from tasks.serve import (
     DEFAULT_REFRESH_SECONDS,
     MAX_BATCH,
@@ -51,7 +51,7 @@ from tasks.serve import (
 )
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 #: Largest request body accepted (bytes); a full batch of 1000 ids needs about 15 KiB.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

@@ -74,7 +74,7 @@ import pyarrow.parquet as pq
 from tasks.storage import Storage
 
 if TYPE_CHECKING:
-    from driftloop.usecase import UseCase
+    from driftloop_config.usecase import UseCase
 
 PLANS = ("basic", "standard", "premium", "unlimited", "flex5g")
 CONTRACTS = ("month_to_month", "one_year", "two_year")

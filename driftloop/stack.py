@@ -52,11 +52,11 @@ from driftloop.procs import (
     stop,
     wait_http,
 )
-from driftloop.redact import redact
-from driftloop.settings import PROJECT_ROOT, TELEMETRY_OFF
+from driftloop_config.redact import redact
+from driftloop_config.settings import PROJECT_ROOT, TELEMETRY_OFF
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 log = logging.getLogger("driftloop.stack")
 
@@ -183,7 +183,7 @@ def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     """The environment of every stack process: the DRIFTLOOP_* settings as given, the API URL,
     telemetry off, the project folder for prefect.yaml's pull step, how often workers poll and
     flow runs send heartbeats."""
-    from driftloop.settings import ENV_PREFIX, settings_env
+    from driftloop_config.settings import ENV_PREFIX, settings_env
 
     # these settings, not whatever DRIFTLOOP_* variables this process happens to have
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 #: run states that wait to run (the state type; AwaitingConcurrencySlot and Late are SCHEDULED)
 PENDING_STATES = ("SCHEDULED", "PENDING", "PAUSED")
@@ -198,9 +198,9 @@ def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
 def collect(settings: Settings, *, settle_seconds: float = 60.0) -> dict[str, Any]:
     """Everything ``driftloop status`` shows, as plain values (see the module docstring)."""
     from driftloop.localapi import running_server
-    from driftloop.redact import redact
     from driftloop.stack import processes, read_stack
-    from driftloop.usecase import load_usecase
+    from driftloop_config.redact import redact
+    from driftloop_config.usecase import load_usecase
     from tasks import reconcile
     from tasks.storage import Lake
 

@@ -10,7 +10,7 @@ features/ zone, or for an S3 lake its mirror under the state dir (tasks.features
 from feast import FileSource
 from feast.data_format import ParquetFormat
 
-from driftloop.settings import load_settings
+from driftloop_config.settings import load_settings
 from tasks.features import feature_source_path
 
 _settings = load_settings()

@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import export_artifact_endpoint, load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import export_artifact_endpoint, load_settings
+from driftloop_config.usecase import load_usecase
 from flows.runners import partitions, run_partitions
 from tasks import features as stage
 from tasks import policy, training

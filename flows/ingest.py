@@ -19,8 +19,8 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import load_settings
+from driftloop_config.usecase import load_usecase
 from flows.runners import run_partitions
 from tasks import ingest as stage
 from tasks import reconcile

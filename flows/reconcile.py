@@ -13,8 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import load_settings
+from driftloop_config.usecase import load_usecase
 from tasks import reconcile as stage
 from tasks import registry
 from tasks.storage import Lake

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
     from prefect.tasks import Task
 
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 R = TypeVar("R")

@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop.settings import Settings, export_artifact_endpoint, load_settings
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.settings import Settings, export_artifact_endpoint, load_settings
+from driftloop_config.usecase import UseCase, load_usecase
 from flows.outcomes import DEFERRED, decided
 from tasks import features, policy, training
 from tasks.storage import Lake

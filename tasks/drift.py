@@ -67,8 +67,8 @@ from tasks.features import feature_key
 from tasks.storage import read_parquet, write_json
 
 if TYPE_CHECKING:
-    from driftloop.settings import Settings
-    from driftloop.usecase import DriftSpec, PersistenceSpec, UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import DriftSpec, PersistenceSpec, UseCase
     from tasks.storage import Lake, Storage
 
 DETECTED_EVENT = "driftloop.drift.detected"
@@ -82,7 +82,7 @@ PREDICTION_DRIFT = "prediction-drift"
 ESTIMATED_DROP = "estimated-drop"
 REALISED_DROP = "realised-drop"
 PERFORMANCE_SIGNALS = (ESTIMATED_DROP, REALISED_DROP)
-ERROR_METRICS = ("rmse", "mae")  # driftloop.usecase.ERROR_METRICS: lower is better
+ERROR_METRICS = ("rmse", "mae")  # driftloop_config.usecase.ERROR_METRICS: lower is better
 OTHER_CATEGORY = "__other__"  # the reference's folded rare tail (tasks.train.OTHER_CATEGORY)
 #: pooled realised-performance windows kept in a result (the newest)
 MAX_REALISED_WINDOWS = 60
@@ -198,7 +198,7 @@ def effective_spec(spec: DriftSpec, context_inputs: Iterable[str]) -> DriftSpec:
     """``spec`` with the inputs that come from context feature tables in the role
     ``context`` unless ``drift.inputs`` says otherwise: shared by many entities, they are
     reported but do not vote."""
-    from driftloop.usecase import InputSpec
+    from driftloop_config.usecase import InputSpec
 
     added = {n: InputSpec(role="context") for n in context_inputs if n not in spec.inputs}
     return spec.model_copy(update={"inputs": {**spec.inputs, **added}}) if added else spec

@@ -57,8 +57,8 @@ from tasks.storage import (
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from driftloop.settings import Settings
-    from driftloop.usecase import FeatureSpec, FeatureTable, UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import FeatureSpec, FeatureTable, UseCase
 
 PART_NAME = "part-00000.parquet"
 MANIFEST_VERSION = 1
@@ -557,7 +557,7 @@ def render_feature_store_yaml(settings: Settings) -> str:
     """``feature_store.yaml`` for these settings, with absolute paths (for ``feast -f``)."""
     import yaml
 
-    from driftloop.redact import redact
+    from driftloop_config.redact import redact
 
     head = "# Rendered by driftloop from its settings; use with: feast -f <this file> ...\n"
     config = repo_config_dict(settings)

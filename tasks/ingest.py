@@ -44,7 +44,7 @@ from tasks.validate import (
 )
 
 if TYPE_CHECKING:
-    from driftloop.usecase import DatasetSpec, UseCase
+    from driftloop_config.usecase import DatasetSpec, UseCase
 
 Status = Literal["validated", "partial", "rejected", "ignored"]
 ETAG_DIR = "etag"

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from driftloop.usecase import ModelSpec, RetrainSpec, TargetSpec
+from driftloop_config.usecase import ModelSpec, RetrainSpec, TargetSpec
 from tasks.training_set import last_snapshot_day
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from driftloop.usecase import UseCase
+    from driftloop_config.usecase import UseCase
     from tasks.gate import Decision
     from tasks.storage import Lake, Storage
 

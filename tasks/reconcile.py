@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.storage import ObjectInfo
 
 if TYPE_CHECKING:
-    from driftloop.usecase import RetrainSpec, UseCase
+    from driftloop_config.usecase import RetrainSpec, UseCase
     from tasks.ingest import IngestOutcome
     from tasks.policy import LoopState, TrainDecision
     from tasks.storage import Lake

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from driftloop.usecase import ModelSpec
+    from driftloop_config.usecase import ModelSpec
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"

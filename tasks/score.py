@@ -33,8 +33,8 @@ from tasks.storage import read_parquet, write_parquet
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from driftloop.settings import Settings
-    from driftloop.usecase import UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import UseCase
     from tasks.storage import Lake
     from tasks.train import FeatureSchema
 

@@ -35,8 +35,8 @@ from tasks.train import FeatureSchema, predict_scores
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from driftloop.settings import Settings
-    from driftloop.usecase import UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import UseCase
 
 log = logging.getLogger("driftloop.serve")
 
@@ -410,7 +410,7 @@ def build_predictor(
     settings: Settings, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS
 ) -> Predictor:
     """A :class:`Predictor` over the Feast online store and the MLflow registry of ``settings``."""
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks.features import feature_store
     from tasks.training import feature_schema
 

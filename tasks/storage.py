@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pandas as pd
 
-    from driftloop.settings import Settings
+    from driftloop_config.settings import Settings
 
 _TMP_MARK = ".tmp-"
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from driftloop.redact import redact
+from driftloop_config.redact import redact
 from tasks.ingest import newest_day, open_ledger, read_validated
 from tasks.train import FeatureSchema, metric_names
 
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from mlflow import MlflowClient
 
-    from driftloop.settings import Settings
-    from driftloop.usecase import ModelSpec, TargetSpec, UseCase
+    from driftloop_config.settings import Settings
+    from driftloop_config.usecase import ModelSpec, TargetSpec, UseCase
     from tasks.gate import Decision
     from tasks.storage import Lake
 
@@ -272,7 +272,7 @@ def train_challenger(
     recorded on the version (tag ``driftloop.population_rule``) so scoring can check it applies
     the same one. ``trigger`` (why the run trained) is a run parameter: a run stopped before
     recording its decision is recorded by the next one as it would have been."""
-    from driftloop.settings import PROJECT_ROOT
+    from driftloop_config.settings import PROJECT_ROOT
     from tasks import registry, train
 
     target, model_spec, service = _specs(usecase)

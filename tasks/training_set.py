@@ -38,7 +38,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from driftloop.usecase import UseCase
+    from driftloop_config.usecase import UseCase
 
 ROW_ID = "__driftloop_row"
 
@@ -482,7 +482,7 @@ class EvidenceRule:
 
     @classmethod
     def of(cls, model: Any) -> EvidenceRule:
-        """The rule of a use case's :class:`~driftloop.usecase.ModelSpec`."""
+        """The rule of a use case's :class:`~driftloop_config.usecase.ModelSpec`."""
         return cls(
             holdout_days=model.holdout_days,
             validation_days=model.validation_days,

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from driftloop.usecase import ColumnType, DateWindow
+    from driftloop_config.usecase import ColumnType, DateWindow
 
 WRONG_TYPE = "wrong_type"
 DUPLICATE_ROW = "duplicate_row"
@@ -187,7 +187,7 @@ def implausible_dates(
     today: date,
 ) -> dict[int, list[str]]:
     """Rows whose dates lie outside the dataset's plausibility window (see
-    :class:`driftloop.usecase.DateWindow`): ``implausible_date(<column>)``.
+    :class:`driftloop_config.usecase.DateWindow`): ``implausible_date(<column>)``.
 
     The file's own day is the (lower) median of its partition column among the dates the
     absolute bounds allow, so a few outliers cannot move it.

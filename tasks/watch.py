@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from driftloop.usecase import UseCase
+from driftloop_config.usecase import UseCase
 from tasks.ingest import Ledger
 from tasks.storage import ObjectInfo, Storage, read_json, write_json
 

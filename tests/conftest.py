@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import Settings, load_settings, quiet_telemetry
 from driftloop.stack import EVENT_FLUSH_ENV, EVENT_FLUSH_SECONDS
+from driftloop_config.settings import Settings, load_settings, quiet_telemetry
 from tasks.storage import Lake
 from tests.support.servers import moto_s3_server
 from tests.support.stack import LocalStack

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings
+from driftloop_config.settings import PROJECT_ROOT, Settings
 from tests.browser.test_prefect_ui import chromium
 from tests.support.prefect_server import stack_server
 

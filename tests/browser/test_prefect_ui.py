@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.settings import PROJECT_ROOT
 from tests.support.services import services_required
 from tests.support.stack import LocalStack
 

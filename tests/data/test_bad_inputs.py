@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop.settings import Settings
 from driftloop.simulate import USAGE_COLUMNS
+from driftloop_config.settings import Settings
 from flows.ingest import IngestParams, ingest_flow
 from tasks.ingest import open_ledger
 from tasks.storage import Lake, read_parquet
@@ -276,7 +276,7 @@ def _delivered_rows(data: bytes) -> int:
 
 @pytest.fixture
 def small_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    from driftloop.settings import load_settings
+    from driftloop_config.settings import load_settings
 
     monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("DRIFTLOOP_MAX_FILE_BYTES", str(2_000_000))

@@ -9,9 +9,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT
 from driftloop.simulate import SimulationResult, simulate
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from tasks.ingest import Ledger, find_pending, ingest_object
 from tasks.storage import Lake, LocalStorage, read_parquet
 from tasks.validate import cast_frame, default_validator, split_rows

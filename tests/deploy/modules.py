@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.settings import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 

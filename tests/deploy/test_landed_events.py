@@ -13,8 +13,8 @@ import httpx
 import pytest
 from jinja2.sandbox import SandboxedEnvironment
 
-from driftloop.settings import PROJECT_ROOT
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from tasks.storage import ObjectInfo
 from tasks.watch import landed_event as watcher_event
 from tests.deploy.modules import DEPLOY, load

@@ -11,9 +11,9 @@ import pytest
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-from driftloop.settings import PROJECT_ROOT
 from driftloop.triggers import deployments, render
 from driftloop.triggers import fires as _fires
+from driftloop_config.settings import PROJECT_ROOT
 from tasks.ingest import IngestOutcome
 from tasks.reconcile import batch_validated_event
 from tasks.storage import ObjectInfo
@@ -141,7 +141,7 @@ def test_the_drift_trigger_renders_the_signals_as_a_list() -> None:
 
 
 def test_a_drift_event_without_signals_renders_nulls_the_flow_reads_as_input_drift() -> None:
-    from driftloop.usecase import RetrainSpec
+    from driftloop_config.usecase import RetrainSpec
     from flows.train import TrainParams
     from tasks.policy import enabled_signals
 

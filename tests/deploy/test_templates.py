@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from driftloop.settings import PROJECT_ROOT, load_settings
+from driftloop_config.settings import PROJECT_ROOT, load_settings
 from tests.deploy.modules import DEPLOY, load
 
 TYPES = ("ecs", "kubernetes")

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from driftloop import check as check_module
 from driftloop.check import Problem, check, check_cached, run_check
 from driftloop.cli import EXIT_USAGE, app
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
 from tests.support.usecases import feature_repo_of
 
 runner = CliRunner()

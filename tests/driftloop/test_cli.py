@@ -183,8 +183,8 @@ def test_train_before_any_data_says_so_and_exits_3(tmp_path: Path) -> None:
 def test_train_before_enough_data_says_so_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from driftloop.settings import load_settings
     from driftloop.simulate import simulate
+    from driftloop_config.settings import load_settings
     from flows.ingest import ingest_flow
     from tasks.storage import Lake
 

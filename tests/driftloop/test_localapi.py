@@ -25,8 +25,8 @@ import pytest
 from driftloop import api
 from driftloop.localapi import SERVER_NAME, ensure_api, read_server, server_file
 from driftloop.procs import Proc, alive, proc_stat
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.stack import Stack, _write_stack, stack_dir
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
 from tests.support.prefect_server import stack_server
 from tests.support.procs import descendants, stat
 

@@ -24,9 +24,9 @@ from driftloop.replay import (
     replay,
     summarise,
 )
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.simulate import simulate
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.usecase import UseCase, load_usecase
 from tasks.storage import Lake, LocalStorage
 from tests.support import replaying
 

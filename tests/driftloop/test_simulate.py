@@ -423,8 +423,8 @@ def test_write_truth_writes_sorted_json_lines(tmp_path: Path) -> None:
 
 
 def test_the_telco_use_case_needs_53_days_for_a_first_model() -> None:
-    from driftloop.settings import PROJECT_ROOT
-    from driftloop.usecase import load_usecase
+    from driftloop_config.settings import PROJECT_ROOT
+    from driftloop_config.usecase import load_usecase
 
     telco = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
     # 30 days of feature history (first snapshot on day 30), a 7-day horizon and a 7-day label
@@ -440,7 +440,7 @@ def test_the_telco_use_case_needs_53_days_for_a_first_model() -> None:
 
 
 def test_days_for_a_first_model_agree_with_the_policy_day_by_day(tmp_path: Path) -> None:
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks.policy import LoopState, should_train
     from tests.support.stack import SMALL_LOOP, due_day
     from tests.support.usecases import usecase_with

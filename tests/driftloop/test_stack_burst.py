@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from driftloop import api
-from driftloop.settings import PROJECT_ROOT
 from driftloop.stack import down, free_port, prefect_db_bytes, up
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from tasks import registry
 from tasks.features import read_manifest
 from tasks.ingest import open_ledger, validated_partitions

@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from driftloop.settings import Settings
 from driftloop.stack import (
     FLOW_HEARTBEAT_SECONDS,
     LEASE_STORAGE,
@@ -36,6 +35,7 @@ from driftloop.stack import (
     prefect_home,
     stack_env,
 )
+from driftloop_config.settings import Settings
 from tests.support.prefect_server import StackServer, stack_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -209,7 +209,7 @@ def test_the_crashed_run_automation_crashes_a_run_whose_heartbeat_stopped(
 
 
 def test_make_up_passes_the_ports_to_driftloop_up() -> None:
-    from driftloop.settings import PROJECT_ROOT
+    from driftloop_config.settings import PROJECT_ROOT
 
     def planned(*args: str) -> list[str]:
         out = subprocess.run(

@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from driftloop.procs import alive
-from driftloop.settings import Settings, load_settings
 from driftloop.stack import Stack, down, free_port, read_stack, stack_dir, up
+from driftloop_config.settings import Settings, load_settings
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(900)]

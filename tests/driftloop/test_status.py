@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from driftloop.api import client as api_client
 from driftloop.cli import app, status_lines
-from driftloop.settings import Settings
 from driftloop.status import api_overview, collect
+from driftloop_config.settings import Settings
 from tasks.storage import Lake
 from tests.helpers import to_csv, usage_rows
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop.settings import PROJECT_ROOT
 from driftloop.triggers import triggered
+from driftloop_config.settings import PROJECT_ROOT
 
 DRIFT = {
     "event": "driftloop.drift.detected",

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import Settings, load_settings
 from driftloop.simulate import simulate
+from driftloop_config.settings import Settings, load_settings
 from flows.runners import local_cluster_kwargs, partitions, task_runner
 from tasks.drift import feature_groups
 from tasks.features import date_ranges

@@ -9,7 +9,7 @@ from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 from pydantic import ValidationError
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.features import FeaturesParams, features_flow
 from tasks.features import MATERIALIZED_EVENT, feature_store, online_features
 from tasks.storage import Lake, write_parquet

@@ -11,7 +11,7 @@ import pytest
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.ingest import IngestParams, ingest_flow
 from tasks.reconcile import BATCH_VALIDATED_EVENT
 from tasks.storage import Lake

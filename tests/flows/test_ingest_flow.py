@@ -8,7 +8,7 @@ import pytest
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.ingest import IngestParams, ingest_flow
 from tasks.storage import Lake, read_parquet
 from tests.helpers import to_csv, to_parquet, usage_rows

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, load_settings
 from driftloop.simulate import simulate
+from driftloop_config.settings import PROJECT_ROOT, load_settings
 from flows.features import FeaturesParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
 from tasks.storage import Lake, LocalStorage

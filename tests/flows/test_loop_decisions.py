@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from driftloop.demo import START, run
-from driftloop.settings import load_settings
+from driftloop_config.settings import load_settings
 from tasks.ingest import Ledger, open_ledger
 from tasks.storage import Lake
 

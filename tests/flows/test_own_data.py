@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.usecase import load_usecase
 from examples import saas_retention as saas
 from tasks.storage import Lake, read_parquet
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.reconcile import ReconcileParams, reconcile_flow
 from tasks.reconcile import CHAIN
 from tasks.storage import Lake

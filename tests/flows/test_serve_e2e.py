@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.train import TrainParams, train_flow
 from tasks import registry
 from tasks.features import feature_key, latest_feature_timestamp
@@ -190,7 +190,7 @@ def test_unknown_and_malformed_ids(
     assert r.json()["unknown_ids"] == ["C9999999"]
     assert "C9999999 is unknown" in r.json()["detail"]
 
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks.serve import entity_id_pattern
 
     pattern = entity_id_pattern(load_usecase(world.usecase))

@@ -15,8 +15,8 @@ import pytest
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 
-from driftloop.settings import Settings, load_settings
 from driftloop.simulate import simulate
+from driftloop_config.settings import Settings, load_settings
 from flows.drift import DriftParams, drift_flow
 from flows.features import features_flow
 from flows.ingest import ingest_flow
@@ -138,7 +138,7 @@ def test_a_rejected_day_is_not_scored_and_its_drift_check_says_no_data(
     lake = Lake.from_settings(world)
 
     # a day with rows is scored under the rule the model was trained on, counting who is not
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks import features, score
 
     day_before = REJECTED - timedelta(days=1)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings
+from driftloop_config.usecase import UseCase, load_usecase
 from tasks import features, policy, registry, training
 from tasks.storage import Lake
 from tasks.training_set import last_snapshot_day

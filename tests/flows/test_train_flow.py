@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from driftloop.settings import Settings, load_settings
 from driftloop.simulate import simulate
+from driftloop_config.settings import Settings, load_settings
 from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.train import TrainParams, train_flow
@@ -104,7 +104,7 @@ def test_a_rebased_reference_is_the_one_drift_checks_read(world: Settings) -> No
     """The champion's drift reference re-based as of an earlier day: stored next to the
     training's one (which stays as it was), tagged as current, read by the drift check, and
     holding the same importance and expected metric but the windows up to that day."""
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
     from tasks import training
     from tasks.drift import load_inputs
     from tasks.features import feature_store

@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 import pytest
 
-from driftloop.settings import Settings
+from driftloop_config.settings import Settings
 from flows.train import TrainParams, train_flow
 from tasks import policy, registry
 from tasks.storage import Lake

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
 from tests.support.servers import free_port, moto_s3_server, stop, wait_http
 from tests.support.services import (
     POSTGRES_HOST,
@@ -480,7 +480,7 @@ def test_models_are_in_the_postgres_mlflow_registry_with_artifacts_in_s3(
     b = backends
     run = runs["production"]
     assert run.settings.usecase is not None
-    from driftloop.usecase import load_usecase
+    from driftloop_config.usecase import load_usecase
 
     model = load_usecase(run.settings.usecase).model
     assert model is not None

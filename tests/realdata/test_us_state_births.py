@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.usecase import UseCase
+from driftloop_config.usecase import UseCase
 from examples import us_low_birth_days as births
 from tasks import registry
 from tasks.drift import result_key

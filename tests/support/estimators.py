@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.settings import PROJECT_ROOT
 
 
 def telco_usecase_file(folder: Path, estimator: object) -> Path:

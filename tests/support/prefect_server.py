@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from driftloop.procs import Proc, alive, free_port, reap
-from driftloop.settings import Settings
 from driftloop.stack import Stack, stack_dir, start_prefect_server, wait_for_server
+from driftloop_config.settings import Settings
 
 
 class StackServer:

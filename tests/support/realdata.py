@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.replay import DayOutcome, backfill, replay
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.usecase import UseCase, load_usecase
 from tasks.storage import Lake, LocalStorage, Storage, read_parquet
 
 USECASES = PROJECT_ROOT / "usecases"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.replay import OUTCOME_PREFIX
-from driftloop.settings import PROJECT_ROOT, load_settings
+from driftloop_config.settings import PROJECT_ROOT, load_settings
 
 ZONES = ("validated", "quarantine", "features", "predictions")
 Registry = list[tuple[str, tuple[str, ...], str | None, str | None]]

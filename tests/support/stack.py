@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from driftloop import api
-from driftloop.settings import Settings, load_settings
 from driftloop.stack import Stack, down, free_port, up
+from driftloop_config.settings import Settings, load_settings
 from tasks.storage import Lake, Storage
 from tests.support.usecases import usecase_with
 
@@ -138,7 +138,7 @@ def running_stack(
         mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
         mp.setenv("DRIFTLOOP_USECASE", str(usecase_with(tmp, **SMALL_LOOP)))
         settings = load_settings()
-        from driftloop.usecase import load_usecase
+        from driftloop_config.usecase import load_usecase
 
         usecase = load_usecase(settings.usecase)
         assert usecase.target and usecase.model

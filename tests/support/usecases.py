@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from driftloop.settings import PROJECT_ROOT
+from driftloop_config.settings import PROJECT_ROOT
 
 
 def usecase_with(tmp: Path, **sections: dict[str, Any]) -> Path:

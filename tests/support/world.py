@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import Settings, load_settings
 from driftloop.simulate import simulate
+from driftloop_config.settings import Settings, load_settings
 from tasks.storage import Lake
 from tests.support.usecases import usecase_with
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from driftloop.usecase import DriftSpec, InputSpec, PersistenceSpec
+from driftloop_config.usecase import DriftSpec, InputSpec, PersistenceSpec
 from tasks.drift import (
     DriftInputs,
     DriftResult,
@@ -753,8 +753,8 @@ def test_context_inputs_default_to_the_context_role_unless_configured() -> None:
 def test_the_input_window_joins_each_context_row_as_of_the_entity_row(tmp_path: Path) -> None:
     """An account row gets its tier's newest row at or before its time; a tier without a row
     by then, or an account without a tier, gets nulls."""
-    from driftloop.settings import PROJECT_ROOT
-    from driftloop.usecase import load_usecase
+    from driftloop_config.settings import PROJECT_ROOT
+    from driftloop_config.usecase import load_usecase
     from tasks.features import feature_key
     from tasks.storage import Lake, write_parquet
 

@@ -20,8 +20,8 @@ import examples.nyc_flight_delays as flights
 import examples.saas_retention as saas
 import examples.us_low_birth_days as births
 from driftloop.check import TRIAL_DAY, _trial_frames, feature_table
-from driftloop.settings import PROJECT_ROOT
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from examples.telco_churn import AGGREGATE_COLUMNS, PROFILE_COLUMNS
 from tasks.features import (
     RepoObjects,

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from driftloop.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop.simulate import simulate
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
+from driftloop_config.usecase import load_usecase
 from examples.telco_churn import AGGREGATE_COLUMNS, FEATURE_COLUMNS, telco_daily_features
 from tasks.features import (
     apply_repo,

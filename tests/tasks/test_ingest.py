@@ -5,8 +5,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from tasks.ingest import (
     REJECTED_EVENT,
     VALIDATED_EVENT,

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftloop.settings import Settings
-from driftloop.usecase import ModelSpec, RetrainSpec, TargetSpec, load_usecase
+from driftloop_config.settings import Settings
+from driftloop_config.usecase import ModelSpec, RetrainSpec, TargetSpec, load_usecase
 from tasks.policy import (
     DECISION_LOG,
     MAX_WIDENING,

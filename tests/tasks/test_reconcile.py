@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.simulate import simulate
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.usecase import UseCase, load_usecase
 from tasks import policy
 from tasks.features import build_features
 from tasks.ingest import IngestOutcome, Ledger, find_pending, ingest_object
@@ -123,7 +123,7 @@ def test_a_context_day_without_features_asks_for_a_features_run(tmp_path: Path) 
     feature table: that day is pending though the accounts' table is current."""
     import pandas as pd
 
-    from driftloop.settings import PROJECT_ROOT
+    from driftloop_config.settings import PROJECT_ROOT
     from examples import saas_retention as saas
 
     usecase = load_usecase(PROJECT_ROOT / "usecases" / "saas_retention.yaml")

@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from driftloop.settings import PROJECT_ROOT, export_artifact_endpoint, load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, export_artifact_endpoint, load_settings
+from driftloop_config.usecase import load_usecase
 from tasks.gate import decide
 from tasks.registry import (
     CHALLENGER,

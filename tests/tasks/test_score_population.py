@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftloop.settings import Settings
-from driftloop.usecase import UseCase, load_usecase
+from driftloop_config.settings import Settings
+from driftloop_config.usecase import UseCase, load_usecase
 from tasks.score import Scored, population_mismatch, scoring_population
 from tasks.storage import Lake, write_parquet
 from tasks.training_set import EVENT_BEFORE

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from driftloop.serve import MAX_BATCH, create_app
-from driftloop.settings import PROJECT_ROOT, Settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings
+from driftloop_config.usecase import load_usecase
 from tasks.serve import (
     Champion,
     ChampionCache,

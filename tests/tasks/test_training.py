@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftloop.settings import Settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import Settings
+from driftloop_config.usecase import load_usecase
 from tasks.features import feature_key
 from tasks.storage import Lake, write_parquet
 from tasks.training import reference_rows

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.settings import load_settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import load_settings
+from driftloop_config.usecase import load_usecase
 from tasks import registry, training
 from tasks.gate import Decision
 from tasks.storage import Lake

@@ -10,8 +10,8 @@ from typing import Any, TypedDict
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings
+from driftloop_config.usecase import load_usecase
 from tasks.features import apply_repo, build_features, feature_key
 from tasks.storage import Lake, read_parquet, write_parquet
 from tasks.training_set import (

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.settings import PROJECT_ROOT
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT
+from driftloop_config.usecase import load_usecase
 from tasks.validate import (
     ExpectationOutcome,
     cast_column,
@@ -221,7 +221,7 @@ def test_batch_failures_lead_with_the_missing_column() -> None:
 def test_implausible_dates_use_the_file_day_and_today() -> None:
     from datetime import date
 
-    from driftloop.usecase import DateWindow
+    from driftloop_config.usecase import DateWindow
     from tasks.validate import implausible_dates
 
     typed = pd.DataFrame(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings
-from driftloop.usecase import load_usecase
+from driftloop_config.settings import PROJECT_ROOT, Settings
+from driftloop_config.usecase import load_usecase
 from tasks.ingest import Ledger, ingest_object
 from tasks.storage import Lake, LocalStorage
 from tasks.watch import LANDED_EVENT, MAX_EVENT_OBJECTS, landed_event, read_announced, scan_once

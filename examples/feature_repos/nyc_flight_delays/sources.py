@@ -3,7 +3,7 @@
 from feast import FileSource
 from feast.data_format import ParquetFormat
 
-from driftloop.settings import load_settings
+from driftloop_config.settings import load_settings
 from tasks.features import feature_source_path
 
 _settings = load_settings()

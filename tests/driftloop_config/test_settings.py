@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.settings import PROJECT_ROOT, Settings, SettingsError, load_settings, quiet_telemetry
+from driftloop_config.settings import (
+    PROJECT_ROOT,
+    Settings,
+    SettingsError,
+    load_settings,
+    quiet_telemetry,
+)
 
 
 def test_defaults_parse() -> None:
@@ -133,8 +139,8 @@ def test_settings_travel_to_other_processes_as_variables(
 ) -> None:
     """The stack's processes run with the settings `up` was given, not with whatever DRIFTLOOP_*
     variables the starting process has by then."""
-    from driftloop.settings import settings_env
     from driftloop.stack import stack_env
+    from driftloop_config.settings import settings_env
 
     monkeypatch.setenv("DRIFTLOOP_DATA_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("DRIFTLOOP_MAX_FILE_BYTES", "12345")

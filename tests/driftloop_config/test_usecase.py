@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from driftloop.settings import PROJECT_ROOT, load_settings
-from driftloop.usecase import LoopSpec, UseCaseError, load_usecase
+from driftloop_config.settings import PROJECT_ROOT, load_settings
+from driftloop_config.usecase import LoopSpec, UseCaseError, load_usecase
 from tests.support.estimators import telco_usecase_file
 from tests.support.usecases import feature_repo_of
 
