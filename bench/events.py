@@ -58,9 +58,9 @@ def one_event(loop: BenchStack, deployment_id: str, i: int, timeout: float) -> d
 
     def started() -> dict[str, Any] | None:
         for run in loop.runs(deployment_id, limit=10):
-            if (run["parameters"].get("params") or {}).get("objects") == [key] and run[
-                "start_time"
-            ]:
+            # the ingest trigger renders the landed object's name as the run's ``trigger``
+            params = run["parameters"].get("params") or {}
+            if params.get("trigger") == key and run["start_time"]:
                 return run
         return None
 
