@@ -482,7 +482,8 @@ def feature_table(objects: RepoObjects) -> str:
 
 def fingerprint(settings: Settings) -> str:
     """A digest of everything :func:`check` reads: the settings, the use case and its suites,
-    the Feast repository's files, the builder's module file, the library versions."""
+    the Feast repository's files, the builder's sources (:func:`builder_sources`), the library
+    versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256()
@@ -516,20 +517,61 @@ def fingerprint(settings: Settings) -> str:
                 feed_file(suite if suite.is_absolute() else usecase.root / suite)
         for table in usecase.feature_tables:
             module = table.builder.partition(":")[0]
-            try:
-                found = importlib.util.find_spec(module)
-            except (ImportError, ValueError):
-                found = None
-            origin = found.origin if found is not None else None
-            feed("builder", (origin or "<not found>").encode())
-            if origin and origin.endswith(".py"):
-                feed_file(Path(origin))
+            sources = builder_sources(module)
+            feed("builder", "\n".join(map(str, sources)).encode() or b"<not found>")
+            for path in sources:
+                feed_file(path)
     repo = settings.feature_repo
     if repo.is_dir():
         for path in sorted(repo.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 feed_file(path)
     return digest.hexdigest()
+
+
+def _module_file(name: str) -> Path | None:
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = found.origin if found is not None else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def builder_sources(module: str) -> list[Path]:
+    """The source files of a builder's module and of the modules of its own top-level package
+    that it imports, transitively (``examples._grid`` for the example builders), found by
+    reading their imports, not by importing them: the check's cache key must be cheap. The
+    build's own fingerprint (:func:`tasks.features.builder_code`) follows what the builder's
+    code reaches at run time."""
+    import ast
+
+    package = module.split(".", 1)[0]
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")
+                    parent = ".".join(parts[: len(parts) - node.level + 1])
+                    base = f"{parent}.{base}".strip(".") if base else parent
+                todo += [base, *(f"{base}.{a.name}" for a in node.names)]
+        todo = [t for t in todo if t.split(".", 1)[0] == package and t not in seen]
+    return [seen[name] for name in sorted(seen)]
 
 
 def check_cached(settings: Settings) -> list[Problem]:

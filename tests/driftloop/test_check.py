@@ -407,6 +407,40 @@ def test_the_gate_skips_an_unchanged_clean_use_case_and_rechecks_a_changed_one(
     assert problem.where == f"{path}: features.builder"
 
 
+def test_the_gate_rechecks_when_a_module_the_builder_imports_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "code" / "mybuild"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "features.py").write_text(
+        "import pandas as pd\nfrom . import _grid\nfrom .sub.shapes import square\n"
+        "def build(frame, first, last):\n    return frame\n"
+    )
+    (pkg / "_grid.py").write_text("import mybuild.sub\nSTEP = 1\n")
+    (pkg / "sub" / "shapes.py").write_text("def square(x):\n    return x * x\n")
+    (pkg / "unused.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    # its own package's modules it imports, transitively; not pandas, not what it never imports
+    assert check_module.builder_sources("mybuild.features") == [
+        pkg / "__init__.py",
+        pkg / "_grid.py",
+        pkg / "features.py",
+        pkg / "sub" / "__init__.py",
+        pkg / "sub" / "shapes.py",
+    ]
+    path = _telco_copy(
+        tmp_path, lambda raw: raw["features"].update(builder="mybuild.features:build")
+    )
+    settings = _settings(tmp_path, path)
+    before = check_module.fingerprint(settings)
+    (pkg / "unused.py").write_text("X = 2\n")
+    assert check_module.fingerprint(settings) == before
+    (pkg / "sub" / "shapes.py").write_text("def square(x):\n    return x**2\n")
+    assert check_module.fingerprint(settings) != before
+
+
 # ---- through the command line -------------------------------------------------------------------
 
 
