@@ -1,7 +1,7 @@
 """The flow-run image (deploy/Dockerfile) holds what a flow run loads: every package the project
-ships, every shipped use case's feature builders, suites and Feast repository, and its build
-context (deploy/Dockerfile.dockerignore) lets each of them in. Read statically: no image is built
-here."""
+ships, the default Feast repository, every shipped use case's feature builders and suites, and
+its build context (deploy/Dockerfile.dockerignore) lets each of them in. Read statically: no
+image is built here."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def in_context(path: str) -> bool:
 
 
 def needed(usecase_file: Path) -> set[str]:
-    """The top-level paths a shipped use case loads: its builders' packages, its suites' folder
-    and, for the telco default, the Feast repository the settings point at."""
+    """The top-level paths a shipped use case loads: its builders' packages (the example use
+    cases' Feast repositories are inside ``examples/`` too), its own folder and its suites'
+    folder. The default Feast repository, ``feature_repo/``, is checked with the packages."""
     usecase = load_usecase(usecase_file)
     paths = {t.builder.split(":")[0].split(".")[0] for t in usecase.feature_tables}
     paths.add("usecases")
