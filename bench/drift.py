@@ -5,7 +5,7 @@ in the current frame, a few with missing values and one new category):
 
 1. driftloop, the way production runs it: at training time the reference summary is built
    from the reference frame (``model_input`` + ``numeric_profile`` / ``categorical_profile``,
-   the per-feature part of ``tasks.train.reference_profile``) and stored as JSON; every window,
+   the per-feature part of ``tasks.reference.reference_profile``) and stored as JSON; every window,
    the current frame is checked against the stored summary (``tasks.drift.check_window`` +
    ``verdict``: PSI over the stored bins with a sample-size-calibrated threshold, chi-square for
    the categoricals). Both are timed; the check is the figure compared.
@@ -17,7 +17,7 @@ in the current frame, a few with missing values and one new category):
    its own virtualenv under ``.driftloop/bench-evidently`` (created on first use; Evidently's
    pins do not fit ours). A run computes the reference's statistics and builds the report's
    plots as well, so it is compared with driftloop's reference summary + check + HTML report
-   (``tasks.drift.drift_report``, also timed on its own). Its methods differ (normed Wasserstein
+   (``tasks.drift_report.drift_report``, also timed on its own). Its methods differ (normed Wasserstein
    distance for numerics, Jensen-Shannon for categoricals at this size): a peer, not a
    like-for-like. ``--evidently-rows`` runs it (and driftloop again, for this ratio) on fewer
    rows; ``--evidently-timeout`` bounds the run (a time-out is reported, with no ratio).
@@ -112,7 +112,8 @@ def make_frame(rows: int, *, current: bool, seed: int) -> pd.DataFrame:
 
 def ours_reference(frame: pd.DataFrame) -> str:
     """The stored reference summary (JSON text), built like ``reference_profile`` builds it."""
-    from tasks.train import FeatureSchema, categorical_profile, model_input, numeric_profile
+    from tasks.model import FeatureSchema, model_input
+    from tasks.reference import categorical_profile, numeric_profile
 
     schema = FeatureSchema(categorical=tuple(CATEGORICAL), numeric=tuple(NUMERIC), label="y")
     x = model_input(frame, schema)
@@ -297,7 +298,8 @@ def run_evidently(
 
 def ours_report(stored: str, frame: pd.DataFrame, scores: list[Any], drifted: list[str]) -> str:
     """The check's HTML report (what a person reads), as ``tasks.drift.finish_check`` writes it."""
-    from tasks.drift import DriftResult, drift_report
+    from tasks.drift import DriftResult
+    from tasks.drift_report import drift_report
 
     result = DriftResult(
         model="bench",
@@ -353,7 +355,7 @@ def main() -> None:
     load_start = os.getloadavg()
 
     from tasks.drift_stats import EPS
-    from tasks.train import PROFILE_BINS
+    from tasks.reference import PROFILE_BINS
 
     t0 = time.perf_counter()
     reference = make_frame(args.rows, current=False, seed=args.seed)

@@ -5,7 +5,7 @@ The floor does the same work by hand: read the file, cast to the schema, find wr
 exact duplicates, apply the same null / range / category / pattern / uniqueness rules, write the
 valid rows and the quarantined rows as Parquet, and write the day's feature rows (the rows
 driftloop built, one per customer) into an online table in SQLite keyed by customer. driftloop
-runs ``ingest_object`` (GX batch and row suites, the ledger, JSON and HTML reports), then
+runs ``drain`` (GX batch and row suites, the ledger, JSON and HTML reports), then
 ``build_features`` (the feature table in the lake), ``apply_repo`` (Feast registry) and
 ``materialize`` (Feast's SQLite online store). The stages are timed apart and printed.
 
@@ -134,14 +134,10 @@ def main() -> None:
         os.environ["DRIFTLOOP_STATE_DIR"] = str(Path(tmp) / "state")
         from driftloop.simulate import simulate
         from driftloop_config.settings import load_settings
-        from tasks.features import (
-            apply_repo,
-            build_features,
-            feature_key,
-            latest_feature_timestamp,
-            materialize,
-        )
-        from tasks.ingest import Ledger, find_pending, ingest_object
+        from tasks.drain import drain
+        from tasks.feature_store import apply_repo, materialize
+        from tasks.features import build_features, feature_key, latest_feature_timestamp
+        from tasks.ingest import Ledger
         from tasks.storage import Lake, LocalStorage, read_parquet
         from tasks.validate import default_validator
 
@@ -183,10 +179,8 @@ def main() -> None:
         t = {}
         t0 = time.perf_counter()
         ledger = Ledger(lake.ledger)
-        [obj] = find_pending(lake.landing, ledger)
-        outcome = ingest_object(lake, ledger, usecase, obj, max_bytes=10**10)
+        [outcome] = drain(lake, ledger, usecase, max_bytes=10**10).outcomes
         t["ingest"] = time.perf_counter() - t0
-        assert outcome is not None
         t0 = time.perf_counter()
         [built] = build_features(lake, usecase)
         t["features"] = time.perf_counter() - t0

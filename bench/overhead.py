@@ -3,7 +3,7 @@ called directly on the same input.
 
 One simulated usage day (``--rows`` customers, 1% defects) is landed into two fresh lakes. On the
 first, the stages' plain functions run in the order the flows call them: ``open_ledger``,
-``find_pending``, ``ingest_object``, ``write_index_report`` (ingest), then ``build_features``,
+``drain``, ``write_index_report`` (ingest), then ``build_features``,
 ``apply_repo``, ``materialize`` and the retraining policy's ``current_state`` (features). On the
 second, ``ingest_flow()`` and ``features_flow()`` run in this process against a temporary Prefect
 API (``prefect_test_harness``, started before the clock): task runs and their states, the flow
@@ -53,25 +53,24 @@ def land(settings: Any, key: str, data: bytes) -> Any:
 
 def plain(settings: Any, lake: Any) -> dict[str, float]:
     from driftloop_config.usecase import load_usecase
-    from tasks import features, ingest, policy, registry
+    from tasks import feature_store, features, ingest, policy, registry
+    from tasks.drain import drain
 
     usecase = load_usecase(settings.usecase)
     model = usecase.model
     assert model is not None, f"use case {usecase.name!r} defines no model"
     t0 = time.perf_counter()
     ledger = ingest.open_ledger(lake.ledger)
-    pending = ingest.find_pending(lake.landing, ledger)
-    for obj in pending:
-        ingest.ingest_object(lake, ledger, usecase, obj, max_bytes=settings.max_file_bytes)
+    drain(lake, ledger, usecase, max_bytes=settings.max_file_bytes)
     ingest.write_index_report(lake, ledger)
     t_ingest = time.perf_counter() - t0
     t0 = time.perf_counter()
     built = features.build_features(lake, usecase)
-    store = features.apply_repo(settings)
+    store = feature_store.apply_repo(settings)
     end = features.latest_feature_timestamp(lake, "customer_daily")
     assert end is not None and built
     with contextlib.redirect_stdout(sys.stderr):
-        features.materialize(store, end)
+        feature_store.materialize(store, end)
     champion = registry.champion_version(settings.tracking_uri, model.registered_name)
     policy.current_state(lake, usecase, has_champion=champion is not None)
     t_features = time.perf_counter() - t0

@@ -39,8 +39,9 @@ def history(settings: Any, usecase: Any, customers: int, seed: int) -> tuple[Any
     """Simulate, land and ingest the days before the due day; build their features.
     Returns (feed of simulated files, due day, history rows)."""
     from driftloop.simulate import simulate
+    from tasks.drain import drain
     from tasks.features import build_features
-    from tasks.ingest import Ledger, find_pending, ingest_object
+    from tasks.ingest import Ledger
     from tasks.storage import Lake
 
     lake = Lake.from_settings(settings)
@@ -61,10 +62,8 @@ def history(settings: Any, usecase: Any, customers: int, seed: int) -> tuple[Any
     for key in keys:
         lake.landing.write_bytes(key, feed.read_bytes(key))
     ledger = Ledger(lake.ledger)
-    rows = 0
-    for obj in find_pending(lake.landing, ledger):
-        out = ingest_object(lake, ledger, usecase, obj, max_bytes=settings.max_file_bytes)
-        rows += out.rows_total if out and out.dataset == "usage" else 0
+    drained = drain(lake, ledger, usecase, max_bytes=settings.max_file_bytes)
+    rows = sum(o.rows_total for o in drained.outcomes if o.dataset == "usage")
     build_features(lake, usecase)
     log(
         f"history: {customers:,} customers x {(due - START).days} days simulated in {t_sim:.1f}s, "

@@ -12,7 +12,7 @@ Four figures on one simulated telco lake:
    only when the probe projects them to finish within ``--file-timeout`` and ``--max-rss-gb``
    (a join is killed at either), otherwise the largest sample that fits ``--file-budget``
    seconds is measured and the full size projected from the two;
-3. ``tasks.train.fit`` on the training set of step 1 (real churn labels) with the following
+3. ``tasks.model.fit`` on the training set of step 1 (real churn labels) with the following
    snapshot days as the validation split;
 4. online reads after materialising into SQLite: p50/p99 of ``online_features`` for 1 and for
    100 customers.
@@ -263,7 +263,7 @@ def flat_file_store(settings: Any, work: Path) -> dict[str, Any]:
     """
     from feast import FeatureStore, RepoConfig
 
-    from tasks.features import load_repo_objects, repo_config_dict
+    from tasks.feature_store import load_repo_objects, repo_config_dict
 
     flat = work / "flat" / "customer_daily"
     flat.mkdir(parents=True)
@@ -292,7 +292,7 @@ def compare_stores(
 ) -> dict[str, Any]:
     """DuckDB vs the file store on a probe sample, then on all rows when the probe projects
     that to fit the time and memory limits, else on the largest sample that fits the budget."""
-    from tasks.features import repo_config_dict
+    from tasks.feature_store import repo_config_dict
 
     duckdb = {**repo_config_dict(settings), "repo_path": str(settings.feature_repo)}
     configs = {"duckdb": duckdb, "file": flat_file_store(settings, work)}
@@ -383,7 +383,7 @@ def compare_stores(
 def online_latency(
     store: Any, ids: np.ndarray, *, batch: int, calls: int, seed: int
 ) -> dict[str, Any]:
-    from tasks.features import online_features
+    from tasks.feature_store import online_features
 
     rng = np.random.default_rng(seed)
     for _ in range(5):  # warm-up: registry cache, SQLite connection
@@ -444,14 +444,10 @@ def main() -> None:
         from driftloop.simulate import simulate
         from driftloop_config.settings import load_settings
         from driftloop_config.usecase import load_usecase
-        from tasks.features import (
-            apply_repo,
-            build_features,
-            latest_feature_timestamp,
-            materialize,
-        )
+        from tasks.feature_store import apply_repo, materialize
+        from tasks.features import build_features, latest_feature_timestamp
+        from tasks.model import boosting_iterations, fit, predict_scores
         from tasks.storage import Lake, LocalStorage
-        from tasks.train import boosting_iterations, fit, predict_scores
         from tasks.training import feature_schema
         from tasks.training_set import training_frame
 

@@ -42,7 +42,7 @@ from driftloop_config.usecase import FeatureTable, UseCase, UseCaseError, load_u
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.features import RepoObjects
+    from tasks.feature_store import RepoObjects
 
 #: Columns the feature flow itself needs in a builder's output (besides the views' columns).
 FLOW_COLUMNS = ("date",)
@@ -284,7 +284,7 @@ def _settings_environment(settings: Settings) -> Iterator[None]:
 def _parse_repo(settings: Settings) -> tuple[RepoObjects | None, list[str]]:
     """The Feast objects of the repository (imported as ``feast apply`` imports it, nothing
     registered) and what is wrong with it."""
-    from tasks.features import load_repo_objects, source_path_problems
+    from tasks.feature_store import load_repo_objects, source_path_problems
 
     repo = settings.feature_repo.resolve()
     errors: dict[str, Exception] = {}
@@ -542,7 +542,7 @@ def builder_sources(module: str) -> list[Path]:
     """The source files of a builder's module and of the modules of its own top-level package
     that it imports, transitively (``examples._grid`` for the example builders), found by
     reading their imports, not by importing them: the check's cache key must be cheap. The
-    build's own fingerprint (:func:`tasks.features.builder_code`) follows what the builder's
+    build's own fingerprint (:func:`tasks.feature_code.builder_code`) follows what the builder's
     code reaches at run time."""
     import ast
 

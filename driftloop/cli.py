@@ -26,6 +26,9 @@ from rich.text import Text
 if TYPE_CHECKING:
     from driftloop_config.settings import Settings
     from driftloop_config.usecase import UseCase
+    from tasks.drain import IngestSummary
+    from tasks.policy import TrainOutcome
+    from tasks.reconcile import Reconciled
     from tasks.storage import Storage
 
 app = typer.Typer(
@@ -278,8 +281,7 @@ def promote(
         raise typer.BadParameter(
             "nothing to do: pass --rollback (promotion runs in `driftloop train`)"
         )
-    spec = load_usecase(settings.usecase).model
-    assert spec is not None
+    spec = load_usecase(settings.usecase).loop().model  # the use case's error without one
     lock = registry.promotion_lock_path(settings.state_path, spec.registered_name)
     try:
         restored = registry.rollback(
@@ -694,7 +696,7 @@ def reconcile(
     print_reconcile(out, dry_run=dry_run)
 
 
-def print_reconcile(out: dict[str, Any], *, dry_run: bool = False) -> None:
+def print_reconcile(out: Reconciled, *, dry_run: bool = False) -> None:
     if not out["wanted"]:
         console.print("nothing missing: the lake has no pending work", markup=False)
         return
@@ -885,7 +887,7 @@ def check() -> None:
     console.print(f"OK: {report.summary()}", markup=False, soft_wrap=True)
 
 
-def print_training_summary(out: dict[str, Any]) -> None:
+def print_training_summary(out: TrainOutcome) -> None:
     table = Table(title=escape(f"challenger v{out['version']} (as of {out['as_of']})"))
     regression = any("rmse" in m for m in out["metrics"].values())
     shown = ("rmse", "mae", "bias") if regression else ("roc_auc", "pr_auc", "brier", "ece")
@@ -898,7 +900,7 @@ def print_training_summary(out: dict[str, Any]) -> None:
     console.print(f"gate: {verdict} — " + escape(str(out["decision"]["reason"])))
 
 
-def print_ingest_summary(summary: dict[str, Any]) -> None:
+def print_ingest_summary(summary: IngestSummary) -> None:
     rows = summary["objects"]
     if not rows:
         console.print("nothing new landed: the ledger already holds every object")

@@ -20,11 +20,14 @@ import os
 import shutil
 import time
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from driftloop_config.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from tasks.storage import Lake
 
 DEMO_ROOT = PROJECT_ROOT / "data" / "demo"
 START = date(2026, 1, 1)
@@ -85,7 +88,8 @@ def run(
     from driftloop.cli import console
     from driftloop.replay import DayOutcome, backfill, replay
     from driftloop.simulate import simulate
-    from tasks import features, score
+    from tasks import score
+    from tasks.feature_store import feature_store
     from tasks.ingest import open_ledger
     from tasks.storage import Lake, read_parquet, write_json
 
@@ -137,7 +141,7 @@ def run(
             )
         if o.champion and not first:
             first.append(o.champion)
-        store = features.feature_store(settings)
+        store = feature_store(settings)
         auc = stale = None
         if o.champion is not None:
             ev = score.evaluate_snapshot(settings, usecase, lake, store, o.day, o.champion)
@@ -258,7 +262,7 @@ def run(
     return summary | {"defects": check}
 
 
-def write_index(lake: Any) -> None:
+def write_index(lake: Lake) -> None:
     """``reports/index.html``: links to every report the run wrote."""
     from tasks.report import page, table
 

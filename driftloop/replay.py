@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from driftloop_config.settings import Settings
     from driftloop_config.usecase import UseCase
+    from tasks.policy import TrainOutcome
     from tasks.storage import Lake, Storage
 
 DAY_IN_KEY = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -68,7 +69,7 @@ class TrainingRun:
     rebaselined: str | None = None  # the champion whose drift reference the run re-based
 
     @classmethod
-    def from_result(cls, trigger: str, reason: str, out: dict[str, Any]) -> TrainingRun:
+    def from_result(cls, trigger: str, reason: str, out: TrainOutcome) -> TrainingRun:
         if not out.get("trained"):
             return cls(
                 trigger=trigger,
@@ -108,8 +109,8 @@ class DayOutcome:
     scored: int | None = None  # rows scored (None: no champion, nothing scored)
     drift_status: str | None = None  # "drift", "no-drift", "no-data", "skipped"
     drift_detected: bool = False
-    drift_severity: Any = None  # whatever the drift flow reports, when it does
-    drift_signals: Any = None
+    drift_severity: str | None = None  # what the drift flow reports, when it checked
+    drift_signals: list[str] | None = None
     drift_drifted: list[str] = field(default_factory=list)
     trainings: list[TrainingRun] = field(default_factory=list)
     seconds: float = 0.0
@@ -282,6 +283,7 @@ def backfill(
     scored and the days with drift."""
     from flows.features import FeaturesParams, features_flow
     from flows.ingest import IngestParams, ingest_flow
+    from tasks.drain import Drained
     from tasks.storage import Lake
 
     if last < first:
@@ -291,7 +293,9 @@ def backfill(
     keys = [k for d, ks in days_in(lake, feed).items() if first <= d <= last for k in ks]
     with without_heartbeats():
         land(lake, feed, keys)
-        ingested = ingest_flow(IngestParams(objects=keys, today=last)) if keys else {"totals": {}}
+        ingested = (
+            ingest_flow(IngestParams(objects=keys, today=last)) if keys else Drained().summary()
+        )
         built = features_flow(FeaturesParams(materialize=False))
         out: dict[str, Any] = {
             "objects": len(keys),

@@ -342,7 +342,8 @@ def days_for_first_model(usecase: UseCase, start: date = date(2026, 1, 1)) -> in
     it trains the first model: the feature history, the label horizon and delay, and enough
     labelled snapshot days for the training, validation and holdout splits
     (:func:`tasks.policy.should_train` with no champion, asked day by day)."""
-    from tasks.policy import LoopState, should_train
+    from tasks.loop_state import LoopState
+    from tasks.policy import should_train
 
     loop = usecase.loop()
     # the first snapshot day the policy counts (tasks.policy.current_state)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from driftloop_config.settings import Settings
+    from driftloop_config.usecase import UseCase
+    from tasks.loop_state import LoopState
 
 #: run states that wait to run (the state type; AwaitingConcurrencySlot and Late are SCHEDULED)
 PENDING_STATES = ("SCHEDULED", "PENDING", "PAUSED")
@@ -172,7 +174,7 @@ def api_overview(
     }
 
 
-def policy_overview(state: Any, usecase: Any) -> dict[str, Any]:
+def policy_overview(state: LoopState, usecase: UseCase) -> dict[str, Any]:
     """The retraining policy's memory as plain values: its newest decisions (newest last), the
     current back-off and what it waits for, and the pending change's widened wait."""
     from tasks import policy

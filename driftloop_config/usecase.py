@@ -271,7 +271,7 @@ class ModelSpec(BaseModel):
         pattern=r"^[\w.]+:\w+$",
         description="module:function building the unfitted classifier, called as "
         "function(seed=..., categorical=(...), numeric=(...)) and returning a scikit-learn "
-        "estimator or pipeline with fit and predict_proba (see tasks.train.build_estimator). "
+        "estimator or pipeline with fit and predict_proba (see tasks.model.build_estimator). "
         "None: the built-in calibrated histogram gradient boosting.",
     )
     metric: Literal["roc_auc", "pr_auc", "rmse", "mae"] = Field(

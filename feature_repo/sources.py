@@ -3,7 +3,7 @@
 The one place of the Feast repository that reads the driftloop settings (from the DRIFTLOOP_*
 environment, when Feast imports this module): the offline store (DuckDB) needs an absolute
 path, and the lake's location is a setting. The path is always a local folder: the lake's own
-features/ zone, or for an S3 lake its mirror under the state dir (tasks.features
+features/ zone, or for an S3 lake its mirror under the state dir (tasks.feature_store
 .sync_offline_source keeps it in sync).
 """
 
@@ -11,7 +11,7 @@ from feast import FileSource
 from feast.data_format import ParquetFormat
 
 from driftloop_config.settings import load_settings
-from tasks.features import feature_source_path
+from tasks.feature_store import feature_source_path
 
 _settings = load_settings()
 # Feast creates its registry and SQLite files but not their parent folders: make sure the state

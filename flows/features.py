@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from datetime import date
+from functools import partial
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop_config.settings import export_artifact_endpoint, load_settings
-from driftloop_config.usecase import load_usecase
 from flows.runners import partitions, run_partitions
+from flows.shared import announce, loop_state, show, sweep
+from tasks import feature_store as feast_glue
 from tasks import features as stage
 from tasks import policy, training
-from tasks.storage import Lake, sweep_debris
+from tasks.context import RunContext
 
 
 class FeaturesParams(BaseModel):
@@ -67,12 +65,10 @@ write_feature_days = task(name="write-feature-days", cache_policy=NO_CACHE, retr
 finish_features = task(name="finish-features", cache_policy=NO_CACHE, retries=1)(
     stage.finish_features
 )
-apply_repo = task(name="apply-feature-repo", cache_policy=NO_CACHE, retries=1)(stage.apply_repo)
-materialize = task(name="materialize", cache_policy=NO_CACHE, retries=1)(stage.materialize)
-loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
-
-
-sweep = task(name="sweep-debris", cache_policy=NO_CACHE)(sweep_debris)
+apply_repo = task(name="apply-feature-repo", cache_policy=NO_CACHE, retries=1)(
+    feast_glue.apply_repo
+)
+materialize = task(name="materialize", cache_policy=NO_CACHE, retries=1)(feast_glue.materialize)
 
 
 @flow(
@@ -80,59 +76,39 @@ sweep = task(name="sweep-debris", cache_policy=NO_CACHE)(sweep_debris)
     description="Build the daily feature table from validated data, register the Feast "
     "definitions and materialise the newest features into the online store.",
 )
-def features_flow(params: FeaturesParams = FeaturesParams()) -> dict[str, Any]:
-    settings = load_settings()
-    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
-    lake = Lake.from_settings(settings)
-    usecase = load_usecase(settings.usecase)
-
-    sweep(lake.root)  # temporary files of writers killed mid-write
-    built: list[date] = []
-    for table in usecase.feature_tables:  # the main table, then the contexts'
-        plan = plan_features(lake, usecase, dates=params.dates, force=params.force, table=table)
-        ranges = stage.date_ranges(plan.todo, plan.lookback_days, parts=partitions(settings))
-        computed = run_partitions(
-            settings,
-            compute_features,
-            [
-                {
-                    "lake": lake,
-                    "usecase": usecase,
-                    "days": days,
-                    "partitions": plan.inputs(days),
-                    "table": table,
-                }
-                for days in ranges
-            ],
-        )
-        rows: dict[date, int] = {}
-        for days, frames in zip(ranges, computed, strict=True):
-            rows |= write_feature_days(lake, plan.table, days, frames)
-        built = sorted({*built, *finish_features(lake, plan, rows)})
-    store = apply_repo(settings)
-    main = usecase.feature_table
-    end = stage.latest_feature_timestamp(lake, main)
-    loaded: dict[str, Any] = {}
-    if params.materialize and end is not None:
-        since = stage.day_start(min(built)) + timedelta(days=1) if built else None
-        loaded = materialize(store, end, since=since)
-
-    summary = stage.flow_summary(lake, main, built, loaded, project=settings.feast_project)
-    if built or loaded:
-        create_table_artifact(
-            key="features-summary",
-            table=summary["table"],
-            description=f"Features: {summary['totals']}",
-        )
-        emit_event(**stage.materialized_event(summary, project=settings.feast_project))
+def features_flow(params: FeaturesParams = FeaturesParams()) -> stage.FeaturesSummary:
+    ctx = RunContext.load()
+    sweep(ctx.lake.root)  # temporary files of writers killed mid-write
+    built = stage.build_features(
+        ctx.lake,
+        ctx.usecase,
+        dates=params.dates,
+        force=params.force,
+        parts=partitions(ctx.settings),
+        plan=plan_features,
+        compute=partial(run_partitions, ctx.settings, compute_features),
+        write=write_feature_days,
+        finish=finish_features,
+    )
+    store = apply_repo(ctx.settings)
+    loaded = stage.refresh_online(
+        store, ctx.lake, ctx.usecase, built, enabled=params.materialize, materialize=materialize
+    )
+    summary = stage.flow_summary(
+        ctx.lake, ctx.usecase.feature_table, built, loaded, project=ctx.settings.feast_project
+    )
+    show(stage.summary_artifact(summary))
+    announce(stage.summary_events(summary, project=ctx.settings.feast_project))
 
     # new data (usage or labels) may make a training run due: ask the retraining policy
-    day = training.latest_day(lake, usecase)
     check = policy.training_check(
-        lake, usecase, day, tracking_uri=settings.tracking_uri, state_of=loop_state
+        ctx.lake,
+        ctx.usecase,
+        training.latest_day(ctx.lake, ctx.usecase),
+        tracking_uri=ctx.settings.tracking_uri,
+        state_of=loop_state,
     )
     if check is not None:
         summary["training"] = check.to_dict()
-        if check.event is not None:
-            emit_event(**check.event)
+        announce([check.event])
     return summary

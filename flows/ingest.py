@@ -8,23 +8,20 @@ rows, the run as a whole (``driftloop.data.batch-validated``: one features run p
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import date
+from functools import partial
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop_config.settings import load_settings
-from driftloop_config.usecase import load_usecase
 from flows.runners import run_partitions
+from flows.shared import announce, sweep
+from tasks import drain
 from tasks import ingest as stage
-from tasks import reconcile
-from tasks.storage import Lake, sweep_debris
+from tasks.context import RunContext
 
 
 class IngestParams(BaseModel):
@@ -71,80 +68,44 @@ record_object = task(
     name="record-object", cache_policy=NO_CACHE, retries=1, task_run_name="record {obj.key}"
 )(stage.record_object)
 write_index = task(name="write-index", cache_policy=NO_CACHE)(stage.write_index_report)
-# temporary files of writers killed mid-write (their PID is gone): removed before new work
-sweep = task(name="sweep-debris", cache_policy=NO_CACHE)(sweep_debris)
 
 
 @flow(
     name="ingest",
     description="Validate newly landed objects and split rows into validated/quarantine.",
 )
-def ingest_flow(params: IngestParams = IngestParams()) -> dict[str, Any]:
-    settings = load_settings()
-    lake = Lake.from_settings(settings)
-    usecase = load_usecase(settings.usecase)
-
-    sweep(lake.root)
-    ledger = open_ledger(lake.ledger)
-    outcomes: list[stage.IngestOutcome] = []
-    attempted: set[tuple[str, str]] = set()
-    rounds = 0
-    waited = 0.0
-    while True:  # drain: until nothing new is pending (tasks.reconcile.next_round decides)
-        pending = find_pending(lake.landing, ledger, keys=params.objects)
-        step = reconcile.next_round(
-            pending,
-            attempted,
-            now=datetime.now(tz=UTC),
-            settle_seconds=params.settle_seconds,
-            waited_seconds=waited,
-        )
-        if step.stop:
-            break
-        if step.wait_seconds is not None:
-            time.sleep(step.wait_seconds)
-            waited += step.wait_seconds
-            continue
-        rounds += 1
-        attempted |= {(o.key, o.etag) for o in step.take}
-        checked = run_partitions(
-            settings,
-            check_object,
-            [
-                {
-                    "lake": lake,
-                    "usecase": usecase,
-                    "obj": obj,
-                    "max_bytes": settings.max_file_bytes,
-                    "known": ledger.contents(obj.key),
-                    "today": params.today,
-                }
-                for obj in step.take
-            ],
-        )
-        results = [
-            record_object(lake, ledger, usecase, obj, c)
-            for obj, c in zip(step.take, checked, strict=True)
-        ]
-        # None: same content seen under a new etag
-        done = [o for o in results if o is not None]
-        for outcome in done:
-            emit_event(**stage.event_for(outcome, lake.landing.uri))
-        outcomes += done
-    if outcomes:
-        write_index(lake, ledger)
+def ingest_flow(params: IngestParams = IngestParams()) -> drain.IngestSummary:
+    ctx = RunContext.load()
+    sweep(ctx.lake.root)
+    ledger = open_ledger(ctx.lake.ledger)
+    drained = drain.drain(
+        ctx.lake,
+        ledger,
+        ctx.usecase,
+        max_bytes=ctx.settings.max_file_bytes,
+        keys=params.objects,
+        settle_seconds=params.settle_seconds,
+        today=params.today,
+        find=find_pending,
+        check=partial(run_partitions, ctx.settings, check_object),
+        record=record_object,
+        announce=announce,
+    )
+    if drained.outcomes:
+        write_index(ctx.lake, ledger)
         create_table_artifact(
             key="ingest-summary",
-            table=stage.summary_rows(outcomes),
-            description=f"Ingest run: {stage.totals(outcomes)} in {rounds} rounds",
+            table=stage.summary_rows(drained.outcomes),
+            description=f"Ingest run: {stage.totals(drained.outcomes)} in {drained.rounds} rounds",
         )
-    batch = reconcile.batch_validated_event(
-        outcomes, lake.landing.uri, rounds=rounds, run=flow_run.get_name()
+    announce(
+        [
+            drain.batch_validated_event(
+                drained.outcomes,
+                ctx.lake.landing.uri,
+                rounds=drained.rounds,
+                run=flow_run.get_name(),
+            )
+        ]
     )
-    if batch is not None:
-        emit_event(**batch)
-    return {
-        "totals": stage.totals(outcomes),
-        "objects": stage.summary_rows(outcomes),
-        "rounds": rounds,
-    }
+    return drained.summary()

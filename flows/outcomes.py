@@ -4,9 +4,11 @@ plain green "Completed"."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TypeVar, cast
 
 from prefect.states import Completed
+
+R = TypeVar("R")
 
 #: a score run with nothing to score (no champion yet, no validated rows on the day)
 SKIPPED = "Skipped"
@@ -16,9 +18,14 @@ NO_DATA = "NoData"
 DEFERRED = "Deferred"
 
 
-def decided(result: dict[str, Any], *, name: str, message: str) -> dict[str, Any]:
+def decided(result: R, *, name: str, message: str) -> R:
     """Return this from a flow: the run ends Completed under ``name`` with ``message``, and
     whoever called the flow (the CLI, a parent flow) still receives ``result``."""
     # Prefect records a State returned by a flow as the run's final state and hands its data to
     # the caller: typed as what the caller gets
-    return cast(dict[str, Any], Completed(name=name, message=message, data=result))
+    return cast(R, Completed(name=name, message=message, data=result))
+
+
+def ended(result: R, *, name: str, message: str, when: bool) -> R:
+    """``result``; when ``when``, ending the run Completed under ``name`` (see :func:`decided`)."""
+    return decided(result, name=name, message=message) if when else result

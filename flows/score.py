@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -11,11 +10,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop_config.settings import export_artifact_endpoint, load_settings
-from driftloop_config.usecase import load_usecase
 from flows.outcomes import SKIPPED, decided
-from tasks import features, score, training
-from tasks.storage import Lake
+from flows.shared import feature_store
+from tasks import score, training
+from tasks.context import RunContext
 
 
 class ScoreParams(BaseModel):
@@ -30,17 +28,13 @@ class ScoreParams(BaseModel):
     )
 
 
-feature_store = task(name="feature-store", cache_policy=NO_CACHE)(features.feature_store)
 score_day = task(name="score-day", cache_policy=NO_CACHE, retries=1)(score.score_day)
 
 
 @flow(name="score", description="Batch-score the entities active on a day with the champion model.")
-def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
-    settings = load_settings()
-    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
-    usecase = load_usecase(settings.usecase)
-    lake = Lake.from_settings(settings)
-    name = usecase.loop().model.registered_name
+def score_flow(params: ScoreParams = ScoreParams()) -> score.ScoreOutcome:
+    ctx = RunContext.load()
+    settings, usecase, lake, name = ctx.settings, ctx.usecase, ctx.lake, ctx.model_name
     day = params.day or training.latest_day(lake, usecase)
     if day is None:
         return skipped(score.nothing_validated(), name)
@@ -70,7 +64,7 @@ def score_flow(params: ScoreParams = ScoreParams()) -> dict[str, Any]:
     return champion.to_dict(day)
 
 
-def skipped(skip: score.Skipped, model_name: str) -> dict[str, Any]:
+def skipped(skip: score.Skipped, model_name: str) -> score.ScoreOutcome:
     """The run ends in the state "Skipped" with the reason; the reason is also an artifact."""
     create_markdown_artifact(
         key="score-skipped",

@@ -6,16 +6,13 @@ from datetime import date
 from typing import Any, Literal
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftloop_config.settings import Settings, export_artifact_endpoint, load_settings
-from driftloop_config.usecase import UseCase, load_usecase
-from flows.outcomes import DEFERRED, decided
-from tasks import features, policy, training
-from tasks.storage import Lake
+from flows.outcomes import DEFERRED, ended
+from flows.shared import announce, feature_store, loop_state, show
+from tasks import policy, rebaseline, recovery, training
+from tasks.context import RunContext
 
 
 class TrainParams(BaseModel):
@@ -60,40 +57,32 @@ class TrainParams(BaseModel):
     )
     seed: int = Field(default=0, ge=0, description="Random seed of the model fit.")
 
+    def request(self) -> policy.RunRequest:
+        """What the retraining policy is asked."""
+        return policy.RunRequest(
+            trigger=self.reason,
+            since=self.since,
+            drift_start=self.drift_start,
+            signals=self.signals,
+            severity=self.severity,
+        )
 
-feature_store = task(name="feature-store", cache_policy=NO_CACHE)(features.feature_store)
+
 build_training_set = task(name="training-set", cache_policy=NO_CACHE, retries=1)(
     training.build_training_set
 )
 train_challenger = task(name="train-challenger", cache_policy=NO_CACHE)(training.train_challenger)
-judge = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(training.judge)
-loop_state = task(name="loop-state", cache_policy=NO_CACHE, retries=1)(policy.current_state)
-recover = task(name="recover-interrupted", cache_policy=NO_CACHE)(training.recover_interrupted)
+promotion_gate = task(name="promotion-gate", cache_policy=NO_CACHE, retries=1)(
+    training.promotion_gate
+)
+recover = task(name="recover-interrupted", cache_policy=NO_CACHE)(recovery.recover_interrupted)
 
 
-def _announce(settings: Settings, name: str, version: str, event: dict[str, Any]) -> None:
-    """Emit a decision event, then record on the version that it was emitted."""
-    emit_event(**event)
-    training.mark_announced(settings.tracking_uri, name, version)
-
-
-def _show_recovery(recovered: training.Recovery) -> None:
-    if recovered.clean:
-        create_markdown_artifact(
-            key="recovery",
-            markdown="**Recovery:** the previous train runs left nothing unfinished.",
-        )
-    else:
-        create_table_artifact(
-            key="recovery",
-            table=recovered.rows(),
-            description="Left unfinished by a stopped train run, finished by this one",
-        )
-
-
-def _deferred(name: str, deferral: policy.Deferral) -> dict[str, Any]:
-    create_markdown_artifact(key="training-deferred", markdown=deferral.markdown(name))
-    return deferral.to_dict()
+def _announce(ctx: RunContext, announcements: list[tuple[str, dict[str, Any]]]) -> None:
+    """Emit each decision event, then record on its version that it was emitted."""
+    for version, event in announcements:
+        announce([event])
+        recovery.mark_announced(ctx.settings.tracking_uri, ctx.model_name, version)
 
 
 @flow(
@@ -101,96 +90,60 @@ def _deferred(name: str, deferral: policy.Deferral) -> dict[str, Any]:
     description="Train a challenger on point-in-time features; promote it only "
     "when it beats the champion on the same holdout.",
 )
-def train_flow(params: TrainParams = TrainParams()) -> dict[str, Any]:
-    settings = load_settings()
-    export_artifact_endpoint(settings)  # MLflow's own S3 client: the same endpoint
-    usecase = load_usecase(settings.usecase)
-    lake = Lake.from_settings(settings)
-    name = usecase.loop().model.registered_name
-    with training.training_lock(settings, name):
-        recovered = recover(settings, usecase, lake)
-        for version, event in recovered.announcements:
-            _announce(settings, name, version, event)
-        _show_recovery(recovered)
-        out = _train(params, settings, usecase, lake)
-    result = {**out, "recovered": recovered.to_dict()}
-    if out.get("trained") is False:  # the policy deferred, or nothing validated yet
-        return decided(result, name=DEFERRED, message=str(out["reason"]))
-    return result
+def train_flow(params: TrainParams = TrainParams()) -> policy.TrainOutcome:
+    ctx = RunContext.load()
+    with training.training_lock(ctx.settings, ctx.model_name):
+        recovered = recover(ctx.settings, ctx.usecase, ctx.lake)
+        _announce(ctx, recovered.announcements)
+        show(recovered.artifact())
+        out = _train(params, ctx)
+    result: policy.TrainOutcome = {**out, "recovered": recovered.to_dict()}
+    # the policy deferred, or nothing validated yet
+    return ended(result, name=DEFERRED, message=str(out["reason"]), when=not out["trained"])
 
 
-def _train(params: TrainParams, settings: Settings, usecase: UseCase, lake: Lake) -> dict[str, Any]:
-    name = usecase.loop().model.registered_name
-    day = params.as_of or training.latest_day(lake, usecase)
-    if day is None:
-        return {"trained": False, "reason": "nothing validated yet"}
-    request = policy.RunRequest(
-        trigger=params.reason,
-        since=params.since,
-        drift_start=params.drift_start,
-        signals=params.signals,
-        severity=params.severity,
+def _train(params: TrainParams, ctx: RunContext) -> policy.TrainOutcome:
+    ready = training.prepare(
+        ctx.lake,
+        ctx.usecase,
+        params.request(),
+        settings=ctx.settings,
+        day=params.as_of,
+        state_of=loop_state,
+        store_of=feature_store,
+        build=build_training_set,
     )
-    # the decision (and the policy's state) is written before anything is trained
-    plan = policy.plan_training(
-        lake, usecase, request, day=day, tracking_uri=settings.tracking_uri, state_of=loop_state
-    )
-    if plan.deferral is not None:
-        return _deferred(name, plan.deferral)
-
-    store = feature_store(settings)
-    try:
-        data = build_training_set(lake, usecase, store, as_of=day, since=plan.since)
-    except training.NotEnoughData as exc:
-        # recorded as this as_of's attempt, with a back-off: not tried again every day
-        deferral = policy.record_insufficient_run(lake.ledger, plan, str(exc))
-        if deferral.fails:
-            raise
-        return _deferred(name, deferral)
+    if isinstance(ready, policy.Deferral):
+        show(ready.artifact(ctx.model_name))
+        return ready.to_dict()
+    data, plan = ready.data, ready.plan
     result = train_challenger(
-        settings, usecase, data, lake, seed=params.seed, since=plan.since, trigger=params.reason
+        ctx.settings,
+        ctx.usecase,
+        data,
+        ctx.lake,
+        seed=params.seed,
+        since=plan.since,
+        trigger=params.reason,
     )
-    decision, previous, report_key = judge(settings, usecase, data, result.version, lake)
-    policy.record_judged_run(lake.ledger, plan, result.version, decision)
-
-    rebased = training.rebaseline_if_new_normal(
-        settings, usecase, lake, data, decision, day=day, trigger=params.reason, since=plan.since
+    decision, previous, report_key = promotion_gate(
+        ctx.settings, ctx.usecase, data, result.version, ctx.lake
     )
-    create_table_artifact(
-        key="training-metrics",
-        table=training.metrics_rows(result, data.schema),
-        description=f"{name} v{result.version} trained as of {data.as_of} ({params.reason})",
+    policy.record_judged_run(ctx.lake.ledger, plan, result.version, decision)
+    rebased = rebaseline.rebaseline_if_new_normal(
+        ctx.settings,
+        ctx.usecase,
+        ctx.lake,
+        data,
+        decision,
+        day=plan.day,
+        trigger=params.reason,
+        since=plan.since,
     )
-    create_markdown_artifact(
-        key="promotion-decision",
-        markdown=training.decision_markdown(
-            name,
-            result.version,
-            decision,
-            reports_zone=settings.zone("reports"),
-            report_key=report_key,
-            rebased=rebased,
-        ),
+    judged = training.Judged(ready, result, decision, previous, report_key, rebased)
+    show(*judged.artifacts(ctx.model_name, reports_zone=ctx.settings.zone("reports")))
+    event = training.decision_event(
+        ctx.model_name, result.version, decision, previous, ctx.settings.tracking_uri
     )
-    _announce(
-        settings,
-        name,
-        result.version,
-        training.decision_event(name, result.version, decision, previous, settings.tracking_uri),
-    )
-    return {
-        "trained": True,
-        "version": result.version,
-        "as_of": str(data.as_of),
-        "reason": params.reason,
-        "why": plan.decision.why,
-        "since": str(plan.since) if plan.since else None,
-        "promoted": decision.promote,
-        "decision": decision.to_dict(),
-        "rebaselined": rebased,
-        "previous_champion": previous,
-        "metrics": result.metrics,
-        "rows": result.rows,
-        "population": result.extra.get("population", {}),
-        "reports": {"training": result.report_key, "promotion": report_key},
-    }
+    _announce(ctx, [(result.version, event)])
+    return judged.outcome()

@@ -1,7 +1,7 @@
 """Drift monitoring: a window of live features and predictions against the champion's reference.
 
 The reference is stored with the model at training time (``reference.json``, see
-``tasks.train.reference_profile`` and ``tasks.training.reference_rows``): the distributions of
+``tasks.reference.reference_profile`` and ``tasks.training.reference_rows``): the distributions of
 the newest ``reference_windows`` windows of feature days up to the training's ``as_of`` and of
 the model's predictions on them, the natural variation between those windows (the empirical
 null) and the model's importance of each input.
@@ -25,7 +25,8 @@ A check turns one window into **signals** (:func:`window_signals`):
 ``realised-drop``
     Once labels arrive, consecutive labelled snapshot days of the champion's predictions are
     pooled (newest first, each model version apart) into windows of at least
-    ``min_window_positives`` positives and one negative (:func:`pooled_performance`); the
+    ``min_window_positives`` positives and one negative
+    (:func:`tasks.drift_performance.pooled_performance`); the
     newest complete window of the *current* version has its 95 % interval wholly below its
     holdout AUC minus ``min_performance_drop``. Earlier versions' windows are reported, never
     signalled: after a promotion, the old model's misses are not the new one's. (A version
@@ -41,6 +42,15 @@ the window signals and at least ``persistence.k`` of the last ``persistence.n`` 
 checks are the results stored in the reports zone, a day without one counts as no signal, and
 a promotion starts the count afresh). Detected drift is "drift", or "severe" with a performance
 drop signal in the window.
+
+This module is the check itself: the result (:class:`DriftResult`) and the signal names, reading
+the window, the inputs' roles and weights, the scores, the votes and verdict, the signals,
+persistence and severity, the detection event, and loading, judging and finishing a check
+(with its "no data" case). The rest lives beside it: the performance signals' computations
+(estimated and pooled realised performance) in :mod:`tasks.drift_performance`; where check
+results are stored and read back (the reports zone) in :mod:`tasks.drift_history`; what
+renders a finished check for people (the HTML report, the score table, the summary line) in
+:mod:`tasks.drift_report`.
 """
 
 from __future__ import annotations
@@ -50,26 +60,22 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 import pandas as pd
 
-from tasks.drift_stats import (
-    DriftScore,
-    auc_interval,
-    categorical_drift,
-    expected_auc,
-    null_low,
-    numeric_drift,
-)
+from tasks.artifacts import Markdown
+from tasks.drift_history import previous_results
+from tasks.drift_performance import estimated_performance, realised_drop, realised_performance
+from tasks.drift_stats import DriftScore, categorical_drift, numeric_drift
 from tasks.features import feature_key
-from tasks.storage import read_parquet, write_json
+from tasks.storage import read_parquet
 
 if TYPE_CHECKING:
     from driftloop_config.settings import Settings
     from driftloop_config.usecase import DriftSpec, PersistenceSpec, UseCase
-    from tasks.storage import Lake, Storage
+    from tasks.storage import Lake
 
 DETECTED_EVENT = "driftloop.drift.detected"
 #: a check's outcome: drift detected, none detected, or nothing to compare (no data in the window)
@@ -82,10 +88,31 @@ PREDICTION_DRIFT = "prediction-drift"
 ESTIMATED_DROP = "estimated-drop"
 REALISED_DROP = "realised-drop"
 PERFORMANCE_SIGNALS = (ESTIMATED_DROP, REALISED_DROP)
-ERROR_METRICS = ("rmse", "mae")  # driftloop_config.usecase.ERROR_METRICS: lower is better
-OTHER_CATEGORY = "__other__"  # the reference's folded rare tail (tasks.train.OTHER_CATEGORY)
-#: pooled realised-performance windows kept in a result (the newest)
-MAX_REALISED_WINDOWS = 60
+OTHER_CATEGORY = "__other__"  # the reference's folded rare tail (tasks.reference.OTHER_CATEGORY)
+
+
+class DriftOutcome(TypedDict, total=False):
+    """A drift check as plain values: what a drift run returns (with the ``day`` and its
+    ``report``, or the ``reason`` nothing was compared) and what is stored of each check."""
+
+    day: str | None
+    report: str
+    reason: str
+    model: str
+    model_version: str
+    window: list[str]
+    scores: list[dict[str, Any]]
+    prediction: dict[str, Any] | None
+    detected: bool
+    drifted: list[str]
+    no_data: bool
+    signals: list[str]
+    severity: Severity
+    estimated: dict[str, Any] | None
+    realised: list[dict[str, Any]]
+    votes: dict[str, Any]
+    persistence: dict[str, Any]
+    status: DriftStatus | Literal["skipped"]
 
 
 @dataclass
@@ -105,9 +132,11 @@ class DriftResult:
     signals: list[str] = field(default_factory=list)
     severity: Severity = "none"
     #: the estimated ROC AUC of the window against the training period's (see
-    #: :func:`estimated_performance`); None without predictions or a stored estimate
+    #: :func:`tasks.drift_performance.estimated_performance`); None without predictions or a
+    #: stored estimate
     estimated: dict[str, Any] | None = None
-    #: the realised ROC AUC of pooled labelled windows (:func:`pooled_performance`)
+    #: the realised ROC AUC of pooled labelled windows
+    #: (:func:`tasks.drift_performance.pooled_performance`)
     realised: list[dict[str, Any]] = field(default_factory=list)
     #: the input votes: weight share of the drifted voting inputs, counts, and the bars
     votes: dict[str, Any] = field(default_factory=dict)
@@ -121,11 +150,26 @@ class DriftResult:
             return "no-data"
         return "drift" if self.detected else "no-drift"
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["window"] = list(self.window)
-        out["status"] = self.status
-        return out
+    def to_dict(self) -> DriftOutcome:
+        """The check as plain values (stored as JSON next to its report)."""
+        plain = asdict(self)  # deep: the scores as dicts, the dicts copied
+        return {
+            "model": self.model,
+            "model_version": self.model_version,
+            "window": list(self.window),
+            "scores": plain["scores"],
+            "prediction": plain["prediction"],
+            "detected": self.detected,
+            "drifted": plain["drifted"],
+            "no_data": self.no_data,
+            "signals": plain["signals"],
+            "severity": self.severity,
+            "estimated": plain["estimated"],
+            "realised": plain["realised"],
+            "votes": plain["votes"],
+            "persistence": plain["persistence"],
+            "status": self.status,
+        }
 
 
 def read_feature_window(lake: Lake, table: str, first: date, last: date) -> pd.DataFrame:
@@ -379,7 +423,7 @@ def _fold(values: pd.Series, categories: Mapping[str, float]) -> pd.Series:
     rare category of the training data is not taken for a new one)."""
     if OTHER_CATEGORY not in categories:
         return values
-    from tasks.train import fold_categories
+    from tasks.reference import fold_categories
 
     return fold_categories(values, list(categories))
 
@@ -445,227 +489,6 @@ def verdict(
     if prediction is not None and prediction.drifted:
         drifted.append("prediction")
     return signal, drifted
-
-
-def estimated_performance(
-    reference: Mapping[str, Any], predictions: np.ndarray | None, spec: DriftSpec
-) -> dict[str, Any] | None:
-    """The window's CBPE-estimated ROC AUC against the training period's.
-
-    ``auc`` (the window's), ``reference`` (all training rows'), ``reference_low`` (the low
-    ``1 − null_quantile`` quantile of the training windows' estimates, the smallest with few
-    windows), ``allowed_drop`` = ``max(min_performance_drop, reference − reference_low)``,
-    ``drop`` and ``signal`` (``drop > allowed_drop``). None without predictions or a stored
-    estimate.
-    """
-    stored = reference.get("estimated")
-    if predictions is None or not isinstance(stored, Mapping) or stored.get("auc") is None:
-        return None
-    p = np.asarray(predictions, dtype="float64")
-    auc = expected_auc(p)
-    ref = float(stored["auc"])
-    windows = [math.nan if v is None else float(v) for v in stored.get("windows") or []]
-    low = null_low(windows, spec.null_quantile)
-    allowed = max(spec.min_performance_drop, ref - low if low is not None else 0.0)
-    drop = ref - auc if math.isfinite(auc) else math.nan
-    return {
-        "auc": auc if math.isfinite(auc) else None,
-        "reference": ref,
-        "reference_low": low,
-        "allowed_drop": allowed,
-        "drop": drop if math.isfinite(drop) else None,
-        "rows": int(np.isfinite(p).sum()),
-        "signal": bool(math.isfinite(drop) and drop > allowed),
-    }
-
-
-def pooled_performance(
-    predictions: pd.DataFrame,
-    labelled: pd.DataFrame,
-    label: str,
-    *,
-    min_positives: int,
-    entity: str,
-    prediction: str,
-    confidence: float = 0.95,
-    metric: str = "roc_auc",
-) -> list[dict[str, Any]]:
-    """Realised ROC AUC over pooled windows of labelled snapshot days, per model version.
-
-    ``predictions``: <entity>, event_timestamp, <prediction> and, optionally,
-    model_version; ``labelled``: the entity frame of known labels (<entity>, event_timestamp,
-    <label>). Each version's snapshot days are pooled from the newest backwards: a window
-    closes once it holds at least ``min_positives`` positives and one negative (``complete``);
-    the oldest days left over form an incomplete window; a window never mixes versions. Per
-    window: ``version``, ``first``/``last`` snapshot day, ``days``, ``n``, ``positives``, and
-    ``auc`` with its Hanley–McNeil interval ``low``/``high`` — None unless both classes are
-    present. Ordered by last day (then version); at most the newest
-    :data:`MAX_REALISED_WINDOWS`.
-
-    With ``metric`` "rmse" or "mae" (a regression model: ``label`` holds outcomes) a window
-    closes once ``min_positives`` rows have an outcome above 0, and holds that error with a
-    normal interval (:func:`error_interval`) instead of the AUC. Every window says its
-    ``metric`` and ``value``.
-    """
-    if predictions.empty or labelled.empty:
-        return []
-    p = predictions.assign(event_timestamp=pd.to_datetime(predictions["event_timestamp"], utc=True))
-    if "model_version" not in p.columns:
-        p = p.assign(model_version=None)
-    p = p.assign(model_version=p["model_version"].map(lambda v: None if pd.isna(v) else str(v)))
-    lab = labelled.assign(event_timestamp=pd.to_datetime(labelled["event_timestamp"], utc=True))
-    p = p.drop_duplicates(["model_version", entity, "event_timestamp"], keep="last")
-    joined = p.merge(lab[[entity, "event_timestamp", label]], on=[entity, "event_timestamp"])
-    out = []
-    error = metric in ERROR_METRICS
-    for version, rows in joined.groupby("model_version", sort=True, dropna=False):
-        days = [
-            (
-                str(ts)[:10],
-                day[label].to_numpy(dtype="float64" if error else "int64"),
-                day[prediction].to_numpy("float64"),
-            )
-            for ts, day in rows.groupby("event_timestamp", sort=True)
-        ]
-        name = None if pd.isna(version) else str(version)
-        for pool, complete in _pool_days(days, min_positives, need_negative=not error):
-            if error:
-                out.append(_error_window(name, pool, complete, confidence, metric))
-            else:
-                out.append(_window(name, pool, complete, confidence))
-    out.sort(key=lambda w: (w["last"], w["first"], str(w["version"])))
-    return out[-MAX_REALISED_WINDOWS:]
-
-
-def _pool_days(
-    days: list[tuple[str, np.ndarray, np.ndarray]], min_positives: int, *, need_negative: bool
-) -> list[tuple[list[tuple[str, np.ndarray, np.ndarray]], bool]]:
-    """Days pooled from the newest backwards until a pool holds ``min_positives`` positives
-    (labels above 0) and, with ``need_negative``, one negative; (days oldest first, complete),
-    oldest pool first."""
-    pools = []
-    current: list[tuple[str, np.ndarray, np.ndarray]] = []
-    positives = negatives = 0
-    for day in reversed(days):
-        current.append(day)
-        positives += int((day[1] > 0).sum())
-        negatives += int((day[1] == 0).sum())
-        if positives >= min_positives and (negatives > 0 or not need_negative):
-            pools.append((current[::-1], True))
-            current, positives, negatives = [], 0, 0
-    if current:
-        pools.append((current[::-1], False))
-    return pools[::-1]
-
-
-def _window(
-    version: str | None,
-    pool: list[tuple[str, np.ndarray, np.ndarray]],
-    complete: bool,
-    confidence: float,
-) -> dict[str, Any]:
-    y = np.concatenate([d[1] for d in pool])
-    s = np.concatenate([d[2] for d in pool])
-    positives = int(y.sum())
-    auc = low = high = None
-    if 0 < positives < len(y):
-        auc, low, high = auc_interval(y, s, confidence)
-    return {
-        "version": version,
-        "first": pool[0][0],
-        "last": pool[-1][0],
-        "days": len(pool),
-        "n": len(y),
-        "positives": positives,
-        "metric": "roc_auc",
-        "value": auc,
-        "auc": auc,
-        "low": low,
-        "high": high,
-        "complete": complete,
-    }
-
-
-def error_interval(
-    y: np.ndarray, predicted: np.ndarray, metric: str, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """(error, low, high) of predicted outcomes: RMSE with the normal interval of the mean
-    squared error (then its root), or MAE with the normal interval of the mean absolute error;
-    the low end is at least 0."""
-    from statistics import NormalDist
-
-    err = np.asarray(predicted, dtype=np.float64) - np.asarray(y, dtype=np.float64)
-    per_row = err**2 if metric == "rmse" else np.abs(err)
-    mean = float(per_row.mean())
-    half = NormalDist().inv_cdf(0.5 + confidence / 2) * (
-        float(per_row.std(ddof=1)) / math.sqrt(len(per_row)) if len(per_row) > 1 else 0.0
-    )
-    low, high = max(0.0, mean - half), mean + half
-    if metric == "rmse":
-        return math.sqrt(mean), math.sqrt(low), math.sqrt(high)
-    return mean, low, high
-
-
-def _error_window(
-    version: str | None,
-    pool: list[tuple[str, np.ndarray, np.ndarray]],
-    complete: bool,
-    confidence: float,
-    metric: str,
-) -> dict[str, Any]:
-    y = np.concatenate([d[1] for d in pool])
-    value, low, high = error_interval(y, np.concatenate([d[2] for d in pool]), metric, confidence)
-    return {
-        "version": version,
-        "first": pool[0][0],
-        "last": pool[-1][0],
-        "days": len(pool),
-        "n": len(y),
-        "positives": int((y > 0).sum()),
-        "metric": metric,
-        "value": value,
-        "auc": None,
-        "low": low,
-        "high": high,
-        "complete": complete,
-    }
-
-
-def _value(window: Mapping[str, Any]) -> float | None:
-    """A realised window's metric (results stored before windows named theirs hold "auc")."""
-    value = window.get("value", window.get("auc"))
-    return None if value is None else float(value)
-
-
-def _metric_label(window: Mapping[str, Any]) -> str:
-    return {"rmse": "RMSE", "mae": "MAE", "pr_auc": "PR AUC"}.get(str(window.get("metric")), "AUC")
-
-
-def realised_drop(
-    windows: Sequence[Mapping[str, Any]],
-    expected: float | None,
-    spec: DriftSpec,
-    version: str | None = None,
-) -> bool:
-    """The newest complete pooled window (of ``version``'s predictions, when given) has its
-    interval wholly below ``expected − min_performance_drop`` — for an error metric (rmse,
-    mae) wholly above ``expected × (1 + min_performance_drop)`` — (False without an expected
-    metric or a complete window)."""
-    if expected is None:
-        return False
-    complete = [
-        w
-        for w in windows
-        if w.get("complete")
-        and w.get("high") is not None
-        and (version is None or str(w.get("version")) == str(version))
-    ]
-    if not complete:
-        return False
-    newest = complete[-1]
-    if newest.get("metric") in ERROR_METRICS:
-        return bool(newest["low"] > expected * (1 + spec.min_performance_drop))
-    return bool(newest["high"] < expected - spec.min_performance_drop)
 
 
 def window_signals(
@@ -740,56 +563,7 @@ def severity(signals: Sequence[str], persistent: bool) -> Severity:
     return "severe" if any(s in PERFORMANCE_SIGNALS for s in signals) else "drift"
 
 
-def result_key(model: str, day: date) -> str:
-    """Where the check of the window ending ``day`` is stored in the reports zone."""
-    return f"drift/{model}-{day.isoformat()}.json"
-
-
-def previous_results(reports: Storage, model: str, day: date, n: int) -> list[dict[str, Any]]:
-    """The stored check results of the ``n − 1`` days before ``day``, newest first (days
-    without one are left out: they count as no signal)."""
-    from tasks.storage import read_json
-
-    out = []
-    for back in range(1, max(n, 1)):
-        key = result_key(model, day - timedelta(days=back))
-        if reports.exists(key):
-            stored = read_json(reports, key)
-            if isinstance(stored, dict):
-                out.append(stored)
-    return out
-
-
-def latest_check(reports: Storage, model: str, day: date) -> dict[str, Any] | None:
-    """The stored check of the window ending ``day``, else of the newest of the two days
-    before it; None without one."""
-    found = previous_results(reports, model, day + timedelta(days=1), 4)
-    return found[0] if found else None
-
-
-def report_key(model: str, day: date) -> str:
-    """Where the HTML report of the check of the window ending ``day`` is in the reports zone."""
-    return f"drift/{model}-{day}.html"
-
-
-def write_check(reports: Storage, day: date, result: DriftResult, html: str) -> str:
-    """Store the check of the window ending ``day`` in the reports zone: its HTML report and
-    its result (what the next days' checks count persistence on, :func:`previous_results`).
-    Returns the report's key."""
-    key = report_key(result.model, day)
-    reports.write_bytes(key, html.encode("utf-8"))
-    write_json(reports, result_key(result.model, day), result.to_dict())
-    return key
-
-
-def report_link(reports_zone: str, key: str) -> str | None:
-    """The address of a stored report when a browser can open it (an http(s) reports zone),
-    else None."""
-    uri = f"{reports_zone}/{key}"
-    return uri if uri.startswith(("http://", "https://")) else None
-
-
-# ---- events and reports ---------------------------------------------------------------------------
+# ---- events ---------------------------------------------------------------------------------------
 
 
 def detected_event(result: DriftResult) -> dict[str, Any]:
@@ -818,205 +592,6 @@ def detected_event(result: DriftResult) -> dict[str, Any]:
     }
 
 
-def _round(value: Any, digits: int = 4) -> Any:
-    if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else ""
-    return "" if value is None else value
-
-
-def score_rows(result: DriftResult) -> list[dict[str, Any]]:
-    """One row per score (largest PSI first): PSI, threshold and its source, role and weight,
-    KS where computed, the test's p-value and the row counts."""
-    scores = sorted(
-        result.scores + ([result.prediction] if result.prediction else []),
-        key=lambda s: -s.psi if math.isfinite(s.psi) else math.inf,
-    )
-    return [
-        {
-            "feature": s.feature,
-            "kind": s.kind,
-            "role": s.role if s.kind != "prediction" else "",
-            "weight": _round(s.weight, 3) if s.kind != "prediction" else "",
-            "psi": _round(s.psi),
-            "threshold": _round(s.threshold),
-            "source": s.threshold_source,
-            "null windows": s.null_windows,
-            "drifted": "yes" if s.drifted else "",
-            "ks": _round(s.ks),
-            "p-value": "" if s.p_value is None else f"{s.p_value:.2g}",
-            "rows now": s.n_current,
-            "rows reference": s.n_reference,
-        }
-        for s in scores
-    ]
-
-
-def drift_report(result: DriftResult, reference: dict[str, Any], features: pd.DataFrame) -> str:
-    """Offline HTML: severity and signals, drift scores with their thresholds, the distributions
-    of the most drifted features, and estimated against realised performance."""
-    from tasks.report import cards, figure, img, page, png_data_uri, table
-
-    scores = sorted(
-        result.scores + ([result.prediction] if result.prediction else []),
-        key=lambda s: -s.psi if math.isfinite(s.psi) else math.inf,
-    )
-    fig = figure(7.0, max(2.5, 0.28 * len(scores)))
-    ax = fig.add_subplot()
-    names = [s.feature for s in scores][::-1]
-    ax.barh(
-        names,
-        [s.psi if math.isfinite(s.psi) else 0.0 for s in scores][::-1],
-        color=["#d64545" if s.drifted else "#9fb3c8" for s in scores][::-1],
-    )
-    ax.scatter(
-        [s.threshold for s in scores][::-1],
-        names,
-        marker="|",
-        color="black",
-        s=120,
-        label="threshold",
-    )
-    ax.set_xlabel("PSI")
-    ax.legend(loc="lower right")
-    est = result.estimated
-    votes = result.votes
-    persist = result.persistence
-    parts = [
-        cards(
-            [
-                ("severity", result.severity),
-                ("verdict", "drift" if result.detected else "no drift"),
-                ("signals", ", ".join(result.signals) or "none"),
-                ("model", f"v{result.model_version}"),
-                ("window", " → ".join(result.window)),
-                ("drifted", len(result.drifted)),
-            ]
-        ),
-        "<h2>Verdict</h2>",
-        table(
-            [
-                {
-                    "what": "input votes",
-                    "value": f"{votes.get('share', 0.0):.0%} of the voting weight drifted "
-                    f"({len(votes.get('drifted', []))} of {votes.get('voting', 0)} inputs)",
-                    "bar": f"≥ {votes.get('min_share', 0.0):.0%} and ≥ "
-                    f"{votes.get('min_count', 0)} inputs",
-                },
-                {
-                    "what": "persistence",
-                    "value": f"{persist.get('count', 0)} signalling windows of v"
-                    f"{result.model_version} ({', '.join(persist.get('windows', [])) or 'none'})",
-                    "bar": f"≥ {persist.get('k', '')} of the last {persist.get('n', '')} checks",
-                },
-            ]
-        ),
-        "<h2>Drift scores</h2>",
-        img(png_data_uri(fig), "PSI per feature"),
-        table(score_rows(result)),
-    ]
-    for s in [s for s in scores if s.kind != "prediction"][:4]:
-        parts.append(f"<h2>{html.escape(s.feature)}</h2>")
-        parts.append(
-            img(png_data_uri(_distribution_figure(s.feature, reference, features)), s.feature)
-        )
-    parts.append("<h2>Performance: estimated (CBPE) and realised</h2>")
-    expected = reference.get("expected_metric")
-    if est is not None:
-        parts.append(
-            table(
-                [
-                    {
-                        "estimated AUC (window)": _round(est["auc"]),
-                        "estimated AUC (training)": _round(est["reference"]),
-                        "drop": _round(est["drop"]),
-                        "allowed drop": _round(est["allowed_drop"]),
-                        "holdout AUC": _round(expected),
-                        "signal": "yes" if est["signal"] else "",
-                    }
-                ]
-            )
-        )
-    else:
-        parts.append("<p><em>no estimate: no predictions in the window or none stored</em></p>")
-    realised = [w for w in result.realised if _value(w) is not None]
-    label = _metric_label(realised[0]) if realised else "AUC"
-    if realised:
-        fig = figure(7.0, 3.0)
-        ax = fig.add_subplot()
-        for version in sorted({str(w.get("version")) for w in realised}):
-            mine = [w for w in realised if str(w.get("version")) == version]
-            auc = np.array([_value(w) for w in mine])
-            ax.errorbar(
-                pd.to_datetime([w["last"] for w in mine]),
-                auc,
-                yerr=[
-                    auc - np.array([w["low"] for w in mine]),
-                    np.array([w["high"] for w in mine]) - auc,
-                ],
-                marker="o",
-                capsize=3,
-                label=f"v{version} (95 % interval)",
-            )
-        if expected is not None:
-            ax.axhline(
-                expected, color="grey", linestyle="--", linewidth=1, label="holdout (current)"
-            )
-        ax.set_ylabel(f"{label} (by last snapshot day)")
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-        ax.legend(loc="lower left", fontsize=7)
-        parts.append(img(png_data_uri(fig), f"realised {label} per pooled window"))
-    parts.append(
-        table(
-            [
-                {
-                    "version": f"v{w['version']}" if w.get("version") else "",
-                    "first": w["first"],
-                    "last": w["last"],
-                    "days": w["days"],
-                    "n": w["n"],
-                    "positives": w["positives"],
-                    label: _round(_value(w)),
-                    "95 % low": _round(w["low"]),
-                    "95 % high": _round(w["high"]),
-                    "complete": "yes" if w["complete"] else "no",
-                }
-                for w in result.realised
-            ]
-        )
-    )
-    return page(
-        f"Drift — {result.model}", "".join(parts), "compared with the champion's reference window"
-    )
-
-
-def _distribution_figure(name: str, reference: dict[str, Any], features: pd.DataFrame) -> Any:
-    from tasks.drift_stats import bin_proportions, category_shares
-    from tasks.report import figure
-
-    fig = figure(6.5, 2.8)
-    ax = fig.add_subplot()
-    if name in reference.get("numeric", {}):
-        ref = reference["numeric"][name]
-        now = bin_proportions(
-            pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64"), ref["edges"]
-        )
-        labels = [f"≤{e:.3g}" for e in ref["edges"][1:-1]] + ["more"]
-        ref_props = ref["proportions"]
-    else:
-        ref = reference["categorical"][name]
-        values = _fold(features[name], ref["proportions"])
-        shares, labels = category_shares(values, list(ref["proportions"]))
-        now = list(shares)
-        ref_props = [ref["proportions"].get(c, 0.0) for c in labels]
-    x = np.arange(len(labels))
-    ax.bar(x - 0.2, ref_props, width=0.4, label="reference", color="#9fb3c8")
-    ax.bar(x + 0.2, now, width=0.4, label="now", color="#d64545")
-    ax.set_xticks(x, labels, rotation=45, fontsize=7)
-    ax.set_ylabel("share")
-    ax.legend()
-    return fig
-
-
 # ---- the check --------------------------------------------------------------------------------------
 
 
@@ -1038,14 +613,14 @@ class DriftInputs:
         return effective_spec(usecase.drift, self.context_inputs)
 
 
-def load_inputs(settings: Settings, usecase: Any, lake: Lake, day: date) -> DriftInputs | None:
+def load_inputs(settings: Settings, usecase: UseCase, lake: Lake, day: date) -> DriftInputs | None:
     """The champion's reference and the feature rows and predictions of the window ending
     ``day``; None without a champion."""
     from tasks import registry
     from tasks.score import read_predictions
     from tasks.training_set import SnapshotColumns
 
-    name = usecase.model.registered_name
+    name = usecase.loop().model.registered_name
     version = registry.champion_version(settings.tracking_uri, name)
     if version is None:
         return None
@@ -1070,7 +645,7 @@ def load_inputs(settings: Settings, usecase: Any, lake: Lake, day: date) -> Drif
     )
 
 
-def judge(
+def window_verdict(
     inputs: DriftInputs,
     scores: list[DriftScore],
     prediction: DriftScore | None,
@@ -1107,53 +682,104 @@ def judge(
     )
 
 
-def realised_performance(usecase: Any, lake: Lake, inputs: DriftInputs) -> list[dict[str, Any]]:
-    """The champion version's realised ROC AUC over pooled labelled windows known at the
-    window's last day (:func:`pooled_performance`)."""
-    from tasks.ingest import read_validated
-    from tasks.score import read_predictions
-    from tasks.training_set import SnapshotColumns, entity_frame
+@dataclass(frozen=True)
+class NotChecked:
+    """A drift run that compares nothing: nothing validated yet, or no champion to compare."""
 
-    day = inputs.day
-    columns = SnapshotColumns.of(usecase)
-    source = usecase.datasets[usecase.features.source_dataset]
-    active = read_validated(lake, source, last=day, columns=[columns.entity, columns.day])
-    labels = read_validated(lake, usecase.datasets[usecase.target.labels_dataset], last=day)
-    labelled = entity_frame(
-        active,
-        labels,
-        as_of=day,
-        horizon_days=usecase.target.horizon_days,
-        label_delay_days=usecase.target.label_delay_days,
-        columns=columns,
-        recurring=usecase.target.recurring,
-    )
-    prediction = usecase.prediction_column
-    predictions = read_predictions(
-        lake, inputs.model, last=day, entity=columns.entity, prediction=prediction
-    )
-    return pooled_performance(
-        predictions,
-        labelled,
-        columns.label,
-        min_positives=usecase.drift.min_window_positives,
-        entity=columns.entity,
-        prediction=prediction,
-        metric=usecase.model.metric,
-    )
+    day: date | None
+    reason: str
+
+    def artifact(self) -> Markdown:
+        return Markdown(key="drift-summary", markdown=f"**Not checked**: {self.reason}")
+
+    def outcome(self) -> DriftOutcome:
+        return {
+            "day": self.day.isoformat() if self.day else None,
+            "detected": False,
+            "status": "skipped",
+            "reason": self.reason,
+        }
+
+
+def window_inputs(
+    settings: Settings, usecase: UseCase, lake: Lake, day: date | None = None
+) -> DriftInputs | NotChecked:
+    """What the check of the window ending ``day`` (default: the newest validated day)
+    compares (:func:`load_inputs`), or why there is nothing to compare."""
+    from tasks.training import latest_day
+
+    day = day or latest_day(lake, usecase)
+    if day is None:
+        return NotChecked(None, "nothing validated yet: land and ingest data first")
+    inputs = load_inputs(settings, usecase, lake, day)
+    if inputs is None:
+        return NotChecked(day, "no champion yet: there is no model to compare with")
+    return inputs
+
+
+def _alpha(inputs: DriftInputs, spec: DriftSpec) -> float:
+    return window_alpha(inputs.reference, spec, with_predictions=inputs.predictions is not None)
+
+
+def window_checks(inputs: DriftInputs, usecase: UseCase, *, parts: int) -> list[dict[str, Any]]:
+    """The :func:`feature_checks` of the window at its :func:`window_alpha`, cut into at most
+    ``parts`` groups; none for a window without feature rows."""
+    if inputs.features.empty:
+        return []
+    spec = inputs.spec(usecase)
+    return feature_checks(inputs, spec, alpha=_alpha(inputs, spec), parts=parts)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A finished check, its report written: the result, the report's key in reports/, and for
+    a window without data, why nothing was compared."""
+
+    result: DriftResult
+    report: str
+    message: str = ""
+
+    def outcome(self) -> DriftOutcome:
+        """The run's result: the check's result, or for a window without data, what was (not)
+        compared and why (no "window" key)."""
+        day = self.result.window[1]
+        if not self.result.no_data:
+            return {**self.result.to_dict(), "day": day, "report": self.report}
+        return {
+            "day": day,
+            "detected": False,
+            "status": self.result.status,
+            "model": self.result.model,
+            "model_version": self.result.model_version,
+            "reason": self.message,
+            "report": self.report,
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        """``driftloop.drift.detected`` when the drift persisted (it starts retraining)."""
+        return [detected_event(self.result)] if self.result.detected else []
 
 
 def finish_check(
-    usecase: UseCase,
-    lake: Lake,
-    inputs: DriftInputs,
-    scores: list[DriftScore],
-    prediction: DriftScore | None,
-) -> tuple[DriftResult, str]:
-    """Verdict (signals, persistence over the stored checks of the preceding days, severity)
-    and performance for the scores of a window; (result, report HTML)."""
+    usecase: UseCase, lake: Lake, inputs: DriftInputs, scores: list[DriftScore]
+) -> Checked:
+    """The verdict of a window from its feature scores (:func:`window_checks`): the prediction
+    check, signals, persistence over the stored checks of the preceding days, severity and
+    performance; the report is written to the lake. A window without feature rows gets a
+    "no data" check (:func:`no_data_check`)."""
+    from tasks.drift_history import write_check
+    from tasks.drift_report import drift_report
+
+    if inputs.features.empty:
+        result, html = no_data_check(inputs)
+        return Checked(
+            result, write_check(lake.reports, inputs.day, result, html), no_data_message(inputs)
+        )
     spec = inputs.spec(usecase)
-    result = judge(
+    prediction = check_predictions(
+        inputs.reference, inputs.predictions, alpha=_alpha(inputs, spec), spec=spec
+    )
+    result = window_verdict(
         inputs,
         scores,
         prediction,
@@ -1161,7 +787,8 @@ def finish_check(
         realised=realised_performance(usecase, lake, inputs),
         previous=previous_results(lake.reports, inputs.model, inputs.day, spec.persistence.n),
     )
-    return result, drift_report(result, inputs.reference, inputs.features)
+    html = drift_report(result, inputs.reference, inputs.features)
+    return Checked(result, write_check(lake.reports, inputs.day, result, html))
 
 
 def no_data_message(inputs: DriftInputs) -> str:
@@ -1200,32 +827,4 @@ def no_data_check(inputs: DriftInputs) -> tuple[DriftResult, str]:
     )
     return result, page(
         f"Drift — {result.model}", body, "compared with the champion's reference window"
-    )
-
-
-def summary_markdown(result: DriftResult, message: str = "") -> str:
-    """One line for the run's artifact: the verdict (or "No data"), model, window, severity,
-    signals and drifted inputs."""
-    head = {"drift": "Drift detected", "no-drift": "No drift", "no-data": "No data"}[result.status]
-    line = f"**{head}** for {result.model} v{result.model_version} in {' → '.join(result.window)}"
-    if result.no_data:
-        return f"{line}: {message}"
-    est = result.estimated
-    perf = ""
-    if est is not None and est.get("auc") is not None:
-        perf = f"; estimated AUC {est['auc']:.3f} (training {est['reference']:.3f})"
-    done = [
-        w
-        for w in result.realised
-        if w["complete"] and _value(w) is not None and w.get("version") == result.model_version
-    ]
-    if done:
-        w = done[-1]
-        perf += (
-            f"; realised {_metric_label(w)} {_value(w):.3f} [{w['low']:.3f}, {w['high']:.3f}] "
-            f"({w['first']} → {w['last']})"
-        )
-    return (
-        f"{line}: severity **{result.severity}**, signals: {', '.join(result.signals) or 'none'}; "
-        f"drifted: {', '.join(result.drifted) or 'none'}{perf}"
     )

@@ -116,7 +116,7 @@ class DriftScore:
 def bin_proportions(values: np.ndarray | Sequence[float], edges: Sequence[float]) -> list[float]:
     """Share of the non-missing ``values`` in each bin ``edges[i] < x <= edges[i + 1]``.
 
-    The rule reference profiles are built with (``tasks.train.reference_profile``); all zeros
+    The rule reference profiles are built with (``tasks.reference.reference_profile``); all zeros
     when there are no values.
     """
     counts = bin_counts(values, edges)

@@ -21,18 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from driftloop_config.usecase import ERROR_METRICS
 from tasks import report
+from tasks.model import calibration_table, expected_calibration_error
 from tasks.report import img, png_data_uri
-from tasks.train import (
-    calibration_figure,
-    calibration_table,
-    expected_calibration_error,
-    roc_figure,
-)
+from tasks.training_report import calibration_figure, roc_figure
 
 Metric = Literal["roc_auc", "pr_auc", "rmse", "mae"]
-#: metrics of an error (a regression's): lower is better
-ERROR_METRICS = ("rmse", "mae")
 
 
 # ---- the gate -------------------------------------------------------------------------------------

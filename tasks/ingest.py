@@ -468,30 +468,6 @@ def _landing_key_of(lake: Lake, spec: DatasetSpec, validated_key: str) -> str:
     return spec.landing_prefix + stem.replace("__", "/")
 
 
-def ingest_object(
-    lake: Lake,
-    ledger: Ledger,
-    usecase: UseCase,
-    obj: ObjectInfo,
-    *,
-    max_bytes: int,
-    validator: Validator | None = None,
-) -> IngestOutcome | None:
-    """Ingest one landed object version. Returns None when its content was already ingested.
-
-    :func:`check_object` then :func:`record_object`, in this process.
-    """
-    checked = check_object(
-        lake,
-        usecase,
-        obj,
-        max_bytes=max_bytes,
-        known=ledger.contents(obj.key),
-        validator=validator,
-    )
-    return record_object(lake, ledger, usecase, obj, checked)
-
-
 def report_key(landing_key: str, suffix: str) -> str:
     return f"validation/{landing_key}.{suffix}"
 

@@ -437,7 +437,7 @@ class Provider(PassthroughProvider):
             return
         source = feature_view.batch_source
         to_feature = dict(source.field_mapping or {})  # source column -> feature name
-        from tasks.features import quiet_offline_reads
+        from tasks.feature_store import quiet_offline_reads
 
         with quiet_offline_reads():
             data = self._latest_rows(config, feature_view, start_date, end_date)

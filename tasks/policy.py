@@ -26,24 +26,41 @@ schedule), three rules keep the loop from storming:
   one. An event with none of its signals enabled (or of severity ``watch``) is noted, not
   acted on. An event without ``signals`` (sent before they existed) is input drift.
 
-What the loop remembers between runs (:class:`LoopState`) is kept in the lake's ledger zone as
-``loop-state.json``, so deployments started by different events (and the demo) share one state.
+This module keeps the decisions: what is newly labelled, the state completed with what the data
+says (:func:`current_state`), drift events, :func:`should_train`, a train run's plan and its
+recorded outcome, the ``driftloop.training.due`` check, and when to re-base a drift reference.
+What the loop remembers between runs (:class:`tasks.loop_state.LoopState`) and its storage in
+the lake's ledger zone as ``loop-state.json`` (so deployments started by different events, and
+the demo, share one state) are in :mod:`tasks.loop_state`.
 Only train runs write it (under the per-model training lock): they record drift events
 (:func:`note_drift`), their decision (:func:`plan_run`) and its outcome
 (:func:`record_training`, :func:`record_insufficient`); the train flow does it through
 :func:`plan_training`, :func:`record_insufficient_run` and :func:`record_judged_run`. Every
-decision is appended to a bounded log (:data:`DECISION_LOG` entries) that ``driftloop status``
-shows. The features flow (:func:`training_check`) and reconcile only ask :func:`should_train`.
+decision is appended to a bounded log (:data:`tasks.loop_state.DECISION_LOG` entries,
+:func:`tasks.loop_state.log`) that ``driftloop status`` shows. The features flow
+(:func:`training_check`) and reconcile only ask :func:`should_train`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from driftloop_config.usecase import ModelSpec, RetrainSpec, TargetSpec
+from tasks.artifacts import Markdown
+from tasks.loop_state import (
+    Attempt,
+    Backoff,
+    Entry,
+    Labelled,
+    LoopState,
+    Outcome,
+    log,
+    read_state,
+    write_state,
+)
 from tasks.training_set import last_snapshot_day
 
 if TYPE_CHECKING:
@@ -56,12 +73,7 @@ if TYPE_CHECKING:
     from tasks.storage import Lake, Storage
 
 MIN_TRAIN_DAYS = 3
-STATE_KEY = "loop-state.json"
 TRAINING_DUE_EVENT = "driftloop.training.due"
-#: the format written; files without a version (the first format) are read too
-STATE_VERSION = 2
-#: decisions kept in the loop state (the oldest are dropped)
-DECISION_LOG = 100
 #: a drift-started attempt waits for at most this many times the first wait's post-change days
 MAX_WIDENING = 8
 #: what a drift event may say it saw
@@ -69,224 +81,8 @@ SIGNALS = ("input-drift", "prediction-drift", "estimated-drop", "realised-drop")
 #: what an event without ``signals`` saw (it was sent before signals existed)
 LEGACY_SIGNALS = ("input-drift",)
 SEVERITIES = ("watch", "drift", "severe")
-#: what is stored (``has_champion``, ``first_snapshot`` and ``evidence`` are derived)
-STORED_FIELDS = (
-    "last_trained_through",
-    "drift_since",
-    "drift_seen",
-    "train_since",
-    "drift_signals",
-    "drift_attempts",
-    "last_attempt",
-    "backoff",
-    "decisions",
-)
 
 Trigger = Literal["manual", "schedule", "new-labels", "drift"]
-Outcome = Literal["promoted", "rejected", "insufficient-evidence"]
-
-
-def _day(value: object) -> date | None:
-    return date.fromisoformat(str(value)[:10]) if value else None
-
-
-def _iso(value: date | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-@dataclass(frozen=True)
-class Labelled:
-    """Labelled snapshot rows and positives (e.g. those newer than an attempt saw)."""
-
-    rows: int = 0
-    positives: int = 0
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """The newest training attempt: what it was as of, what it saw, how it ended."""
-
-    as_of: date
-    through: date  # the newest labelled snapshot day it could use
-    outcome: Outcome
-    version: str | None = None
-    trigger: str = "manual"
-    since: date | None = None
-
-    def describe(self) -> str:
-        if self.outcome == "insufficient-evidence":
-            return f"already tried as of {self.as_of}: insufficient evidence"
-        return f"already trained as of {self.as_of}: v{self.version} {self.outcome}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "as_of": _iso(self.as_of),
-            "through": _iso(self.through),
-            "outcome": self.outcome,
-            "version": self.version,
-            "trigger": self.trigger,
-            "since": _iso(self.since),
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Attempt:
-        as_of = _day(raw["as_of"])
-        assert as_of is not None
-        return cls(
-            as_of=as_of,
-            through=_day(raw.get("through")) or as_of,
-            outcome=raw["outcome"],
-            version=raw.get("version"),
-            trigger=str(raw.get("trigger") or "manual"),
-            since=_day(raw.get("since")),
-        )
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """No automatic training until enough newly labelled evidence exists after ``after``."""
-
-    day: date  # when the back-off started
-    as_of: date  # the attempt that caused it
-    after: date  # the newest labelled snapshot day that attempt saw
-    why: str  # e.g. "v7 rejected", "insufficient evidence"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "day": _iso(self.day),
-            "as_of": _iso(self.as_of),
-            "after": _iso(self.after),
-            "why": self.why,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Backoff:
-        after = _day(raw["after"])
-        assert after is not None
-        return cls(
-            day=_day(raw.get("day")) or after,
-            as_of=_day(raw.get("as_of")) or after,
-            after=after,
-            why=str(raw.get("why", "")),
-        )
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One decision of the loop: on ``day``, ``action`` because ``reason``."""
-
-    day: date
-    action: str  # train, defer, back-off, duplicate, promoted, rejected, insufficient-evidence,
-    # drift (a change recorded), drift-noted (seen, not acted on)
-    reason: str
-    as_of: date | None = None
-    version: str | None = None
-    trigger: str | None = None
-    times: int = 1  # the same decision repeated in a row is one entry
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["day"], out["as_of"] = _iso(self.day), _iso(self.as_of)
-        return out
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Entry:
-        day = _day(raw["day"])
-        assert day is not None
-        return cls(
-            day=day,
-            action=str(raw["action"]),
-            reason=str(raw.get("reason", "")),
-            as_of=_day(raw.get("as_of")),
-            version=raw.get("version"),
-            trigger=raw.get("trigger"),
-            times=int(raw.get("times", 1)),
-        )
-
-    def line(self) -> str:
-        """``2026-02-03 rejected (drift) as of 2026-02-03 v7: <reason>``"""
-        parts = [self.day.isoformat(), self.action]
-        if self.trigger:
-            parts.append(f"({self.trigger})")
-        if self.as_of:
-            parts.append(f"as of {self.as_of}")
-        if self.version:
-            parts.append(f"v{self.version}")
-        text = " ".join(parts) + f": {self.reason}"
-        return text + (f" (x{self.times})" if self.times > 1 else "")
-
-
-@dataclass(frozen=True)
-class LoopState:
-    """What the loop remembers between days."""
-
-    has_champion: bool = False
-    first_snapshot: date | None = None  # the first day with a possible snapshot
-    last_trained_through: date | None = None  # newest labelled snapshot day of the last training
-    drift_since: date | None = None  # first day of a detected change not yet trained on
-    drift_seen: date | None = None  # the newest day a drift event signalled that change
-    train_since: date | None = None  # trainings use snapshots from here on (after a change)
-    drift_signals: tuple[str, ...] = ()  # what the pending change's event saw
-    drift_attempts: int = 0  # drift-started attempts rejected / short of evidence since then
-    last_attempt: Attempt | None = None  # the newest training attempt (one per as_of)
-    backoff: Backoff | None = None  # set by a rejection or insufficient evidence
-    decisions: tuple[Entry, ...] = ()  # the decision log, oldest first
-    #: derived: labelled rows/positives after ``backoff.after`` (None: not counted)
-    evidence: Labelled | None = field(default=None, compare=False)
-
-
-def _stored(state: LoopState) -> dict[str, Any]:
-    return {
-        "version": STATE_VERSION,
-        "last_trained_through": _iso(state.last_trained_through),
-        "drift_since": _iso(state.drift_since),
-        "drift_seen": _iso(state.drift_seen),
-        "train_since": _iso(state.train_since),
-        "drift_signals": list(state.drift_signals),
-        "drift_attempts": state.drift_attempts,
-        "last_attempt": state.last_attempt.to_dict() if state.last_attempt else None,
-        "backoff": state.backoff.to_dict() if state.backoff else None,
-        "decisions": [e.to_dict() for e in state.decisions[-DECISION_LOG:]],
-    }
-
-
-def parse_state(raw: dict[str, Any]) -> LoopState:
-    """The stored state from its JSON (any version; what a file lacks takes its default, and a
-    malformed decision entry is skipped rather than failing the loop)."""
-    decisions = []
-    for item in raw.get("decisions") or []:
-        try:
-            decisions.append(Entry.from_dict(item))
-        except (KeyError, TypeError, ValueError, AssertionError):
-            continue
-    attempt = raw.get("last_attempt")
-    backoff = raw.get("backoff")
-    return LoopState(
-        last_trained_through=_day(raw.get("last_trained_through")),
-        drift_since=_day(raw.get("drift_since")),
-        drift_seen=_day(raw.get("drift_seen")),
-        train_since=_day(raw.get("train_since")),
-        drift_signals=tuple(str(s) for s in raw.get("drift_signals") or ()),
-        drift_attempts=int(raw.get("drift_attempts") or 0),
-        last_attempt=Attempt.from_dict(attempt) if attempt else None,
-        backoff=Backoff.from_dict(backoff) if backoff else None,
-        decisions=tuple(decisions[-DECISION_LOG:]),
-    )
-
-
-def read_state(ledger: Storage) -> LoopState:
-    """The stored part of the loop state (an empty state when nothing was stored yet)."""
-    from tasks.storage import read_json
-
-    if not ledger.exists(STATE_KEY):
-        return LoopState()
-    return parse_state(read_json(ledger, STATE_KEY))
-
-
-def write_state(ledger: Storage, state: LoopState) -> None:
-    from tasks.storage import write_json
-
-    write_json(ledger, STATE_KEY, _stored(state))
 
 
 # ---- newly labelled evidence --------------------------------------------------------------------
@@ -355,39 +151,6 @@ def current_state(
             evidence = newly_labelled(lake, usecase, as_of=day, after=state.backoff.after)
             state = replace(state, evidence=evidence)
     return state
-
-
-# ---- the decision log ---------------------------------------------------------------------------
-
-
-def _triggers(*values: str | None) -> str | None:
-    seen: list[str] = []
-    for value in values:
-        for t in (value or "").split(", "):
-            if t and t not in seen:
-                seen.append(t)
-    return ", ".join(seen) or None
-
-
-def log(state: LoopState, entry: Entry) -> LoopState:
-    """``state`` with ``entry`` appended to its decision log. The same decision (action,
-    reason, as_of, version) as the newest entry is counted on that entry instead, whoever asked
-    (e.g. the features flow's request and a drift event's, both deferred for the same reason);
-    the log keeps the newest :data:`DECISION_LOG` entries."""
-    decisions = list(state.decisions)
-    if decisions:
-        last = decisions[-1]
-        same = (last.action, last.reason, last.as_of, last.version)
-        if same == (entry.action, entry.reason, entry.as_of, entry.version):
-            decisions[-1] = replace(
-                last,
-                day=entry.day,
-                times=last.times + entry.times,
-                trigger=_triggers(last.trigger, entry.trigger),
-            )
-            return replace(state, decisions=tuple(decisions))
-    decisions.append(entry)
-    return replace(state, decisions=tuple(decisions[-DECISION_LOG:]))
 
 
 # ---- drift events -------------------------------------------------------------------------------
@@ -681,21 +444,49 @@ def plan_run(
     return log(state, entry), decision
 
 
+class TrainOutcome(TypedDict, total=False):
+    """What a train run returns: whether it trained, and why (not); for a trained challenger
+    its version, the gate's decision, metrics, rows, population and reports
+    (:meth:`tasks.training.Judged.outcome`); and what it recovered of a stopped run."""
+
+    trained: bool
+    reason: str
+    as_of: str
+    version: str
+    why: str
+    since: str | None
+    promoted: bool
+    decision: dict[str, Any]
+    rebaselined: dict[str, Any] | None
+    previous_champion: str | None
+    metrics: dict[str, dict[str, Any]]
+    rows: dict[str, int]
+    population: dict[str, Any]
+    reports: dict[str, str]
+    recovered: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Deferral:
     """A train run that does not train now: why (also the run's message) and as of which day."""
 
     reason: str
-    as_of: date
+    as_of: date | None  # None: nothing validated yet, so no day to train as of
     #: the run ends in its error instead (one asked by hand: the error is the answer)
     fails: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TrainOutcome:
         """What the train flow returns for it."""
-        return {"trained": False, "reason": self.reason, "as_of": str(self.as_of)}
+        out: TrainOutcome = {"trained": False, "reason": self.reason}
+        if self.as_of is not None:
+            out["as_of"] = str(self.as_of)
+        return out
 
     def markdown(self, model: str) -> str:
         return f"**{model}: not training now** ({self.reason})"
+
+    def artifact(self, model: str) -> Markdown:
+        return Markdown("training-deferred", self.markdown(model))
 
 
 @dataclass(frozen=True)

@@ -15,24 +15,23 @@ Only the earliest stage with work is started: the later ones follow from its eve
 next reconcile looks again. A deployment that already has a run scheduled to start now, pending,
 running or paused is not started twice.
 
-Also here: the ingest flow's drain loop (:func:`next_round`: take what landed while the run
-worked, until nothing new is pending) and its run-level event (:func:`batch_validated_event`).
+The ingest run's own drain loop (take what landed while it worked) is ``tasks.drain``.
 Everything is plain and typed; talking to the Prefect API is left to ``flows/reconcile.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from tasks.storage import ObjectInfo
+from tasks.drain import settled, shortlist
 
 if TYPE_CHECKING:
     from driftloop_config.usecase import RetrainSpec, UseCase
-    from tasks.ingest import IngestOutcome
-    from tasks.policy import LoopState, TrainDecision
+    from tasks.loop_state import LoopState
+    from tasks.policy import TrainDecision
     from tasks.storage import Lake
 
 INGEST = "ingest"
@@ -45,114 +44,6 @@ ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")
 #: a scheduled run counts as on its way when it is due within this long (the daily cron's runs
 #: for the coming days do not)
 DUE_WITHIN = timedelta(minutes=2)
-BATCH_VALIDATED_EVENT = "driftloop.data.batch-validated"
-#: objects per drain round at most (bounds one round's memory and the time to the next look)
-MAX_ROUND_OBJECTS = 200
-SHOWN = 10  # items listed by name in a summary; the rest are counted
-
-
-def shortlist(items: Sequence[str], limit: int = SHOWN) -> str:
-    """``a, b, c`` or ``a, b, +3 more``: every item accounted for, at most ``limit`` named."""
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", +{len(items) - limit} more"
-
-
-def settled(obj: ObjectInfo, now: datetime, settle_seconds: float) -> bool:
-    """The object has not changed for ``settle_seconds`` (a file still being copied in has)."""
-    return obj.modified <= now - timedelta(seconds=settle_seconds)
-
-
-# ---- the ingest flow's drain loop ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Round:
-    """What the ingest flow does next: ingest ``take``; else wait ``wait_seconds`` for objects
-    still changing; else stop (``take`` empty and ``wait_seconds`` None)."""
-
-    take: list[ObjectInfo]
-    wait_seconds: float | None = None
-    unsettled: int = 0
-
-    @property
-    def stop(self) -> bool:
-        return not self.take and self.wait_seconds is None
-
-
-def next_round(
-    pending: Iterable[ObjectInfo],
-    attempted: set[tuple[str, str]],
-    *,
-    now: datetime,
-    settle_seconds: float = 0.0,
-    waited_seconds: float = 0.0,
-    max_wait_seconds: float = 120.0,
-    max_objects: int = MAX_ROUND_OBJECTS,
-) -> Round:
-    """The next round of an ingest run that drains the landing zone.
-
-    ``pending`` is what the ledger has not seen now; ``attempted`` the (key, etag) pairs this run
-    already ingested (an object that gained no ledger record, e.g. a read error, is not tried
-    again in the same run, so the loop always ends). Settled objects are taken (at most
-    ``max_objects``, oldest first); when only objects still changing are left, the run waits
-    for the first of them to settle, as long as it has not waited ``max_wait_seconds`` in all.
-    """
-    fresh = [o for o in pending if (o.key, o.etag) not in attempted]
-    ready = [o for o in fresh if settled(o, now, settle_seconds)]
-    changing = [o for o in fresh if not settled(o, now, settle_seconds)]
-    if ready:
-        ready.sort(key=lambda o: (o.modified, o.key))
-        return Round(take=ready[:max_objects], unsettled=len(changing))
-    if not changing or waited_seconds >= max_wait_seconds:
-        return Round(take=[], unsettled=len(changing))
-    first = min(o.modified for o in changing) + timedelta(seconds=settle_seconds)
-    wait = max((first - now).total_seconds(), 0.1)
-    return Round(
-        take=[], wait_seconds=min(wait, max_wait_seconds - waited_seconds), unsettled=len(changing)
-    )
-
-
-def batch_validated_event(
-    outcomes: Sequence[IngestOutcome], landing_uri: str, *, rounds: int, run: str | None = None
-) -> dict[str, Any] | None:
-    """The run-level event of an ingest run that validated rows (None when it validated none):
-    the features deployment's trigger starts one features run per such ingest run."""
-    accepted = [o for o in outcomes if o.status in ("validated", "partial")]
-    rows = sum(o.rows_valid for o in accepted)
-    if rows == 0:
-        return None
-    partitions: dict[str, list[str]] = {}
-    for o in accepted:
-        if o.rows_valid:
-            days = partitions.setdefault(o.dataset or "", [])
-            days.extend(p for p in o.partitions if p not in days)
-    partitions = {name: sorted(days) for name, days in sorted(partitions.items())}
-    all_days = sorted({d for days in partitions.values() for d in days})
-    span = all_days[0] if len(all_days) == 1 else f"{all_days[0]}..{all_days[-1]}"
-    what = (
-        f"{len(accepted)} objects, {rows:,} rows validated ({span})"
-        if all_days
-        else f"{len(accepted)} objects, {rows:,} rows validated"
-    )
-    return {
-        "event": BATCH_VALIDATED_EVENT,
-        "resource": {
-            "prefect.resource.id": f"driftloop.landing.{landing_uri}",
-            "prefect.resource.name": (f"ingest {run}: " if run else "ingest: ") + what,
-        },
-        "payload": {
-            "objects": len(outcomes),
-            "accepted": len(accepted),
-            "rejected": sum(o.status == "rejected" for o in outcomes),
-            "ignored": sum(o.status == "ignored" for o in outcomes),
-            "rows_validated": rows,
-            "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
-            "partitions": partitions,
-            "rounds": rounds,
-            "keys": shortlist([o.key for o in accepted]),
-        },
-    }
 
 
 # ---- what is left to do -------------------------------------------------------------------------
@@ -308,6 +199,7 @@ def find_work(
     from tasks import policy
     from tasks.features import plan_features
     from tasks.ingest import find_pending, newest_day, open_ledger
+    from tasks.loop_state import STATE_KEY
 
     ledger = open_ledger(lake.ledger)
     pending = find_pending(lake.landing, ledger)
@@ -325,11 +217,7 @@ def find_work(
     detection: Detection | None = None
     if usecase.model is not None and usecase.target is not None and usecase.features is not None:
         state = policy.current_state(lake, usecase, has_champion=has_champion)
-        written = (
-            lake.ledger.info(policy.STATE_KEY).modified
-            if lake.ledger.exists(policy.STATE_KEY)
-            else None
-        )
+        written = lake.ledger.info(STATE_KEY).modified if lake.ledger.exists(STATE_KEY) else None
         detection = last_detection(lake)
         drift = unrecorded_drift(state, detection, written, usecase.retrain)
         if day is not None:
@@ -455,9 +343,14 @@ def active_runs(client: Any, deployments: dict[str, Any]) -> list[RunInfo]:
     ]
 
 
-def start_runs(client: Any, deployments: dict[str, Any], actions: list[Action]) -> list[Started]:
-    """Create a flow run of each action's deployment (scheduled now; a worker picks it up)."""
-    started = []
+def start_runs(
+    client: Any, deployments: dict[str, Any], actions: list[Action], *, dry_run: bool = False
+) -> list[Started]:
+    """Create a flow run of each action's deployment (scheduled now; a worker picks it up).
+    A dry run starts nothing."""
+    started: list[Started] = []
+    if dry_run:
+        return started
     for action in actions:
         if action.deployment not in deployments:
             continue
@@ -470,13 +363,51 @@ def start_runs(client: Any, deployments: dict[str, Any], actions: list[Action]) 
     return started
 
 
+def has_champion(tracking_uri: str, usecase: UseCase) -> bool:
+    """The use case has a model and its registry names a champion (a train run has something
+    to compare with)."""
+    from tasks.registry import champion_version
+
+    model = usecase.model
+    return model is not None and champion_version(tracking_uri, model.registered_name) is not None
+
+
+def action_rows(
+    wanted: list[Action], active: dict[str, list[RunInfo]], started: list[Started]
+) -> list[dict[str, str]]:
+    """One row per wanted run: its deployment, why, and what became of it (started, already on
+    its way, not started)."""
+    return [
+        {
+            "deployment": a.deployment,
+            "reason": a.reason,
+            "done": next(
+                (f"started {s.flow_run_name}" for s in started if s.deployment == a.deployment),
+                "already on its way" if a.deployment in active else "not started",
+            ),
+        }
+        for a in wanted
+    ]
+
+
+class Reconciled(TypedDict):
+    """What a reconcile found and did: the pending work, the runs it wanted, those on their
+    way, those it started, and the wanted deployments that are not deployed."""
+
+    pending: dict[str, Any]
+    wanted: list[dict[str, str]]
+    on_its_way: dict[str, list[str]]
+    started: list[dict[str, str]]
+    not_deployed: list[str]
+
+
 def summary(
     work: PendingWork,
     wanted: list[Action],
     active: dict[str, list[RunInfo]],
     started: list[Started],
     deployed: Iterable[str],
-) -> dict[str, Any]:
+) -> Reconciled:
     """What a reconcile found and did, as plain values (the flow's result, the CLI's output)."""
     known = set(deployed)
     return {

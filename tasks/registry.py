@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.gate import CandidateInfo, Decision, decide, sanity_checks
-from tasks.train import FeatureSchema, labels, predict_scores
+from tasks.model import FeatureSchema, labels, predict_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,7 +54,7 @@ HISTORY_TAG: Final = "driftloop.champion_history"
 DECISION_TAG: Final = "driftloop.decision"
 #: Version tag holding the whole :class:`Decision` as JSON (what a report is rebuilt from).
 DECISION_JSON_TAG: Final = "driftloop.decision_json"
-#: Version tag set once the decision's event has been emitted (see ``tasks.training``).
+#: Version tag set once the decision's event has been emitted (see ``tasks.recovery``).
 ANNOUNCED_TAG: Final = "driftloop.announced"
 #: Run tag saying why a run left RUNNING by a stopped process was marked KILLED.
 KILLED_REASON_TAG: Final = "driftloop.killed_reason"
@@ -62,7 +62,7 @@ KILLED_REASON_TAG: Final = "driftloop.killed_reason"
 STALE: Final = "stale"
 MAX_HISTORY = 100
 
-#: The non-public classes inside a fitted :func:`tasks.train.fit` model that skops must be told
+#: The non-public classes inside a fitted :func:`tasks.model.fit` model that skops must be told
 #: to trust (its public scikit-learn estimators are trusted by default).
 SKOPS_TRUSTED_TYPES: Final = (
     "sklearn.calibration._CalibratedClassifier",

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pandas as pd
 
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
     from driftloop_config.settings import Settings
     from driftloop_config.usecase import UseCase
+    from tasks.model import FeatureSchema
     from tasks.storage import Lake
-    from tasks.train import FeatureSchema
 
 WRITTEN_EVENT = "driftloop.predictions.written"
 
@@ -47,6 +47,19 @@ class SkipReason(StrEnum):
     NOTHING_VALIDATED = "nothing-validated"  # no day has validated data yet
     NO_CHAMPION = "no-champion"  # no model has been promoted yet
     NO_ROWS = "no-rows"  # the day has no validated rows (its file was rejected or is missing)
+
+
+class ScoreOutcome(TypedDict, total=False):
+    """What a score run returns: the day, how many rows were scored (0 when it skipped, with
+    the reason), where the scores are, by which version, and the population."""
+
+    day: str | None
+    scored: int
+    key: str
+    model_version: str | None
+    population: dict[str, Any]
+    skipped: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ class Scored:
             "key": self.key,
         }
 
-    def to_dict(self, day: date) -> dict[str, Any]:
+    def to_dict(self, day: date) -> ScoreOutcome:
         """What the score run of ``day`` returns."""
         scored = len(self.scores) > 0
         return {
@@ -94,7 +107,7 @@ class Skipped:
     message: str
     day: date | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ScoreOutcome:
         return {
             "day": self.day.isoformat() if self.day else None,
             "scored": 0,
@@ -212,7 +225,7 @@ def score_entities(
 ) -> pd.DataFrame:
     """Score the ids in column ``entity`` of ``entities`` with ``model`` on their features as
     known at ``at``; the scores go to column ``prediction``."""
-    from tasks.train import predict_scores
+    from tasks.model import predict_scores
     from tasks.training_set import training_frame
 
     rows = pd.DataFrame({entity: entities[entity].astype(str), "event_timestamp": pd.Timestamp(at)})
@@ -364,7 +377,7 @@ def evaluate_snapshot(
     "positives"}``, with ``"auc"`` too for a binary target. None before any snapshot is
     complete, or when its outcomes do not vary (no metric then)."""
     from tasks import registry
-    from tasks.train import regression_metrics, score_metrics
+    from tasks.model import regression_metrics, score_metrics
     from tasks.training import usecase_schema
     from tasks.training_set import SnapshotColumns, entity_frame, last_snapshot_day
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.train import FeatureSchema, predict_scores
+from tasks.model import FeatureSchema, predict_scores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -312,7 +312,7 @@ def _as_utc(value: object) -> datetime | None:
 class Predictor:
     """Scores entities with the current champion on their online features.
 
-    ``read_features`` is :func:`tasks.features.online_features` bound to a store (see
+    ``read_features`` is :func:`tasks.feature_store.online_features` bound to a store (see
     :func:`build_predictor`); ``entity`` names the id column of its frames and the id key of
     the predictions, ``prediction`` the key of the probability; ``id_pattern`` is the use case's id regex (None: any non-empty id),
     which must match the whole id (``re.fullmatch``: a ``$`` in the pattern does not let a
@@ -411,7 +411,7 @@ def build_predictor(
 ) -> Predictor:
     """A :class:`Predictor` over the Feast online store and the MLflow registry of ``settings``."""
     from driftloop_config.usecase import load_usecase
-    from tasks.features import feature_store
+    from tasks.feature_store import feature_store
     from tasks.training import feature_schema
 
     usecase = load_usecase(settings.usecase)
@@ -443,7 +443,7 @@ def build_predictor(
 
 
 class OnlineFeatures:
-    """:func:`tasks.features.online_features` with the feature service definitions kept.
+    """:func:`tasks.feature_store.online_features` with the feature service definitions kept.
 
     Feast answers a lookup through a FeatureService object it already has in ~1 ms, but spends
     several more re-reading the definition from the registry on every call; definitions are
@@ -463,7 +463,7 @@ class OnlineFeatures:
             self._services.pop(service, None)
 
     def __call__(self, ids: list[str], service: str) -> pd.DataFrame:
-        from tasks.features import read_online, service_join
+        from tasks.feature_store import read_online, service_join
 
         with self._lock:
             if service not in self._services:

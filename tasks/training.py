@@ -1,13 +1,16 @@
 """Training stage: labelled snapshots → point-in-time training set → challenger in MLflow.
 
 Plain functions over the lake, the Feast store and the registry; the train flow calls them in
-order. The model itself (pipeline, metrics, reference profile, report) is ``tasks.train``; the
-registry and promotion are ``tasks.registry``, the gate's decision ``tasks.gate``.
+order: the training set, the challenger (with its drift reference rows), the gate on the holdout,
+the decision's event and artifacts, and the per-model training lock. The model itself (pipeline,
+metrics) is ``tasks.model``, its drift reference ``tasks.reference`` and its report
+``tasks.training_report``; the registry and promotion are ``tasks.registry``, the gate's decision
+``tasks.gate``. Finishing what a stopped train run left is ``tasks.recovery``; re-basing the
+champion's drift reference after a new normal is ``tasks.rebaseline``.
 """
 
 from __future__ import annotations
 
-import math
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,16 +22,26 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from driftloop_config.redact import redact
+from tasks.artifacts import Artifact, Markdown, Table
 from tasks.ingest import newest_day, open_ledger, read_validated
-from tasks.train import FeatureSchema, metric_names
+from tasks.model import FeatureSchema, metric_names
+from tasks.policy import (
+    Deferral,
+    RunRequest,
+    TrainOutcome,
+    TrainPlan,
+    current_state,
+    plan_training,
+    record_insufficient_run,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from mlflow import MlflowClient
 
     from driftloop_config.settings import Settings
     from driftloop_config.usecase import ModelSpec, TargetSpec, UseCase
     from tasks.gate import Decision
+    from tasks.loop_state import LoopState
     from tasks.storage import Lake
 
 PROMOTED_EVENT = "driftloop.model.promoted"
@@ -102,7 +115,8 @@ class TrainingResult:
     window: tuple[str, str]
     data_hash: str
     report_key: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: the population the snapshots hold (tasks.training_set.population_summary)
+    population: dict[str, Any] = field(default_factory=dict)
 
 
 def _specs(usecase: UseCase) -> tuple[TargetSpec, ModelSpec, str]:
@@ -273,42 +287,58 @@ def train_challenger(
     the same one. ``trigger`` (why the run trained) is a run parameter: a run stopped before
     recording its decision is recorded by the next one as it would have been."""
     from driftloop_config.settings import PROJECT_ROOT
-    from tasks import registry, train
+    from tasks import registry
+    from tasks.model import (
+        boosting_iterations,
+        evaluate,
+        fit,
+        flat_metrics,
+        model_input,
+        predict_scores,
+    )
+    from tasks.reference import (
+        IMPORTANCE_ROWS,
+        data_fingerprint,
+        feature_importance,
+        input_importance,
+        reference_profile,
+    )
+    from tasks.training_report import training_report
 
     target, model_spec, service = _specs(usecase)
     schema = data.schema
     population = data.population_summary()
-    model = train.fit(
+    model = fit(
         data.splits["train"],
         data.splits["validation"],
         schema,
         seed=seed,
         estimator=model_spec.estimator,
     )
-    metrics = {name: train.evaluate(model, df, schema) for name, df in data.splits.items()}
+    metrics = {name: evaluate(model, df, schema) for name, df in data.splits.items()}
     # the reference: the newest feature days (rows the model was not fitted on, so their
     # probabilities are as sharp as live ones, which the CBPE estimate needs); without enough of
     # them, the validation and holdout rows
     unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
     # measured once: the drift reference weighs inputs by it, the report shows it
-    importance = train.feature_importance(
-        model, data.splits["holdout"], schema, max_rows=train.IMPORTANCE_ROWS, seed=seed
+    importance = feature_importance(
+        model, data.splits["holdout"], schema, max_rows=IMPORTANCE_ROWS, seed=seed
     )
     newest = reference_rows(lake, usecase, data.as_of, fallback=unseen)
-    newest_scores = train.predict_scores(model, newest, schema)
-    reference = train.reference_profile(
+    newest_scores = predict_scores(model, newest, schema)
+    reference = reference_profile(
         newest,
         schema,
         newest_scores,
         window_days=usecase.drift.window_days,
-        importance=train.input_importance(
+        importance=input_importance(
             model, data.splits["holdout"], schema, seed=seed, table=importance
         ),
         expected_metric=metrics["holdout"][model_spec.metric],
         unseen=newest,
         unseen_predictions=newest_scores,
     )
-    report = train.training_report(
+    report = training_report(
         metrics,
         model,
         data.splits["holdout"],
@@ -327,14 +357,14 @@ def train_challenger(
         seed=seed,
         importance=importance,
     )
-    data_hash = train.data_fingerprint(pd.concat(data.splits.values(), ignore_index=True))
+    data_hash = data_fingerprint(pd.concat(data.splits.values(), ignore_index=True))
     version = registry.log_challenger(
         model,
         tracking_uri=settings.tracking_uri,
         artifact_root=settings.artifact_root,
         experiment=model_spec.registered_name,
         registered_name=model_spec.registered_name,
-        metrics=train.flat_metrics(metrics),
+        metrics=flat_metrics(metrics),
         params={
             "seed": seed,
             "as_of": str(data.as_of),
@@ -346,7 +376,7 @@ def train_challenger(
             "label_delay_days": target.label_delay_days,
             # the built-in model's early stopping; a named estimator is recorded by its name
             **(
-                {"boosting_iterations": train.boosting_iterations(model)}
+                {"boosting_iterations": boosting_iterations(model)}
                 if model_spec.estimator is None
                 else {"estimator": model_spec.estimator}
             ),
@@ -354,7 +384,7 @@ def train_challenger(
         tags={"driftloop.usecase": usecase.name, POPULATION_TAG: data.population_rule},
         reference=reference,
         report_html=report,
-        input_example=train.model_input(data.splits["train"].head(5), schema),
+        input_example=model_input(data.splits["train"].head(5), schema),
         feature_service=service,
         data_window=data.window,
         row_counts=data.rows,
@@ -370,90 +400,127 @@ def train_challenger(
         data.window,
         data_hash,
         report_key=key,
-        extra={"population": population},
+        population=population,
     )
 
 
-def rebaseline(
-    settings: Settings,
-    usecase: UseCase,
+@dataclass(frozen=True)
+class Ready:
+    """A train run the policy lets train, with its training set."""
+
+    plan: TrainPlan
+    data: TrainingSet
+
+
+def prepare(
     lake: Lake,
-    data: TrainingSet,
-    champion: str,
-    why: str,
-) -> dict[str, Any]:
-    """Give ``champion`` a drift reference of the newest inputs (the reference windows up to
-    ``data.as_of``, as a training on them would have, scored by the champion itself), keeping
-    its input importance and expected metric; the earlier references stay in its run. Returns
-    what was done: version, as_of, the new window, the artifact and ``why``."""
-    from tasks import registry, train
-
-    _, model_spec, _ = _specs(usecase)
-    name = model_spec.registered_name
-    model = registry.load_version(settings.tracking_uri, name, champion)
-    before = registry.load_reference(settings.tracking_uri, name, champion)
-    unseen = pd.concat([data.splits["validation"], data.splits["holdout"]], ignore_index=True)
-    newest = reference_rows(lake, usecase, data.as_of, fallback=unseen)
-    scores = train.predict_scores(model, newest, data.schema)
-    reference = train.reference_profile(
-        newest,
-        data.schema,
-        scores,
-        window_days=usecase.drift.window_days,
-        importance=before.get("importance"),
-        expected_metric=before.get("expected_metric"),
-        unseen=newest,
-        unseen_predictions=scores,
-    )
-    reference["rebaselined"] = {
-        "as_of": str(data.as_of),
-        "why": why,
-        "previous_window": before.get("window"),
-    }
-    artifact = registry.log_reference(
-        settings.tracking_uri, name, champion, reference, label=str(data.as_of)
-    )
-    return {
-        "version": champion,
-        "as_of": str(data.as_of),
-        "window": reference.get("window"),
-        "artifact": artifact,
-        "why": why,
-    }
-
-
-def rebaseline_if_new_normal(
-    settings: Settings,
     usecase: UseCase,
-    lake: Lake,
-    data: TrainingSet,
-    decision: Decision,
+    request: RunRequest,
     *,
-    day: date,
-    trigger: str,
-    since: date | None,
-) -> dict[str, Any] | None:
-    """After the gate: when the retraining policy reads the decision as a new normal (a
-    drift-started challenger no better than a champion that holds up on labels after the
-    change, :func:`tasks.policy.rebaseline_reason`), re-base the champion's drift reference
-    (:func:`rebaseline`). What was done, with ``why``; None when nothing was."""
-    from tasks import policy
-    from tasks.drift import latest_check
+    settings: Settings,
+    day: date | None = None,
+    state_of: Callable[..., LoopState] | None = None,
+    store_of: Callable[[Settings], FeatureStore] | None = None,
+    build: Callable[..., TrainingSet] | None = None,
+) -> Ready | Deferral:
+    """What a train run trains on as of ``day`` (default: the newest validated day), or why it
+    does not train now.
 
-    _, model_spec, _ = _specs(usecase)
-    last = latest_check(lake.reports, model_spec.registered_name, day)
-    why = policy.rebaseline_reason(trigger, decision, last, as_of=day, since=since)
-    if why is None or decision.compared_with is None:
-        return None
-    return rebaseline(settings, usecase, lake, data, decision.compared_with, why)
+    The retraining policy decides first and its decision is recorded before anything is
+    trained (:func:`tasks.policy.plan_training`, reading the state through ``state_of``); then
+    the training set is built (``build``, :func:`build_training_set`, from the Feast store of
+    ``store_of``). Too little evidence is recorded as this as_of's attempt with a back-off, so
+    it is not tried again every day: the run defers, or, asked by hand, fails with the error.
+    The train flow passes its Prefect tasks for the steps.
+    """
+    from tasks.feature_store import feature_store
+
+    day = day or latest_day(lake, usecase)
+    if day is None:
+        return Deferral("nothing validated yet", None)
+    plan = plan_training(
+        lake,
+        usecase,
+        request,
+        day=day,
+        tracking_uri=settings.tracking_uri,
+        state_of=state_of or current_state,
+    )
+    if plan.deferral is not None:
+        return plan.deferral
+    store = (store_of or feature_store)(settings)
+    try:
+        data = (build or build_training_set)(lake, usecase, store, as_of=day, since=plan.since)
+    except NotEnoughData as exc:
+        deferral = record_insufficient_run(lake.ledger, plan, str(exc))
+        if deferral.fails:
+            raise
+        return deferral
+    return Ready(plan, data)
 
 
-def judge(
+@dataclass(frozen=True)
+class Judged:
+    """A trained challenger and the gate's decision on it: what the train run shows and
+    returns."""
+
+    ready: Ready
+    result: TrainingResult
+    decision: Decision
+    previous: str | None  # the champion before the decision
+    report_key: str  # the promotion report
+    rebased: dict[str, Any] | None  # the re-based drift reference, if any
+
+    def artifacts(self, name: str, *, reports_zone: str) -> list[Artifact]:
+        data, version = self.ready.data, self.result.version
+        return [
+            Table(
+                "training-metrics",
+                metrics_rows(self.result, data.schema),
+                description=f"{name} v{version} trained as of {data.as_of} "
+                f"({self.ready.plan.request.trigger})",
+            ),
+            Markdown(
+                "promotion-decision",
+                decision_markdown(
+                    name,
+                    version,
+                    self.decision,
+                    reports_zone=reports_zone,
+                    report_key=self.report_key,
+                    rebased=self.rebased,
+                ),
+            ),
+        ]
+
+    def outcome(self) -> TrainOutcome:
+        """What the train run returns."""
+        plan, result = self.ready.plan, self.result
+        return {
+            "trained": True,
+            "version": result.version,
+            "as_of": str(self.ready.data.as_of),
+            "reason": plan.request.trigger,
+            "why": plan.decision.why,
+            "since": str(plan.since) if plan.since else None,
+            "promoted": self.decision.promote,
+            "decision": self.decision.to_dict(),
+            "rebaselined": self.rebased,
+            "previous_champion": self.previous,
+            "metrics": result.metrics,
+            "rows": result.rows,
+            "population": result.population,
+            "reports": {"training": result.report_key, "promotion": self.report_key},
+        }
+
+
+def promotion_gate(
     settings: Settings, usecase: UseCase, data: TrainingSet, version: str, lake: Lake
 ) -> tuple[Decision, str | None, str]:
     """Run the promotion gate on the holdout; returns (decision, previous champion, report key)."""
     from tasks import gate as gating
-    from tasks import registry, train
+    from tasks import registry
+    from tasks.model import labels
 
     _, model_spec, service = _specs(usecase)
     name = model_spec.registered_name
@@ -474,7 +541,7 @@ def judge(
         decision,
         name=name,
         version=version,
-        y=train.labels(holdout, data.schema),
+        y=labels(holdout, data.schema),
         champion_scores=gated.champion_scores,
         challenger_scores=gated.challenger_scores,
         details={
@@ -549,59 +616,6 @@ def decision_markdown(
     return text
 
 
-# ---- recovery after an interrupted run ----------------------------------------------------------
-#
-# A train run is: MLflow run → registered version (alias ``challenger``) → gate (decision tags,
-# ``champion`` alias) → promotion report → loop state → event → ``driftloop.announced`` tag. A
-# process stopped anywhere in between (kill -9, a lost machine) leaves that sequence unfinished;
-# the next train run finishes it first, holding the same per-model lock every train run holds.
-
-
-@dataclass
-class Recovery:
-    """What :func:`recover_interrupted` found and did."""
-
-    killed_runs: list[str] = field(default_factory=list)  # MLflow runs marked KILLED
-    judged: dict[str, str] = field(default_factory=dict)  # version -> promoted / rejected
-    completed: list[str] = field(default_factory=list)  # versions given their report/event
-    removed: list[str] = field(default_factory=list)  # half-written files removed
-    reports: dict[str, str] = field(default_factory=dict)  # version -> promotion report key
-    #: (version, event) to emit, then mark with :func:`mark_announced`.
-    announcements: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """True when the previous runs left nothing unfinished."""
-        return not (self.killed_runs or self.judged or self.completed or self.removed)
-
-    def rows(self) -> list[dict[str, str]]:
-        """One row per action, for the flow's artifact."""
-        rows = [
-            {"what": "MLflow run left RUNNING", "id": r, "action": "marked KILLED"}
-            for r in self.killed_runs
-        ]
-        rows += [
-            {"what": "version registered but never judged", "id": f"v{v}", "action": verdict}
-            for v, verdict in self.judged.items()
-        ]
-        rows += [
-            {"what": "decision without report/event", "id": f"v{v}", "action": "completed"}
-            for v in self.completed
-        ]
-        rows += [{"what": "half-written file", "id": k, "action": "removed"} for k in self.removed]
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "killed_runs": list(self.killed_runs),
-            "judged": dict(self.judged),
-            "completed": list(self.completed),
-            "removed": list(self.removed),
-            "reports": dict(self.reports),
-            "announced": [v for v, _ in self.announcements],
-        }
-
-
 @contextmanager
 def training_lock(settings: Settings, name: str) -> Iterator[None]:
     """Held by a train run of model ``name`` from its start to its end: one training at a time
@@ -615,235 +629,3 @@ def training_lock(settings: Settings, name: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path), timeout=TRAINING_LOCK_TIMEOUT):
         yield
-
-
-def promotion_report_key(name: str, version: str) -> str:
-    return f"promotion/{name}-v{version}.html"
-
-
-def mark_announced(tracking_uri: str, name: str, version: str) -> None:
-    """Record that the decision event of ``version`` was emitted."""
-    from tasks import registry
-
-    client = registry.client_for(tracking_uri)
-    client.set_model_version_tag(name, str(version), registry.ANNOUNCED_TAG, "true")
-
-
-def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
-    if not run_id:
-        return {}
-    return dict(client.get_run(run_id).data.params)
-
-
-def _record_in_policy(
-    lake: Lake,
-    usecase: UseCase,
-    params: dict[str, str],
-    *,
-    promoted: bool,
-    version: str | None = None,
-    reason: str = "",
-) -> None:
-    """What the interrupted run would have written to the loop state after its decision (the
-    attempt of its as_of, a back-off after a rejection, the decision in the log)."""
-    from tasks import policy
-    from tasks.training_set import last_snapshot_day
-
-    target, _, _ = _specs(usecase)
-    if not params.get("as_of"):
-        return
-    since = params.get("since")
-    as_of = date.fromisoformat(params["as_of"])
-    state = policy.record_training(
-        policy.read_state(lake.ledger),
-        trained_through=last_snapshot_day(
-            as_of,
-            horizon_days=target.horizon_days,
-            label_delay_days=target.label_delay_days,
-        ),
-        promoted=promoted,
-        since=date.fromisoformat(since) if since else None,
-        as_of=as_of,
-        version=version,
-        trigger=params.get("trigger") or "manual",
-        reason=f"recorded by the next train run: {reason}" if reason else "",
-        retrain=usecase.retrain,
-    )
-    policy.write_state(lake.ledger, state)
-
-
-def _reject_unjudgeable(
-    settings: Settings, usecase: UseCase, version: str, why: str
-) -> tuple[Decision, str | None]:
-    """Record a rejection for a version the gate can no longer measure."""
-    from tasks import gate as gating
-    from tasks import registry
-
-    _, model_spec, _ = _specs(usecase)
-    name = model_spec.registered_name
-    client = registry.client_for(settings.tracking_uri)
-    lock = registry.promotion_lock_path(settings.state_path, name)
-    while True:
-        current = registry.champion_version(client, name)
-        decision = gating.Decision(
-            promote=False,
-            reason=f"rejected: its run stopped before the gate, and {why}",
-            metric=model_spec.metric,
-            challenger_value=math.nan,
-            champion_value=None,
-            delta_ci=None,
-            challenger_ece=math.nan,
-            champion_ece=None,
-            sanity={},
-            samples=0,
-            compared_with=current,
-        )
-        previous = registry.promote(client, name, version, decision, lock_path=lock)
-        if previous != registry.STALE:
-            return decision, previous
-
-
-def _judge_leftover(
-    settings: Settings,
-    usecase: UseCase,
-    lake: Lake,
-    version: str,
-    params: dict[str, str],
-    store: Callable[[], FeatureStore],
-) -> tuple[Decision, str | None, str]:
-    """The gate for a version whose run stopped before it, on the holdout of the training set
-    the version was trained on (rebuilt from its ``as_of`` and ``since``)."""
-    from tasks import gate as gating
-
-    _, model_spec, _ = _specs(usecase)
-    name = model_spec.registered_name
-    if not params.get("as_of"):
-        decision, previous = _reject_unjudgeable(
-            settings, usecase, version, "its training run records no as_of to rebuild the holdout"
-        )
-    else:
-        since = params.get("since")
-        try:
-            data = build_training_set(
-                lake,
-                usecase,
-                store(),
-                as_of=date.fromisoformat(params["as_of"]),
-                since=date.fromisoformat(since) if since else None,
-            )
-        except NotEnoughData as exc:
-            decision, previous = _reject_unjudgeable(
-                settings, usecase, version, f"its holdout cannot be rebuilt: {exc}"
-            )
-        else:
-            return judge(settings, usecase, data, version, lake)
-    key = promotion_report_key(name, version)
-    html = gating.decision_report(decision, name=name, version=version)
-    lake.reports.write_bytes(key, html.encode("utf-8"))
-    return decision, previous, key
-
-
-def _complete_report(
-    lake: Lake, name: str, version: str, decision: Decision, decided_at: str
-) -> str:
-    """The promotion report of a decision whose run stopped before writing it, rebuilt from
-    the decision recorded on the version (evidence and checks; no holdout curves)."""
-    from tasks import gate as gating
-
-    key = promotion_report_key(name, version)
-    if not lake.reports.exists(key):
-        html = gating.decision_report(
-            decision,
-            name=name,
-            version=version,
-            details={
-                "decided at": decided_at or "(not recorded)",
-                "report": "rebuilt from the decision recorded on the version: the run that "
-                "made it stopped before writing this report",
-            },
-        )
-        lake.reports.write_bytes(key, html.encode("utf-8"))
-    return key
-
-
-def recover_interrupted(
-    settings: Settings,
-    usecase: UseCase,
-    lake: Lake,
-    *,
-    store: Callable[[], FeatureStore] | None = None,
-) -> Recovery:
-    """Finish what stopped train runs of the use case's model left unfinished. Call it holding
-    :func:`training_lock`, before training.
-
-    * MLflow runs of the model's experiment still RUNNING are marked KILLED (tag
-      ``driftloop.killed_reason``).
-    * Half-written report and loop-state files are removed.
-    * Every version without a decision (registered, then stopped before the gate) is judged by
-      the same gate on the holdout of the data it was trained on — the decision tags, the
-      report and the loop state are recorded as a run that had not stopped would have. A
-      version whose holdout cannot be rebuilt any more is recorded as rejected, saying why.
-    * Every decided version whose event was not announced (no ``driftloop.announced`` tag)
-      and that is the promoted champion or lacks its report gets its report (rebuilt from the
-      recorded decision) and loop-state record.
-
-    Returns what was done; ``announcements`` holds the decision events still to be emitted
-    (emit each, then :func:`mark_announced`). ``store`` builds the Feast store, only when a
-    holdout has to be rebuilt.
-    """
-    from tasks import registry
-
-    _, model_spec, _ = _specs(usecase)
-    name = model_spec.registered_name
-    client = registry.client_for(settings.tracking_uri)
-    out = Recovery()
-    out.killed_runs = registry.kill_orphaned_runs(
-        client,
-        name,
-        reason="the train run that owned it stopped before finishing it; marked by the next "
-        "train run",
-    )
-    from tasks.storage import sweep_debris
-
-    out.removed = sweep_debris(lake.root)  # temporary files of writers that are gone
-    if store is None:
-        from tasks.features import feature_store
-
-        def store() -> FeatureStore:
-            return feature_store(settings)
-
-    for mv in registry.versions(client, name):
-        version = str(mv.version)
-        decision = registry.decision_from_tags(mv.tags)
-        if decision is None:
-            params = _run_params(client, mv.run_id)
-            decision, previous, key = _judge_leftover(
-                settings, usecase, lake, version, params, store
-            )
-            out.judged[version] = "promoted" if decision.promote else "rejected"
-        elif mv.tags.get(registry.ANNOUNCED_TAG) == "true":
-            continue
-        else:
-            key = promotion_report_key(name, version)
-            champion = registry.champion_version(client, name)
-            if not (decision.promote and champion == version) and lake.reports.exists(key):
-                continue  # an old decision, reported; its event is long past
-            params = _run_params(client, mv.run_id)
-            key = _complete_report(
-                lake, name, version, decision, mv.tags.get("driftloop.decided_at", "")
-            )
-            previous = decision.compared_with
-            out.completed.append(version)
-        _record_in_policy(
-            lake,
-            usecase,
-            params,
-            promoted=decision.promote,
-            version=version,
-            reason=decision.reason,
-        )
-        out.reports[version] = key
-        out.announcements.append(
-            (version, decision_event(name, version, decision, previous, settings.tracking_uri))
-        )
-    return out

@@ -402,7 +402,7 @@ def training_frame(
     entities["event_timestamp"] = pd.to_datetime(entities["event_timestamp"], utc=True)
     entities[ROW_ID] = np.arange(len(entities), dtype=np.int64)
 
-    from tasks.features import join_context, quiet_offline_reads, service_join
+    from tasks.feature_store import join_context, quiet_offline_reads, service_join
 
     feature_service = store.get_feature_service(service)
     join = service_join(store, feature_service, entity)

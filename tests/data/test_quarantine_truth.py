@@ -12,7 +12,8 @@ import pytest
 from driftloop.simulate import SimulationResult, simulate
 from driftloop_config.settings import PROJECT_ROOT
 from driftloop_config.usecase import load_usecase
-from tasks.ingest import Ledger, find_pending, ingest_object
+from tasks.drain import drain
+from tasks.ingest import Ledger
 from tasks.storage import Lake, LocalStorage, read_parquet
 from tasks.validate import cast_frame, default_validator, split_rows
 
@@ -43,9 +44,7 @@ def run_world(lake: Lake, days: int, customers: int) -> tuple[SimulationResult, 
         defect_rate=0.05,
         seed=11,
     )
-    ledger = Ledger(lake.ledger)
-    for obj in find_pending(lake.landing, ledger):
-        ingest_object(lake, ledger, USECASE, obj, max_bytes=10**9)
+    drain(lake, Ledger(lake.ledger), USECASE, max_bytes=10**9)
     return result, {r["key"]: r for r in Ledger(lake.ledger).all_records()}
 
 

@@ -14,8 +14,8 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from driftloop.triggers import deployments, render
 from driftloop.triggers import fires as _fires
 from driftloop_config.settings import PROJECT_ROOT
+from tasks.drain import batch_validated_event
 from tasks.ingest import IngestOutcome
-from tasks.reconcile import batch_validated_event
 from tasks.storage import ObjectInfo
 from tasks.watch import batch_event, landed_event
 

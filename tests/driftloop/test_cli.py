@@ -147,6 +147,7 @@ def test_ingest_reasons_are_shown_whole_and_literally(monkeypatch: pytest.Monkey
                 }
             ],
             "totals": {"accepted": 0, "rows_validated": 0, "rows_quarantined": 3, "rejected": 1},
+            "rounds": 1,
         }
     )
     text = out.getvalue()

@@ -441,7 +441,8 @@ def test_the_telco_use_case_needs_53_days_for_a_first_model() -> None:
 
 def test_days_for_a_first_model_agree_with_the_policy_day_by_day(tmp_path: Path) -> None:
     from driftloop_config.usecase import load_usecase
-    from tasks.policy import LoopState, should_train
+    from tasks.loop_state import LoopState
+    from tasks.policy import should_train
     from tests.support.stack import SMALL_LOOP, due_day
     from tests.support.usecases import usecase_with
 

@@ -13,7 +13,7 @@ from driftloop import api
 from driftloop.stack import EVENT_FLUSH_SECONDS, POOLS, read_stack
 from tasks import registry
 from tasks.ingest import open_ledger
-from tasks.policy import read_state
+from tasks.loop_state import read_state
 from tests.support.procs import cmdline, descendants
 from tests.support.stack import LocalStack
 

@@ -188,7 +188,7 @@ def test_status_shows_the_last_policy_decisions_and_the_back_off(
 ) -> None:
     from datetime import date
 
-    from tasks import policy
+    from tasks import loop_state, policy
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     lake = Lake.from_settings(local_settings)
@@ -197,9 +197,11 @@ def test_status_shows_the_last_policy_decisions_and_the_back_off(
     assert "back-off: none" in lines and "last policy decisions: none yet" in lines
 
     day = date(2026, 2, 10)
-    state = policy.LoopState(drift_since=date(2026, 1, 31), drift_signals=("realised-drop",))
+    state = loop_state.LoopState(drift_since=date(2026, 1, 31), drift_signals=("realised-drop",))
     for i in range(12):
-        state = policy.log(state, policy.Entry(date(2026, 1, 20 + i), "defer", f"waiting {i}"))
+        state = loop_state.log(
+            state, loop_state.Entry(date(2026, 1, 20 + i), "defer", f"waiting {i}")
+        )
     state = policy.record_training(
         state,
         trained_through=date(2026, 1, 28),
@@ -211,7 +213,7 @@ def test_status_shows_the_last_policy_decisions_and_the_back_off(
         day=day,
         reason="rejected: the challenger does not beat the champion",
     )
-    policy.write_state(lake.ledger, state)
+    loop_state.write_state(lake.ledger, state)
 
     info = collect(local_settings)
     backoff = info["policy"]["backoff"]

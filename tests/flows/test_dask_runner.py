@@ -25,8 +25,9 @@ import pytest
 from driftloop.simulate import simulate
 from driftloop_config.settings import Settings, load_settings
 from flows.runners import local_cluster_kwargs, partitions, task_runner
-from tasks.drift import feature_groups
-from tasks.features import date_ranges
+from tasks.drain import IngestSummary
+from tasks.drift import DriftOutcome, feature_groups
+from tasks.features import FeaturesSummary, date_ranges
 from tasks.ingest import open_ledger
 from tasks.storage import Lake, LocalStorage, S3Storage
 from tests.support.usecases import usecase_with
@@ -102,9 +103,9 @@ class Run:
     name: str
     settings: Settings
     seconds: float
-    ingest: dict[str, Any]
-    features: dict[str, Any] | None
-    drift: dict[str, Any] | None
+    ingest: IngestSummary
+    features: FeaturesSummary | None
+    drift: DriftOutcome | None
 
 
 def _run_world(

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from driftloop_config.settings import Settings
 from flows.features import FeaturesParams, features_flow
-from tasks.features import MATERIALIZED_EVENT, feature_store, online_features
+from tasks.feature_store import feature_store, online_features
+from tasks.features import MATERIALIZED_EVENT
 from tasks.storage import Lake, write_parquet
 from tests.tasks.test_features import usage
 

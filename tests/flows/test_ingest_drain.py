@@ -13,7 +13,7 @@ from prefect.events.worker import EventsWorker
 
 from driftloop_config.settings import Settings
 from flows.ingest import IngestParams, ingest_flow
-from tasks.reconcile import BATCH_VALIDATED_EVENT
+from tasks.drain import BATCH_VALIDATED_EVENT
 from tasks.storage import Lake
 from tests.helpers import to_csv, usage_rows
 

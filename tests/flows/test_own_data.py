@@ -17,6 +17,8 @@ import pytest
 from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop_config.usecase import load_usecase
 from examples import saas_retention as saas
+from tasks.drain import IngestSummary
+from tasks.features import FeaturesSummary
 from tasks.storage import Lake, read_parquet
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -26,8 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 class World:
     settings: Settings
     landed: saas.Landed
-    ingest: dict[str, Any]
-    features: dict[str, Any]
+    ingest: IngestSummary
+    features: FeaturesSummary
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,7 @@ def test_context_features_are_joined_point_in_time_through_the_feature_service(
 ) -> None:
     """Each account row gets its tier's features as known at the row's time, offline (training
     and scoring) and online (serving); a row between two status reports gets the older one."""
-    from tasks.features import feature_store, online_features
+    from tasks.feature_store import feature_store, online_features
     from tasks.training_set import training_frame
 
     landed = world.landed

@@ -137,8 +137,8 @@ def first_champion(server: Server, customers: list[str]) -> FirstChampion:
 
 def offline_scores(settings: Settings, version: str, ids: list[str]) -> list[float]:
     """The same customers scored in this process: the version's model on the online features."""
-    from tasks.features import feature_store, online_features
-    from tasks.train import predict_scores
+    from tasks.feature_store import feature_store, online_features
+    from tasks.model import predict_scores
     from tasks.training import feature_schema
 
     store = feature_store(settings)
@@ -160,7 +160,7 @@ def test_before_any_champion_the_service_is_up_and_says_so(first_champion: First
 def test_prediction_equals_offline_scoring_with_the_champion(
     world: Settings, server: Server, first_champion: FirstChampion, customers: list[str]
 ) -> None:
-    from tasks.features import feature_store, online_features
+    from tasks.feature_store import feature_store, online_features
 
     r = server.predict(customers[0])
     assert r.status_code == 200, r.text

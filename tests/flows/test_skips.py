@@ -139,11 +139,12 @@ def test_a_rejected_day_is_not_scored_and_its_drift_check_says_no_data(
 
     # a day with rows is scored under the rule the model was trained on, counting who is not
     from driftloop_config.usecase import load_usecase
-    from tasks import features, score
+    from tasks import score
+    from tasks.feature_store import feature_store
 
     day_before = REJECTED - timedelta(days=1)
     usecase = load_usecase(world.usecase)
-    scored = score.score_day(world, usecase, lake, features.feature_store(world), day_before)
+    scored = score.score_day(world, usecase, lake, feature_store(world), day_before)
     assert isinstance(scored, score.Scored)
     population = scored.population
     assert population["rule"] == population["model_rule"] == "terminal"

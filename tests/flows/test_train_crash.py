@@ -1,7 +1,7 @@
 """A train run stopped anywhere (kill -9) is finished by the next one.
 
 Each leftover state is made the way a stopped run leaves it — through the real training code and
-the MLflow client on a SQLite store — and :func:`tasks.training.recover_interrupted` is run on
+the MLflow client on a SQLite store — and :func:`tasks.recovery.recover_interrupted` is run on
 it; the last test kills a real train flow in a subprocess and runs the flow again.
 """
 
@@ -24,7 +24,8 @@ import pytest
 
 from driftloop_config.settings import PROJECT_ROOT, Settings
 from driftloop_config.usecase import UseCase, load_usecase
-from tasks import features, policy, registry, training
+from tasks import loop_state, recovery, registry, training
+from tasks.feature_store import feature_store
 from tasks.storage import Lake
 from tasks.training_set import last_snapshot_day
 from tests.support.usecases import usecase_with
@@ -64,7 +65,7 @@ def test_runs_left_running_are_marked_killed(world: Settings, tmp_path: Path) ->
     client.set_terminated(done, "FINISHED")
     lake = Lake.from_settings(world)
 
-    out = training.recover_interrupted(world, usecase, lake)
+    out = recovery.recover_interrupted(world, usecase, lake)
 
     assert out.killed_runs == [left]
     run = client.get_run(left)
@@ -77,14 +78,14 @@ def test_runs_left_running_are_marked_killed(world: Settings, tmp_path: Path) ->
     assert registry.KILLED_REASON_TAG not in client.get_run(done).data.tags
     assert (out.judged, out.completed, out.announcements) == ({}, [], [])
     # nothing is left for the run after
-    assert training.recover_interrupted(world, usecase, lake).clean
+    assert recovery.recover_interrupted(world, usecase, lake).clean
 
 
 def test_a_version_registered_before_the_gate_is_judged(world: Settings, tmp_path: Path) -> None:
     usecase = usecase_named(tmp_path)
     name = registered_name(usecase)
     lake = Lake.from_settings(world)
-    store = features.feature_store(world)
+    store = feature_store(world)
     data = training.build_training_set(lake, usecase, store)
     # the run got as far as registering its model, then was killed: challenger, no decision
     result = training.train_challenger(world, usecase, data, lake, seed=3)
@@ -96,7 +97,7 @@ def test_a_version_registered_before_the_gate_is_judged(world: Settings, tmp_pat
     debris.parent.mkdir(parents=True, exist_ok=True)
     debris.write_bytes(b"<!doctype html><p>half")
 
-    out = training.recover_interrupted(world, usecase, lake, store=lambda: store)
+    out = recovery.recover_interrupted(world, usecase, lake, store=lambda: store)
 
     assert out.judged == {"1": "promoted"}  # no champion: the floor (0.5) decides, as in a run
     assert out.killed_runs == [] and out.completed == []
@@ -115,7 +116,7 @@ def test_a_version_registered_before_the_gate_is_judged(world: Settings, tmp_pat
     assert f"Promotion decision — {name} v1" in page and "data:image/png;base64," in page
     # the loop state records the training, as the stopped run would have
     assert usecase.target is not None
-    trained_through = policy.read_state(lake.ledger).last_trained_through
+    trained_through = loop_state.read_state(lake.ledger).last_trained_through
     assert trained_through == last_snapshot_day(
         data.as_of,
         horizon_days=usecase.target.horizon_days,
@@ -127,8 +128,8 @@ def test_a_version_registered_before_the_gate_is_judged(world: Settings, tmp_pat
     assert event["event"] == training.PROMOTED_EVENT
     assert event["resource"]["driftloop.version"] == "1"
     assert event["payload"]["previous_champion"] is None
-    training.mark_announced(world.tracking_uri, name, "1")
-    assert training.recover_interrupted(world, usecase, lake, store=lambda: store).clean
+    recovery.mark_announced(world.tracking_uri, name, "1")
+    assert recovery.recover_interrupted(world, usecase, lake, store=lambda: store).clean
 
 
 def test_a_promotion_stopped_before_its_report_and_event_is_completed(
@@ -137,10 +138,10 @@ def test_a_promotion_stopped_before_its_report_and_event_is_completed(
     usecase = usecase_named(tmp_path)
     name = registered_name(usecase)
     lake = Lake.from_settings(world)
-    store = features.feature_store(world)
+    store = feature_store(world)
     data = training.build_training_set(lake, usecase, store)
     result = training.train_challenger(world, usecase, data, lake, seed=4)
-    decision, previous, key = training.judge(world, usecase, data, result.version, lake)
+    decision, previous, key = training.promotion_gate(world, usecase, data, result.version, lake)
     assert decision.promote and previous is None
     # killed after the champion alias moved, before the report was written and the event sent
     lake.reports.delete(key)
@@ -150,7 +151,7 @@ def test_a_promotion_stopped_before_its_report_and_event_is_completed(
     def no_store() -> object:
         raise AssertionError("completing a decision must not rebuild the training set")
 
-    out = training.recover_interrupted(world, usecase, lake, store=no_store)  # type: ignore[arg-type]
+    out = recovery.recover_interrupted(world, usecase, lake, store=no_store)  # type: ignore[arg-type]
 
     assert out.completed == ["1"] and out.judged == {} and out.killed_runs == []
     assert registry.champion_version(world.tracking_uri, name) == "1"
@@ -161,9 +162,9 @@ def test_a_promotion_stopped_before_its_report_and_event_is_completed(
     [(version, event)] = out.announcements
     assert version == "1"
     assert event == training.decision_event(name, "1", decision, None, world.tracking_uri)
-    training.mark_announced(world.tracking_uri, name, "1")
+    recovery.mark_announced(world.tracking_uri, name, "1")
     assert client.get_model_version(name, "1").tags[registry.ANNOUNCED_TAG] == "true"
-    again = training.recover_interrupted(world, usecase, lake, store=no_store)  # type: ignore[arg-type]
+    again = recovery.recover_interrupted(world, usecase, lake, store=no_store)  # type: ignore[arg-type]
     assert again.clean and again.announcements == []
 
 
@@ -290,4 +291,4 @@ def test_a_train_flow_killed_mid_run_is_finished_by_the_next_run(
         assert lake.reports.exists(f"promotion/{name}-v{version}.html")
     data_root = Path(world.data_root.removeprefix("file://"))
     assert [p for p in data_root.rglob("*") if ".tmp-" in p.name] == []
-    assert json.loads(lake.ledger.read_bytes(policy.STATE_KEY))["last_trained_through"]
+    assert json.loads(lake.ledger.read_bytes(loop_state.STATE_KEY))["last_trained_through"]

@@ -105,9 +105,9 @@ def test_a_rebased_reference_is_the_one_drift_checks_read(world: Settings) -> No
     training's one (which stays as it was), tagged as current, read by the drift check, and
     holding the same importance and expected metric but the windows up to that day."""
     from driftloop_config.usecase import load_usecase
-    from tasks import training
+    from tasks import rebaseline, training
     from tasks.drift import load_inputs
-    from tasks.features import feature_store
+    from tasks.feature_store import feature_store
 
     usecase = load_usecase(world.usecase)
     lake = Lake.from_settings(world)
@@ -118,7 +118,7 @@ def test_a_rebased_reference_is_the_one_drift_checks_read(world: Settings) -> No
     assert "rebaselined" not in before
     as_of = date(2026, 1, 28)
     data = training.build_training_set(lake, usecase, feature_store(world), as_of=as_of)
-    done = training.rebaseline(world, usecase, lake, data, champion, "the new normal")
+    done = rebaseline.rebaseline(world, usecase, lake, data, champion, "the new normal")
     assert done["artifact"] == "references/reference-2026-01-28.json"
     after = registry.load_reference(world.tracking_uri, name, champion)
     assert after["rebaselined"] == {

@@ -13,7 +13,7 @@ import pytest
 
 from driftloop_config.settings import Settings
 from flows.train import TrainParams, train_flow
-from tasks import policy, registry
+from tasks import loop_state, registry
 from tasks.storage import Lake
 from tests.support.usecases import usecase_with
 from tests.support.world import simulated_world
@@ -48,8 +48,8 @@ def _versions(settings: Settings) -> list[str]:
     return sorted(str(v.version) for v in registry.versions(settings.tracking_uri, NAME))
 
 
-def _state(settings: Settings) -> policy.LoopState:
-    return policy.read_state(Lake.from_settings(settings).ledger)
+def _state(settings: Settings) -> loop_state.LoopState:
+    return loop_state.read_state(Lake.from_settings(settings).ledger)
 
 
 def test_insufficient_evidence_backs_off_instead_of_retrying(
@@ -69,10 +69,10 @@ def test_insufficient_evidence_backs_off_instead_of_retrying(
     assert _versions(world) == []
     state = _state(world)
     through = two_days_ago - timedelta(days=13)  # horizon 7 - 1 + label delay 7
-    assert state.last_attempt == policy.Attempt(
+    assert state.last_attempt == loop_state.Attempt(
         two_days_ago, through, "insufficient-evidence", None, "new-labels", None
     )
-    assert state.backoff == policy.Backoff(
+    assert state.backoff == loop_state.Backoff(
         two_days_ago, two_days_ago, through, "insufficient evidence"
     )
     assert [e.action for e in state.decisions] == ["train", "insufficient-evidence"]

@@ -548,7 +548,8 @@ def test_the_lake_is_in_s3(runs: dict[str, Run], backends: Backends) -> None:
 def test_online_features_from_redis_equal_the_offline_values(
     runs: dict[str, Run], backends: Backends
 ) -> None:
-    from tasks.features import feature_key, feature_store, latest_feature_timestamp, online_features
+    from tasks.feature_store import feature_store, online_features
+    from tasks.features import feature_key, latest_feature_timestamp
     from tasks.storage import Lake, read_parquet
     from tasks.training_set import training_frame
 

@@ -165,12 +165,8 @@ def test_each_aircraft_gets_its_airports_weather_point_in_time(world: World) -> 
     """Through the feature service, offline (training and scoring) and online (serving), an
     aircraft row gets the conditions of the airport it left most often, as known at the row's
     time: at midnight after day d the weather of d, an hour before it the weather of d - 1."""
-    from tasks.features import (
-        feature_store,
-        latest_feature_timestamp,
-        materialize,
-        online_features,
-    )
+    from tasks.feature_store import feature_store, materialize, online_features
+    from tasks.features import latest_feature_timestamp
     from tasks.training_set import training_frame
 
     usecase = world.loop.usecase
@@ -236,7 +232,7 @@ def test_the_airport_conditions_are_drift_context(world: World) -> None:
     check with the role ``context``: they never vote; the aircraft's own inputs do."""
     import json
 
-    from tasks.drift import result_key
+    from tasks.drift_history import result_key
 
     checked = [o.day for o in world.loop.outcomes if o.drift_status in ("drift", "no-drift")]
     assert checked

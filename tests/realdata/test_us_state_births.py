@@ -31,8 +31,9 @@ import pytest
 from driftloop_config.usecase import UseCase
 from examples import us_low_birth_days as births
 from tasks import registry
-from tasks.drift import result_key
+from tasks.drift_history import result_key
 from tasks.ingest import read_validated
+from tasks.policy import TrainOutcome
 from tasks.storage import LocalStorage, read_json, read_parquet
 from tasks.training_set import SnapshotColumns, entity_frame
 from tests.support import realdata
@@ -47,7 +48,7 @@ LIVE = (date(1977, 10, 1), date(1977, 10, 11))
 @dataclass(frozen=True)
 class World:
     loop: realdata.Loop
-    manual: dict[str, object]  # the train flow's result on the last day (reason "manual")
+    manual: TrainOutcome  # the train flow's result on the last day (reason "manual")
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_a_labelled_snapshot_is_measured_by_the_use_cases_error(world: World) ->
     seven days are known (4 Oct: features as of its midnight, births of 4–10 Oct), the error
     equals the one computed by hand from the predictions the champion wrote on 3 Oct (with the
     same features, for the same seven days) and the raw weekly births."""
-    from tasks.features import feature_store
+    from tasks.feature_store import feature_store
     from tasks.score import evaluate_snapshot
 
     loop = world.loop

@@ -1,6 +1,6 @@
 """Estimators a use case can name in ``model.estimator`` (``tests.support.estimators:<function>``).
 
-Each follows the contract of :func:`tasks.train.build_estimator`: called with the keyword
+Each follows the contract of :func:`tasks.model.build_estimator`: called with the keyword
 arguments ``seed``, ``categorical`` and ``numeric``, it returns an unfitted classifier that
 takes the model-input frame (categoricals as strings with NaN, numerics as floats with NaN).
 """

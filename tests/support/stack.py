@@ -100,7 +100,8 @@ class LocalStack:
 def due_day(usecase: Any) -> date:
     """The first day on which the retraining policy (no champion yet) wants a model, for a
     simulated telco starting at ``START``."""
-    from tasks.policy import LoopState, should_train
+    from tasks.loop_state import LoopState
+    from tasks.policy import should_train
 
     state = LoopState(first_snapshot=START + timedelta(days=1))
     return next(

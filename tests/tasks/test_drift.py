@@ -1,5 +1,8 @@
 """The drift verdict: empirical-null thresholds from the reference, per-input roles and weights,
-estimated and realised performance, persistence across checks and versions, severity."""
+estimated and realised performance, persistence across checks and versions, severity.
+
+The performance signals' own tests are in ``test_drift_performance.py``, the stored checks' in
+``test_drift_history.py``."""
 
 from __future__ import annotations
 
@@ -7,59 +10,39 @@ import json
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from driftloop_config.usecase import DriftSpec, InputSpec, PersistenceSpec
 from tasks.drift import (
     DriftInputs,
-    DriftResult,
     check_features,
     check_predictions,
     detected_event,
     effective_spec,
-    estimated_performance,
     feature_checks,
     feature_groups,
     input_role,
     input_votes,
-    judge,
-    latest_check,
     persistence,
-    pooled_performance,
-    previous_results,
     read_input_window,
-    realised_drop,
     reference_subset,
-    report_link,
-    result_key,
     severity,
     window_alpha,
-    write_check,
+    window_verdict,
 )
 from tasks.drift_stats import DriftScore, bin_counts, expected_auc, psi
-from tasks.storage import LocalStorage, read_json, write_json
-from tasks.train import FeatureSchema, input_importance, reference_profile
+from tasks.model import FeatureSchema
+from tasks.reference import input_importance, reference_profile
+from tasks.storage import LocalStorage
 
 START = pd.Timestamp("2026-01-02", tz="UTC")
 SCHEMA = FeatureSchema(
     categorical=("plan",), numeric=("usage", "tenure", "temperature"), label="churned"
 )
-
-
-class EntityNames(TypedDict):
-    """The ``entity`` and ``prediction`` keyword arguments of a use case's columns."""
-
-    entity: str
-    prediction: str
-
-
-#: the telco use case's id and prediction columns
-TELCO_NAMES: EntityNames = {"entity": "customer_id", "prediction": "churn_probability"}
 
 
 def world_day(rng: np.random.Generator, day: int, rows: int, **shift: float) -> pd.DataFrame:
@@ -171,7 +154,8 @@ def test_importance_is_normalised_without_negative_votes(reference: dict[str, An
 
 
 def test_input_importance_ranks_the_input_the_model_uses() -> None:
-    from tasks.train import feature_importance, fit
+    from tasks.model import fit
+    from tasks.reference import feature_importance
 
     train, validation = world(3, 10), world(4, 4)
     model = fit(train, validation, SCHEMA, seed=0, max_iter=30)
@@ -338,155 +322,6 @@ def test_reference_subset_carries_the_null_and_importance(reference: dict[str, A
     assert [whole[s.feature] for s in alone] == alone
 
 
-# ---- performance ----------------------------------------------------------------------------------
-
-
-def test_the_estimated_auc_drops_when_the_model_is_less_sure() -> None:
-    spec = DriftSpec(min_performance_drop=0.03, null_quantile=0.99)
-    rng = np.random.default_rng(8)
-    sure = rng.beta(0.5, 3.0, 2000)
-    reference = {"estimated": {"auc": expected_auc(sure), "windows": [0.80, 0.86, 0.84]}}
-    steady = estimated_performance(reference, rng.beta(0.5, 3.0, 2000), spec)
-    assert steady is not None and not steady["signal"]
-    assert steady["allowed_drop"] == pytest.approx(max(0.03, expected_auc(sure) - 0.80))
-    unsure = estimated_performance(reference, rng.uniform(0.1, 0.2, 2000), spec)
-    assert unsure is not None and unsure["signal"] and unsure["auc"] < 0.6
-    assert estimated_performance({}, sure, spec) is None
-    assert estimated_performance(reference, None, spec) is None
-
-
-def labelled_days(positives: list[int], rows: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(0)
-    preds, labels = [], []
-    for d, pos in enumerate(positives):
-        ts = START + pd.Timedelta(days=d)
-        ids = [f"C{d:02d}{i:03d}" for i in range(rows)]
-        y = np.r_[np.ones(pos, dtype=int), np.zeros(rows - pos, dtype=int)]
-        preds.append(
-            pd.DataFrame(
-                {
-                    "customer_id": ids,
-                    "event_timestamp": ts,
-                    "churn_probability": np.clip(0.3 * y + rng.random(rows) * 0.7, 0, 1),
-                }
-            )
-        )
-        labels.append(pd.DataFrame({"customer_id": ids, "event_timestamp": ts, "churned": y}))
-    return pd.concat(preds, ignore_index=True), pd.concat(labels, ignore_index=True)
-
-
-def test_labelled_days_are_pooled_until_each_window_holds_enough_positives() -> None:
-    per_day = [3, 0, 4, 6, 2, 1, 9, 0, 5, 5]
-    preds, labels = labelled_days(per_day)
-    windows = pooled_performance(preds, labels, "churned", min_positives=10, **TELCO_NAMES)
-    # newest first: [5, 5] -> 10; [9, 0, ... ] 9 + 1 = 10 (days 5..7); [6, 2] = 8 + 4 (days 2..4)
-    assert [(w["first"], w["last"], w["days"]) for w in windows] == [
-        ("2026-01-02", "2026-01-03", 2),
-        ("2026-01-04", "2026-01-06", 3),
-        ("2026-01-07", "2026-01-09", 3),
-        ("2026-01-10", "2026-01-11", 2),
-    ]
-    assert [w["positives"] for w in windows] == [3, 12, 10, 10]
-    assert [w["n"] for w in windows] == [100, 150, 150, 100]
-    assert [w["complete"] for w in windows] == [False, True, True, True]
-    assert all(w["positives"] >= 10 for w in windows if w["complete"])
-    assert {w["version"] for w in windows} == {None}
-    newest = windows[-1]
-    rows = labels["event_timestamp"] >= START + pd.Timedelta(days=8)
-    expected = roc_auc_score(labels.loc[rows, "churned"], preds.loc[rows, "churn_probability"])
-    assert newest["auc"] == pytest.approx(expected)
-    assert newest["low"] < newest["auc"] < newest["high"]
-
-
-def test_each_version_is_pooled_apart() -> None:
-    preds, labels = labelled_days([5, 5, 5, 5, 5, 5])
-    day = pd.to_datetime(preds["event_timestamp"]).dt.day
-    preds["model_version"] = np.where(day <= 4, "1", "2")  # days 2..4 by v1, 5..7 by v2
-    windows = pooled_performance(preds, labels, "churned", min_positives=10, **TELCO_NAMES)
-    assert [(w["version"], w["first"], w["last"], w["complete"]) for w in windows] == [
-        ("1", "2026-01-02", "2026-01-02", False),
-        ("1", "2026-01-03", "2026-01-04", True),
-        ("2", "2026-01-05", "2026-01-05", False),
-        ("2", "2026-01-06", "2026-01-07", True),
-    ]
-    spec = DriftSpec(min_performance_drop=0.0)
-    assert realised_drop(windows, expected=0.999, spec=spec, version="2")
-    assert not realised_drop(windows, expected=0.999, spec=spec, version="3")
-
-
-def test_no_auc_without_both_classes() -> None:
-    preds, labels = labelled_days([0, 0, 0])
-    [window] = pooled_performance(preds, labels, "churned", min_positives=5, **TELCO_NAMES)
-    assert (window["auc"], window["low"], window["high"], window["complete"]) == (
-        None,
-        None,
-        None,
-        False,
-    )
-    assert window["n"] == 150
-    assert (
-        pooled_performance(preds.iloc[0:0], labels, "churned", min_positives=5, **TELCO_NAMES) == []
-    )
-
-
-def test_a_regression_is_pooled_by_rows_with_an_outcome_and_judged_by_its_error() -> None:
-    """Three days of 4 entities' spend: day 1 has one zero outcome; windows close at 6 rows with
-    an outcome above 0 (zeros count as rows, not as positives); the window holds the RMSE of
-    its rows with a normal interval of the mean squared error."""
-    days = [
-        ("2026-01-02", [10.0, 0.0, 30.0, 40.0], [12.0, 1.0, 27.0, 44.0]),
-        ("2026-01-03", [20.0, 20.0, 10.0, 50.0], [18.0, 25.0, 10.0, 47.0]),
-        ("2026-01-04", [5.0, 15.0, 25.0, 35.0], [6.0, 13.0, 29.0, 30.0]),
-    ]
-    preds, labels = [], []
-    for day, y, p in days:
-        ts = pd.Timestamp(day, tz="UTC")
-        ids = ["a", "b", "c", "d"]
-        preds.append(pd.DataFrame({"id": ids, "event_timestamp": ts, "spend_predicted": p}))
-        labels.append(pd.DataFrame({"id": ids, "event_timestamp": ts, "spend": y}))
-    windows = pooled_performance(
-        pd.concat(preds),
-        pd.concat(labels),
-        "spend",
-        min_positives=6,
-        entity="id",
-        prediction="spend_predicted",
-        metric="rmse",
-    )
-    # newest first: Jan 4 + Jan 3 = 8 positives → complete; Jan 2 alone (3 positives) is not
-    assert [(w["first"], w["last"], w["complete"]) for w in windows] == [
-        ("2026-01-02", "2026-01-02", False),
-        ("2026-01-03", "2026-01-04", True),
-    ]
-    assert [(w["n"], w["positives"]) for w in windows] == [(4, 3), (8, 8)]
-    err = np.array([-2, 5, 0, -3, 1, -2, 4, -5], dtype=float)
-    assert windows[1]["metric"] == "rmse" and windows[1]["auc"] is None
-    assert windows[1]["value"] == pytest.approx(np.sqrt(np.mean(err**2)))
-    half = 1.959964 * np.std(err**2, ddof=1) / np.sqrt(8)
-    assert windows[1]["high"] == pytest.approx(np.sqrt(np.mean(err**2) + half), rel=1e-5)
-    assert windows[1]["low"] == pytest.approx(np.sqrt(max(0.0, np.mean(err**2) - half)), rel=1e-5)
-    spec = DriftSpec(min_performance_drop=0.1)
-    # an error metric drops when its whole interval lies *above* the holdout error x 1.1
-    bad = {"complete": True, "metric": "rmse", "value": 30.0, "low": 25.0, "high": 35.0}
-    assert realised_drop([bad], expected=20.0, spec=spec)
-    assert not realised_drop([bad], expected=23.0, spec=spec)  # 25 < 23 x 1.1
-    assert not realised_drop([{**bad, "low": 10.0, "value": 12.0}], expected=20.0, spec=spec)
-
-
-def test_realised_drop_needs_the_whole_interval_below_the_bar() -> None:
-    spec = DriftSpec(min_performance_drop=0.03)
-    low = {"complete": True, "auc": 0.60, "low": 0.55, "high": 0.70}
-    wide = {"complete": True, "auc": 0.60, "low": 0.40, "high": 0.80}
-    assert realised_drop([wide, low], expected=0.8, spec=spec)
-    assert not realised_drop([low, wide], expected=0.8, spec=spec)  # the newest decides
-    assert not realised_drop([low, {**wide, "complete": False}], expected=0.72, spec=spec)
-    assert realised_drop([low, {**wide, "complete": False}], expected=0.8, spec=spec)
-    assert not realised_drop([low], expected=None, spec=spec)
-    # only the current version's windows signal
-    assert not realised_drop([{**low, "version": "1"}], expected=0.8, spec=spec, version="2")
-    assert realised_drop([{**low, "version": "2"}], expected=0.8, spec=spec, version="2")
-
-
 # ---- persistence and severity ---------------------------------------------------------------------
 
 
@@ -527,66 +362,6 @@ def test_severity_levels() -> None:
     assert severity(["input-drift", "estimated-drop"], persistent=True) == "severe"
     assert severity(["realised-drop"], persistent=True) == "severe"
     assert severity(["realised-drop"], persistent=False) == "watch"
-
-
-def test_previous_results_are_the_stored_checks_of_the_days_before(tmp_path: Path) -> None:
-    reports = LocalStorage(tmp_path)
-    day = date(2026, 3, 10)
-    for back, version in ((1, "2"), (3, "2"), (4, "1")):
-        write_json(reports, result_key("m", day - timedelta(days=back)), {"model_version": version})
-    write_json(reports, result_key("m", day), {"model_version": "today"})
-    write_json(reports, result_key("other", day - timedelta(days=1)), {"model_version": "x"})
-    assert previous_results(reports, "m", day, n=3) == [{"model_version": "2"}]
-    assert previous_results(reports, "m", day, n=5) == [
-        {"model_version": "2"},
-        {"model_version": "2"},
-        {"model_version": "1"},
-    ]
-    assert previous_results(reports, "m", day, n=1) == []
-
-
-def test_a_check_is_stored_as_its_report_and_the_result_the_next_checks_read(
-    tmp_path: Path,
-) -> None:
-    reports = LocalStorage(tmp_path)
-    day = date(2026, 3, 10)
-    result = DriftResult(
-        model="m",
-        model_version="3",
-        window=("2026-03-10", "2026-03-10"),
-        scores=[],
-        prediction=None,
-        detected=False,
-        signals=["input-drift"],
-        severity="watch",
-    )
-    key = write_check(reports, day, result, "<p>drift — m</p>")
-    assert key == "drift/m-2026-03-10.html"
-    assert reports.read_bytes(key) == "<p>drift — m</p>".encode()
-    stored = json.loads(json.dumps(result.to_dict()))
-    assert read_json(reports, result_key("m", day)) == stored
-    assert sorted(o.key for o in reports.list()) == [
-        "drift/m-2026-03-10.html",
-        "drift/m-2026-03-10.json",
-    ]
-    # what the next day's persistence and the train run's re-baseline read back
-    assert previous_results(reports, "m", day + timedelta(days=1), n=2) == [stored]
-    assert latest_check(reports, "m", day) == stored
-    # another model's or an earlier day's check is not this one
-    assert latest_check(reports, "other", day) is None
-    assert previous_results(reports, "m", day, n=3) == []
-
-
-def test_a_report_is_linked_only_where_a_browser_opens_it() -> None:
-    key = "drift/m-2026-03-10.html"
-    assert report_link("https://lake.example/reports", key) == (
-        "https://lake.example/reports/drift/m-2026-03-10.html"
-    )
-    assert report_link("http://lake:9000/reports", key) == (
-        "http://lake:9000/reports/drift/m-2026-03-10.html"
-    )
-    assert report_link("s3://bucket/lake/reports", key) is None
-    assert report_link("file:///srv/lake/reports", key) is None
 
 
 def test_the_window_is_cut_into_one_check_per_group_of_inputs(reference: dict[str, Any]) -> None:
@@ -635,12 +410,12 @@ def test_judge_detects_persistent_drift_and_the_event_says_why(
     )
     scores = check_features(reference, day, alpha=0.01 / 5, spec=spec)
     prediction = check_predictions(reference, inputs.predictions, alpha=0.01 / 5, spec=spec)
-    first = judge(inputs, scores, prediction, spec, realised=[], previous=[])
+    first = window_verdict(inputs, scores, prediction, spec, realised=[], previous=[])
     assert "input-drift" in first.signals and "prediction-drift" in first.signals
     assert (first.detected, first.severity, first.status) == (False, "watch", "no-drift")
     before = first.to_dict()
     before["window"] = ["2026-03-09", "2026-03-09"]
-    second = judge(inputs, scores, prediction, spec, realised=[], previous=[before])
+    second = window_verdict(inputs, scores, prediction, spec, realised=[], previous=[before])
     assert (second.detected, second.severity, second.status) == (True, "drift", "drift")
     event = detected_event(second)
     payload = event["payload"]
@@ -650,7 +425,7 @@ def test_judge_detects_persistent_drift_and_the_event_says_why(
     assert payload["scores"]["usage"]["psi"] > payload["scores"]["usage"]["threshold"]
     # a realised drop in a persistent window makes it severe
     bad = [{"version": "3", "complete": True, "auc": 0.6, "low": 0.55, "high": 0.65}]
-    third = judge(inputs, scores, prediction, spec, realised=bad, previous=[before])
+    third = window_verdict(inputs, scores, prediction, spec, realised=bad, previous=[before])
     assert "realised-drop" in third.signals and third.severity == "severe"
     stored_again = json.loads(json.dumps(third.to_dict()))
     assert stored_again["severity"] == "severe" and stored_again["signals"] == third.signals
@@ -670,7 +445,7 @@ def test_a_quiet_window_has_no_signal(reference: dict[str, Any]) -> None:
     )
     scores = check_features(reference, day, alpha=0.01 / 5, spec=spec)
     prediction = check_predictions(reference, inputs.predictions, alpha=0.01 / 5, spec=spec)
-    result = judge(inputs, scores, prediction, spec, realised=[], previous=[])
+    result = window_verdict(inputs, scores, prediction, spec, realised=[], previous=[])
     assert (result.signals, result.severity, result.detected) == ([], "none", False)
     assert result.estimated is not None
     assert result.estimated["auc"] == pytest.approx(expected_auc(scores_of(day)))
@@ -679,7 +454,7 @@ def test_a_quiet_window_has_no_signal(reference: dict[str, Any]) -> None:
 
 
 def test_the_rare_tail_of_the_reference_is_not_taken_for_new_categories() -> None:
-    from tasks.train import fold_categories
+    from tasks.reference import fold_categories
 
     reference = {
         "categorical": {
@@ -706,7 +481,7 @@ def test_the_rare_tail_of_the_reference_is_not_taken_for_new_categories() -> Non
 def test_the_report_shows_severity_signals_sources_and_performance(
     reference: dict[str, Any],
 ) -> None:
-    from tasks.drift import drift_report, summary_markdown
+    from tasks.drift_report import drift_report, summary_markdown
 
     spec = DriftSpec()
     day = world_day(np.random.default_rng(13), 60, 300, usage=25.0, tenure=40.0)
@@ -727,7 +502,7 @@ def test_the_report_shows_severity_signals_sources_and_performance(
         {"version": "3", "first": "2026-02-04", "last": "2026-02-06", "days": 3, "n": 900, "positives": 31,
          "auc": 0.71, "low": 0.62, "high": 0.8, "complete": True},
     ]  # fmt: skip
-    result = judge(inputs, scores, prediction, spec, realised=windows, previous=[])
+    result = window_verdict(inputs, scores, prediction, spec, realised=windows, previous=[])
     page = drift_report(result, reference, day)
     assert "severity" in page and ">watch<" in page
     assert "input-drift" in page and "empirical" in page
@@ -795,3 +570,45 @@ def test_the_input_window_joins_each_context_row_as_of_the_entity_row(tmp_path: 
         ("A100001", d3, 2),  # the tier's newest row before
         ("A100002", d3, 7),
     ]
+
+
+# ---- what a drift run returns and announces -----------------------------------------------------
+
+
+def test_a_finished_check_returns_its_result_and_announces_only_persistent_drift() -> None:
+    from tasks.drift import Checked, DriftResult
+
+    window = ("2026-01-01", "2026-01-07")
+    quiet = DriftResult("telco_churn", "3", window, [], None, detected=False)
+    checked = Checked(quiet, "drift/telco_churn-2026-01-07.html")
+    out = checked.outcome()
+    assert (out["day"], out["report"], out["status"], out["window"]) == (
+        "2026-01-07",
+        "drift/telco_churn-2026-01-07.html",
+        "no-drift",
+        ["2026-01-01", "2026-01-07"],
+    )
+    assert out == {**quiet.to_dict(), "day": "2026-01-07", "report": checked.report}
+    assert checked.events() == []
+    persistent = replace(quiet, detected=True, signals=["input-drift"], severity="drift")
+    [event] = Checked(persistent, checked.report).events()
+    assert event == detected_event(persistent)
+
+
+def test_a_window_without_data_returns_why_and_no_window() -> None:
+    from tasks.drift import Checked, DriftResult
+
+    empty = DriftResult(
+        "telco_churn", "3", ("2026-01-01", "2026-01-07"), [], None, False, no_data=True
+    )
+    out = Checked(empty, "drift/telco_churn-2026-01-07.html", "no data: why").outcome()
+    assert out == {
+        "day": "2026-01-07",
+        "detected": False,
+        "status": "no-data",
+        "model": "telco_churn",
+        "model_version": "3",
+        "reason": "no data: why",
+        "report": "drift/telco_churn-2026-01-07.html",
+    }
+    assert Checked(empty, "x").events() == []

@@ -23,11 +23,8 @@ from driftloop.check import TRIAL_DAY, _trial_frames, feature_table
 from driftloop_config.settings import PROJECT_ROOT
 from driftloop_config.usecase import load_usecase
 from examples.telco_churn import AGGREGATE_COLUMNS, PROFILE_COLUMNS
-from tasks.features import (
-    RepoObjects,
-    load_builder,
-    load_repo_objects,
-)
+from tasks.feature_code import load_builder
+from tasks.feature_store import RepoObjects, load_repo_objects
 from tests.support.usecases import feature_repo_of
 
 EXAMPLES = PROJECT_ROOT / "examples" / "feature_repos"

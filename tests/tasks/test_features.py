@@ -1,11 +1,10 @@
-"""Feature math, the incremental build, and the Feast repository (CLI, SQLite, Redis)."""
+"""Feature math, the incremental build, and the built rows through Feast (SQLite, Redis, an S3
+lake's mirror). The Feast repository and the store's configuration: test_feature_store.py; the
+builder's code: test_feature_code.py."""
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -16,34 +15,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from feast import FeatureStore
 
 from driftloop.simulate import simulate
 from driftloop_config.settings import PROJECT_ROOT, Settings, load_settings
 from driftloop_config.usecase import load_usecase
 from examples.telco_churn import AGGREGATE_COLUMNS, FEATURE_COLUMNS, telco_daily_features
-from tasks.features import (
+from tasks.drain import drain
+from tasks.feature_store import (
     apply_repo,
-    build_features,
-    builder_code,
-    feature_key,
     feature_source_path,
     feature_store,
-    latest_feature_timestamp,
-    load_builder,
-    load_repo_objects,
-    manifest_key,
     materialize,
     offline_features_dir,
     online_features,
-    read_manifest,
-    repo_config_dict,
     sync_offline_source,
-    write_feature_store_yaml,
 )
-from tasks.ingest import Ledger, find_pending, ingest_object
+from tasks.features import (
+    build_features,
+    feature_key,
+    latest_feature_timestamp,
+    manifest_key,
+    read_manifest,
+)
+from tasks.ingest import Ledger
 from tasks.storage import Lake, LocalStorage, read_parquet, write_parquet
 from tests.support import services
+from tests.support.builders import BUILDER, own_builder_module
 from tests.support.servers import free_port
 from tests.support.services import require_redis
 from tests.support.usecases import usecase_with
@@ -51,7 +48,6 @@ from tests.support.usecases import usecase_with
 USECASE = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
 SIM_START = date(2026, 1, 1)
 SIM_DAYS = 36
-FEAST = Path(sys.executable).with_name("feast")
 
 
 def day(n: int, month: int = 1) -> date:
@@ -296,16 +292,6 @@ def test_feature_function_is_vectorised() -> None:
             )
 
 
-def test_load_builder() -> None:
-    assert load_builder("examples.telco_churn:telco_daily_features") is telco_daily_features
-    with pytest.raises(ValueError, match="module:function"):
-        load_builder("tasks.features")
-    with pytest.raises(ValueError, match="cannot import"):
-        load_builder("tasks.nope:fn")
-    with pytest.raises(ValueError, match="has no function"):
-        load_builder("tasks.features:nope")
-
-
 # ---- incremental build on simulated, validated data ---------------------------------------------
 
 
@@ -315,10 +301,8 @@ def validated_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("simulated") / "lake"
     lake = Lake.from_settings(load_settings(data_root=str(root)))
     simulate(lake.landing, days=SIM_DAYS, customers=300, label_delay_days=7, seed=3)
-    ledger = Ledger(lake.ledger)
-    for obj in find_pending(lake.landing, ledger):
-        if obj.key.startswith("usage/"):
-            ingest_object(lake, ledger, USECASE, obj, max_bytes=50_000_000)
+    usage = [o.key for o in lake.landing.list() if o.key.startswith("usage/")]
+    drain(lake, Ledger(lake.ledger), USECASE, max_bytes=50_000_000, keys=usage)
     return root
 
 
@@ -382,13 +366,6 @@ def test_build_is_incremental(sim_settings: Settings) -> None:
     )
 
 
-BUILDER = """
-from examples.telco_churn import telco_daily_features
-
-
-def build(usage, start, end):
-    return telco_daily_features(usage, start, end)
-"""
 CHANGED_BUILDER = BUILDER.replace(
     "    return telco_daily_features(usage, start, end)",
     "    out = telco_daily_features(usage, start, end)\n"
@@ -399,17 +376,10 @@ CHANGED_BUILDER = BUILDER.replace(
 
 @pytest.fixture
 def builder_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
-    """A builder module of its own (name, file), importable from ``tmp_path/builders``, written
-    as :data:`BUILDER`; forgotten (as by a new process) by ``sys.modules.pop(name)``."""
-    name = f"features_builder_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "builders"
-    folder.mkdir()
-    path = folder / f"{name}.py"
-    path.write_text(BUILDER)
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a rewrite is always read anew
-    yield name, path
-    sys.modules.pop(name, None)
+    """A builder module of its own (name, file): see
+    :func:`tests.support.builders.own_builder_module`."""
+    with own_builder_module(tmp_path, monkeypatch) as found:
+        yield found
 
 
 def test_a_change_of_the_builders_code_rebuilds_every_day(
@@ -455,38 +425,6 @@ def test_a_change_of_the_builders_code_rebuilds_every_day(
     # and unchanged again: nothing
     assert build_features(lake, usecase) == []
     assert _features_state(lake) == after
-
-
-def test_builder_code_covers_the_modules_the_builder_calls_into(
-    tmp_path: Path, builder_module: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A helper module the builder reaches through its globals is hashed (a change of it
-    changes the digest); libraries are not; a builder module that is unchanged keeps its
-    digest."""
-    name, path = builder_module
-    helper = f"{name}_helper"
-    (path.parent / f"{helper}.py").write_text("def scale(x):\n    return x * 2\n")
-    path.write_text(
-        f"from {helper} import scale\nimport pandas as pd\n\n\n"
-        "def build(usage, start, end):\n    return pd.DataFrame({'x': scale(usage['x'])})\n"
-    )
-    try:
-        first = builder_code(f"{name}:build")
-        assert sorted(first) == [name, helper]
-        assert builder_code(f"{name}:build") == first
-        (path.parent / f"{helper}.py").write_text("def scale(x):\n    return x * 3\n")
-        second = builder_code(f"{name}:build")
-        assert second[name] == first[name] and second[helper] != first[helper]
-    finally:
-        sys.modules.pop(helper, None)
-    assert sorted(builder_code("examples.nyc_flight_delays:flight_daily_features")) == [
-        "examples._grid",
-        "examples.nyc_flight_delays",
-    ]
-    # the telco builder is its own module: an edit of the build or Feast code rebuilds nothing
-    assert sorted(builder_code("examples.telco_churn:telco_daily_features")) == [
-        "examples.telco_churn"
-    ]
 
 
 def test_feature_store_offline_equals_online_sqlite(sim_settings: Settings) -> None:
@@ -630,110 +568,3 @@ def test_services_helper_skips_unless_services_are_required(
     monkeypatch.setenv("DRIFTLOOP_REQUIRE_SERVICES", "1")
     with pytest.raises(pytest.fail.Exception, match="DRIFTLOOP_REQUIRE_SERVICES=1"):
         services.require_redis(port=port)
-
-
-# ---- the Feast repository -----------------------------------------------------------------------
-
-
-def test_repo_defines_the_objects() -> None:
-    objects = load_repo_objects(PROJECT_ROOT / "feature_repo")
-    assert [e.name for e in objects.entities] == ["customer"]
-    assert objects.entities[0].join_key == "customer_id"
-    assert sorted(v.name for v in objects.feature_views) == ["customer_profile", "usage_aggregates"]
-    [service] = objects.feature_services
-    assert USECASE.features is not None
-    assert service.name == USECASE.features.feature_service == "churn_v1"
-    names = {f.name for p in service.feature_view_projections for f in p.features}
-    assert {"features_asof", "plan", "minutes_trend", "active_days_30d"} <= names
-    assert all(v.ttl == timedelta(days=35) for v in objects.feature_views)
-    assert "sources" not in sys.modules and "views" not in sys.modules  # imported fresh each time
-
-
-def test_feature_store_config_follows_settings(local_settings: Settings) -> None:
-    store = feature_store(local_settings)
-    state = local_settings.state_path
-    assert store.config.registry.path == str(state / "feast_registry.db")
-    assert store.config.online_store.type == "tasks.online_sqlite.EntitySqliteOnlineStore"
-    assert store.config.online_store.path == str(state / "online.db")
-    assert store.config.provider == "tasks.online_sqlite.Provider"
-    assert store.config.offline_store.type == "duckdb"
-    path = feature_source_path(local_settings, "customer_daily")
-    assert path == str(local_settings.local_root / "features/customer_daily/date=*/*.parquet")
-    redis = repo_config_dict(load_settings(online_store="redis", redis_url="10.0.0.1:6380,db=3"))
-    assert redis["online_store"] == {"type": "redis", "connection_string": "10.0.0.1:6380,db=3"}
-    assert redis["provider"] == "local"
-
-
-def test_shipped_yaml_matches_the_default_settings() -> None:
-    """feature_repo/feature_store.yaml is what driftloop configures for the default settings."""
-    from feast.repo_config import load_repo_config
-
-    repo = PROJECT_ROOT / "feature_repo"
-    shipped = load_repo_config(repo, repo / "feature_store.yaml")
-    default = repo_config_dict(load_settings())
-    state = load_settings().state_path
-    assert shipped.project == default["project"]
-    assert (repo / shipped.registry.path).resolve() == state / "feast_registry.db"
-    assert (repo / shipped.online_store.path).resolve() == state / "online.db"
-    assert shipped.online_store.type == default["online_store"]["type"]
-    assert shipped.provider == default["provider"] and shipped.offline_store.type == "duckdb"
-    assert shipped.entity_key_serialization_version == default["entity_key_serialization_version"]
-
-
-def _feast(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(FEAST), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _finish(proc: subprocess.Popen[str]) -> str:
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out
-    return out
-
-
-def test_feast_cli_plan_and_apply(tmp_path: Path) -> None:
-    """`feast plan` / `feast apply` from feature_repo/ against a temporary lake and state:
-    with the file driftloop renders from the settings (-f), and with the shipped YAML."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-    env["DRIFTLOOP_DATA_ROOT"] = str(tmp_path / "lake")
-    env["DRIFTLOOP_STATE_DIR"] = str(tmp_path / "state")
-    settings = load_settings(data_root=str(tmp_path / "lake"), state_dir=tmp_path / "state")
-    rendered = write_feature_store_yaml(settings)
-
-    # the shipped YAML in a copy of the project layout: <copy>/feature_repo + <copy>/data
-    copy = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT / "feature_repo", copy / "feature_repo")
-    shipped_env = {k: v for k, v in env.items() if not k.startswith("DRIFTLOOP_")}
-    shipped_env["DRIFTLOOP_DATA_ROOT"] = str(copy / "data")
-
-    repo = PROJECT_ROOT / "feature_repo"
-    procs = [
-        _feast(["-f", str(rendered), "plan"], repo, env),
-        _feast(["apply"], copy / "feature_repo", shipped_env),
-    ]
-    plan_out, shipped_out = (_finish(p) for p in procs)
-    assert "customer_profile" in plan_out and "usage_aggregates" in plan_out
-    # Feast's apply path for any store but its own SQLite one prints the views it deployed
-    assert "Deploying infrastructure for customer_profile" in shipped_out
-    shipped_store = FeatureStore(repo_path=str(copy / "feature_repo"))
-    assert [s.name for s in shipped_store.list_feature_services()] == ["churn_v1"]
-    assert (copy / "data" / "_state" / "feast_registry.db").is_file()
-    assert feature_store(settings).list_feature_views() == []  # plan registers nothing
-
-    apply_out = _finish(_feast(["-f", str(rendered), "apply"], repo, env))
-    assert "Deploying infrastructure for usage_aggregates" in apply_out
-    registered = feature_store(settings)
-    assert sorted(v.name for v in registered.list_feature_views()) == [
-        "customer_profile",
-        "usage_aggregates",
-    ]
-    assert [s.name for s in registered.list_feature_services()] == ["churn_v1"]
-    source = registered.get_data_source("customer_daily")
-    assert getattr(source, "path", None) == feature_source_path(settings, "customer_daily")
-    assert not list(repo.glob("data")), "the CLI must not write into feature_repo/"

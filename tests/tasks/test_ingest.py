@@ -7,6 +7,7 @@ import pytest
 
 from driftloop_config.settings import PROJECT_ROOT
 from driftloop_config.usecase import load_usecase
+from tasks.drain import drain
 from tasks.ingest import (
     REJECTED_EVENT,
     VALIDATED_EVENT,
@@ -14,7 +15,6 @@ from tasks.ingest import (
     RejectedFile,
     event_for,
     find_pending,
-    ingest_object,
     output_name,
     parse_object,
     summary_rows,
@@ -31,11 +31,7 @@ MAX = 10_000_000
 
 def ingest_all(lake: Lake, **kw):
     ledger = Ledger(lake.ledger)
-    outcomes = [
-        ingest_object(lake, ledger, USECASE, o, max_bytes=kw.get("max_bytes", MAX))
-        for o in find_pending(lake.landing, ledger)
-    ]
-    return [o for o in outcomes if o is not None]
+    return drain(lake, ledger, USECASE, max_bytes=kw.get("max_bytes", MAX)).outcomes
 
 
 # ---- parse_object -------------------------------------------------------------------------------
@@ -74,7 +70,7 @@ def test_output_name() -> None:
     assert output_name(spec, "usage/eu/2026-01-01.csv") == "eu__2026-01-01.csv"
 
 
-# ---- ingest_object ------------------------------------------------------------------------------
+# ---- drain (check_object, then record_object) ---------------------------------------------------------------------------
 
 
 def test_clean_file_is_validated_and_partitioned(lake: Lake) -> None:

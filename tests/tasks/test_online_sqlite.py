@@ -19,7 +19,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from tasks.features import ONLINE_SQLITE, ONLINE_SQLITE_PROVIDER
+from tasks.feature_store import ONLINE_SQLITE, ONLINE_SQLITE_PROVIDER
 from tasks.online_sqlite import EntitySqliteOnlineStore, entity_keys, table_name
 
 FEAST = Path(sys.executable).with_name("feast")

@@ -1,6 +1,7 @@
 """The retraining policy: when to train, and the rules that keep it from storming (one training
 per as_of, back-off in rows and positives, widening after a failed drift attempt, switches per
-drift signal, a bounded decision log), with the state it keeps between runs."""
+drift signal, every decision logged) on the state it keeps between runs (its storage and the
+log's bound: tests/tasks/test_loop_state.py)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,21 @@ import pytest
 
 from driftloop_config.settings import Settings
 from driftloop_config.usecase import ModelSpec, RetrainSpec, TargetSpec, load_usecase
-from tasks.policy import (
+from tasks.loop_state import (
     DECISION_LOG,
-    MAX_WIDENING,
     STATE_KEY,
     Attempt,
     Backoff,
-    Deferral,
     Entry,
     Labelled,
     LoopState,
+    log,
+    read_state,
+    write_state,
+)
+from tasks.policy import (
+    MAX_WIDENING,
+    Deferral,
     RunRequest,
     TrainDecision,
     TrainingCheck,
@@ -32,14 +38,12 @@ from tasks.policy import (
     current_state,
     enabled_signals,
     labelled_after,
-    log,
     newly_labelled,
     note_drift,
     plan_run,
     plan_training,
     post_change_days_wanted,
     quiet_change,
-    read_state,
     record_drift,
     record_insufficient,
     record_insufficient_run,
@@ -48,7 +52,6 @@ from tasks.policy import (
     should_train,
     training_check,
     training_due_event,
-    write_state,
 )
 from tests.support.usecases import usecase_with
 
@@ -118,26 +121,7 @@ def test_after_recovery_trainings_stay_after_the_change() -> None:
     assert later.train and later.since == change
 
 
-# ---- the stored state and its transitions ----------------------------------------------------
-
-
-def test_the_state_round_trips_through_the_ledger_zone(tmp_path: Path) -> None:
-    from tasks.storage import open_storage
-
-    ledger = open_storage(f"file://{tmp_path}/ledger")
-    assert read_state(ledger) == LoopState()
-    state = LoopState(
-        has_champion=True,
-        first_snapshot=D0,
-        last_trained_through=D0 + timedelta(days=9),
-        drift_since=D0 + timedelta(days=30),
-        train_since=None,
-    )
-    write_state(ledger, state)
-    # has_champion and first_snapshot are derived, not stored
-    assert read_state(ledger) == LoopState(
-        last_trained_through=D0 + timedelta(days=9), drift_since=D0 + timedelta(days=30)
-    )
+# ---- the state's transitions ------------------------------------------------------------------
 
 
 def test_a_drift_is_recorded_once_and_not_before_the_current_training_data() -> None:
@@ -604,25 +588,6 @@ def test_a_drift_run_records_the_change_then_waits() -> None:
 
 
 # ---- the decision log ---------------------------------------------------------------------------
-
-
-def test_the_decision_log_is_bounded_and_ordered() -> None:
-    state = LoopState()
-    for i in range(DECISION_LOG + 50):
-        state = log(state, Entry(D0 + timedelta(days=i), "defer", f"reason {i}"))
-    assert len(state.decisions) == DECISION_LOG == 100
-    assert [e.reason for e in state.decisions] == [f"reason {i}" for i in range(50, 150)]
-    assert [e.day for e in state.decisions] == sorted(e.day for e in state.decisions)
-    # the same decision again is counted on the newest entry, not appended
-    last = state.decisions[-1]
-    again = log(state, replace(last, day=last.day + timedelta(days=1)))
-    assert len(again.decisions) == 100 and again.decisions[-2] == state.decisions[-2]
-    assert again.decisions[-1] == replace(last, day=last.day + timedelta(days=1), times=2)
-    # what is written keeps the bound too
-    too_long = replace(state, decisions=state.decisions * 2)
-    from tasks.policy import _stored
-
-    assert len(_stored(too_long)["decisions"]) == DECISION_LOG
 
 
 def test_every_run_decision_is_logged_with_day_action_reason_as_of_version() -> None:

@@ -1,5 +1,5 @@
-"""Reconcile's comparison (a real lake from the simulator and the ingest stage), the ingest
-flow's drain-loop decision and its run-level event, and which runs count as on their way."""
+"""Reconcile's comparison (a real lake from the simulator and the ingest stage) and which runs
+count as on their way."""
 
 from __future__ import annotations
 
@@ -11,22 +11,19 @@ import pytest
 
 from driftloop.simulate import simulate
 from driftloop_config.usecase import UseCase, load_usecase
-from tasks import policy
+from tasks import loop_state, policy
+from tasks.drain import drain
 from tasks.features import build_features
-from tasks.ingest import IngestOutcome, Ledger, find_pending, ingest_object
+from tasks.ingest import Ledger
 from tasks.reconcile import (
-    BATCH_VALIDATED_EVENT,
     Action,
     PendingWork,
     RunInfo,
     active_deployments,
-    batch_validated_event,
     find_work,
-    next_round,
-    shortlist,
     to_start,
 )
-from tasks.storage import Lake, LocalStorage, ObjectInfo, write_json
+from tasks.storage import Lake, LocalStorage, write_json
 from tasks.training_set import last_snapshot_day
 from tests.helpers import to_csv, usage_rows
 from tests.support.stack import SMALL_LOOP, START, due_day
@@ -56,9 +53,7 @@ def _lake(tmp_path: Path, usecase: UseCase, days: int) -> tuple[Lake, list[str]]
 
 
 def _ingest(lake: Lake, usecase: UseCase, keys: list[str] | None = None) -> None:
-    ledger = Ledger(lake.ledger)
-    for obj in find_pending(lake.landing, ledger, keys=keys):
-        ingest_object(lake, ledger, usecase, obj, max_bytes=MAX)
+    drain(lake, Ledger(lake.ledger), usecase, max_bytes=MAX, keys=keys)
 
 
 def _work(lake: Lake, usecase: UseCase) -> PendingWork:
@@ -179,7 +174,7 @@ def test_a_due_training_is_asked_once_per_set_of_labels(tmp_path: Path, usecase:
         horizon_days=usecase.target.horizon_days,
         label_delay_days=usecase.target.label_delay_days,
     )
-    policy.write_state(lake.ledger, policy.LoopState(last_trained_through=last))
+    loop_state.write_state(lake.ledger, loop_state.LoopState(last_trained_through=last))
     again = _work(lake, usecase)
     assert again.decision is not None and again.decision.train  # the policy alone would repeat
     assert not again.training_due
@@ -192,7 +187,7 @@ def test_a_lost_drift_event_asks_for_a_train_run_that_records_it(
     lake, _ = _lake(tmp_path, usecase, days=3)
     _ingest(lake, usecase)
     build_features(lake, usecase)
-    policy.write_state(lake.ledger, policy.LoopState())
+    loop_state.write_state(lake.ledger, loop_state.LoopState())
     change = START + timedelta(days=1)
     write_json(
         lake.reports,
@@ -222,8 +217,8 @@ def test_a_lost_drift_event_asks_for_a_train_run_that_records_it(
         )
     ]
     # the train run recorded it (the state is written after the report)
-    state = policy.record_drift(policy.read_state(lake.ledger), change)
-    policy.write_state(lake.ledger, state)
+    state = policy.record_drift(loop_state.read_state(lake.ledger), change)
+    loop_state.write_state(lake.ledger, state)
     assert _work(lake, usecase).actions() == []
 
 
@@ -233,7 +228,7 @@ def test_a_detection_whose_signals_are_switched_off_starts_no_train_run(
     lake, _ = _lake(tmp_path, usecase, days=3)
     _ingest(lake, usecase)
     build_features(lake, usecase)
-    policy.write_state(lake.ledger, policy.LoopState())
+    loop_state.write_state(lake.ledger, loop_state.LoopState())
     write_json(
         lake.reports,
         "drift/telco_churn-2026-01-03.json",
@@ -251,90 +246,6 @@ def test_a_detection_whose_signals_are_switched_off_starts_no_train_run(
     assert _work(lake, off).unrecorded_drift is None
     assert _work(lake, off).actions() == []
     assert _work(lake, usecase).unrecorded_drift == date(2026, 1, 2)
-
-
-# ---- the ingest flow's drain loop ---------------------------------------------------------------
-
-
-def _obj(key: str, *, age: float = 600.0, etag: str = "e1") -> ObjectInfo:
-    return ObjectInfo(key=key, size=1, etag=etag, modified=NOW - timedelta(seconds=age))
-
-
-def test_a_round_takes_every_settled_pending_object_oldest_first() -> None:
-    pending = [_obj("b", age=100), _obj("a", age=200), _obj("c", age=1)]
-    step = next_round(pending, set(), now=NOW, settle_seconds=5)
-    assert [o.key for o in step.take] == ["a", "b"]
-    assert (step.wait_seconds, step.unsettled, step.stop) == (None, 1, False)
-
-
-def test_the_loop_waits_for_an_object_still_changing_then_stops() -> None:
-    attempted = {("a", "e1"), ("b", "e1")}
-    pending = [_obj("a"), _obj("b"), _obj("c", age=1)]
-    step = next_round(pending, attempted, now=NOW, settle_seconds=5)
-    assert step.take == [] and step.wait_seconds == 4.0 and not step.stop
-    # waited long enough in all: leave it (the watcher announces it once it settles)
-    late = next_round(pending, attempted, now=NOW, settle_seconds=5, waited_seconds=120)
-    assert late.stop and late.unsettled == 1
-
-
-def test_the_loop_stops_when_nothing_new_is_pending() -> None:
-    # an object this run already tried (e.g. it could not be read) is not tried again
-    assert next_round([_obj("a")], {("a", "e1")}, now=NOW).stop
-    assert next_round([], set(), now=NOW).stop
-    # a new version of it is new work
-    step = next_round([_obj("a", etag="e2")], {("a", "e1")}, now=NOW)
-    assert [(o.key, o.etag) for o in step.take] == [("a", "e2")]
-
-
-def test_a_round_is_bounded() -> None:
-    pending = [_obj(f"k{i:03d}", age=1000 - i) for i in range(250)]
-    step = next_round(pending, set(), now=NOW, max_objects=200)
-    assert [o.key for o in step.take] == [f"k{i:03d}" for i in range(200)]
-
-
-def _outcome(key: str, status: str, rows: int, partitions: list[str]) -> IngestOutcome:
-    return IngestOutcome(
-        key=key,
-        sha256="s",
-        etag="e",
-        size=1,
-        dataset=key.split("/")[0],
-        status=status,  # type: ignore[arg-type]
-        rows_valid=rows,
-        rows_quarantined=1,
-        partitions=partitions,
-    )
-
-
-def test_the_run_level_event_only_when_rows_were_validated() -> None:
-    outcomes = [
-        _outcome("usage/2026-01-02.csv", "partial", 10, ["2026-01-02"]),
-        _outcome("usage/2026-01-01.csv", "validated", 5, ["2026-01-01"]),
-        _outcome("labels/2026-01-01.csv", "validated", 2, ["2026-01-01"]),
-        _outcome("usage/bad.csv", "rejected", 0, []),
-    ]
-    event = batch_validated_event(outcomes, "file:///lake/landing", rounds=2, run="brave-otter")
-    assert event == {
-        "event": BATCH_VALIDATED_EVENT,
-        "resource": {
-            "prefect.resource.id": "driftloop.landing.file:///lake/landing",
-            "prefect.resource.name": "ingest brave-otter: 3 objects, 17 rows validated "
-            "(2026-01-01..2026-01-02)",
-        },
-        "payload": {
-            "objects": 4,
-            "accepted": 3,
-            "rejected": 1,
-            "ignored": 0,
-            "rows_validated": 17,
-            "rows_quarantined": 4,
-            "partitions": {"labels": ["2026-01-01"], "usage": ["2026-01-01", "2026-01-02"]},
-            "rounds": 2,
-            "keys": "usage/2026-01-02.csv, usage/2026-01-01.csv, labels/2026-01-01.csv",
-        },
-    }
-    assert batch_validated_event(outcomes[3:], "file:///lake/landing", rounds=1) is None
-    assert batch_validated_event([], "file:///lake/landing", rounds=0) is None
 
 
 # ---- what is on its way -------------------------------------------------------------------------
@@ -359,12 +270,6 @@ def test_which_runs_are_on_their_way() -> None:
     }
     wanted = [Action("ingest", "x"), Action("features", "y"), Action("train", "z")]
     assert to_start(wanted, active) == wanted[1:]
-
-
-def test_shortlists_count_what_they_do_not_name() -> None:
-    assert shortlist(["a", "b"]) == "a, b"
-    assert shortlist([f"k{i}" for i in range(12)], limit=3) == "k0, k1, k2, +9 more"
-    assert shortlist([]) == ""
 
 
 def test_the_pipeline_day_is_the_newest_delivered_one(tmp_path: Path, usecase: UseCase) -> None:

@@ -21,6 +21,8 @@ from sklearn.pipeline import Pipeline
 from driftloop_config.settings import PROJECT_ROOT, export_artifact_endpoint, load_settings
 from driftloop_config.usecase import load_usecase
 from tasks.gate import decide
+from tasks.model import evaluate, fit, flat_metrics, model_input, predict_scores
+from tasks.reference import data_fingerprint, reference_profile
 from tasks.registry import (
     CHALLENGER,
     CHAMPION,
@@ -41,18 +43,9 @@ from tasks.registry import (
     version_for_alias,
     version_inputs,
 )
-from tasks.train import (
-    data_fingerprint,
-    evaluate,
-    fit,
-    flat_metrics,
-    model_input,
-    predict_scores,
-    reference_profile,
-)
 from tests.support.estimators import telco_usecase_file
 from tests.tasks.test_gate import ALL_OK, gate_kwargs, scored
-from tests.tasks.test_train import SCHEMA, make_frame
+from tests.tasks.test_model import SCHEMA, make_frame
 
 TELCO = load_usecase(PROJECT_ROOT / "usecases" / "telco_churn.yaml")
 assert TELCO.model is not None

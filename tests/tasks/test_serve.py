@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from driftloop.serve import MAX_BATCH, create_app
 from driftloop_config.settings import PROJECT_ROOT, Settings
 from driftloop_config.usecase import load_usecase
+from tasks.model import FeatureSchema
 from tasks.serve import (
     Champion,
     ChampionCache,
@@ -32,7 +33,6 @@ from tasks.serve import (
     UnknownIds,
     entity_id_pattern,
 )
-from tasks.train import FeatureSchema
 
 SCHEMA = FeatureSchema(categorical=("plan",), numeric=("monthly_charge",), label="churned")
 ASOF = pd.Timestamp("2026-02-04", tz=UTC)

@@ -10,8 +10,9 @@ import pandas as pd
 from driftloop_config.settings import Settings
 from driftloop_config.usecase import load_usecase
 from tasks.features import feature_key
+from tasks.policy import Deferral, RunRequest
 from tasks.storage import Lake, write_parquet
-from tasks.training import reference_rows
+from tasks.training import prepare, reference_rows
 
 AS_OF = date(2026, 3, 20)
 
@@ -58,3 +59,15 @@ def test_too_few_feature_days_fall_back(tmp_path: Path) -> None:
     # nothing at all
     empty = Lake.from_settings(Settings(data_root=str(tmp_path / "none")))
     assert reference_rows(empty, _usecase(1, 7), AS_OF, fallback=fallback) is fallback
+
+
+def test_a_train_run_before_anything_was_validated_defers_without_a_day(
+    local_settings: Settings,
+) -> None:
+    usecase = load_usecase(local_settings.usecase)
+    lake = Lake.from_settings(local_settings)
+    deferral = prepare(lake, usecase, RunRequest(trigger="manual"), settings=local_settings)
+    assert deferral == Deferral("nothing validated yet", None)
+    assert deferral.to_dict() == {"trained": False, "reason": "nothing validated yet"}
+    # no decision was recorded: the policy had no day to decide as of
+    assert not lake.ledger.exists("loop-state.json")

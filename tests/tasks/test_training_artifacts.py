@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from tasks.gate import Decision
-from tasks.train import FeatureSchema
+from tasks.model import FeatureSchema
 from tasks.training import TrainingResult, decision_markdown, metrics_rows
 
 SCHEMA = FeatureSchema(categorical=("plan",), numeric=("minutes",), label="churned")

@@ -13,21 +13,14 @@ import pytest
 
 from driftloop_config.settings import load_settings
 from driftloop_config.usecase import load_usecase
-from tasks import registry, training
+from tasks import recovery, registry, training
 from tasks.gate import Decision
+from tasks.model import evaluate, fit, flat_metrics, model_input, predict_scores
+from tasks.reference import data_fingerprint, reference_profile
 from tasks.storage import Lake
-from tasks.train import (
-    data_fingerprint,
-    evaluate,
-    fit,
-    flat_metrics,
-    model_input,
-    predict_scores,
-    reference_profile,
-)
 from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, require_postgres
 from tests.support.usecases import usecase_with
-from tests.tasks.test_train import SCHEMA, make_frame
+from tests.tasks.test_model import SCHEMA, make_frame
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -146,7 +139,7 @@ def test_a_completed_promotion_on_a_password_store_shows_no_password(
     assert gated.decision.promote and gated.previous is None
     # stopped here: champion switched, no report, no event
 
-    out = training.recover_interrupted(settings, usecase, lake)
+    out = recovery.recover_interrupted(settings, usecase, lake)
 
     assert out.completed == [version]
     [(_, event)] = out.announcements

@@ -12,7 +12,8 @@ import pytest
 
 from driftloop_config.settings import PROJECT_ROOT, Settings
 from driftloop_config.usecase import load_usecase
-from tasks.features import apply_repo, build_features, feature_key
+from tasks.feature_store import apply_repo
+from tasks.features import build_features, feature_key
 from tasks.storage import Lake, read_parquet, write_parquet
 from tasks.training_set import (
     EVENT_BEFORE,

@@ -13,7 +13,8 @@ import pytest
 
 from driftloop_config.settings import PROJECT_ROOT, Settings
 from driftloop_config.usecase import load_usecase
-from tasks.ingest import Ledger, ingest_object
+from tasks.drain import drain
+from tasks.ingest import Ledger
 from tasks.storage import Lake, LocalStorage
 from tasks.watch import LANDED_EVENT, MAX_EVENT_OBJECTS, landed_event, read_announced, scan_once
 from tests.helpers import to_csv, usage_rows
@@ -94,7 +95,8 @@ def test_ingested_objects_are_not_announced(tmp_path: Path) -> None:
     keys = _land(lake, 1)
     ledger = Ledger(lake.ledger)
     done = next(i for i in lake.landing.list() if i.key == keys[1])
-    assert ingest_object(lake, ledger, USECASE, done, max_bytes=10_000_000) is not None
+    [ingested] = drain(lake, ledger, USECASE, max_bytes=10_000_000, keys=[done.key]).outcomes
+    assert ingested.key == keys[1]
     [event] = _scan(lake)
     assert [o["key"] for o in event["payload"]["objects"]] == [keys[0]]
 

@@ -4,7 +4,7 @@ from feast import FileSource
 from feast.data_format import ParquetFormat
 
 from driftloop_config.settings import load_settings
-from tasks.features import feature_source_path
+from tasks.feature_store import feature_source_path
 
 _settings = load_settings()
 _settings.state_path.mkdir(parents=True, exist_ok=True)  # Feast does not create it

@@ -1,6 +1,9 @@
+"""The model (:mod:`tasks.model`): inputs, fitting, predictions, metrics, a named estimator and a
+regression target. ``make_frame`` and ``SCHEMA`` (synthetic churn rows) are shared with other
+test modules."""
+
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import replace
@@ -12,25 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tasks.train import (
+from tasks.model import (
     FeatureSchema,
-    bin_proportions,
     boosting_iterations,
     build_estimator,
     calibration_table,
-    data_fingerprint,
     evaluate,
     expected_calibration_error,
-    feature_importance,
     fit,
     flat_metrics,
     labels,
     metric_names,
     model_input,
-    numeric_profile,
     predict_scores,
-    reference_profile,
-    training_report,
 )
 
 CATEGORIES = {
@@ -124,20 +121,6 @@ def make_frame(
     df["features_asof"] = stamps - pd.Timedelta(hours=1)
     df["churned"] = y
     return df
-
-
-@pytest.fixture(scope="module")
-def splits() -> dict[str, pd.DataFrame]:
-    return {
-        "train": make_frame(5000, 1),
-        "validation": make_frame(1500, 2),
-        "holdout": make_frame(2500, 3),
-    }
-
-
-@pytest.fixture(scope="module")
-def model(splits: dict[str, pd.DataFrame]) -> object:
-    return fit(splits["train"], splits["validation"], SCHEMA, seed=0)
 
 
 def test_schema_rejects_overlaps() -> None:
@@ -265,87 +248,6 @@ def test_ece_is_bounded(scores: list[float], seed: int) -> None:
     y = np.random.default_rng(seed).integers(0, 2, len(scores))
     ece = expected_calibration_error(y, np.array(scores))
     assert 0.0 <= ece <= 1.0
-
-
-def test_reference_profile(model: object, splits: dict[str, pd.DataFrame]) -> None:
-    train = splits["train"]
-    scores = predict_scores(model, train, SCHEMA)
-    profile = reference_profile(train, SCHEMA, scores)
-    again = json.loads(json.dumps(profile))
-    assert again == profile
-    assert set(profile["numeric"]) == set(NUMERIC)
-    assert set(profile["categorical"]) == set(CATEGORIES)
-    tenure = profile["numeric"]["tenure_months"]
-    assert tenure["edges"][0] == -math.inf and tenure["edges"][-1] == math.inf
-    assert len(tenure["edges"]) == 11 and len(tenure["proportions"]) == 10
-    assert sum(tenure["proportions"]) == pytest.approx(1.0)
-    assert tenure["count"] == len(train) and tenure["null_share"] == 0.0
-    assert tenure["mean"] == pytest.approx(train["tenure_months"].mean())
-    assert tenure["std"] == pytest.approx(train["tenure_months"].std())
-    # the profile's binning rule reproduces its own proportions
-    assert (
-        bin_proportions(train["tenure_months"].to_numpy(), tenure["edges"]) == tenure["proportions"]
-    )
-    trend = profile["numeric"]["minutes_trend"]
-    assert trend["null_share"] == pytest.approx(train["minutes_trend"].isna().mean())
-    plan = profile["categorical"]["plan"]
-    assert set(plan["proportions"]) == set(CATEGORIES["plan"])
-    assert sum(plan["proportions"].values()) == pytest.approx(1.0)
-    pred = profile["prediction"]
-    assert pred["mean"] == pytest.approx(scores.mean())
-    assert bin_proportions(scores, pred["edges"]) == pred["proportions"]
-    assert profile["label_rate"] == pytest.approx(train["churned"].mean())
-    assert profile["window"]["start"].startswith("2026-01-01")
-
-
-def test_numeric_profile_with_ties_and_no_values() -> None:
-    values = np.r_[np.zeros(800), np.arange(1, 201)]
-    prof = numeric_profile(values)
-    assert prof["edges"][:2] == [-math.inf, 0.0]  # repeated quantiles merged
-    assert prof["proportions"][0] == pytest.approx(0.8)  # bins are (lo, hi]: zeros in bin 0
-    assert sum(prof["proportions"]) == pytest.approx(1.0)
-    empty = numeric_profile(np.full(5, np.nan))
-    assert empty == {
-        "count": 5,
-        "null_share": 1.0,
-        "mean": None,
-        "std": None,
-        "edges": [-math.inf, math.inf],
-        "proportions": [0.0],
-    }
-
-
-def test_data_fingerprint_is_order_independent_and_content_sensitive(
-    splits: dict[str, pd.DataFrame],
-) -> None:
-    frame = splits["train"]
-    digest = data_fingerprint(frame)
-    assert re.fullmatch(r"[0-9a-f]{64}", digest)
-    shuffled = frame.sample(frac=1.0, random_state=7)[list(frame.columns)[::-1]]
-    assert data_fingerprint(shuffled) == digest
-    assert data_fingerprint(shuffled.reset_index(drop=True)) == digest
-    changed = frame.copy()
-    changed.loc[changed.index[10], "monthly_charge"] += 0.01
-    assert data_fingerprint(changed) != digest
-    assert data_fingerprint(frame.iloc[:-1]) != digest
-    assert data_fingerprint(frame.rename(columns={"plan": "tariff"})) != digest
-
-
-def test_training_report_is_offline_html(model: object, splits: dict[str, pd.DataFrame]) -> None:
-    metrics = {name: evaluate(model, frame, SCHEMA) for name, frame in splits.items()}
-    page = training_report(
-        metrics, model, splits["holdout"], SCHEMA, details={"data hash": "abc123"}
-    )
-    assert page.startswith("<!doctype html>")
-    assert page.count('src="data:image/png;base64,') == 3  # ROC, calibration, importance
-    assert "<script" not in page and "http://" not in page and "https://" not in page
-    assert "support_tickets_sum_30d" in page and "abc123" in page
-    # an importance measured already is the one shown, not measured again
-    measured = feature_importance(model, splits["holdout"], SCHEMA, max_rows=300, seed=4)
-    shown = training_report(metrics, model, splits["holdout"], SCHEMA, importance=measured)
-    top = measured.iloc[0]
-    assert f'<td>{top.feature}</td><td class="num">{round(top.importance, 4)}</td>' in shown
-    assert shown.count('src="data:image/png;base64,') == 3
 
 
 def test_the_seed_reaches_the_fit(model: object, splits: dict[str, pd.DataFrame]) -> None:
