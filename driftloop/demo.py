@@ -59,13 +59,20 @@ def run(
     defect_rate: float,
     seed: int,
     history_days: int = 30,
+    play_days: int | None = None,
 ) -> dict[str, Any]:
     """Simulate the telco's files into a feed, backfill the history days, replay the live days
     (:mod:`driftloop.replay`: the decisions the deployments take) and follow the champion's
-    AUC, and the first champion's, on each day's newly complete labels."""
+    AUC, and the first champion's, on each day's newly complete labels.
+
+    ``play_days`` plays only the first live days. A later run on the same lake (same seed, days
+    and history) plays on from there: the days already played are read back, not played again,
+    and its summary covers every live day as an uninterrupted run's does."""
     from driftloop_config.settings import export_artifact_endpoint, load_settings, quiet_telemetry
     from driftloop_config.usecase import load_usecase
 
+    if play_days is not None and not 1 <= play_days <= days:
+        raise ValueError(f"play_days must be between 1 and days ({days}), got {play_days}")
     quiet_telemetry()
     # the flows run in this process against a temporary Prefect server of its own (the demo's
     # lake is recreated on every run); on a busy machine it can take more than the default
@@ -86,7 +93,7 @@ def run(
     from rich.table import Table
 
     from driftloop.cli import console
-    from driftloop.replay import DayOutcome, backfill, replay
+    from driftloop.replay import DayOutcome, backfill, day_of_key, replay
     from driftloop.simulate import simulate
     from tasks import score
     from tasks.feature_store import feature_store
@@ -110,6 +117,7 @@ def run(
         label_delay_days=target.label_delay_days,
     )
     live_start = START + timedelta(days=history_days)
+    last_day = live_start + timedelta(days=(days if play_days is None else play_days) - 1)
     filled = backfill(settings, usecase, feed, START, live_start - timedelta(days=1))
     console.print(f"history backfilled: {filled['ingest']}")
 
@@ -185,7 +193,7 @@ def run(
         usecase,
         feed,
         live_start,
-        live_start + timedelta(days=days - 1),
+        last_day,
         on_day=on_day,
         shadow_first_champion=True,
     )
@@ -245,7 +253,8 @@ def run(
     for info in lake.quarantine.list("rows"):
         rows = read_parquet(lake.quarantine, info.key)[["_source_object", "_row"]]
         quarantined += [{"_source_object": o, "_row": r} for o, r in rows.itertuples(index=False)]
-    check = compare_with_truth(sim.truth, records, quarantined)
+    landed = [t for t in sim.truth if (day_of_key(t["object"]) or START) <= last_day]
+    check = compare_with_truth(landed, records, quarantined)
     write_index(lake)
     console.print(
         f"defects injected {check['injected']}, caught {check['caught']}, missed {check['missed']}; "

@@ -43,10 +43,10 @@ STACK_MODULES = {
     "tests/driftloop/test_stack.py",
 }
 #: The longest units of work, longest first (seconds on an idle 2-core machine, measured with
-#: ``--durations``).
+#: ``--durations``; the first two: each beside the other on the 2 cores).
 LONGEST_FIRST = [
-    "tests/flows/test_loop_decisions.py",  # 790: two 60-day loops
-    "tests/driftloop/test_replay.py",  # 790: two replays killed twice and resumed, one in bulk
+    "tests/flows/test_loop_decisions.py",  # 780-890: two 60-day loops sharing 30 days
+    "tests/driftloop/test_replay.py",  # 590: two replays killed twice and resumed, one in bulk
     "tests/driftloop/test_stack_burst.py",  # 415: two stacks, 60 landed days
     "tests/realdata/test_nyc_flight_delays.py",  # 360: the loop, then killed twice and resumed
     "local_stack",  # 340: the browser and stack tests on one `driftloop up`

@@ -196,6 +196,37 @@ def _world(history: History, root: Path, feed: Path) -> dict[str, str]:
     return env
 
 
+class Backfilled:
+    """Each history's feed written and backfilled once per module; a test takes a copy of the
+    backfilled lake (:func:`replaying.copy_lake`) and plays its live days on it."""
+
+    def __init__(self, base: pytest.TempPathFactory) -> None:
+        self._base = base
+        self._made: dict[str, tuple[Path, Path]] = {}
+
+    def feed(self, which: str) -> Path:
+        return self._template(which)[1]
+
+    def world(self, which: str, root: Path) -> dict[str, str]:
+        """A copy of ``which``'s backfilled lake at ``root``; the environment the CLI runs in."""
+        lake, _ = self._template(which)
+        env = {**replaying.lake_env(root), **HISTORIES[which].environment(root)}
+        replaying.copy_lake(lake, root)
+        return env
+
+    def _template(self, which: str) -> tuple[Path, Path]:
+        if which not in self._made:
+            base = self._base.mktemp(f"backfilled-{which}")
+            _world(HISTORIES[which], base / "lake", base / "feed")
+            self._made[which] = (base / "lake", base / "feed")
+        return self._made[which]
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Backfilled:
+    return Backfilled(tmp_path_factory)
+
+
 def _settings(env: dict[str, str]) -> Settings:
     return load_settings(data_root=env["DRIFTLOOP_DATA_ROOT"], usecase=env["DRIFTLOOP_USECASE"])
 
@@ -209,12 +240,12 @@ def _usecase(env: dict[str, str]) -> UseCase:
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("which", sorted(HISTORIES))
 def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
-    which: str, tmp_path: Path
+    which: str, tmp_path: Path, backfilled: Backfilled
 ) -> None:
     history = HISTORIES[which]
     name = history.name
-    feed = tmp_path / "feed"
-    whole = _world(history, tmp_path / "whole" / "lake", feed)
+    feed = backfilled.feed(which)
+    whole = backfilled.world(which, tmp_path / "whole" / "lake")
     done = replaying.cli(["replay", *history.live_args(feed)], whole)
     assert done.returncode == 0, done.stderr
     print(done.stdout, done.stderr[-3000:])
@@ -229,7 +260,7 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
     assert any(o.drift_status in ("drift", "no-drift") for o in played), played
     assert any(k.startswith("predictions/") for k in expected)
 
-    killed = _world(history, tmp_path / "killed" / "lake", feed)
+    killed = backfilled.world(which, tmp_path / "killed" / "lake")
     root = Path(killed["DRIFTLOOP_DATA_ROOT"])
     kills = replaying.kill_twice(["replay", *history.live_args(feed)], killed, name, seed=5)
     assert kills >= 2 and len(replaying.outcomes(root, name)) < history.live_days, (
@@ -251,15 +282,17 @@ def test_a_replay_killed_anywhere_and_resumed_ends_as_an_uninterrupted_one(
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_replay_lands_the_history_before_its_first_day_in_bulk(tmp_path: Path) -> None:
+def test_a_replay_lands_the_history_before_its_first_day_in_bulk(
+    tmp_path: Path, backfilled: Backfilled
+) -> None:
     """Replayed from a live day with no backfill, the feed's 20 earlier days are landed in one
     ingest run and one features run first: the lake, the registry and the day outcomes are
     those of an explicit backfill followed by the same replay; run again, nothing is landed."""
     history = HISTORIES["simulated-telco"]
     live = (history.live[0], history.live[0] + timedelta(days=2))
-    args = ["--feed", str(tmp_path / "feed"), "--from", str(live[0]), "--to", str(live[1])]
-    feed = tmp_path / "feed"
-    explicit = _world(history, tmp_path / "explicit" / "lake", feed)
+    feed = backfilled.feed("simulated-telco")
+    args = ["--feed", str(feed), "--from", str(live[0]), "--to", str(live[1])]
+    explicit = backfilled.world("simulated-telco", tmp_path / "explicit" / "lake")
     assert replaying.cli(["replay", *args], explicit).returncode == 0
 
     root = tmp_path / "auto" / "lake"

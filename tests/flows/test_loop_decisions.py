@@ -17,23 +17,29 @@ from driftloop.demo import START, run
 from driftloop_config.settings import load_settings
 from tasks.ingest import Ledger, open_ledger
 from tasks.storage import Lake
+from tests.support import replaying
 
-# each module fixture runs a 60-day loop (~4 min on a quiet machine); a loaded one needs more
+# two 60-day loops, their first 30 days played once (~6 min on a quiet machine); a loaded one
+# needs more
 pytestmark = [
     pytest.mark.usefixtures("prefect_harness"),
     pytest.mark.slow,
     pytest.mark.timeout(1500),
 ]
 
-DAYS, CUSTOMERS, CHANGE, HISTORY = 60, 1000, 30, 30
+DAYS, CUSTOMERS, CHANGE, HISTORY, SEED = 60, 1000, 30, 30, 7
 
 
-def _loop(tmp: Path, drift_day: int | None, seed: int) -> tuple[dict[str, Any], Lake]:
+def _loop(
+    root: Path, drift_day: int | None, play_days: int | None = None
+) -> tuple[dict[str, Any], Lake]:
     mp = pytest.MonkeyPatch()
-    mp.setenv("DRIFTLOOP_DATA_ROOT", str(tmp / "lake"))
+    mp.setenv("DRIFTLOOP_DATA_ROOT", str(root))
     mp.delenv("DRIFTLOOP_USECASE", raising=False)  # the shipped telco use case
     try:
-        summary = run(DAYS, CUSTOMERS, drift_day, 0.01, seed=seed, history_days=HISTORY)
+        summary = run(
+            DAYS, CUSTOMERS, drift_day, 0.01, seed=SEED, history_days=HISTORY, play_days=play_days
+        )
         return summary, Lake.from_settings(load_settings())
     finally:
         mp.undo()
@@ -47,13 +53,29 @@ def _latest(ledger: Ledger, key: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    yield _loop(tmp_path_factory.mktemp("stable"), None, seed=11)[0]
+def before_change(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The two worlds are one world until the change (the simulator draws each day from the
+    seed and the day alone): its history and live days before the change are played once, in
+    one lake, which is then copied (the stable world, ``play_days`` later going on without the
+    change) and kept (the changed world)."""
+    changed = tmp_path_factory.mktemp("changed") / "lake"
+    played, _ = _loop(changed, CHANGE, play_days=CHANGE)
+    # the part's summary covers the days played, and the defects of the files they landed
+    assert [d["day"] for d in played["daily"]] == list(range(CHANGE)), played["daily"]
+    assert played["defects"]["missed"] == 0 and played["defects"]["injected"] > 0
+    stable = tmp_path_factory.mktemp("stable") / "lake"
+    replaying.copy_lake(changed, stable)
+    return stable, changed
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Lake]]:
-    yield _loop(tmp_path_factory.mktemp("changed"), CHANGE, seed=7)
+def stable(before_change: tuple[Path, Path]) -> Iterator[dict[str, Any]]:
+    yield _loop(before_change[0], None)[0]
+
+
+@pytest.fixture(scope="module")
+def world(before_change: tuple[Path, Path]) -> Iterator[tuple[dict[str, Any], Lake]]:
+    yield _loop(before_change[1], CHANGE)
 
 
 @pytest.fixture(scope="module")

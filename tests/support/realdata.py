@@ -86,13 +86,20 @@ def run_loop(
     history: tuple[date, date],
     live: tuple[date, date],
     on_day: Callable[[DayOutcome], None] | None = None,
+    keep_history: Path | None = None,
 ) -> Loop:
-    """Backfill the history days, then replay the live days of the feed in ``feed_root``."""
+    """Backfill the history days, then replay the live days of the feed in ``feed_root``;
+    with ``keep_history``, a copy of the lake as backfilled is kept there (a file lake), for a
+    second replay of the same days."""
     import time
 
     feed = LocalStorage(feed_root)
     started = time.monotonic()
     filled = backfill(settings, usecase, feed, *history)
+    if keep_history is not None:
+        from tests.support.replaying import copy_lake
+
+        copy_lake(settings.local_root, keep_history)
     outcomes = replay(settings, usecase, feed, *live, on_day=on_day)
     return Loop(settings, usecase, feed, filled, outcomes, time.monotonic() - started)
 

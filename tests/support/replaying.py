@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,38 @@ def lake_env(
     if feature_repo is not None:
         env["DRIFTLOOP_FEATURE_REPO"] = str(feature_repo)
     return env
+
+
+def copy_lake(src: Path, dst: Path) -> None:
+    """A file lake moved: ``src``'s folder copied to ``dst``, with the absolute paths MLflow keeps
+    in its tracking store (artifact locations, model sources) pointing into the copy. Feast's
+    registry needs nothing: the copy's next features run registers its sources from its own
+    settings. ``src`` must not be in use."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    old, new = str(src), str(dst)
+    for db in dst.rglob("mlflow.db"):
+        with closing(sqlite3.connect(db)) as con, con:
+            tables = con.execute("select name from sqlite_master where type='table'").fetchall()
+            text = [
+                (table, col[1])
+                for (table,) in tables
+                for col in con.execute(f'pragma table_info("{table}")').fetchall()
+                if str(col[2]).upper().startswith(("VARCHAR", "TEXT"))
+            ]
+            for table, col in text:
+                con.execute(
+                    f'update "{table}" set "{col}" = replace("{col}", ?, ?) '
+                    f'where instr("{col}", ?) > 0',
+                    (old, new, old),
+                )
+            left = [
+                f"{table}.{col}"
+                for table, col in text
+                if con.execute(
+                    f'select 1 from "{table}" where instr("{col}", ?) > 0', (old,)
+                ).fetchone()
+            ]
+            assert not left, f"{db}: {left} still name {old}"
 
 
 def zones(root: Path, names: tuple[str, ...] = ZONES) -> dict[str, object]:
