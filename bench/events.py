@@ -1,6 +1,6 @@
 """P4: event emitted → flow run Running, on a real local stack (``driftloop up``).
 
-The stack (Prefect server on SQLite, MLflow, one process worker per pool polling every second,
+The stack (Prefect server on SQLite, MLflow, one process worker per pool polling every second, flow runs forked by the warm-start server,
 the landing watcher) is started on free loopback ports with its state in a temporary folder, and
 prefect.yaml is deployed as shipped. The script then emits ``--events`` events with Prefect's own
 client (``prefect.events.emit_event``), one at a time: ``driftloop.data.landed`` for a key that
@@ -32,6 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchstack import FINAL, BenchStack, log, pct, running_stack, ts, use_state
+
+from driftloop.stack import WORKER_QUERY_SECONDS
 
 EVENT = "driftloop.data.landed"
 DEPLOYMENT = "ingest"
@@ -126,7 +128,7 @@ def main() -> None:
         "to_created": stats("to_created_s"),
         "to_pending": stats("to_pending_s"),
         "not_completed": sum(s["state"] != "COMPLETED" for s in samples),
-        "worker_query_seconds": 1,
+        "worker_query_seconds": WORKER_QUERY_SECONDS,
         "load_avg_start": load_start,
         "load_avg": os.getloadavg(),
         "total_s": round(time.perf_counter() - started, 1),

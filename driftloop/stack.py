@@ -28,10 +28,13 @@ the stack folder, so a server restart keeps them. :func:`prefect_db_bytes` measu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +55,7 @@ from driftloop.procs import (
     stop,
     wait_http,
 )
+from driftloop.warmstart import SOCKET_ENV
 from driftloop_config.redact import redact
 from driftloop_config.settings import PROJECT_ROOT, TELEMETRY_OFF
 
@@ -68,13 +72,17 @@ POOLS = {
     "score": "scoring-pool",
     "drift": "monitoring-pool",
 }
+#: how the pools' flow runs start: forked by the warm-start server, or (with none) as
+#: ``python -m prefect.engine``, the process worker's own command (driftloop.warmstart)
+FLOW_RUN_COMMAND = "python -m driftloop.warmstart"
 #: the deployment that compares the lake with what ran and starts what is missing (it shares
 #: monitoring-pool, so it has no worker of its own)
 CATCH_UP = "reconcile"
 #: every deployment of prefect.yaml
 DEPLOYMENTS = (*POOLS, CATCH_UP)
-#: workers poll this often (Prefect's default is 10 s): an event's run starts within ~5 s
-WORKER_QUERY_SECONDS = 5
+#: workers poll this often (Prefect's default is 10 s): an event's run is picked up within ~1 s
+#: (a poll is one read of the scheduled runs: five workers make five small reads a second)
+WORKER_QUERY_SECONDS = 1
 #: workers pick up runs scheduled up to this far ahead (Prefect's default is 10 s)
 WORKER_PREFETCH_SECONDS = 5
 #: a run refused for its deployment's concurrency slot is rescheduled this far ahead (Prefect:
@@ -179,10 +187,21 @@ def _duration(value: timedelta) -> str:
     return f"PT{int(value.total_seconds())}S"
 
 
+def warmstart_socket(settings: Settings) -> Path:
+    """Where the warm-start server listens: in the stack's folder, or (a Unix socket's path has
+    at most 107 bytes) under the temporary folder, named after the stack's folder."""
+    path = stack_dir(settings) / "warmstart.sock"
+    if len(os.fsencode(path)) <= 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(stack_dir(settings).resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"driftloop-{os.getuid()}-{digest}.sock"
+
+
 def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     """The environment of every stack process: the DRIFTLOOP_* settings as given, the API URL,
     telemetry off, the project folder for prefect.yaml's pull step, how often workers poll and
-    flow runs send heartbeats."""
+    flow runs send heartbeats; this interpreter's folder first on PATH (the pools' flow-run command,
+    :data:`FLOW_RUN_COMMAND`, runs ``python``) and, with warm starts on, the server's socket."""
     from driftloop_config.settings import ENV_PREFIX, settings_env
 
     # these settings, not whatever DRIFTLOOP_* variables this process happens to have
@@ -199,8 +218,14 @@ def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
             "PREFECT_WORKER_PREFETCH_SECONDS": str(WORKER_PREFETCH_SECONDS),
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_SECONDS),
             "PYTHONUNBUFFERED": "1",
+            "PATH": os.pathsep.join(
+                [str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])]
+            ),
         }
     )
+    env.pop(SOCKET_ENV, None)
+    if settings.warm_start:
+        env[SOCKET_ENV] = str(warmstart_socket(settings))
     return env
 
 
@@ -246,20 +271,31 @@ def server_env(settings: Settings, port: int, *, home: Path | None = None) -> di
 
 
 def create_pools(api_url: str) -> list[str]:
-    """The five process work pools (existing ones are kept as they are)."""
+    """The five process work pools; returns those created. Their flow runs start with
+    :data:`FLOW_RUN_COMMAND` (the ``command`` job variable's default): an existing pool keeps
+    what it has, except that a pool with no command of its own gets that one."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.process import ProcessWorker
 
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = FLOW_RUN_COMMAND
     created = []
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         for pool in POOLS.values():
             try:
-                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+                client.create_work_pool(
+                    WorkPoolCreate(name=pool, type="process", base_job_template=template)
+                )
                 created.append(pool)
             except ObjectAlreadyExists:
-                pass
+                existing = client.read_work_pool(pool).base_job_template
+                command = existing.get("variables", {}).get("properties", {}).get("command", {})
+                if "default" not in command or command["default"] is None:
+                    command["default"] = FLOW_RUN_COMMAND
+                    client.update_work_pool(pool, WorkPoolUpdate(base_job_template=existing))
     return created
 
 
@@ -282,6 +318,23 @@ def wait_for_workers(stack: Stack, timeout: float = START_TIMEOUT) -> None:
                 time.sleep(0.5)
     if waiting:
         raise StackError(f"no worker registered for {sorted(waiting)} within {timeout:.0f}s")
+
+
+def wait_warmstart(proc: Proc, path: Path, timeout: float = START_TIMEOUT) -> bool:
+    """True once the warm-start server ``proc`` accepts connections on ``path``; False when it
+    exits first or does not within ``timeout`` seconds (flow runs then start cold)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(proc):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                time.sleep(0.2)
+                continue
+        return True
+    return False
 
 
 def deploy(env: dict[str, str], logs: Path) -> None:
@@ -488,6 +541,24 @@ def up(
     # evaluation jobs and trace roll-ups) polling its queue next to the server
     mlflow_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     try:
+        warm = None
+        if settings.warm_start:  # its imports take a while: started first, waited for last
+            warm = spawn(
+                "warmstart",
+                [
+                    sys.executable,
+                    "-m",
+                    "driftloop.warmstart",
+                    "serve",
+                    "--socket",
+                    env[SOCKET_ENV],
+                    "--root",
+                    str(settings.project_dir),
+                ],
+                env,
+                logs,
+            )
+            stack.processes.append(warm)
         step(f"starting the Prefect server on {stack.prefect_url}")
         server = start_prefect_server(settings, prefect_port, logs)
         stack.processes.append(server)
@@ -557,6 +628,11 @@ def up(
         step(f"MLflow is up on {stack.mlflow_url}")
         wait_for_workers(stack)
         step("every pool has a worker polling it")
+        if warm is not None:
+            if wait_warmstart(warm, Path(env[SOCKET_ENV])):
+                step("flow runs start warm (forked from the warm-start server)")
+            else:
+                step(f"the warm-start server is not serving: flow runs start cold; see {warm.log}")
         start_catch_up(stack.api_url)  # what landed or was due while the stack was down
         step("started a reconcile run to catch up: ready")
     except BaseException:

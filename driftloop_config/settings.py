@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     dask_workers: Annotated[int, Field(ge=1)] = Field(
         default=2, description="Workers of the local Dask cluster (when dask_address is unset)."
     )
+    warm_start: bool = Field(
+        default=True,
+        description="`driftloop up` starts a process that has imported Prefect, the flows and "
+        "their libraries and forks each flow run of the stack from it (driftloop.warmstart); "
+        "false: every flow run is a new interpreter, as Prefect's process worker starts it.",
+    )
 
     @field_validator("data_root")
     @classmethod
@@ -227,9 +233,14 @@ class Settings(BaseSettings):
         return f"{self.data_root}/{name}"
 
 
+#: DRIFTLOOP_* variables that are not settings: read by the test-suite, and set by `driftloop up`
+#: for its flow runs (where the warm-start server listens, driftloop.warmstart.SOCKET_ENV)
+NOT_SETTINGS = frozenset({"DRIFTLOOP_REQUIRE_SERVICES", "DRIFTLOOP_WARMSTART_SOCKET"})
+
+
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    known |= {"DRIFTLOOP_REQUIRE_SERVICES"}  # read by the test-suite, not the program
+    known |= NOT_SETTINGS
     problems = []
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and key not in known:

@@ -5,12 +5,13 @@ API the UI uses."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from driftloop import api
-from driftloop.stack import EVENT_FLUSH_SECONDS, POOLS, read_stack
+from driftloop.stack import EVENT_FLUSH_SECONDS, FLOW_RUN_COMMAND, POOLS, read_stack
 from tasks import registry
 from tasks.ingest import open_ledger
 from tasks.loop_state import read_state
@@ -36,6 +37,12 @@ def test_up_creates_a_pool_a_worker_and_a_deployment_per_flow(loop: LocalStack) 
     assert {p["name"]: p["type"] for p in pools if p["name"] in POOLS.values()} == {
         p: "process" for p in POOLS.values()
     }
+    # their flow runs start through the warm-start client (forked, or cold without a server)
+    assert {
+        p["name"]: p["base_job_template"]["variables"]["properties"]["command"]["default"]
+        for p in pools
+        if p["name"] in POOLS.values()
+    } == {p: FLOW_RUN_COMMAND for p in POOLS.values()}
     for deployment, pool in POOLS.items():
         dep = loop.http.get(f"/deployments/{loop.deployment_id(deployment)}").json()
         assert dep["work_pool_name"] == pool
@@ -174,6 +181,22 @@ def test_status_shows_champion_runs_and_pending(loop: LocalStack) -> None:
     assert info["runs"] and info["api_error"] is None
     assert {r["flow"] for r in info["runs"]} >= {"train"}
     assert info["stack"] and "processes running" in info["stack"]
+
+
+def test_every_flow_run_of_the_stack_was_forked_warm(loop: LocalStack) -> None:
+    """Runs after the chain above: each finished run of ingest, features and train was forked by
+    the warm-start server (which logs the run's id and exit status), none started cold."""
+    recorded = read_stack(loop.settings)
+    assert recorded is not None
+    [warm] = [p for p in recorded.processes if p.name == "warmstart"]
+    served = Path(warm.log).read_text()
+    assert "modules preloaded" in served and "could not preload" not in served
+    ran = {d: _done(loop.runs(d)) for d in ("ingest", "features", "train")}
+    assert all(ran.values()), {d: len(runs) for d, runs in ran.items()}
+    for run in [r for runs in ran.values() for r in runs]:
+        assert f"warmstart: run {run['id']} started as " in served, run["name"]
+    workers = [Path(p.log).read_text() for p in recorded.processes if p.name.startswith("worker-")]
+    assert not [log for log in workers if "warmstart: cold start" in log]
 
 
 def test_the_watcher_announces_each_object_once(loop: LocalStack) -> None:

@@ -85,7 +85,7 @@ def test_the_server_runs_with_retention_vacuum_sqlite_and_file_leases(server: St
     assert prefect_db_bytes(settings) == expected > 0
 
 
-def test_workers_poll_every_5s_and_flow_runs_send_heartbeats(local_settings: Settings) -> None:
+def test_workers_poll_every_second_and_flow_runs_send_heartbeats(local_settings: Settings) -> None:
     env = stack_env(local_settings, "http://127.0.0.1:9/api")
     code = (
         "import json\n"
@@ -104,7 +104,7 @@ def test_workers_poll_every_5s_and_flow_runs_send_heartbeats(local_settings: Set
         30,  # Prefect's default worker heartbeat
         FLOW_HEARTBEAT_SECONDS,
     ]
-    assert (WORKER_QUERY_SECONDS, WORKER_PREFETCH_SECONDS, SLOT_WAIT_SECONDS) == (5, 5, 15)
+    assert (WORKER_QUERY_SECONDS, WORKER_PREFETCH_SECONDS, SLOT_WAIT_SECONDS) == (1, 5, 15)
 
 
 def test_a_concurrency_lease_survives_a_server_restart(server: StackServer) -> None:

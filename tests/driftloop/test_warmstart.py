@@ -1,0 +1,257 @@
+"""driftloop.warmstart: a real server process forks the runs of real client processes.
+
+The server runs ``tests.support.warm_engine`` (a stand-in for ``prefect.engine`` that reports where
+and how it runs) instead of Prefect's engine; a cold start runs Prefect's engine itself, which
+refuses the bad flow-run id the tests give it. The stack's flow runs through the real engine are
+checked in test_stack.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from driftloop.procs import PROJECT_ROOT
+from driftloop.warmstart import (
+    SOCKET_ENV,
+    changed_sources,
+    fork_unsafe_threads,
+    project_sources,
+)
+from tests.support.procs import stat
+
+ENGINE = "tests.support.warm_engine"
+PRELOADED = "tests.support.warm_preloaded"
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    log: Path
+    watched: Path  # a module the server imported from its --root
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+        env.update({SOCKET_ENV: str(self.socket), **extra})
+        return env
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stat(pid)[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    short = Path(tempfile.mkdtemp(prefix="ws-"))  # a Unix socket path has at most 107 bytes
+    root = short / "root"
+    root.mkdir()
+    watched = root / "warm_watched.py"
+    watched.write_text("VALUE = 1\n")
+    log = short / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+    env["PYTHONPATH"] = str(root)
+    cmd = [sys.executable, "-m", "driftloop.warmstart", "serve", "--socket", str(short / "s")]
+    cmd += ["--root", str(root), "--engine", ENGINE, "--preload", PRELOADED, "warm_watched"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "serving on" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield Server(proc, short / "s", log, watched)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        for child in short.rglob("*"):
+            if child.is_file() or child.is_socket():
+                child.unlink()
+        for folder in sorted(short.rglob("*"), reverse=True):
+            folder.rmdir()
+        short.rmdir()
+
+
+def _client(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftloop.warmstart", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _report(stdout: str) -> dict[str, object]:
+    return json.loads(stdout.splitlines()[0])
+
+
+def test_a_run_is_forked_by_the_server_with_the_clients_io_env_cwd_and_exit_status(
+    server: Server, tmp_path: Path
+) -> None:
+    done = _client(["exit", "5"], server.env(WARM_MARKER="m-1"), tmp_path)
+    assert done.returncode == 5, done.stderr
+    report = _report(done.stdout)
+    assert report["ppid"] == server.proc.pid  # forked by the server, not started by the client
+    assert report["preloaded"] is True  # and it had imported what the server preloaded
+    assert report["cwd"] == str(tmp_path)
+    assert report["argv"] == ["exit", "5"]
+    assert report["marker"] == "m-1"
+    assert done.stderr.strip() == "to stderr"  # nothing else: no cold-start note
+    assert f"{report['pid']} exited (5)" in server.log_text()
+
+    again = _client(["exit", "0"], server.env(WARM_MARKER="m-2"), tmp_path)
+    assert again.returncode == 0
+    assert _report(again.stdout)["marker"] == "m-2"  # each run its own environment
+
+
+def test_sigterm_to_the_client_reaches_the_run_and_its_status_comes_back(
+    server: Server, tmp_path: Path
+) -> None:
+    client = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.warmstart", "trap"],
+        env=server.env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    report = json.loads(client.stdout.readline())
+    assert client.stdout.readline().strip() == "waiting"
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(30) == 7  # the run's own handler decided the exit status
+    assert client.stdout.read().strip() == "got SIGTERM"
+    assert _gone(int(str(report["pid"])), 10)
+
+
+def test_a_run_killed_by_a_signal_kills_its_client_with_the_same_signal(
+    server: Server, tmp_path: Path
+) -> None:
+    client = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.warmstart", "wait"],
+        env=server.env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    report = json.loads(client.stdout.readline())
+    assert client.stdout.readline().strip() == "waiting"
+    os.kill(int(str(report["pid"])), signal.SIGKILL)
+    assert client.wait(30) == -signal.SIGKILL
+
+
+def test_a_client_killed_outright_takes_its_run_with_it(server: Server, tmp_path: Path) -> None:
+    client = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.warmstart", "wait"],
+        env=server.env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    run_pid = int(str(json.loads(client.stdout.readline())["pid"]))
+    assert client.stdout.readline().strip() == "waiting"
+    client.kill()  # SIGKILL: the client cannot forward it
+    client.wait(10)
+    assert _gone(run_pid, 10), "the run outlived its client"
+    assert server.proc.poll() is None  # the server goes on serving
+    assert _client(["exit", "0"], server.env(), tmp_path).returncode == 0
+
+
+def test_changed_code_starts_runs_cold_until_the_server_restarted_with_it(
+    server: Server, tmp_path: Path
+) -> None:
+    before = _client(["exit", "0"], server.env(), tmp_path)
+    assert _report(before.stdout)["ppid"] == server.proc.pid
+    stat_before = server.watched.stat()
+    server.watched.write_text("VALUE = 2\n")
+    os.utime(server.watched, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns + 10**9))
+    # refused: the client becomes Prefect's engine itself, which refuses the bad flow-run id
+    cold = _client(["not-a-flow-run-id"], server.env(), tmp_path, timeout=120)
+    assert cold.returncode == 1
+    assert "warmstart: cold start (the project's code changed (1 files); cold start)" in cold.stderr
+    assert "Invalid flow run id" in cold.stderr
+    # with no run of its own left, the server re-executed itself (same PID) with the new code
+    deadline = time.monotonic() + 60
+    while server.log_text().count("serving on") < 2:
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.1)
+    assert "code changed" in server.log_text()
+    warm = _client(["exit", "0"], server.env(), tmp_path)
+    assert warm.returncode == 0
+    assert _report(warm.stdout)["ppid"] == server.proc.pid
+    assert warm.stderr.strip() == "to stderr"
+
+
+def test_with_no_server_a_run_starts_cold_as_prefects_own_command(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+    env[SOCKET_ENV] = str(tmp_path / "nobody-listens")
+    done = _client(["not-a-flow-run-id"], env, tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert "warmstart: cold start" in done.stderr
+    assert "Invalid flow run id" in done.stderr
+    env.pop(SOCKET_ENV)  # warm starts off: no note, straight to the engine
+    plain = _client(["not-a-flow-run-id"], env, tmp_path, timeout=120)
+    assert plain.returncode == 1
+    assert "warmstart" not in plain.stderr
+    assert "Invalid flow run id" in plain.stderr
+
+
+def test_a_server_refuses_to_fork_with_threads_running() -> None:
+    assert fork_unsafe_threads() == [] or all(
+        name != "MainThread" for name in fork_unsafe_threads()
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, name="busy-worker")
+    worker.start()
+    try:
+        assert "busy-worker" in fork_unsafe_threads()
+    finally:
+        stop.set()
+        worker.join()
+    assert "busy-worker" not in fork_unsafe_threads()
+
+
+def test_project_sources_are_the_imported_modules_under_the_root(tmp_path: Path) -> None:
+    import tests.support.warm_preloaded as module
+
+    snapshot = project_sources(PROJECT_ROOT)
+    path = str(Path(module.__file__ or "").resolve())
+    assert path in snapshot
+    assert not any("site-packages" in p for p in snapshot)
+    assert changed_sources(snapshot) == []
+    assert changed_sources({**snapshot, path: snapshot[path] - 1}) == [path]
+    assert changed_sources({str(tmp_path / "gone.py"): 1}) == [str(tmp_path / "gone.py")]

@@ -1,0 +1,1 @@
+"""Imported by the warm-start tests' server before it serves (see warm_engine.PRELOADED)."""
