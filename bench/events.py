@@ -8,9 +8,10 @@ is not in the landing zone, which the ``ingest`` deployment's trigger matches; t
 finds nothing pending and finishes at once. Each event's key is rendered into the run's
 parameters, so the run is told from the others by it.
 
-Per event, from the server's REST API: event ``occurred`` → the run created (the automation
-fired; state SCHEDULED) → PENDING (a worker picked it up) → RUNNING (the run's ``start_time``:
-its process started and imported the flow). The next event is emitted once the run is over, so no
+Per event, from the server's REST API: event ``occurred`` → ``received`` by the server (the
+client sent it) → the run created (the automation fired; state SCHEDULED) → PENDING (a worker
+picked it up) → RUNNING (the run's ``start_time``: its process was forked or started and loaded
+the flow). The next event is emitted once the run is over, so no
 run waits for another. p50/p95 of each step are printed; the stack is stopped by PID at the end,
 also on error.
 
@@ -77,9 +78,14 @@ def one_event(loop: BenchStack, deployment_id: str, i: int, timeout: float) -> d
     states = loop.states(run["id"])
     occurred = event.occurred
     running = ts(final["start_time"])
+    # when the server received the event: what is before it is the client sending it
+    [stored] = loop.http.post(
+        "/events/filter", json={"filter": {"id": {"id": [str(event.id)]}}, "limit": 1}
+    ).json()["events"]
     return {
         "key": key,
         "state": final["state_type"],
+        "to_received_s": (ts(stored["received"]) - occurred).total_seconds(),
         "to_created_s": (ts(final["created"]) - occurred).total_seconds(),
         "to_pending_s": (states["PENDING"] - occurred).total_seconds()
         if "PENDING" in states
@@ -108,7 +114,8 @@ def main() -> None:
                 res = one_event(loop, deployment_id, i, args.timeout)
                 samples.append(res)
                 log(
-                    f"event {i + 1:2d}/{args.events}: created +{res['to_created_s']:.2f}s, "
+                    f"event {i + 1:2d}/{args.events}: received +{res['to_received_s']:.2f}s, "
+                    f"created +{res['to_created_s']:.2f}s, "
                     f"pending +{res['to_pending_s'] or float('nan'):.2f}s, "
                     f"running +{res['to_running_s']:.2f}s ({res['state'].lower()})"
                 )
@@ -125,6 +132,7 @@ def main() -> None:
         "p50_s": running["p50"],
         "p95_s": running["p95"],
         "max_s": running["max"],
+        "to_received": stats("to_received_s"),
         "to_created": stats("to_created_s"),
         "to_pending": stats("to_pending_s"),
         "not_completed": sum(s["state"] != "COMPLETED" for s in samples),

@@ -416,12 +416,17 @@ def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, Any]:
+def evaluate(
+    model: Any, frame: pd.DataFrame, schema: FeatureSchema, *, scores: np.ndarray | None = None
+) -> dict[str, Any]:
     """roc_auc, pr_auc, log_loss, brier, ece (10 quantile bins), n, positives and
     ``calibration_curve`` (one dict per bin) of ``model`` on ``frame`` — for a regression
-    schema :func:`regression_metrics`."""
+    schema :func:`regression_metrics`. ``scores``: the model's :func:`predict_scores` of
+    ``frame``, when they were computed already."""
     measure = regression_metrics if schema.regression else score_metrics
-    return measure(labels(frame, schema), predict_scores(model, frame, schema))
+    if scores is None:
+        scores = predict_scores(model, frame, schema)
+    return measure(labels(frame, schema), scores)
 
 
 #: the scalar metrics a training reports per split

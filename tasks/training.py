@@ -315,7 +315,11 @@ def train_challenger(
         seed=seed,
         estimator=model_spec.estimator,
     )
-    metrics = {name: evaluate(model, df, schema) for name, df in data.splits.items()}
+    # each split scored once: the holdout's scores also go into the report
+    scores = {name: predict_scores(model, df, schema) for name, df in data.splits.items()}
+    metrics = {
+        name: evaluate(model, df, schema, scores=scores[name]) for name, df in data.splits.items()
+    }
     # the reference: the newest feature days (rows the model was not fitted on, so their
     # probabilities are as sharp as live ones, which the CBPE estimate needs); without enough of
     # them, the validation and holdout rows
@@ -356,6 +360,7 @@ def train_challenger(
         },
         seed=seed,
         importance=importance,
+        holdout_scores=scores["holdout"],
     )
     data_hash = data_fingerprint(pd.concat(data.splits.values(), ignore_index=True))
     version = registry.log_challenger(

@@ -93,18 +93,23 @@ def training_report(
     details: Mapping[str, Any] | None = None,
     seed: int = 0,
     importance: pd.DataFrame | None = None,
+    holdout_scores: np.ndarray | None = None,
 ) -> str:
     """Offline HTML: metric tables, ROC and calibration curves and permutation importance on the
     holdout (plots embedded as PNG data URIs). ``details`` adds a key/value table (data window,
     hash, version, ...); ``seed`` seeds the permutation importance, unless ``importance`` (a
-    :func:`feature_importance` table of this model on this holdout) was measured already."""
+    :func:`feature_importance` table of this model on this holdout) was measured already;
+    ``holdout_scores``: the model's :func:`predict_scores` of ``holdout``, when computed already
+    (a large holdout takes seconds to score)."""
     scalar_keys = list(metric_names(schema))
     rows = [
         {"split": split, **{k: _fmt(m.get(k)) for k in scalar_keys}}
         for split, m in metrics_by_split.items()
     ]
     y_hold = labels(holdout, schema)
-    scores_hold = predict_scores(model, holdout, schema)
+    scores_hold = (
+        predict_scores(model, holdout, schema) if holdout_scores is None else holdout_scores
+    )
     if importance is None:
         importance = feature_importance(model, holdout, schema, max_rows=IMPORTANCE_ROWS, seed=seed)
     if schema.regression:
