@@ -376,11 +376,34 @@ def start_catch_up(api_url: str) -> str:
         return str(run.id)
 
 
+def inflight_run_ids(api_url: str, *, deployments: Iterable[str] = DEPLOYMENTS) -> list[str]:
+    """Ids of the RUNNING or PENDING flow runs of ``deployments``."""
+    with api.client(api_url) as http:
+        r = http.post(
+            "/flow_runs/filter",
+            json={
+                "flow_runs": {"state": {"type": {"any_": list(INFLIGHT_STATES)}}},
+                "deployments": {"name": {"any_": list(deployments)}},
+                "limit": 200,
+            },
+        )
+        r.raise_for_status()
+        return [str(run["id"]) for run in r.json()]
+
+
 def crash_inflight_runs(
-    api_url: str, message: str, *, deployments: Iterable[str] = DEPLOYMENTS
+    api_url: str,
+    message: str,
+    *,
+    deployments: Iterable[str] = DEPLOYMENTS,
+    were_running: Iterable[str] = (),
 ) -> list[str]:
     """Mark every RUNNING or PENDING flow run of ``deployments`` CRASHED (forced, so the server
     also releases the deployment concurrency slots they hold); returns their ids.
+
+    ``were_running``: ids of runs that were in flight before their processes were stopped; those
+    that a dying process (or its worker) marked CRASHED meanwhile get ``message`` too, so every
+    run the stop ended says why.
 
     Only for when no worker can be running them (the stack is stopping or not yet started).
     """
@@ -397,6 +420,12 @@ def crash_inflight_runs(
     from prefect.states import Crashed
 
     crashed: list[str] = []
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for run_id in were_running:
+            state = client.read_flow_run(uuid.UUID(run_id)).state
+            if state is not None and state.type == StateType.CRASHED and state.message != message:
+                client.set_flow_run_state(uuid.UUID(run_id), Crashed(message=message), force=True)
+                crashed.append(run_id)
     in_flight = FlowRunFilter(
         state=FlowRunFilterState(
             type=FlowRunFilterStateType(any_=[StateType(s) for s in INFLIGHT_STATES])
@@ -662,12 +691,19 @@ def down(
     if stack is not None:
         order = sorted(stack.processes, key=lambda p: p.name in ("prefect-server", "mlflow"))
         servers = [p for p in order if p.name in ("prefect-server", "mlflow")]
+        were_running: list[str] = []
+        if any(p.name == "prefect-server" and alive(p) for p in servers):
+            try:
+                were_running = inflight_run_ids(stack.api_url)
+            except Exception as exc:  # never keep the stack from stopping
+                log.warning("could not list in-flight runs: %s", redact(str(exc)))
         for group in ([p for p in order if p.name not in ("prefect-server", "mlflow")], servers):
             if group is servers and any(p.name == "prefect-server" and alive(p) for p in group):
                 try:
                     ids = crash_inflight_runs(
                         stack.api_url,
                         "the local stack was stopped (driftloop down) during the run",
+                        were_running=were_running,
                     )
                 except Exception as exc:  # never keep the stack from stopping
                     log.warning("could not mark in-flight runs crashed: %s", redact(str(exc)))

@@ -101,9 +101,12 @@ def _cold_start(argv: Sequence[str]) -> None:
 
 def launch(path: str, argv: Sequence[str]) -> int:
     """Run the flow run in a child of the server at ``path``; returns its exit status (a negative
-    number: killed by that signal). :class:`Refused` or :class:`OSError` when no child started."""
+    number: killed by that signal). Raises (:class:`Refused`, :class:`OSError`, ValueError)
+    only when no child was started: once one was, the run is never started a second time."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
+    if _peer_uid(sock) != os.getuid():  # the environment holds secrets: only to our own server
+        raise Refused("the socket's server runs as another user")
     request = json.dumps({"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd()})
     body = request.encode()
     socket.send_fds(sock, [_HEADER.pack(len(body)) + body], [0, 1, 2])
@@ -122,23 +125,33 @@ def launch(path: str, argv: Sequence[str]) -> int:
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
-    line = replies.readline()
-    if not line:  # the server went away; the run may still be going
-        print(f"warmstart: lost the server; waiting for run process {pid}", file=sys.stderr)
-        while _alive(pid):
-            time.sleep(0.5)
-        return 1
-    return int(json.loads(line)["exit"])
+    try:
+        line = replies.readline()
+        if line:
+            return int(json.loads(line)["exit"])
+        problem = "lost the server"
+    except (OSError, ValueError, KeyError) as exc:
+        problem = f"unreadable reply from the server ({exc})"
+    # the run may still be going: wait for it rather than start it again
+    print(f"warmstart: {problem}; waiting for run process {pid}", file=sys.stderr)
+    while _alive(pid):
+        time.sleep(0.5)
+    return 1
 
 
 def _alive(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie, exited but not yet reaped, has)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: kill(0) is all there is
+    return state not in ("Z", "X")
 
 
 def client(argv: Sequence[str]) -> int:
@@ -416,10 +429,14 @@ def serve(
             run_child(request, fds, engine)
         for fd in fds:
             os.close(fd)
+        try:
+            _send_message(conn, {"pid": pid})
+        except OSError:  # the client cannot know the run started: it must not go on
+            os.kill(pid, signal.SIGKILL)
+            conn.close()
+            return
         runs[pid] = conn
         print(f"warmstart: run {request['env'].get(RUN_ENV, '?')} started as {pid}", flush=True)
-        with contextlib.suppress(OSError):
-            _send_message(conn, {"pid": pid})
         conn.setblocking(False)
         selector.register(conn, selectors.EVENT_READ, pid)
 

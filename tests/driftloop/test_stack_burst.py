@@ -227,7 +227,9 @@ def test_a_burst_then_a_restart_mid_chain_loses_nothing(burst: LocalStack) -> No
     assert [r["name"] for r in _busy(runs)] == []
     crashed = [r for r in runs if r["state_type"] == "CRASHED"]
     # only the runs `down` stopped on purpose are Crashed, with the message saying so
-    assert all("stack" in (r["state"].get("message") or "").lower() for r in crashed), crashed
+    assert all("stack" in (r["state"].get("message") or "").lower() for r in crashed), [
+        (r["name"], r["state"].get("message")) for r in crashed
+    ]
     assert [r["name"] for r in runs if r["state_type"] == "FAILED"] == []
     assert _failed_actions(loop.http, since) == []
     db_bytes = prefect_db_bytes(loop.settings)

@@ -66,3 +66,41 @@ def test_in_flight_runs_of_the_stack_are_crashed_and_their_slot_freed() -> None:
         assert client.set_flow_run_state(waiting.id, Pending()).status.value == "ACCEPT"
     # the run that got the slot is in flight now, and the only one
     assert crash_inflight_runs(_api(), "again", deployments=[deployment]) == [str(waiting.id)]
+
+
+def test_runs_a_dying_process_marked_crashed_during_the_stop_get_the_stops_message() -> None:
+    """``down`` lists the runs in flight, stops the processes, then marks what is left; a run
+    whose own process (or worker) marked it Crashed while dying gets the stop's message too."""
+    from prefect.states import Completed, Crashed, Running
+
+    from driftloop.stack import inflight_run_ids
+
+    flow_name = f"ingest-{uuid.uuid4().hex[:8]}"
+    deployment = f"dep-{uuid.uuid4().hex[:8]}"
+    with _client() as client:
+        flow_id = client.create_flow_from_name(flow_name)
+        dep_id = client.create_deployment(flow_id, deployment)
+        killed = client.create_flow_run_from_deployment(dep_id, state=Running())
+        finished = client.create_flow_run_from_deployment(dep_id, state=Running())
+        still = client.create_flow_run_from_deployment(dep_id, state=Running())
+    before = inflight_run_ids(_api(), deployments=[deployment])
+    assert sorted(before) == sorted(str(r.id) for r in (killed, finished, still))
+    with _client() as client:  # what the stop did to them
+        dying = Crashed(message="Process exited with status code -15.")
+        client.set_flow_run_state(killed.id, dying, force=True)
+        client.set_flow_run_state(finished.id, Completed(), force=True)
+
+    crashed = crash_inflight_runs(
+        _api(), "the stack stopped", deployments=[deployment], were_running=before
+    )
+
+    assert sorted(crashed) == sorted([str(killed.id), str(still.id)])
+    with _client() as client:
+        states = {
+            run_id: (s.type.value, s.message)
+            for run_id in (killed.id, finished.id, still.id)
+            if (s := client.read_flow_run(run_id).state) is not None
+        }
+    assert states[killed.id] == ("CRASHED", "the stack stopped")
+    assert states[still.id] == ("CRASHED", "the stack stopped")
+    assert states[finished.id][0] == "COMPLETED"  # a run that finished keeps its end

@@ -255,3 +255,45 @@ def test_project_sources_are_the_imported_modules_under_the_root(tmp_path: Path)
     assert changed_sources(snapshot) == []
     assert changed_sources({**snapshot, path: snapshot[path] - 1}) == [path]
     assert changed_sources({str(tmp_path / "gone.py"): 1}) == [str(tmp_path / "gone.py")]
+
+
+def test_a_run_that_started_is_never_started_again_whatever_the_server_answers(
+    tmp_path: Path,
+) -> None:
+    """A server that reports a run and then answers nonsense: the client waits for that run to
+    end and fails; it does not fall back to starting it cold (that would run the flow twice)."""
+    import socket as sockets
+
+    short = Path(tempfile.mkdtemp(prefix="ws-"))
+    path = short / "s"
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    run = subprocess.Popen(["sleep", "1.5"])  # stands for the forked run
+    env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
+    env[SOCKET_ENV] = str(path)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.warmstart", "not-a-flow-run-id"],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = sockets.recv_fds(conn, 1 << 20, 3)
+            for fd in fds:  # the client's stdio: held open here, its stderr would never end
+                os.close(fd)
+            conn.sendall(json.dumps({"pid": run.pid}).encode() + b"\nnot json\n")
+            started = time.monotonic()
+            _, stderr = client.communicate(timeout=60)
+        assert client.returncode == 1
+        assert time.monotonic() - started >= 1.0  # it waited for the run to end
+        assert "unreadable reply from the server" in stderr
+        assert "cold start" not in stderr and "Invalid flow run id" not in stderr
+    finally:
+        run.wait(10)
+        listener.close()
+        path.unlink(missing_ok=True)
+        short.rmdir()
