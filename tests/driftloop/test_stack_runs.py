@@ -86,8 +86,9 @@ def test_runs_a_dying_process_marked_crashed_during_the_stop_get_the_stops_messa
     before = inflight_run_ids(_api(), deployments=[deployment])
     assert sorted(before) == sorted(str(r.id) for r in (killed, finished, still))
     with _client() as client:  # what the stop did to them
-        dying = Crashed(message="Process exited with status code -15.")
-        client.set_flow_run_state(killed.id, dying, force=True)
+        client.set_flow_run_state(
+            killed.id, Crashed(message="Process exited with status code -15."), force=True
+        )
         client.set_flow_run_state(finished.id, Completed(), force=True)
 
     crashed = crash_inflight_runs(
