@@ -118,6 +118,22 @@ def _report(stdout: str) -> dict[str, object]:
     return json.loads(stdout.splitlines()[0])
 
 
+def _waiting_client(server: Server, cwd: Path, what: str) -> tuple[subprocess.Popen[str], int]:
+    """A client whose run (``wait`` or ``trap``) has reported itself and now waits; returns the
+    client and the run's PID."""
+    client = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.warmstart", what],
+        env=server.env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    run_pid = int(str(json.loads(client.stdout.readline())["pid"]))
+    assert client.stdout.readline().strip() == "waiting"
+    return client, run_pid
+
+
 def test_a_run_is_forked_by_the_server_with_the_clients_io_env_cwd_and_exit_status(
     server: Server, tmp_path: Path
 ) -> None:
@@ -140,50 +156,24 @@ def test_a_run_is_forked_by_the_server_with_the_clients_io_env_cwd_and_exit_stat
 def test_sigterm_to_the_client_reaches_the_run_and_its_status_comes_back(
     server: Server, tmp_path: Path
 ) -> None:
-    client = subprocess.Popen(
-        [sys.executable, "-m", "driftloop.warmstart", "trap"],
-        env=server.env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    client, run_pid = _waiting_client(server, tmp_path, "trap")
     assert client.stdout is not None
-    report = json.loads(client.stdout.readline())
-    assert client.stdout.readline().strip() == "waiting"
     client.send_signal(signal.SIGTERM)
     assert client.wait(30) == 7  # the run's own handler decided the exit status
     assert client.stdout.read().strip() == "got SIGTERM"
-    assert _gone(int(str(report["pid"])), 10)
+    assert _gone(run_pid, 10)
 
 
 def test_a_run_killed_by_a_signal_kills_its_client_with_the_same_signal(
     server: Server, tmp_path: Path
 ) -> None:
-    client = subprocess.Popen(
-        [sys.executable, "-m", "driftloop.warmstart", "wait"],
-        env=server.env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdout is not None
-    report = json.loads(client.stdout.readline())
-    assert client.stdout.readline().strip() == "waiting"
-    os.kill(int(str(report["pid"])), signal.SIGKILL)
+    client, run_pid = _waiting_client(server, tmp_path, "wait")
+    os.kill(run_pid, signal.SIGKILL)
     assert client.wait(30) == -signal.SIGKILL
 
 
 def test_a_client_killed_outright_takes_its_run_with_it(server: Server, tmp_path: Path) -> None:
-    client = subprocess.Popen(
-        [sys.executable, "-m", "driftloop.warmstart", "wait"],
-        env=server.env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdout is not None
-    run_pid = int(str(json.loads(client.stdout.readline())["pid"]))
-    assert client.stdout.readline().strip() == "waiting"
+    client, run_pid = _waiting_client(server, tmp_path, "wait")
     client.kill()  # SIGKILL: the client cannot forward it
     client.wait(10)
     assert _gone(run_pid, 10), "the run outlived its client"
