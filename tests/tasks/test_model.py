@@ -344,3 +344,19 @@ def test_regression_labels_must_be_finite_numbers_that_vary() -> None:
         labels(frame.assign(spend_30d=np.nan), SPEND)
     with pytest.raises(ValueError, match="outcomes that vary"):
         fit(frame.assign(spend_30d=3.0), frame, SPEND, seed=0)
+
+
+def test_rows_scored_in_blocks_score_as_one_pass(model: object) -> None:
+    """Above SCORE_BLOCK_ROWS rows, scoring goes block by block: the scores are those of one
+    pass over every row, bit for bit (mixed, missing and unseen categories across blocks)."""
+    from tasks.model import SCORE_BLOCK_ROWS
+
+    rows = make_frame(2 * SCORE_BLOCK_ROWS + 17, seed=5)
+    rows.loc[rows.index[:50], "plan"] = None
+    rows.loc[rows.index[-3:], "plan"] = 7  # a number in a text column, in the last block only
+    rows.loc[rows.index[SCORE_BLOCK_ROWS], "region"] = "atlantis"
+    one_pass = model.predict_proba(model_input(rows, SCHEMA))[:, 1]  # type: ignore[attr-defined]
+    blocked = predict_scores(model, rows, SCHEMA)
+    assert blocked.shape == (len(rows),)
+    np.testing.assert_array_equal(blocked, one_pass)
+    assert len(np.unique(blocked)) > len(rows) // 2  # the rows were scored, not filled
