@@ -24,13 +24,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.model import FeatureSchema, predict_scores
+from tasks.model import FeatureSchema, fast_scorer, predict_scores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -108,12 +108,22 @@ class NoChampion(ServeError):
 
 @dataclass(frozen=True)
 class Champion:
-    """A loaded champion: its version, the fitted model and the features it reads."""
+    """A loaded champion: its version, the fitted model and the features it reads.
+
+    ``scorer``: the model's :func:`tasks.model.fast_scorer`, built when it is loaded (None:
+    scored with :func:`tasks.model.predict_scores`)."""
 
     version: str
     model: Any
     feature_service: str
     schema: FeatureSchema
+    scorer: Callable[[pd.DataFrame], Any] | None = field(default=None, compare=False, repr=False)
+
+    def score(self, frame: pd.DataFrame) -> Any:
+        """The model's scores of ``frame``'s rows."""
+        if self.scorer is not None:
+            return self.scorer(frame)
+        return predict_scores(self.model, frame, self.schema)
 
 
 @dataclass(frozen=True)
@@ -263,7 +273,13 @@ def registry_champions(
         service = tags.get(FEATURE_SERVICE_TAG) or default_service
         schema = schema_for(service)
         model = registry.load_version(client, name, version)
-        return Champion(version=version, model=model, feature_service=service, schema=schema)
+        return Champion(
+            version=version,
+            model=model,
+            feature_service=service,
+            schema=schema,
+            scorer=fast_scorer(model, schema),
+        )
 
     return ChampionCache(name, resolve, load, refresh_seconds=refresh_seconds)
 
@@ -396,14 +412,14 @@ class Predictor:
 
     def _score(self, champion: Champion, frame: pd.DataFrame) -> Any:
         if self.scoring_threads is None:
-            return predict_scores(champion.model, frame, champion.schema)
+            return champion.score(frame)
         if self._threadpools is None:
             from threadpoolctl import ThreadpoolController
 
             self._threadpools = ThreadpoolController()
         # the cap applies to the calling thread (OpenMP settings are per thread)
         with self._threadpools.limit(limits=self.scoring_threads, user_api="openmp"):
-            return predict_scores(champion.model, frame, champion.schema)
+            return champion.score(frame)
 
 
 def build_predictor(

@@ -175,6 +175,19 @@ def test_prediction_equals_offline_scoring_with_the_champion(
     ].iloc[0]
     assert body["features_asof"] == asof.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    # the server scores with the champion's fast scorer, which its loader builds
+    from tasks.serve import registry_champions
+    from tasks.training import feature_schema
+
+    store = feature_store(world)
+    loaded = registry_champions(
+        world.tracking_uri,
+        NAME,
+        schema_for=lambda service: feature_schema(store, service, "y"),
+        default_service=SERVICE,
+    ).get()
+    assert loaded.version == first_champion.version and loaded.scorer is not None
+
     batch = server.http.post("/predict/batch", json={"customer_ids": customers})
     assert batch.status_code == 200, batch.text
     got = [p["churn_probability"] for p in batch.json()["predictions"]]

@@ -360,3 +360,78 @@ def test_rows_scored_in_blocks_score_as_one_pass(model: object) -> None:
     assert blocked.shape == (len(rows),)
     np.testing.assert_array_equal(blocked, one_pass)
     assert len(np.unique(blocked)) > len(rows) // 2  # the rows were scored, not filled
+
+
+# ---- scoring a few rows fast --------------------------------------------------------------------
+
+
+def _awkward_rows(holdout: pd.DataFrame) -> pd.DataFrame:
+    """Holdout rows as a store may answer them: unseen and missing categories, a category
+    dtype, nullable text and numbers, a number in a text column, NaN numbers."""
+    rows = holdout.head(40).copy().reset_index(drop=True)
+    rows["plan"] = rows["plan"].astype(object)
+    rows.loc[0, "plan"] = "galaxy_5g"
+    rows.loc[1, "plan"] = None
+    rows.loc[2, "plan"] = 5  # a number in a text column: scored as the text "5"
+    rows["region"] = rows["region"].astype("string")
+    rows.loc[3, "region"] = pd.NA
+    rows["contract"] = rows["contract"].astype("category")
+    rows["tenure_months"] = rows["tenure_months"].astype("Float64")
+    rows.loc[4, "tenure_months"] = pd.NA
+    rows.loc[5, "monthly_charge"] = np.nan
+    return rows
+
+
+def test_the_fast_scorer_scores_as_predict_scores(
+    model: object, splits: dict[str, pd.DataFrame]
+) -> None:
+    """The online service's path gives predict_scores' probabilities bit for bit, for one row,
+    a few and a block, whatever types the store answers in."""
+    from tasks.model import fast_scorer
+
+    score = fast_scorer(model, SCHEMA)
+    assert score is not None
+    rows = _awkward_rows(splits["holdout"])
+    for frame in (rows.iloc[:1], rows.iloc[1:2], rows.iloc[:7], rows, splits["holdout"]):
+        np.testing.assert_array_equal(score(frame), predict_scores(model, frame, SCHEMA))
+    assert len(np.unique(score(rows))) > 30  # the rows were scored, not filled
+
+
+def test_the_fast_scorer_of_a_regressor_and_where_there_is_none() -> None:
+    """A regression model gets one too; a use case's own estimator does not (it is scored with
+    predict_scores), nor does an encoder with an option the fast path does not implement."""
+    from tasks.model import fast_scorer
+
+    train, validation, holdout = spend_frame(1500, 1), spend_frame(400, 2), spend_frame(60, 3)
+    regressor = fit(train, validation, SPEND, seed=0)
+    score = fast_scorer(regressor, SPEND)
+    assert score is not None
+    np.testing.assert_array_equal(score(holdout), predict_scores(regressor, holdout, SPEND))
+
+    frame = make_frame(600, 1)
+    custom = fit(frame, frame, SCHEMA, seed=0, estimator="tests.support.estimators:logistic")
+    assert fast_scorer(custom, SCHEMA) is None
+    assert fast_scorer(regressor, SCHEMA) is None  # a classifier schema on a regressor
+
+    drops = fit(train, validation, SPEND, seed=0)
+    drops.named_steps["prep"].transformers_[0][1].drop = "first"  # an option not implemented
+    assert fast_scorer(drops, SPEND) is None
+
+
+def test_a_fast_scorer_that_misses_its_probe_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were scikit-learn to score differently from the fast path (a new version), the probe
+    catches it: no fast scorer, the service scores with predict_scores."""
+    import tasks.model
+
+    train, validation = spend_frame(800, 1), spend_frame(300, 2)
+    regressor = fit(train, validation, SPEND, seed=0)
+    assert tasks.model.fast_scorer(regressor, SPEND) is not None
+    shifted = tasks.model.predict_scores
+
+    def other(model: object, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+        scores = shifted(model, frame, schema)
+        scores[-1] = np.nextafter(scores[-1], np.inf)  # one probe row, one ulp
+        return scores
+
+    monkeypatch.setattr(tasks.model, "predict_scores", other)
+    assert tasks.model.fast_scorer(regressor, SPEND) is None

@@ -715,3 +715,17 @@ def test_a_regression_use_case_answers_a_predicted_value_not_a_probability() -> 
         "predicted births_next_7d"
         in schema["properties"]["births_next_7d_predicted"]["description"]
     )
+
+
+def test_a_champion_scores_with_its_fast_scorer_when_it_has_one() -> None:
+    frame = pd.DataFrame({"monthly_charge": [20.0, 50.0]})
+    seen: list[int] = []
+
+    def fast(rows: pd.DataFrame) -> np.ndarray:
+        seen.append(len(rows))
+        return np.array([0.25, 0.5])
+
+    with_scorer = Champion("1", FakeModel(100.0), "churn_v1", SCHEMA, scorer=fast)
+    assert list(with_scorer.score(frame)) == [0.25, 0.5] and seen == [2]
+    rows = pd.DataFrame({c: [1.0] for c in SCHEMA.features}).assign(monthly_charge=[30.0])
+    assert list(Champion("1", FakeModel(100.0), "churn_v1", SCHEMA).score(rows)) == [0.3]
