@@ -353,12 +353,22 @@ def serve(
     import selectors
 
     started = time.monotonic()
+    # OpenBLAS (numpy's and scipy's) starts a pool of threads for every core when it is loaded,
+    # which a fork would leave behind half-copied: one thread here, so none is started. The
+    # forked runs keep one BLAS thread (nothing in the loop leans on BLAS); OpenMP, which the
+    # trees use, starts its threads in each run when they are first needed. A value set in the
+    # stack's environment is kept (more than one: runs start cold, the check below says why).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     failed = preload(modules)
     for name, error in failed.items():
         print(f"warmstart: could not preload {name}: {error}", flush=True)
     unsafe = fork_unsafe_threads()
     if unsafe:
-        raise SystemExit(f"warmstart: threads running after the imports: {unsafe}; not serving")
+        raise SystemExit(
+            f"warmstart: threads running after the imports: {unsafe}; not serving (OpenBLAS "
+            f"starts one per core unless OPENBLAS_NUM_THREADS=1; it is "
+            f"{os.environ.get('OPENBLAS_NUM_THREADS')!r})"
+        )
     snapshot = project_sources(root or Path.cwd())
     # the imported objects move to a generation the collector never scans: a child's collections
     # then do not touch (and so copy) the pages it shares with this process

@@ -287,3 +287,40 @@ def test_a_run_that_started_is_never_started_again_whatever_the_server_answers(
         listener.close()
         path.unlink(missing_ok=True)
         short.rmdir()
+
+
+@pytest.mark.parametrize(("openblas", "serves"), [(None, True), ("2", False)])
+def test_numpy_and_scipy_preloaded_leave_no_thread_behind_unless_told_to(
+    openblas: str | None, serves: bool, tmp_path: Path
+) -> None:
+    """OpenBLAS starts a thread per core when numpy or scipy loads: with no thread settings at
+    all (a `driftloop up` on a laptop) the server keeps it to one and serves; told to use two
+    BLAS threads it refuses, saying why (the runs then start cold)."""
+    short = Path(tempfile.mkdtemp(prefix="ws-"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != SOCKET_ENV and not k.endswith("_NUM_THREADS")  # OMP_, OPENBLAS_, MKL_ ...
+    }
+    if openblas is not None:
+        env["OPENBLAS_NUM_THREADS"] = openblas
+    cmd = [sys.executable, "-m", "driftloop.warmstart", "serve", "--socket", str(short / "s")]
+    cmd += ["--root", str(tmp_path), "--engine", ENGINE, "--preload", "numpy", "scipy.linalg"]
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        code = None if "serving on" in first else proc.wait(60)  # a refusal ends the server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        (short / "s").unlink(missing_ok=True)
+        short.rmdir()
+    if serves:
+        assert first.startswith(f"warmstart: serving on {short / 's'}"), first
+    else:
+        assert "threads running after the imports" in first and "it is '2'" in first, first
+        assert code == 1
