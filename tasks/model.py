@@ -79,6 +79,18 @@ class FeatureSchema:
 # ---- inputs -------------------------------------------------------------------------------------
 
 
+def category_text(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A categorical column as the model reads it: its values as text (an ``object`` array of
+    its own; a column that is not all text, such as numbers or mixed values, goes through
+    ``str``) and where values are missing (their place in the text array holds whatever ``str``
+    made of them: the caller decides what a missing value is)."""
+    missing = values.isna().to_numpy()
+    text = values.astype("object")
+    if pd.api.types.infer_dtype(text, skipna=True) not in ("string", "empty"):
+        text = text.astype(str)
+    return text.to_numpy(dtype=object, copy=True), missing
+
+
 def model_input(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     """The model's input columns in canonical types: categoricals as ``object`` strings (missing
     as NaN), numerics as ``float64`` (missing as NaN). Scoring should pass frames through this
@@ -88,12 +100,7 @@ def model_input(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
         raise KeyError(f"feature columns missing from the frame: {missing}")
     out: dict[str, pd.Series] = {}
     for col in schema.categorical:
-        values = frame[col]
-        missing_mask = values.isna().to_numpy()
-        text = values.astype("object")
-        if pd.api.types.infer_dtype(text, skipna=True) not in ("string", "empty"):
-            text = text.astype(str)
-        arr = text.to_numpy(dtype=object, copy=True)
+        arr, missing_mask = category_text(frame[col])
         arr[missing_mask] = np.nan
         out[col] = pd.Series(arr, index=frame.index, dtype="object")
     numeric = frame[list(schema.numeric)]
@@ -414,11 +421,7 @@ def fast_scorer(model: Any, schema: FeatureSchema) -> Callable[[pd.DataFrame], n
     def score(frame: pd.DataFrame) -> np.ndarray:
         matrix = np.zeros((len(frame), width + len(numeric)), dtype=np.float64)
         for col, known, nan_at in zip(schema.categorical, lookups, missing_at, strict=True):
-            values = frame[col]
-            missing = values.isna().to_numpy()
-            text = values.to_numpy(dtype=object)
-            if pd.api.types.infer_dtype(text, skipna=True) not in ("string", "empty"):
-                text = values.astype("object").astype(str).to_numpy(dtype=object)
+            text, missing = category_text(frame[col])
             for row, value in enumerate(text):
                 at = nan_at if missing[row] else known.get(value, -1)
                 if at >= 0:
