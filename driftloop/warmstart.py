@@ -441,9 +441,14 @@ def serve(
             os.close(fd)
         try:
             _send_message(conn, {"pid": pid})
-        except OSError:  # the client cannot know the run started: it must not go on
+        except OSError as exc:  # the client cannot know the run started: it must not go on
             os.kill(pid, signal.SIGKILL)
             conn.close()
+            print(
+                f"warmstart: run {request['env'].get(RUN_ENV, '?')} killed as {pid}: its client "
+                f"could not be told ({exc})",
+                flush=True,
+            )
             return
         runs[pid] = conn
         print(f"warmstart: run {request['env'].get(RUN_ENV, '?')} started as {pid}", flush=True)
@@ -451,7 +456,9 @@ def serve(
         selector.register(conn, selectors.EVENT_READ, pid)
 
     def reap() -> None:
-        while runs:
+        # every child that ended, not only those with a client: a run killed because its client
+        # could not be told its PID is in no list, and would stay a zombie until the server ends
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
