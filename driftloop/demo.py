@@ -78,10 +78,11 @@ def run(
     # lake is recreated on every run); on a busy machine it can take more than the default
     # 20 s to answer
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # the replay reads each training.due / drift.detected back from the API: written sooner
-    from driftloop.stack import EVENT_FLUSH_ENV, EVENT_FLUSH_SECONDS
+    # the replay reads each training.due / drift.detected back from the API: written sooner;
+    # task runs recorded in batches
+    from driftloop.stack import tune_temporary_server
 
-    os.environ.setdefault(EVENT_FLUSH_ENV, str(EVENT_FLUSH_SECONDS))
+    tune_temporary_server()
     if "DRIFTLOOP_DATA_ROOT" not in os.environ:
         shutil.rmtree(DEMO_ROOT, ignore_errors=True)
         os.environ["DRIFTLOOP_DATA_ROOT"] = str(DEMO_ROOT)

@@ -101,6 +101,20 @@ HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 #: for the training.due its features run emitted, `driftloop status`) waits for the write.
 EVENT_FLUSH_SECONDS = 0.5
 EVENT_FLUSH_ENV = "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"
+#: the server records task runs from their state events in writes of up to this many events
+#: (Prefect: one write per event, three per task run; each is a transaction, which on SQLite waits
+#: for the single writer) ...
+TASK_RUN_BATCH = 100
+#: ... made at least this often, so a task run's state shows within a second (whole seconds:
+#: Prefect reads the interval as an int, and 0 would be a flush loop that never sleeps)
+TASK_RUN_FLUSH_SECONDS = 1
+#: what every Prefect server of the loop runs with: the stack's, the CLI's local API server and
+#: the temporary server of flows run in one process (:func:`tune_temporary_server`)
+SERVER_TUNING = {
+    EVENT_FLUSH_ENV: str(EVENT_FLUSH_SECONDS),
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": str(TASK_RUN_BATCH),
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": str(TASK_RUN_FLUSH_SECONDS),
+}
 #: events are deleted after this long (Prefect: 7 days) ...
 EVENT_RETENTION = timedelta(days=1)
 #: ... and these frequent ones sooner
@@ -197,6 +211,14 @@ def warmstart_socket(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"driftloop-{os.getuid()}-{digest}.sock"
 
 
+def tune_temporary_server() -> None:
+    """Give the temporary Prefect server of flows run in this process (the demo's, the tests')
+    :data:`SERVER_TUNING`, as the stack's has: set in this process's environment, which the
+    server's process inherits, unless the environment sets them already."""
+    for key, value in SERVER_TUNING.items():
+        os.environ.setdefault(key, value)
+
+
 def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     """The environment of every stack process: the DRIFTLOOP_* settings as given, the API URL,
     telemetry off, the project folder for prefect.yaml's pull step, how often workers poll and
@@ -256,7 +278,7 @@ def server_env(settings: Settings, port: int, *, home: Path | None = None) -> di
             "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": str(SLOT_WAIT_SECONDS),
             "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
             "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": _duration(EVENT_RETENTION),
-            EVENT_FLUSH_ENV: str(EVENT_FLUSH_SECONDS),
+            **SERVER_TUNING,
             "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
             "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": str(VACUUM_EVERY_SECONDS),
             "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(

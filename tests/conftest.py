@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.stack import EVENT_FLUSH_ENV, EVENT_FLUSH_SECONDS
+from driftloop.stack import tune_temporary_server
 from driftloop_config.settings import Settings, load_settings, quiet_telemetry
 from tasks.storage import Lake
 from tests.support.servers import moto_s3_server
@@ -32,8 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if key.startswith("DRIFTLOOP_") and key != "DRIFTLOOP_REQUIRE_SERVICES":
             del os.environ[key]
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    # the test API server writes received events as the stack's does (replays read them back)
-    os.environ.setdefault(EVENT_FLUSH_ENV, str(EVENT_FLUSH_SECONDS))
+    # the test API server writes received events and records task runs as the stack's does
+    # (replays read the events back)
+    tune_temporary_server()
 
 
 #: The modules whose tests run on the session's ``local_stack`` (one ``driftloop up``).

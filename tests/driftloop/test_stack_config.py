@@ -23,7 +23,10 @@ import pytest
 from driftloop.stack import (
     FLOW_HEARTBEAT_SECONDS,
     LEASE_STORAGE,
+    SERVER_TUNING,
     SLOT_WAIT_SECONDS,
+    TASK_RUN_BATCH,
+    TASK_RUN_FLUSH_SECONDS,
     WORKER_PREFETCH_SECONDS,
     WORKER_QUERY_SECONDS,
     ZOMBIE_AUTOMATION,
@@ -76,6 +79,8 @@ def test_the_server_runs_with_retention_vacuum_sqlite_and_file_leases(server: St
     assert srv["concurrency"]["lease_storage"] == LEASE_STORAGE
     assert srv["deployments"]["concurrency_slot_wait_seconds"] == SLOT_WAIT_SECONDS
     assert srv["database"]["timeout"] == 30
+    recorder = srv["services"]["task_run_recorder"]
+    assert (recorder["batch_size"], recorder["flush_interval"]) == (TASK_RUN_BATCH, 1)
     assert got["home"] == str(prefect_home(settings))
 
     # the server writes the SQLite file under the stack folder; its size is measurable
@@ -227,3 +232,45 @@ def test_make_up_passes_the_ports_to_driftloop_up() -> None:
         ".venv/bin/driftloop up --prefect-port 4300 --mlflow-port 5300"
     ]
     assert planned() == [".venv/bin/driftloop up --prefect-port 4200 --mlflow-port 5000"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flows_run_in_process_record_every_task_run_in_batches() -> None:
+    """The temporary server of in-process flows (here the tests') runs with the stack's
+    :data:`SERVER_TUNING`; batched, every task run is still recorded with its final state: 250
+    tasks (750 state events, several full batches and a partial one that only the periodic flush
+    writes)."""
+    from prefect import flow, task
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_API_URL
+
+    api = str(PREFECT_API_URL.value())
+    assert {k: os.environ[k] for k in SERVER_TUNING} == SERVER_TUNING
+    got = httpx.get(f"{api}/admin/settings", timeout=30).json()
+    recorder = got["server"]["services"]["task_run_recorder"]
+    assert (recorder["batch_size"], recorder["flush_interval"]) == (
+        TASK_RUN_BATCH,
+        TASK_RUN_FLUSH_SECONDS,
+    )
+
+    @task(name="square")
+    def square(i: int) -> int:
+        return i * i
+
+    @flow(name="many-tasks")
+    def many(n: int) -> tuple[str, int]:
+        return str(flow_run.get_id()), sum(square(i) for i in range(n))
+
+    run_id, total = many(250)
+    assert total == sum(i * i for i in range(250))
+
+    def count(state: str | None = None) -> int:
+        body: dict[str, Any] = {"flow_runs": {"id": {"any_": [run_id]}}}
+        if state is not None:
+            body["task_runs"] = {"state": {"name": {"any_": [state]}}}
+        return int(httpx.post(f"{api}/task_runs/count", json=body, timeout=30).json())
+
+    deadline = time.monotonic() + 60  # bounded: a lost event would leave a run behind forever
+    while count("Completed") < 250 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (count(), count("Completed")) == (250, 250)
