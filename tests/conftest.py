@@ -43,20 +43,20 @@ STACK_MODULES = {
     "tests/browser/test_prefect_ui.py",
     "tests/driftloop/test_stack.py",
 }
-#: The longest units of work, longest first (seconds on an idle 2-core machine, measured with
-#: ``--durations``; the first two: each beside the other on the 2 cores).
+#: The longest units of work, longest first (seconds of one `make test` on the 2-core machine,
+#: both workers busy throughout, from ``--durations``).
 LONGEST_FIRST = [
-    "tests/flows/test_loop_decisions.py",  # 780-890: two 60-day loops sharing 30 days
-    "tests/driftloop/test_replay.py",  # 590: two replays killed twice and resumed, one in bulk
-    "tests/driftloop/test_stack_burst.py",  # 415: two stacks, 60 landed days
-    "tests/realdata/test_nyc_flight_delays.py",  # 360: the loop, then killed twice and resumed
-    "local_stack",  # 340: the browser and stack tests on one `driftloop up`
-    "tests/driftloop/test_localapi.py",  # 330: a local API server per test
-    "tests/driftloop/test_stack_secrets.py",  # 160
-    "tests/realdata/test_us_state_births.py",  # 160
-    "tests/production/test_backends.py",  # 125
+    "tests/flows/test_loop_decisions.py",  # 900: two 60-day loops sharing 30 days
+    "tests/driftloop/test_replay.py",  # 640: two replays killed twice and resumed, one in bulk
+    "tests/realdata/test_nyc_flight_delays.py",  # 550: the loop, then killed twice and resumed
+    "tests/driftloop/test_stack_burst.py",  # 460: two stacks, 60 landed days
+    "tests/driftloop/test_localapi.py",  # 200: a local API server per test
+    "local_stack",  # 185: the browser and stack tests on one `driftloop up`
+    "tests/realdata/test_us_low_birth_days.py",  # 160
+    "tests/production/test_backends.py",  # 155
+    "tests/driftloop/test_stack_secrets.py",  # 130
     "tests/flows/test_dask_runner.py",  # 120
-    "tests/realdata/test_us_low_birth_days.py",  # 115
+    "tests/realdata/test_us_state_births.py",  # 70
 ]
 
 
