@@ -95,9 +95,17 @@ def run_span(loop: BenchStack, deployment: str, landed: datetime) -> dict[str, A
         return {"runs": 0}
     starts = [ts(r["start_time"]) for r in runs if r["start_time"]]
     ends = [ts(r["end_time"]) for r in runs if r["end_time"]]
+    ran = [r for r in runs if r["start_time"]] or runs  # not the next scheduled one
+    first = min(ran, key=lambda r: ts(r["created"]))
     return {
         "runs": len(runs),
         "states": sorted({r["state_type"] for r in runs}),
+        # the first run: created (its event's automation fired), and when it was due to start
+        # (later than created: it waited for its deployment's concurrency slot)
+        "first_created_s": round((ts(first["created"]) - landed).total_seconds(), 2),
+        "first_expected_start_s": round(
+            (ts(first["expected_start_time"]) - landed).total_seconds(), 2
+        ),
         "first_start_s": round((min(starts) - landed).total_seconds(), 2) if starts else None,
         "last_end_s": round((max(ends) - landed).total_seconds(), 2) if ends else None,
         "run_s": [round(r["total_run_time"], 2) for r in runs],
