@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.stack import tune_temporary_server
+from driftloop.stack import SERVER_TUNING
 from driftloop_config.settings import Settings, load_settings, quiet_telemetry
 from tasks.storage import Lake
 from tests.support.servers import moto_s3_server
@@ -33,8 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
             del os.environ[key]
     os.environ.pop("AWS_ENDPOINT_URL", None)
     # the test API server writes received events and records task runs as the stack's does
-    # (replays read the events back)
-    tune_temporary_server()
+    # (replays read the events back), whatever the developer's environment says
+    os.environ.update(SERVER_TUNING)
 
 
 #: The modules whose tests run on the session's ``local_stack`` (one ``driftloop up``).

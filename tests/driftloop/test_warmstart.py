@@ -248,32 +248,35 @@ def test_project_sources_are_the_imported_modules_under_the_root(tmp_path: Path)
     assert changed_sources({str(tmp_path / "gone.py"): 1}) == [str(tmp_path / "gone.py")]
 
 
-def test_a_run_whose_client_left_before_its_pid_was_sent_is_killed_and_reaped(
+def test_a_run_whose_client_cannot_be_told_its_pid_is_killed_and_reaped(
     server: Server, tmp_path: Path
 ) -> None:
-    """A client that sends its request and goes away at once: the server forks the run, cannot
-    tell the client its PID (the socket's other end is closed), kills the run, and reaps it with
-    no other run in flight (no zombie is left behind)."""
+    """A client that sends its request but can no longer receive (it shut its reading side, as a
+    client dying at that moment would): the server forks the run, cannot tell the client its PID
+    (the reply fails), kills the run, and reaps it with no other run in flight (no zombie left)."""
     import socket as sockets
     import struct
 
     body = json.dumps({"argv": ["wait"], "env": server.env(), "cwd": str(tmp_path)}).encode()
-    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    with (
+        open(os.devnull, "rb") as null_in,
+        open(os.devnull, "wb") as null_out,
+        sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock,
+    ):
         sock.connect(str(server.socket))
+        sock.shutdown(sockets.SHUT_RD)  # the server's reply fails (EPIPE), whenever it is sent
         fds = [null_in.fileno(), null_out.fileno(), null_out.fileno()]
         sockets.send_fds(sock, [struct.pack("!I", len(body)) + body], fds)
-        sock.close()
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        killed = re.search(r"killed as (\d+): its client could not be told", server.log_text())
-        if killed and int(killed[1]) not in _children_of(server.proc.pid):
-            break
-        time.sleep(0.05)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            killed = re.search(r"killed as (\d+): its client could not be told", server.log_text())
+            if killed and int(killed[1]) not in _children_of(server.proc.pid):
+                break
+            time.sleep(0.05)
     # the run was forked and killed, and is gone: reaped, not left a zombie
     assert killed, server.log_text()
     assert _children_of(server.proc.pid) == []
+    assert "started as" not in server.log_text()  # it was never handed to the client
     assert server.proc.poll() is None, server.log_text()
     # the server still serves
     done = _client(["exit", "0"], server.env(), tmp_path)
