@@ -101,7 +101,8 @@ def run_span(loop: BenchStack, deployment: str, landed: datetime) -> dict[str, A
         "runs": len(runs),
         "states": sorted({r["state_type"] for r in runs}),
         # the first run: created (its event's automation fired), and when it was due to start
-        # (later than created: it waited for its deployment's concurrency slot)
+        # (an automation dates it from its event, so before created; after created only when it
+        # was rescheduled to wait for its deployment's concurrency slot)
         "first_created_s": round((ts(first["created"]) - landed).total_seconds(), 2),
         "first_expected_start_s": round(
             (ts(first["expected_start_time"]) - landed).total_seconds(), 2
