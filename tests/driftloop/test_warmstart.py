@@ -30,7 +30,7 @@ from driftloop.warmstart import (
     fork_unsafe_threads,
     project_sources,
 )
-from tests.support.procs import stat
+from tests.support.procs import descendants, stat
 
 ENGINE = "tests.support.warm_engine"
 PRELOADED = "tests.support.warm_preloaded"
@@ -270,29 +270,17 @@ def test_a_run_whose_client_cannot_be_told_its_pid_is_killed_and_reaped(
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             killed = re.search(r"killed as (\d+): its client could not be told", server.log_text())
-            if killed and int(killed[1]) not in _children_of(server.proc.pid):
+            if killed and int(killed[1]) not in descendants(server.proc.pid):
                 break
             time.sleep(0.05)
     # the run was forked and killed, and is gone: reaped, not left a zombie
     assert killed, server.log_text()
-    assert _children_of(server.proc.pid) == []
+    assert descendants(server.proc.pid) == set()
     assert "started as" not in server.log_text()  # it was never handed to the client
     assert server.proc.poll() is None, server.log_text()
     # the server still serves
     done = _client(["exit", "0"], server.env(), tmp_path)
     assert done.returncode == 0, done.stderr
-
-
-def _children_of(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(stat(int(entry.name))[1]) == parent:
-                    found.append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    return found
 
 
 def test_a_run_that_started_is_never_started_again_whatever_the_server_answers(
