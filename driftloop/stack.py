@@ -219,15 +219,33 @@ def tune_temporary_server() -> None:
         os.environ.setdefault(key, value)
 
 
+#: Feast, when imported (``feast.metrics``), makes a temporary folder for Prometheus' metric files,
+#: exports it in these variables and removes it when its process exits; a process started with
+#: them writes its own metrics there (prometheus_client's multiprocess mode), and one that outlives
+#: the folder's maker (a server a command started) fails on the next metric it makes
+PROMETHEUS_DIR_VARS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+FEAST_METRICS_PREFIX = "feast_metrics_"
+
+
+def inheritable_environ() -> dict[str, str]:
+    """This process's environment less Feast's own metrics folder (:data:`PROMETHEUS_DIR_VARS`,
+    named ``feast_metrics_*``); one set by the user is kept."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not (k in PROMETHEUS_DIR_VARS and Path(v).name.startswith(FEAST_METRICS_PREFIX))
+    }
+
+
 def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
-    """The environment of every stack process: the DRIFTLOOP_* settings as given, the API URL,
-    telemetry off, the project folder for prefect.yaml's pull step, how often workers poll and
-    flow runs send heartbeats; this interpreter's folder first on PATH (the pools' flow-run command,
+    """The environment of every stack process (this one's, less Feast's metrics folder): the
+    DRIFTLOOP_* settings as given, the API URL, telemetry off, the project folder for
+    prefect.yaml's pull step, how often workers poll and flow runs send heartbeats; this interpreter's folder first on PATH (the pools' flow-run command,
     :data:`FLOW_RUN_COMMAND`, runs ``python``) and, with warm starts on, the server's socket."""
     from driftloop_config.settings import ENV_PREFIX, settings_env
 
     # these settings, not whatever DRIFTLOOP_* variables this process happens to have
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = {k: v for k, v in inheritable_environ().items() if not k.startswith(ENV_PREFIX)}
     env.update(settings_env(settings))
     env.pop(ENV_PREFIX + "PREFECT_DATABASE_URL", None)  # the server's alone (server_env)
     env.update(TELEMETRY_OFF)

@@ -61,6 +61,11 @@ def _servers(procs: dict[int, list[str]]) -> list[int]:
     return sorted(pid for pid, cmd in procs.items() if "\0server\0start\0" in "\0".join(cmd))
 
 
+def _default_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Cli:
     """The real CLI in subprocesses, on an empty lake under ``tmp``, without PREFECT_API_URL."""
 
@@ -97,6 +102,9 @@ class Cli:
         return done, time.perf_counter() - t0
 
     def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command in the background, with SIGINT and SIGQUIT at their default as a terminal
+        gives them (a shell without job control starts its background commands with them ignored,
+        perhaps this test session too, and a command keeps what it inherits)."""
         return subprocess.Popen(
             self.argv(*args),
             cwd=PROJECT_ROOT,
@@ -105,6 +113,7 @@ class Cli:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=_default_interrupts,
         )
 
     def server(self) -> Proc:
@@ -248,8 +257,9 @@ def test_a_command_stopped_while_starting_the_server_leaves_only_the_recorded_se
     assert {pid for pid in before if proc_stat(pid) is not None} <= group
     assert set(marked(cli.mark)) <= group
     # the next command reuses it
-    _ok(cli.run("ingest")[0])
-    assert cli.server() == server
+    nxt = cli.run("ingest")[0]
+    _ok(nxt)
+    assert cli.server() == server, nxt.stderr  # the old one still answers
     assert _servers(marked(cli.mark)) == [server.pid]
 
 

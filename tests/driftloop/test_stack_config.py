@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from driftloop.stack import (
+    FEAST_METRICS_PREFIX,
     FLOW_HEARTBEAT_SECONDS,
     LEASE_STORAGE,
     SERVER_TUNING,
@@ -110,6 +111,34 @@ def test_workers_poll_every_second_and_flow_runs_send_heartbeats(local_settings:
         FLOW_HEARTBEAT_SECONDS,
     ]
     assert (WORKER_QUERY_SECONDS, WORKER_PREFETCH_SECONDS, SLOT_WAIT_SECONDS) == (1, 5, 15)
+
+
+def test_stack_processes_do_not_inherit_feasts_metrics_folder(local_settings: Settings) -> None:
+    # Feast sets the folder's variables when it is imported, in the importing process: a server
+    # a command starts would write there and fail once the command exits and Feast removes it
+    code = (
+        "import json, os, feast.metrics\n"
+        "from driftloop.stack import stack_env\n"
+        "from driftloop_config.settings import load_settings\n"
+        "env = stack_env(load_settings(), 'http://127.0.0.1:9/api')\n"
+        "names = ('PROMETHEUS_MULTIPROC_DIR', 'PROMETHEUS_MULTIPROCESS_DIR')\n"
+        "print(json.dumps([[os.environ.get(n) for n in names], [env.get(n) for n in names]]))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=base, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    made, passed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert made[0] == made[1] and Path(made[0]).name.startswith(FEAST_METRICS_PREFIX)
+    assert passed == [None, None]
+    assert not Path(made[0]).exists()  # the importing process removed it as it exited
+
+    # a folder the user chose for multiprocess metrics is theirs to keep
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROMETHEUS_MULTIPROC_DIR", "/var/lib/metrics")
+        env = stack_env(local_settings, "http://127.0.0.1:9/api")
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == "/var/lib/metrics"
 
 
 def test_a_concurrency_lease_survives_a_server_restart(server: StackServer) -> None:
