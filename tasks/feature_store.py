@@ -427,5 +427,21 @@ def read_online(
 
             df = join_context(df, key, refs, lookup, "_row")
         df = df.sort_values("_row").drop(columns="_row")
-    names = [f.name for p in service.feature_view_projections for f in p.features]
-    return df[[join.entity, *names]].reset_index(drop=True)
+    return df[[join.entity, *_names(service)]].reset_index(drop=True)
+
+
+def _names(service: Any) -> list[str]:
+    return [f.name for p in service.feature_view_projections for f in p.features]
+
+
+def read_online_columns(
+    store: FeatureStore, service: Any, join: ServiceJoin, ids: list[str]
+) -> dict[str, list[Any]]:
+    """:func:`read_online` as columns (name -> one value per id; missing: None or NaN), without
+    building a frame when the service reads one entity's views (the online service's path)."""
+    if not join.single:
+        frame = read_online(store, service, join, ids)
+        return {c: frame[c].tolist() for c in frame.columns}
+    rows = [{join.entity: str(c)} for c in ids]
+    answer = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    return {c: list(answer[c]) for c in (join.entity, *_names(service))}

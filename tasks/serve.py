@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.model import FeatureSchema, fast_scorer, predict_scores
+from tasks.model import Columns, FeatureSchema, fast_scorer, is_missing, predict_scores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -46,8 +46,9 @@ MAX_BATCH = 1000
 FEATURE_SERVICE_TAG = "driftloop.feature_service"
 REGEX_EXPECTATION = "expect_column_values_to_match_regex"
 
-#: (ids, feature service) -> one row per id, in order: the entity's id column then the features.
-FeatureReader = Callable[[list[str], str], pd.DataFrame]
+#: (ids, feature service) -> one row per id, in order: the entity's id column then the features,
+#: as columns (name -> values) or a frame
+FeatureReader = Callable[[list[str], str], Columns | pd.DataFrame]
 
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -117,12 +118,16 @@ class Champion:
     model: Any
     feature_service: str
     schema: FeatureSchema
-    scorer: Callable[[pd.DataFrame], Any] | None = field(default=None, compare=False, repr=False)
+    scorer: Callable[[pd.DataFrame | Columns], Any] | None = field(
+        default=None, compare=False, repr=False
+    )
 
-    def score(self, frame: pd.DataFrame) -> Any:
-        """The model's scores of ``frame``'s rows."""
+    def score(self, rows: pd.DataFrame | Columns) -> Any:
+        """The model's scores of ``rows`` (a frame, or columns as :class:`pd.DataFrame` reads
+        them)."""
         if self.scorer is not None:
-            return self.scorer(frame)
+            return self.scorer(rows)
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
         return predict_scores(self.model, frame, self.schema)
 
 
@@ -312,6 +317,13 @@ def entity_id_pattern(usecase: UseCase) -> str | None:
 # ---- predictions --------------------------------------------------------------------------------
 
 
+def _columns(rows: Columns | pd.DataFrame) -> Columns:
+    """A reader's answer as columns (a frame's values as Python objects, missing: None/NaN/NaT)."""
+    if isinstance(rows, pd.DataFrame):
+        return {str(c): rows[c].tolist() for c in rows.columns}
+    return rows
+
+
 def _as_utc(value: object) -> datetime | None:
     """A feature timestamp (Timestamp, datetime, epoch seconds) as an aware UTC datetime."""
     if value is None or (not isinstance(value, str) and bool(pd.isna(value))):  # type: ignore[call-overload]
@@ -328,11 +340,11 @@ def _as_utc(value: object) -> datetime | None:
 class Predictor:
     """Scores entities with the current champion on their online features.
 
-    ``read_features`` is :func:`tasks.feature_store.online_features` bound to a store (see
-    :func:`build_predictor`); ``entity`` names the id column of its frames and the id key of
-    the predictions, ``prediction`` the key of the probability; ``id_pattern`` is the use case's id regex (None: any non-empty id),
-    which must match the whole id (``re.fullmatch``: a ``$`` in the pattern does not let a
-    trailing newline through).
+    ``read_features`` reads a feature service's online features (:class:`OnlineFeatures`, see
+    :func:`build_predictor`), as columns or a frame; ``entity`` names its id column and the id
+    key of the predictions, ``prediction`` the key of the probability; ``id_pattern`` is the use
+    case's id regex (None: any non-empty id), which must match the whole id (``re.fullmatch``: a
+    ``$`` in the pattern does not let a trailing newline through).
     ``scoring_threads`` caps the OpenMP threads of one scoring call (None: no cap): spreading a
     handful of rows over threads costs more than it saves, and requests run side by side anyway.
     """
@@ -386,16 +398,19 @@ class Predictor:
             return []
         champion = self.champions.get()
         unique = list(dict.fromkeys(asked))
-        frame = self._read(unique, champion.feature_service).reset_index(drop=True)
-        if list(frame[self.entity].astype(str)) != unique:
+        columns = _columns(self._read(unique, champion.feature_service))
+        if [str(v) for v in columns.get(self.entity, ())] != unique:
             raise ServeError("the online store answered for other ids than were asked")
-        features = [c for c in frame.columns if c != self.entity]
-        unknown = frame[features].isna().all(axis=1).to_numpy()
-        if unknown.any():
-            missing = [c for c, u in zip(unique, unknown, strict=True) if u]
+        features = [values for name, values in columns.items() if name != self.entity]
+        missing = [
+            cid
+            for row, cid in enumerate(unique)
+            if all(is_missing(values[row]) for values in features)
+        ]
+        if missing:
             raise UnknownIds(missing, len(unique), self.entity)
-        scores = self._score(champion, frame)
-        asof = frame["features_asof"] if "features_asof" in frame else [None] * len(frame)
+        scores = self._score(champion, columns)
+        asof = columns.get("features_asof") or [None] * len(unique)
         by_id = {
             cid: {
                 self.entity: cid,
@@ -410,16 +425,16 @@ class Predictor:
     def health(self) -> ChampionStatus:
         return self.champions.status()
 
-    def _score(self, champion: Champion, frame: pd.DataFrame) -> Any:
+    def _score(self, champion: Champion, columns: Columns) -> Any:
         if self.scoring_threads is None:
-            return champion.score(frame)
+            return champion.score(columns)
         if self._threadpools is None:
             from threadpoolctl import ThreadpoolController
 
             self._threadpools = ThreadpoolController()
         # the cap applies to the calling thread (OpenMP settings are per thread)
         with self._threadpools.limit(limits=self.scoring_threads, user_api="openmp"):
-            return champion.score(frame)
+            return champion.score(columns)
 
 
 def build_predictor(
@@ -459,13 +474,15 @@ def build_predictor(
 
 
 class OnlineFeatures:
-    """:func:`tasks.feature_store.online_features` with the feature service definitions kept.
+    """:func:`tasks.feature_store.online_features` as columns
+    (:func:`tasks.feature_store.read_online_columns`: no frame is built per request, which cost
+    more than the read), with the feature service definitions kept.
 
     Feast answers a lookup through a FeatureService object it already has in ~1 ms, but spends
     several more re-reading the definition from the registry on every call; definitions are
     read once per service (and again after :meth:`forget`). Reads are serialised: the SQLite
     online store shares one connection between threads. ``entity`` is the join key of the
-    services' Feast entity, and the frames' id column.
+    services' Feast entity, and the name of the id column.
     """
 
     def __init__(self, store: FeatureStore, *, entity: str) -> None:
@@ -478,8 +495,8 @@ class OnlineFeatures:
         with self._lock:
             self._services.pop(service, None)
 
-    def __call__(self, ids: list[str], service: str) -> pd.DataFrame:
-        from tasks.feature_store import read_online, service_join
+    def __call__(self, ids: list[str], service: str) -> Columns:
+        from tasks.feature_store import read_online_columns, service_join
 
         with self._lock:
             if service not in self._services:
@@ -487,4 +504,4 @@ class OnlineFeatures:
                 join = service_join(self.store, definition, self.entity)
                 self._services[service] = (definition, join)
             definition, join = self._services[service]
-            return read_online(self.store, definition, join, ids)
+            return read_online_columns(self.store, definition, join, ids)

@@ -147,7 +147,12 @@ def test_context_features_are_joined_point_in_time_through_the_feature_service(
 ) -> None:
     """Each account row gets its tier's features as known at the row's time, offline (training
     and scoring) and online (serving); a row between two status reports gets the older one."""
-    from tasks.feature_store import feature_store, online_features
+    from tasks.feature_store import (
+        feature_store,
+        online_features,
+        read_online_columns,
+        service_join,
+    )
     from tasks.training_set import training_frame
 
     landed = world.landed
@@ -189,6 +194,11 @@ def test_context_features_are_joined_point_in_time_through_the_feature_service(
     assert list(online[saas.ENTITY]) == ids
     expected = _expected_tier_features(landed, online[[saas.ENTITY, "plan_tier"]], newest)
     assert online["incidents_4w"].astype("int64").tolist() == expected["incidents_4w"].tolist()
+    # the online service's read (context looked up through the tier), as columns: the same
+    service = store.get_feature_service(saas.FEATURE_SERVICE)
+    as_columns = read_online_columns(store, service, service_join(store, service, saas.ENTITY), ids)
+    assert list(as_columns) == list(online.columns)
+    pd.testing.assert_frame_equal(pd.DataFrame(as_columns), online)
 
 
 def test_train_score_drift_and_serve(world: World) -> None:

@@ -28,6 +28,8 @@ from tasks.feature_store import (
     materialize,
     offline_features_dir,
     online_features,
+    read_online_columns,
+    service_join,
     sync_offline_source,
 )
 from tasks.features import (
@@ -473,6 +475,12 @@ def _assert_online_matches_offline(store: object, lake: Lake, end: datetime) -> 
         else:
             assert a.tolist()[:-1] == b.tolist()[:-1], col
     assert online.iloc[-1].drop("customer_id").isna().all()  # unknown customer: all null
+    # the online service's read, as columns, holds the same values
+    service = store.get_feature_service("churn_v1")  # type: ignore[attr-defined]
+    join = service_join(store, service, "customer_id")  # type: ignore[arg-type]
+    as_columns = read_online_columns(store, service, join, ids)  # type: ignore[arg-type]
+    assert list(as_columns) == list(online.columns)
+    pd.testing.assert_frame_equal(pd.DataFrame(as_columns), online)
 
 
 @pytest.mark.services

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tasks.model import (
+    WALK_ROWS,
     FeatureSchema,
     boosting_iterations,
     build_estimator,
@@ -392,9 +393,68 @@ def test_the_fast_scorer_scores_as_predict_scores(
     score = fast_scorer(model, SCHEMA)
     assert score is not None
     rows = _awkward_rows(splits["holdout"])
-    for frame in (rows.iloc[:1], rows.iloc[1:2], rows.iloc[:7], rows, splits["holdout"]):
-        np.testing.assert_array_equal(score(frame), predict_scores(model, frame, SCHEMA))
+    holdout = splits["holdout"]
+    assert len(holdout) > WALK_ROWS  # through scikit-learn's trees as well as the walker
+    for frame in (rows.iloc[:1], rows.iloc[1:2], rows.iloc[:7], rows, holdout):
+        expected = predict_scores(model, frame, SCHEMA)
+        np.testing.assert_array_equal(score(frame), expected)
+        # as columns (an online read), plain values or not (pd.NA, numbers as text, ...)
+        np.testing.assert_array_equal(score({str(c): frame[c].tolist() for c in frame}), expected)
+    for walk_rows in (0, len(holdout)):
+        np.testing.assert_array_equal(
+            score(holdout, walk_rows=walk_rows), predict_scores(model, holdout, SCHEMA)
+        )
     assert len(np.unique(score(rows))) > 30  # the rows were scored, not filled
+
+    # a category that is not text goes through pandas, as the frame pandas would make of it
+    odd = {str(c): holdout[c].iloc[:3].tolist() for c in holdout}
+    odd[SCHEMA.categorical[0]] = [7, None, "x"]
+    np.testing.assert_array_equal(score(odd), predict_scores(model, pd.DataFrame(odd), SCHEMA))
+
+
+@pytest.mark.parametrize("loss", ["log_loss", "squared_error", "poisson"])
+def test_the_tree_walker_sums_the_trees_as_scikit_learn(loss: str) -> None:
+    """Every tree at once, the same leaves and the same sums bit for bit, for values on the
+    thresholds themselves, missing values and values no training row had."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from tasks.model import tree_walker
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 6))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    signal = np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) ** 2
+    if loss == "log_loss":
+        clf = HistGradientBoostingClassifier(max_iter=80, random_state=0)
+        clf.fit(x, (signal + rng.normal(size=len(x)) > 0.5).astype(int))
+    else:
+        clf = HistGradientBoostingRegressor(loss=loss, max_iter=80, random_state=0)
+        clf.fit(x, np.exp(signal / 3) + rng.random(len(x)))
+    walk = tree_walker(clf)
+    assert walk is not None
+    thresholds = np.concatenate([p[0].nodes["num_threshold"] for p in clf._predictors])
+    probe = rng.normal(size=(400, 6)) * 3
+    probe[rng.random(probe.shape) < 0.2] = np.nan
+    probe[:200, :] = rng.choice(thresholds, size=(200, 6))  # on the splits
+    for rows in (probe[:1], probe[:5], probe):
+        expected = clf._raw_predict(rows).ravel()
+        np.testing.assert_array_equal(walk(rows), expected)
+    assert len(np.unique(walk(probe))) > 100
+
+
+def test_there_is_no_tree_walker_for_native_categories_or_several_classes() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from tasks.model import tree_walker
+
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.integers(0, 5, 600), rng.normal(size=600)]).astype(float)
+    native = HistGradientBoostingClassifier(max_iter=20, categorical_features=[0])
+    native.fit(x, (x[:, 0] % 2 == 0).astype(int))
+    assert tree_walker(native) is None
+    three = HistGradientBoostingClassifier(max_iter=20).fit(x, x[:, 0].astype(int) % 3)
+    assert tree_walker(three) is None
+    assert tree_walker(object()) is None
 
 
 def test_the_fast_scorer_of_a_regressor_and_where_there_is_none() -> None:

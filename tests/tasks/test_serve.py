@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from driftloop.serve import MAX_BATCH, create_app
 from driftloop_config.settings import PROJECT_ROOT, Settings
 from driftloop_config.usecase import load_usecase
-from tasks.model import FeatureSchema
+from tasks.model import Columns, FeatureSchema
 from tasks.serve import (
     Champion,
     ChampionCache,
@@ -721,7 +721,7 @@ def test_a_champion_scores_with_its_fast_scorer_when_it_has_one() -> None:
     frame = pd.DataFrame({"monthly_charge": [20.0, 50.0]})
     seen: list[int] = []
 
-    def fast(rows: pd.DataFrame) -> np.ndarray:
+    def fast(rows: pd.DataFrame | Columns) -> np.ndarray:
         seen.append(len(rows))
         return np.array([0.25, 0.5])
 
