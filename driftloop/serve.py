@@ -175,7 +175,8 @@ class UnknownIdsResponse(BaseModel):
 # ---- the app ------------------------------------------------------------------------------------
 
 
-def _predictor(request: Request) -> Predictor:
+async def _predictor(request: Request) -> Predictor:
+    # async: FastAPI would run a plain function in its thread pool, a hand-off per request
     predictor: Predictor | None = request.app.state.predictor
     if predictor is None:
         raise NoChampion("the service is still starting")
