@@ -127,7 +127,12 @@ def _train(params: TrainParams, ctx: RunContext) -> policy.TrainOutcome:
         trigger=params.reason,
     )
     decision, previous, report_key = promotion_gate(
-        ctx.settings, ctx.usecase, data, result.version, ctx.lake
+        ctx.settings,
+        ctx.usecase,
+        data,
+        result.version,
+        ctx.lake,
+        trained_scores=result.holdout_scores,
     )
     policy.record_judged_run(ctx.lake.ledger, plan, result.version, decision)
     rebased = rebaseline.rebaseline_if_new_normal(

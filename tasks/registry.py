@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import logging
 import math
 import sys
 import tempfile
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.gate import CandidateInfo, Decision, decide, sanity_checks
-from tasks.model import FeatureSchema, labels, predict_scores
+from tasks.model import SCORE_BLOCK_ROWS, FeatureSchema, labels, predict_scores
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -127,6 +128,8 @@ def skops_untrusted_types(model: Any) -> list[str]:
 
     return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
+
+log = logging.getLogger("driftloop.registry")
 
 #: What a scoring environment needs to load the model (pinned to the versions that wrote it).
 MODEL_REQUIREMENTS: Final = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
@@ -695,6 +698,24 @@ class Gated:
     challenger_scores: np.ndarray
 
 
+def registered_scores(
+    model: Any, holdout: pd.DataFrame, schema: FeatureSchema, trained: np.ndarray | None
+) -> np.ndarray:
+    """The holdout scores of ``model`` as loaded from the registry. ``trained``: the scores the
+    model gave before it was registered. They are taken when the loaded model gives the same
+    scores, bit for bit, on the first :data:`~tasks.model.SCORE_BLOCK_ROWS` rows (all of a
+    smaller holdout); otherwise the loaded model scores every row."""
+    if trained is not None and len(trained) == len(holdout):
+        first = holdout.iloc[:SCORE_BLOCK_ROWS]
+        checked = predict_scores(model, first, schema)
+        if len(first) == len(holdout):
+            return checked
+        if np.array_equal(checked, trained[: len(first)]):
+            return np.asarray(trained, dtype=np.float64)
+        log.warning("the registered model scores differently from the trained one: rescoring")
+    return predict_scores(model, holdout, schema)
+
+
 def gate(
     tracking: MlflowClient | str,
     name: str,
@@ -707,15 +728,17 @@ def gate(
     seed: int = 0,
     expected_feature_service: str | None = None,
     max_attempts: int = 5,
+    trained_scores: np.ndarray | None = None,
 ) -> Gated:
     """Score champion and challenger ``version`` on ``holdout``, decide, and promote — deciding
     again if another promotion got in first. Each model is loaded and scored once per
-    attempt."""
+    attempt; the challenger's ``trained_scores`` (its holdout scores before it was registered)
+    save scoring it again once checked (:func:`registered_scores`)."""
     client = client_for(tracking)
     version = str(version)
     y = labels(holdout, schema)
     challenger_model = load_version(client, name, version)
-    ch_scores = predict_scores(challenger_model, holdout, schema)
+    ch_scores = registered_scores(challenger_model, holdout, schema, trained_scores)
     ch_info = candidate_info(client, name, version, ch_scores)
     for _ in range(max_attempts):
         current = champion_version(client, name)

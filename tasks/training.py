@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from driftloop_config.redact import redact
@@ -117,6 +118,8 @@ class TrainingResult:
     report_key: str = ""
     #: the population the snapshots hold (tasks.training_set.population_summary)
     population: dict[str, Any] = field(default_factory=dict)
+    #: the fitted model's holdout scores (the gate checks them against the registered model)
+    holdout_scores: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _specs(usecase: UseCase) -> tuple[TargetSpec, ModelSpec, str]:
@@ -406,6 +409,7 @@ def train_challenger(
         data_hash,
         report_key=key,
         population=population,
+        holdout_scores=scores["holdout"],
     )
 
 
@@ -520,9 +524,17 @@ class Judged:
 
 
 def promotion_gate(
-    settings: Settings, usecase: UseCase, data: TrainingSet, version: str, lake: Lake
+    settings: Settings,
+    usecase: UseCase,
+    data: TrainingSet,
+    version: str,
+    lake: Lake,
+    *,
+    trained_scores: np.ndarray | None = None,
 ) -> tuple[Decision, str | None, str]:
-    """Run the promotion gate on the holdout; returns (decision, previous champion, report key)."""
+    """Run the promotion gate on the holdout; returns (decision, previous champion, report key).
+    ``trained_scores``: the challenger's holdout scores from training
+    (:attr:`TrainingResult.holdout_scores`)."""
     from tasks import gate as gating
     from tasks import registry
     from tasks.model import labels
@@ -540,6 +552,7 @@ def promotion_gate(
         model_spec,
         lock_path=registry.promotion_lock_path(settings.state_path, name),
         expected_feature_service=service,
+        trained_scores=trained_scores,
     )
     decision = gated.decision
     html = gating.decision_report(

@@ -38,6 +38,7 @@ from tasks.registry import (
     load_version,
     log_challenger,
     promote,
+    registered_scores,
     rollback,
     trusted_types,
     version_for_alias,
@@ -354,6 +355,68 @@ def test_gate_promotes_on_the_floor_then_a_retrained_model_then_rolls_back(
     )
     with pytest.raises(RegistryError, match="no previous champion"):
         rollback(client, name, lock_path=store.lock_path)
+
+
+class Counting:
+    """A loaded model that counts the rows it scores."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.rows = model, 0
+
+    def predict_proba(self, x: pd.DataFrame) -> Any:
+        self.rows += len(x)
+        return self.model.predict_proba(x)
+
+
+def test_the_gate_takes_the_trained_scores_once_the_registered_model_gives_them_too(
+    store: Store,
+    models: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import tasks.registry
+
+    monkeypatch.setattr(tasks.registry, "SCORE_BLOCK_ROWS", 500)
+    name = store.name()
+    holdout = frames["new_holdout"]  # 3,000 rows: six blocks
+    version = register(store, name, models["new"], frames["new_train"])
+    trained = predict_scores(models["new"], holdout, SCHEMA)
+
+    # the same model: one block scored to check, the trained scores taken
+    loaded = Counting(load_version(store.uri, name, version))
+    got = registered_scores(loaded, holdout, SCHEMA, trained)
+    assert loaded.rows == 500 and np.array_equal(got, trained)
+    # no trained scores: every row scored
+    loaded = Counting(loaded.model)
+    assert np.array_equal(registered_scores(loaded, holdout, SCHEMA, None), trained)
+    assert loaded.rows == 3000
+    # scores of another model: the registered model's own, every row scored, and said so
+    other = predict_scores(models["old"], holdout, SCHEMA)
+    loaded = Counting(loaded.model)
+    with caplog.at_level("WARNING", logger="driftloop.registry"):
+        got = registered_scores(loaded, holdout, SCHEMA, other)
+    assert np.array_equal(got, trained) and loaded.rows == 500 + 3000
+    assert "scores differently" in caplog.text
+    # a holdout of one block: its check is its scoring
+    small = holdout.iloc[:400]
+    loaded = Counting(loaded.model)
+    got = registered_scores(loaded, small, SCHEMA, other[:400])
+    assert np.array_equal(got, trained[:400]) and loaded.rows == 400
+
+    # through the gate: the decision compares the trained scores, checked on one block
+    client = client_for(store.uri)
+    gated = gate(
+        client,
+        name,
+        version,
+        holdout,
+        SCHEMA,
+        POLICY,
+        lock_path=store.lock_path,
+        trained_scores=trained,
+    )
+    assert gated.decision.promote and np.array_equal(gated.challenger_scores, trained)
 
 
 def test_gate_rejects_a_model_on_another_feature_service(
