@@ -410,7 +410,7 @@ class Predictor:
         if missing:
             raise UnknownIds(missing, len(unique), self.entity)
         scores = self._score(champion, columns)
-        asof = columns.get("features_asof") or [None] * len(unique)
+        asof = columns["features_asof"] if "features_asof" in columns else [None] * len(unique)
         by_id = {
             cid: {
                 self.entity: cid,
