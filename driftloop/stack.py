@@ -240,8 +240,9 @@ def inheritable_environ() -> dict[str, str]:
 def stack_env(settings: Settings, api_url: str) -> dict[str, str]:
     """The environment of every stack process (this one's, less Feast's metrics folder): the
     DRIFTLOOP_* settings as given, the API URL, telemetry off, the project folder for
-    prefect.yaml's pull step, how often workers poll and flow runs send heartbeats; this interpreter's folder first on PATH (the pools' flow-run command,
-    :data:`FLOW_RUN_COMMAND`, runs ``python``) and, with warm starts on, the server's socket."""
+    prefect.yaml's pull step, how often workers poll and flow runs send heartbeats; this
+    interpreter's folder first on PATH (the pools' flow-run command, :data:`FLOW_RUN_COMMAND`,
+    runs ``python``) and, with warm starts on, the server's socket."""
     from driftloop_config.settings import ENV_PREFIX, settings_env
 
     # these settings, not whatever DRIFTLOOP_* variables this process happens to have

@@ -386,9 +386,9 @@ def fast_scorer(model: Any, schema: FeatureSchema) -> Scorer | None:
     as scikit-learn's calibrated classifier does. Built once per model; before it is returned it
     scores a probe (every category, missing and unseen values, numbers, NaN), as a frame and as
     columns, through the walker and through scikit-learn's trees, and must give
-    :func:`predict_scores`' scores bit for bit. ``None`` (score with :func:`predict_scores`) for any other model (a use
-    case's ``model.estimator``), an encoder with options this does not implement, or a probe
-    that does not match.
+    :func:`predict_scores`' scores bit for bit. ``None`` (score with :func:`predict_scores`) for
+    any other model (a use case's ``model.estimator``), an encoder with options this does not
+    implement, or a probe that does not match.
     """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.compose import ColumnTransformer
